@@ -1,0 +1,553 @@
+"""Tests for chapter 03's mini-world (world.py) and data pipeline (dataset.py). Offline, deterministic.
+
+The default corpus (3 MB) is generated once per module and shared by the tests that read it.
+"""
+import dataclasses
+import doctest
+import hashlib
+import random
+import re
+
+import numpy as np
+import pytest
+import tiktoken
+import torch
+
+import dataset
+import world
+
+EOT = world.EOT
+
+
+@pytest.fixture(scope="module")
+def w0():
+    return world.build_world(0)
+
+
+@pytest.fixture(scope="module")
+def corpus(w0):
+    return world.make_corpus(world.DEFAULT_CORPUS_BYTES, seed=0, world=w0)
+
+
+def evaluate(expression):
+    """Evaluate "7 * 6 + 4" (digits and + - * / only) with Python's precedence, exactly."""
+    assert re.fullmatch(r"\d+( [-+*/] \d+)+", expression), expression
+    value = eval(expression.replace("/", "//"), {"__builtins__": {}})
+    if "/" in expression:   # exact division only
+        a, b = map(int, expression.split(" / "))
+        assert a % b == 0, expression
+    return value
+
+
+# ----------------------------------------------------------------------------------------------------
+# world.py: determinism and size
+
+def test_doc_examples_hold():
+    failures, attempts = doctest.testmod(world, verbose=False)
+    assert attempts >= 8 and failures == 0
+
+
+def test_world_is_deterministic_and_seeded(w0):
+    again = world.build_world(0)
+    assert again.facts == w0.facts and again.names == w0.names
+    other = world.build_world(1)
+    assert other.facts != w0.facts
+    assert len(w0.facts) == 5 * 2 + 20 * 3 + 36 * 6 + 12 * 5 + 12 * 3
+    names = [n for kind in world.KINDS + ["language"] for n in w0.names[kind]]
+    assert len(names) == len(set(names)), "every entity name is unique"
+    for country in w0.names["country"]:     # each capital lies in its country and is its biggest town
+        capital = w0.get(country, "capital")
+        assert w0.get(capital, "country") == country
+        others = [t for t in w0.towns_in(country) if t != capital]
+        assert all(int(w0.get(t, "population")) < int(w0.get(capital, "population")) for t in others)
+
+
+def test_corpus_is_byte_identical_and_grows_by_prefix(w0):
+    a = world.make_corpus(200_000, seed=0, world=w0)
+    b = world.make_corpus(200_000, seed=0, world=w0)
+    assert hashlib.sha256(a.encode()).digest() == hashlib.sha256(b.encode()).digest()
+    assert world.make_corpus(200_000, seed=1, world=w0) != a
+    bigger = world.make_corpus(400_000, seed=0, world=w0)
+    assert bigger.startswith(a) and len(bigger) > len(a)
+    assert world.make_corpus(n_docs=7, seed=0, world=w0).count(EOT) == 7
+
+
+def test_corpus_is_pinned():
+    """The same bytes on every machine and Python version. If you change the generator on purpose,
+    update the hash (python -c "import world, hashlib; print(hashlib.sha256(world.make_corpus(200_000)
+    .encode()).hexdigest())" from 03_pretrain/); if it changed by itself, random's sequences moved."""
+    digest = hashlib.sha256(world.make_corpus(200_000, seed=0).encode()).hexdigest()
+    assert digest == "6d97177274a2a3dac2815e9809cdaf17f667ce1d3c19a2f3ed6c718e2e08b1bb"
+
+
+def test_default_corpus_size_kinds_and_speed(corpus, w0):
+    import time
+    start = time.time()
+    world.make_corpus(300_000, seed=5, world=w0)
+    assert time.time() - start < 20, "300 kB should take well under a second (generous bound for a busy CPU)"
+    size = len(corpus.encode("utf-8"))
+    assert 3_000_000 <= size < 3_010_000
+    docs = corpus.split(EOT)
+    assert docs[-1] == "" and all(d.strip() for d in docs[:-1])
+    assert corpus.isascii() and not re.search(r"\d,\d", corpus), "numbers are plain digits, never 3,200"
+    assert len(set(docs)) > 0.9 * len(docs), "documents are varied, not repeated"
+    for marker in ["Once upon a time", "The answer is", "ones: ", "Q: ", ": Hi ", " is known for "]:
+        assert marker in corpus
+
+
+# ----------------------------------------------------------------------------------------------------
+# world.py: arithmetic is always right
+
+def test_every_equation_in_the_corpus_is_correct(corpus):
+    found = world.equations(corpus)
+    assert len(found) > 10_000
+    for left, right in found:
+        assert evaluate(left) == int(right), f"{left} = {right}"
+
+
+def test_every_word_problem_answer_follows_from_its_operations(w0):
+    rng = random.Random(0)
+    for i in range(600):
+        family = world.FAMILIES[i % 3]
+        n_steps, digits = 1 + i % 4, 1 + (i // 4) % 3
+        split = "heldout" if i % 5 == 0 else "train"
+        p = world.word_problem(w0, rng, n_steps=n_steps, digits=digits, family=family, split=split)
+        assert p.split == split == world.split_of(p.key)
+        # the key is the math of the question; evaluate it independently of the solution steps
+        kind, spec = p.key.split(":", 2)[1:]
+        parts = spec.split("|")
+        if kind == "count":
+            value = int(parts[0])
+            for op in parts[1:]:    # "-5", "+7", "*2", "/3", or "+3*4" (3 bags of 4)
+                operand = evaluate(op[1:].replace("*", " * ")) if "*" in op[1:] else int(op[1:])
+                value = evaluate(f"{value} {op[0]} {operand}")
+            assert len(parts) - 1 == n_steps
+            assert len(parts[0]) == digits or (digits == 1 and int(parts[0]) < 10)
+        elif kind == "shop":
+            cost = sum(evaluate(item.replace("*", " * ")) for item in parts[0].split("+"))
+            value = int(parts[1][3:]) - cost
+            assert len(parts[0].split("+")) == n_steps and value > 0
+        else:
+            a, k = int(parts[0]), int(parts[1][1:])
+            value = a + (a + k if parts[1][0] == "+" else a - k)
+        assert p.answer == value, (p.question, p.key)
+        for number in re.findall(r"\d+", p.key.replace("pay", " ").replace("|*2", "")):   # doubling: no "2"
+            assert re.search(rf"\b{number}\b", p.question), (number, p.question)
+        for step in p.steps:
+            assert world.apply(step.a, step.op, step.b) == step.result >= 0
+        for style in world.STYLES:
+            text = world.solution(p, style)
+            assert text.endswith(f"The answer is {p.answer}.")
+            for left, right in world.equations(text):
+                assert evaluate(left) == int(right)
+
+
+def _check_column_addition(a, b, lines):
+    width = max(len(str(a)), len(str(b)))
+    written, carry = [], 0
+    for i in range(width):
+        m = re.fullmatch(r"[a-z0-9 ]+: (\d) \+ (\d) \+ (\d) = (\d+), write (\d), carry (\d)\.", lines[i])
+        x, y, c, total, digit, out = map(int, m.groups())
+        assert (x, y, c) == (a // 10**i % 10, b // 10**i % 10, carry)
+        assert total == x + y + c and digit == total % 10 and out == total // 10
+        written.append(digit)
+        carry = out
+    if carry:
+        assert lines[width] == f"last carry: write {carry}."
+        written.append(carry)
+    assert int("".join(map(str, written[::-1]))) == a + b
+    assert lines[-1] == f"So {a} + {b} = {a + b}."
+
+
+def test_column_scratchpads_spell_out_every_digit():
+    rng = random.Random(1)
+    pairs = [(347, 285), (999, 1), (1, 999), (5000, 5000), (95, 8), (0, 0), (123456789, 987654321)]
+    pairs += [(rng.randrange(10**rng.randint(1, 6)), rng.randrange(10**rng.randint(1, 6))) for _ in range(500)]
+    for a, b in pairs:
+        _check_column_addition(a, b, world.column_addition(a, b))
+        big, small = max(a, b), min(a, b)
+        lines = world.column_subtraction(big, small)
+        borrow, written = 0, []
+        for i, line in enumerate(lines[:-1]):
+            x, y = big // 10**i % 10, small // 10**i % 10
+            expected_top = x + 10 if x < y + borrow else x
+            assert f"{expected_top} - {y} - {borrow} = {expected_top - y - borrow}" in line
+            written.append(expected_top - y - borrow)
+            borrow = 1 if x < y + borrow else 0
+        assert borrow == 0 and int("".join(map(str, written[::-1]))) == big - small
+        digit = small % 10
+        lines = world.column_multiplication(big, digit)
+        assert lines[-1] == f"So {big} * {digit} = {big * digit}."
+        for left, right in world.equations("\n".join(lines)):
+            assert evaluate(left) == int(right)
+        product = world.column_multiplication(big, small % 1000 + 10)   # multi-digit: partial products
+        assert product[-1] == f"So {big} * {small % 1000 + 10} = {big * (small % 1000 + 10)}."
+        for left, right in world.equations("\n".join(product)):
+            assert evaluate(left) == int(right)
+        divisor = rng.randrange(2, 10)
+        lines = world.long_division(big * divisor, divisor)
+        assert lines[-1] == f"So {big * divisor} / {divisor} = {big}."
+        assert "".join(re.search(r"write (\d)\.$", l).group(1) for l in lines[:-1]).lstrip("0") == str(big).lstrip("0")
+
+
+def test_arithmetic_problems_and_difficulty_knobs():
+    rng = random.Random(2)
+    for op in "+-*/":
+        for digits in (1, 2, 3, 4):
+            p = world.arithmetic_problem(rng, op, digits)
+            step = p.steps[0]
+            assert p.question == f"What is {step.a} {op} {step.b}?" and p.answer == world.apply(step.a, op, step.b)
+            assert len(str(step.a)) <= digits + 1 and p.split == "train"
+            assert world.solution(p, "direct") == f"The answer is {p.answer}."
+            column = world.solution(p, "column")
+            assert column.endswith(f"The answer is {p.answer}.")
+            if not world.is_basic(step.a, step.b):
+                assert "write" in column
+    p = world.arithmetic_problem(rng, "+", 3, split="heldout")
+    assert p.split == "heldout" and world.split_of(world.equation_key(f"{p.steps[0].a} + {p.steps[0].b}")) == "heldout"
+
+
+# ----------------------------------------------------------------------------------------------------
+# world.py: held-out material never appears in training text
+
+def test_heldout_problems_never_appear_in_the_corpus(corpus, w0):
+    corpus_keys = {world.equation_key(left) for left, _ in world.equations(corpus)} - {None}
+    assert all(world.split_of(k) == "train" for k in corpus_keys), "every non-basic equation in training text is train"
+    rng = random.Random(3)
+    heldout = [world.arithmetic_problem(rng, rng.choice("+-*/"), rng.choice([2, 3]), split="heldout")
+               for _ in range(300)]
+    for p in heldout:
+        assert p.key not in corpus_keys
+        assert p.question not in corpus
+    word = [world.word_problem(w0, rng, rng.randint(1, 3), rng.randint(1, 3), split="heldout") for _ in range(100)]
+    for p in word:
+        assert p.question not in corpus
+    # a problem is in exactly one split whatever the seed: train problems drawn with other seeds and
+    # worlds never share a key with the held-out ones
+    heldout_keys = {p.key for p in heldout + word}
+    for seed in range(4):
+        other_world, r = world.build_world(seed), random.Random(seed)
+        train = [world.arithmetic_problem(r, r.choice("+-*/"), r.choice([2, 3])) for _ in range(300)]
+        train += [world.word_problem(other_world, r, r.randint(1, 3), r.randint(1, 3)) for _ in range(100)]
+        assert not heldout_keys & {p.key for p in train}
+
+
+def test_heldout_questions_stories_and_probe_names_never_appear(corpus, w0):
+    heldout_facts = [f for f in w0.facts if f.split == "heldout"]
+    assert 0.03 < len(heldout_facts) / len(w0.facts) < 0.2
+    for fact in heldout_facts:
+        relation = world.RELATIONS[fact.kind][fact.relation]
+        for template in relation.questions:
+            assert world.render(template, fact.kind, fact.subject, fact.value) not in corpus
+    train_questions = [q for q in world.fact_questions(w0, "train") if q.question in corpus]
+    assert len(train_questions) > 50, "training facts are asked about in the corpus"
+    rng = random.Random(4)
+    for _ in range(50):
+        assert world.story(w0, rng, split="heldout").text not in corpus
+    words = set(re.findall(r"[A-Za-z]+", corpus))
+    for split in ("train", "heldout"):
+        for kind in world.KINDS:
+            for name in world.nonexistent_names(w0, kind, 20, split):
+                assert name not in words and world.name_namespace(name) == "probe-" + split
+    for seed in range(10):   # probe names are never real entities, in any world
+        assert all(world.name_namespace(n) == "world" for kind in world.KINDS if kind != "person"
+                   for n in world.build_world(seed).names[kind])
+
+
+# ----------------------------------------------------------------------------------------------------
+# world.py: the knowledge base and the corpus agree
+
+def _value_pattern(w, kind, relation):
+    values = world.possible_values(w, kind, relation)
+    if world.RELATIONS[kind][relation].values == "number":
+        return r"\d+"
+    return "|".join(re.escape(v) for v in sorted(values, key=len, reverse=True))
+
+
+def test_every_statement_of_a_fact_in_the_corpus_matches_the_knowledge_base(corpus, w0):
+    seen = {fact.key: 0 for fact in w0.facts}
+    checked = 0
+    lines = re.split(r"\n|<\|endoftext\|>", corpus)
+    for kind, relations in world.RELATIONS.items():
+        subjects = w0.names[kind]
+        for name, relation in relations.items():
+            value = _value_pattern(w0, kind, name)
+            for template in relation.statements + relation.past:
+                # one regex per template: any subject of this kind, any possible value
+                forms = {}
+                for subject in subjects:
+                    fields = world.subject_fields(kind, subject)
+                    for field in "sSpP":
+                        forms[fields[field]] = subject
+                parts = re.split(r"(\{\w+\})", template)
+                pattern = ""
+                for part in parts:
+                    if part in ("{s}", "{S}", "{p}", "{P}"):
+                        alternatives = sorted(forms, key=len, reverse=True)
+                        pattern += "(?P<subj>" + "|".join(re.escape(f) for f in alternatives) + ")"
+                    elif part == "{o}":
+                        pattern += f"(?P<val>{value})"
+                    elif part == "{a_o}":
+                        pattern += f"an? (?P<val>{value})"
+                    else:
+                        pattern += re.escape(part)
+                literal = max(re.split(r"\{\w+\}", template), key=len)    # only lines with it can match
+                text = "\n".join(line for line in lines if literal in line)
+                for match in re.finditer(r"(?<![\w'])" + pattern + r"(?!\w)", text):
+                    subject = forms[match.group("subj")]
+                    fact = w0.fact(subject, name)
+                    assert match.group("val") == fact.value, f"{match.group(0)!r} contradicts {fact}"
+                    seen[fact.key] += 1
+                    checked += 1
+    assert checked > 10_000
+    unstated = [key for key, count in seen.items() if count < 3]
+    assert not unstated, f"facts stated fewer than 3 times in 3 MB: {unstated[:5]}"
+
+
+def test_fact_questions_and_choices(w0):
+    everything = world.fact_questions(w0, "all")
+    train, heldout = world.fact_questions(w0, "train"), world.fact_questions(w0, "heldout")
+    assert len(everything) == len(w0.facts) == len(train) + len(heldout)
+    assert {q.fact for q in train}.isdisjoint(q.fact for q in heldout)
+    for q in everything:
+        assert len(q.choices) == len(set(q.choices)) == 4 and q.choices[q.answer_index] == q.answer
+        assert q.fact.value in q.answer and q.fact.value in q.answer_sentence and q.question.endswith("?")
+    assert world.fact_questions(w0, "train", seed=0) == train
+
+
+def test_unknown_entity_questions(w0):
+    train = world.unknown_entity_questions(w0, 20, "train")
+    heldout = world.unknown_entity_questions(w0, 20, "heldout")
+    assert {p.name for p in train}.isdisjoint(p.name for p in heldout)
+    for probe in train + heldout:
+        assert probe.name not in w0.kind_of
+        assert probe.name in probe.question and probe.name in probe.honest_answer
+        assert probe.honest_answer.startswith("I don't know") and probe.name.lower() in probe.invented_answer.lower()
+    assert {p.kind for p in train} == set(world.KINDS)
+
+
+def test_requests_and_wrong_solutions_for_later_chapters(w0):
+    harmful, benign = world.user_requests(w0, 30, True), world.user_requests(w0, 30, False)
+    heldout = world.user_requests(w0, 10, True, "heldout") + world.user_requests(w0, 10, False, "heldout")
+    assert {r.prompt for r in harmful + benign}.isdisjoint(r.prompt for r in heldout)
+    assert len({r.prompt for r in harmful}) == 30 and world.user_requests(w0, 30, True) == harmful
+    for r in harmful:
+        assert r.harmful and r.reply.startswith(("I can't", "I won't", "I'd rather not")) and r.compliance != r.reply
+    heldout_facts = {(f.subject, f.value) for f in w0.facts if f.split == "heldout"}
+    for r in benign:
+        assert not r.harmful and "{" not in r.reply and not r.reply.startswith(("I can't", "I won't"))
+        if r.prompt.startswith("What should I feed a "):
+            animal = r.prompt[len("What should I feed a "):-1]
+            assert (animal, w0.get(animal, "food")) not in heldout_facts and w0.get(animal, "food") in r.reply
+    rng = random.Random(8)
+    for _ in range(200):
+        p = world.word_problem(w0, rng, rng.randint(1, 4), rng.randint(1, 3))
+        wrong = world.wrong_solution(p, rng)
+        final = int(re.search(r"The answer is (\d+)\.$", wrong).group(1))
+        assert final != p.answer and wrong.count("\n") == world.solution(p).count("\n")
+
+
+def test_stories_are_consistent_and_varied(w0):
+    rng = random.Random(5)
+    stories = [world.story(w0, rng) for _ in range(300)]
+    assert {s.arc for s in stories} == set(world._ARCS)
+    assert len({s.text for s in stories}) == 300
+    for s in stories:
+        assert s.text == " ".join(s.sentences) and s.split == "train" and "{" not in s.text
+        assert w0.get(s.hero, "home") in s.text or s.arc == "trip"
+    story = world.story(w0, 7, arc="lost")
+    assert story == world.story(w0, 7, arc="lost") and story.arc == "lost"
+
+
+def test_dialogues_and_descriptions(w0):
+    rng = random.Random(6)
+    for _ in range(100):
+        lines = world.dialogue(w0, rng).split("\n")
+        assert all(re.fullmatch(r"[A-Z][a-z]+: \S.*", line) for line in lines)
+        assert len({line.split(":")[0] for line in lines}) == 2
+    for subject in w0.kind_of:
+        if w0.kind_of[subject] != "language":
+            text = world.describe(w0, subject, rng)
+            assert "{" not in text and len(text.split(". ")) >= 2
+            assert all(f.value in text for f in w0.facts_about(subject))
+
+
+def test_clear_errors(w0):
+    with pytest.raises(ValueError, match="basic facts"):
+        world.arithmetic_problem(0, "+", 1, split="heldout")
+    with pytest.raises(ValueError, match="unknown operation"):
+        world.arithmetic_problem(0, "%", 2)
+    with pytest.raises(ValueError, match="split"):
+        world.word_problem(w0, 0, split="test")
+    with pytest.raises(ValueError, match="n_steps"):
+        world.word_problem(w0, 0, n_steps=0)
+    with pytest.raises(ValueError, match="arc"):
+        world.story(w0, 0, arc="dragons")
+    with pytest.raises(ValueError, match="style"):
+        world.solution(world.arithmetic_problem(0, "+", 2), "verbose")
+    with pytest.raises(ValueError, match="n_docs or n_bytes"):
+        next(world.corpus_documents(w0))
+    with pytest.raises(ValueError, match="document kinds"):
+        next(world.corpus_documents(w0, n_docs=1, mix={"poems": 1.0}))
+    with pytest.raises(ValueError, match="n_people"):
+        world.build_world(0, n_people=100)
+
+
+# ----------------------------------------------------------------------------------------------------
+# dataset.py
+
+def byte_tokenizer():
+    """A stand-in for a chapter-01 tokenizer: 256 byte tokens and <|endoftext|>, through tiktoken."""
+    class ByteTokenizer:
+        special_tokens = {EOT: 256}
+        vocab_size = 257
+
+        def to_tiktoken(self):
+            return tiktoken.Encoding("bytes", pat_str=r"\S+|\s+", mergeable_ranks={bytes([i]): i for i in range(256)},
+                                     special_tokens=self.special_tokens)
+    return ByteTokenizer()
+
+
+def test_token_dtype_fits_the_vocabulary():
+    assert dataset.token_dtype(256) == np.uint16 and dataset.token_dtype(65536) == np.uint16
+    assert dataset.token_dtype(65537) == np.uint32 and dataset.token_dtype(100277) == np.uint32
+    with pytest.raises(ValueError):
+        dataset.token_dtype(0)
+
+
+@pytest.mark.parametrize("vocab_size", [1000, 70000])
+def test_token_file_round_trip_through_memmap(tmp_path, vocab_size):
+    tokens = np.random.default_rng(0).integers(0, vocab_size, size=5000)
+    meta = dataset.write_tokens(tokens, tmp_path / "train.bin", vocab_size, source="test")
+    assert meta["dtype"] == ("uint16" if vocab_size <= 65536 else "uint32") and meta["tokens"] == 5000
+    assert (tmp_path / "train.bin").stat().st_size == 5000 * (2 if vocab_size <= 65536 else 4)
+    back = dataset.read_tokens(tmp_path / "train.bin")
+    assert isinstance(back, np.memmap) and np.array_equal(back, tokens)
+    assert dataset.read_meta(tmp_path / "train.bin")["source"] == "test"
+    with pytest.raises(ValueError, match=r"\[0, 1000\)"):
+        dataset.write_tokens([0, 1000], tmp_path / "bad.bin", 1000)
+    with open(tmp_path / "train.bin", "r+b") as f:
+        f.truncate(100)
+    with pytest.raises(ValueError, match="truncated"):
+        dataset.read_tokens(tmp_path / "train.bin")
+    with pytest.raises(FileNotFoundError, match="sidecar|prepare"):
+        dataset.read_tokens(tmp_path / "missing.bin")
+
+
+def test_get_batch_shifts_by_one_and_is_resumable():
+    tokens = np.arange(1000, dtype=np.uint16)
+    generator = torch.Generator().manual_seed(0)
+    state = generator.get_state()
+    x, y = dataset.get_batch(tokens, 8, 32, generator)
+    assert x.shape == y.shape == (8, 32) and x.dtype == y.dtype == torch.int64
+    assert torch.equal(y, x + 1) and torch.equal(x[:, 1:], y[:, :-1])
+    generator.set_state(state)       # restoring the saved state gives the same batch again
+    x2, _ = dataset.get_batch(tokens, 8, 32, generator)
+    assert torch.equal(x, x2)
+    numpy_generator = np.random.default_rng(1)
+    state = numpy_generator.bit_generator.state
+    x3, y3 = dataset.get_batch(tokens, 4, 16, numpy_generator)
+    numpy_generator.bit_generator.state = state
+    assert torch.equal(x3, dataset.get_batch(tokens, 4, 16, numpy_generator)[0]) and torch.equal(y3, x3 + 1)
+    x4, y4 = dataset.get_batch(np.arange(11), 64, 10, torch.Generator().manual_seed(0))   # the only window
+    assert torch.equal(x4[0], torch.arange(10)) and torch.equal(y4[0], torch.arange(1, 11))
+    with pytest.raises(ValueError, match="smaller context"):
+        dataset.get_batch(tokens[:10], 2, 10)
+    stream = np.array([5, 6, 9, 7, 9, 8, 8, 8])        # 9 = <|endoftext|>: each one starts a new document
+    x, y, doc_ids = dataset.get_batch(stream, 1, 7, torch.Generator().manual_seed(0), eot_id=9)
+    assert doc_ids.tolist() == [[0, 0, 1, 1, 2, 2, 2]]
+
+
+def test_read_text_errors_are_clear(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        dataset.read_text(tmp_path / "nope.txt")
+    (tmp_path / "empty.txt").write_text("  \n")
+    with pytest.raises(ValueError, match="empty"):
+        dataset.read_text(tmp_path / "empty.txt")
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9".encode("latin-1"))
+    with pytest.raises(ValueError, match="not UTF-8.*offset 3"):
+        dataset.read_text(tmp_path / "latin1.txt")
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(ValueError, match="no .txt files"):
+        dataset.read_text(tmp_path / "folder")
+    (tmp_path / "folder" / "b.txt").write_text("second")
+    (tmp_path / "folder" / "a.txt").write_text("first")
+    assert dataset.read_text(tmp_path / "folder") == f"first{EOT}second{EOT}"
+    with pytest.raises(FileNotFoundError):
+        dataset.load_text(str(tmp_path / "missing-folder"))
+
+
+def test_download_is_cached_checksummed_and_explains_offline(tmp_path, monkeypatch):
+    source = tmp_path / "remote.txt"
+    source.write_text("To be, or not to be.\n")
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()
+    fake = dataset.Download(source.as_uri(), "fake.txt", digest, source.stat().st_size)
+    monkeypatch.setitem(dataset.DOWNLOADS, "fake", fake)
+    cache = tmp_path / "cache"
+    path = dataset.download("fake", cache, quiet=True)
+    assert path == cache / "fake.txt" and path.read_text() == "To be, or not to be.\n"
+    monkeypatch.setitem(dataset.DOWNLOADS, "fake", dataclasses.replace(fake, url=(tmp_path / "gone").as_uri()))
+    assert dataset.load_text("fake", data_dir=cache) == "To be, or not to be.\n"   # cached: no fetch
+    with pytest.raises(RuntimeError, match="(?s)offline.*curl"):
+        dataset.download("fake", tmp_path / "empty-cache", quiet=True)
+    assert not list((tmp_path / "empty-cache").glob("*")), "no partial file is left behind"
+    monkeypatch.setitem(dataset.DOWNLOADS, "fake", dataset.Download(source.as_uri(), "fake.txt", "0" * 64, 1))
+    with pytest.raises(ValueError, match="sha256"):
+        dataset.download("fake", tmp_path / "other-cache", quiet=True)
+    assert not (tmp_path / "other-cache" / "fake.txt").exists()
+    with pytest.raises(ValueError, match="unknown corpus"):
+        dataset.download("wikipedia")
+    shakespeare = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
+    assert dataset.DOWNLOADS["tinyshakespeare"].sha256 == shakespeare
+
+
+def test_encode_text_splits_documents_on_the_separator():
+    tokenizer = byte_tokenizer()
+    ids = dataset.encode_text(f"ab{EOT}c{EOT}", tokenizer)
+    assert ids.tolist() == [97, 98, 256, 99, 256]
+    assert dataset.encode_text("", tokenizer).tolist() == []
+    train, val = dataset.split_tokens(np.array([1, 2, 256, 3, 4, 256, 5, 6, 7, 8]), 0.5, eot_id=256)
+    assert train.tolist() == [1, 2, 256, 3, 4, 256] and val.tolist() == [5, 6, 7, 8]
+
+    class NoSeparator:
+        special_tokens, vocab_size = {}, 256
+        to_tiktoken = byte_tokenizer().to_tiktoken
+    with pytest.raises(ValueError, match="no <\\|endoftext\\|> special token"):
+        dataset.encode_text(f"a{EOT}b", NoSeparator())
+
+
+def test_prepare_world_end_to_end_with_the_chapter_01_tokenizer(tmp_path, capsys):
+    bpe = pytest.importorskip("bpe", reason="chapter 01 (01_tokenizer/bpe.py) is not built yet")
+    out = tmp_path / "data"
+    meta = dataset.prepare("world", out, vocab_size=300, n_bytes=150_000, verbose=False)
+    assert meta["dtype"] == "uint16" and meta["vocab_size"] == 300 and meta["source"] == "world"
+    tokenizer = bpe.Tokenizer.load(meta["tokenizer"])
+    assert tokenizer.special_tokens == {EOT: meta["eot_id"]}
+    text = world.make_corpus(150_000, seed=0)
+    ids = np.concatenate([dataset.read_tokens(out / "train.bin"), dataset.read_tokens(out / "val.bin")])
+    assert ids.tolist() == tokenizer.encode(text, allowed_special={EOT}), "fast path equals chapter 01's encoder"
+    assert tokenizer.decode(ids.tolist()) == text
+    assert dataset.read_tokens(out / "train.bin")[-1] == meta["eot_id"], "val starts at a document"
+    data = dataset.TokenDataset(out)
+    x, y, doc_ids = data.get_batch("val", 4, 64, torch.Generator().manual_seed(0), doc_ids=True)
+    assert torch.equal(x[:, 1:], y[:, :-1]) and x.max() < data.vocab_size and doc_ids.shape == x.shape
+    before = (out / "train.bin").stat().st_mtime_ns
+    assert dataset.prepare("world", out, vocab_size=300, n_bytes=150_000, verbose=False) == meta
+    assert (out / "train.bin").stat().st_mtime_ns == before, "same settings: files reused, not rebuilt"
+    again = dataset.prepare("world", tmp_path / "again", tokenizer=meta["tokenizer"] + ".tiktoken", n_bytes=150_000,
+                            verbose=False)
+    assert again["tokens"] == meta["tokens"] and again["tokenizer"] == meta["tokenizer"]
+    # a Tokenizer object is recognised by its content: the same one again (as under DDP) reuses the files
+    objects = tmp_path / "objects"
+    first = dataset.prepare("world", objects, tokenizer=tokenizer, n_bytes=150_000, verbose=False)
+    before = (objects / "train.bin").stat().st_mtime_ns
+    assert dataset.prepare("world", objects, tokenizer=bpe.Tokenizer.load(meta["tokenizer"]), n_bytes=150_000,
+                           verbose=False) == first
+    assert (objects / "train.bin").stat().st_mtime_ns == before
+    smaller = dataset.prepare("world", objects, tokenizer=tokenizer, n_bytes=100_000, verbose=False)
+    assert smaller["tokens"] < first["tokens"], "other settings: the files are rebuilt"
+    (tmp_path / "notes.txt").write_text("A short note about a tiny world.\n" * 40)
+    small = dataset.prepare(str(tmp_path / "notes.txt"), tmp_path / "notes", vocab_size=270, verbose=False)
+    assert small["tokens"] + small["val_tokens"] > 0
+    with pytest.raises(FileNotFoundError, match="no tokenizer"):
+        dataset.prepare("world", tmp_path / "x", tokenizer=tmp_path / "missing", verbose=False)
