@@ -1,0 +1,162 @@
+"""Benchmark: training-step throughput of our GPT against a peer, and what the KV cache buys.
+
+    python 02_transformer/bench_gpt.py                 # both configs + generation, ~1-2 minutes on 2 cores
+    python 02_transformer/bench_gpt.py --only gen      # just the KV-cache comparison
+
+1. Training step (forward, backward, AdamW step), tokens/s, fp32, for
+   (a) nanoGPT's README CPU recipe, character level: vocab 65, context 64, 4 layers, 4 heads, width 128,
+       batch 12, dropout 0 (and, as in nanoGPT, no biases);
+   (b) nanoGPT's Shakespeare-char model shape: 6 layers, 6 heads, width 384, context 256, here batch 8.
+   Contenders: our attn_impl="manual" (every op written out), our attn_impl="sdpa" (torch's fused
+   kernels), both bias-free like nanoGPT; our sdpa with biases everywhere (exactly the peer's layout);
+   and the peer: the GPT of the book "Build a Large Language Model (From Scratch)",
+   `llms_from_scratch.ch04.GPTModel` (pip install llms-from-scratch --no-deps; benchmark-only, never a
+   requirement; skipped with a message when absent), at its default qkv_bias=False (its output
+   projections, MLP and norms always have biases). Ours ties the output head to the embedding, the peer
+   does not. Ours steps with torch.optim.AdamW(fused=True); the peer with the plain torch.optim.AdamW
+   its book uses (an extra row gives the peer fused AdamW too, to separate optimizer from model).
+   The contenders run in turn, round after round, in one process, so that a busy machine slows all of
+   them alike; the ratios are medians of the per-round ratios.
+2. Generation at the tiny preset: 256 new tokens, greedy, with and without the KV cache.
+"""
+import argparse
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+from gpt import GPT, GPTConfig
+
+CONFIGS = {
+    "a": dict(name="(a) nanoGPT CPU char recipe", vocab_size=65, block_size=64, n_layer=4, n_head=4, n_embd=128, batch=12),
+    "b": dict(name="(b) 6 layers x 384 wide, context 256", vocab_size=65, block_size=256, n_layer=6, n_head=6, n_embd=384, batch=8),
+}
+
+
+def peer_model(cfg):
+    """The peer, built with the same sizes; None (and a message) when the package is missing."""
+    try:
+        from llms_from_scratch.ch04 import GPTModel
+    except ImportError:
+        print("  peer skipped: llms_from_scratch is not installed (pip install llms-from-scratch --no-deps)")
+        return None
+    return GPTModel(dict(vocab_size=cfg["vocab_size"], context_length=cfg["block_size"], emb_dim=cfg["n_embd"],
+                         n_heads=cfg["n_head"], n_layers=cfg["n_layer"], drop_rate=0.0, qkv_bias=False))
+
+
+def ours_loss(model, x, y):
+    return model(x, y)[1]
+
+
+def ours_loss_bf16(model, x, y):
+    with torch.autocast(x.device.type, dtype=torch.bfloat16):
+        return model(x, y)[1]
+
+
+def make_contenders(cfg, device, bf16=False):
+    """name -> (model, optimizer, function returning the loss)."""
+    contenders = {}
+    ours = [("ours manual", "manual", False, ours_loss), ("ours sdpa", "sdpa", False, ours_loss),
+            ("ours sdpa + biases", "sdpa", True, ours_loss)]
+    if bf16:
+        ours.append(("ours sdpa, bf16 autocast", "sdpa", False, ours_loss_bf16))
+    for name, impl, bias, loss_fn in ours:
+        torch.manual_seed(0)
+        config = GPTConfig(vocab_size=cfg["vocab_size"], block_size=cfg["block_size"], n_layer=cfg["n_layer"],
+                           n_head=cfg["n_head"], n_embd=cfg["n_embd"], dropout=0.0, bias=bias, attn_impl=impl)
+        model = GPT(config).to(device)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1, fused=True)
+        contenders[name] = (model, optimizer, loss_fn)
+    peer = peer_model(cfg)
+    if peer is not None:
+        def peer_loss(m, x, y):
+            return F.cross_entropy(m(x).flatten(0, 1), y.flatten())
+        for fused in (False, True):
+            torch.manual_seed(0)
+            model = peer_model(cfg).to(device)
+            optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1, fused=fused or None)
+            contenders["peer" + (" + fused AdamW" if fused else "")] = (model, optimizer, peer_loss)
+    return contenders
+
+
+def train_steps(model, optimizer, loss_fn, batches):
+    """Run one training step per batch; return tokens/s."""
+    start = time.perf_counter()
+    for x, y in batches:
+        loss = loss_fn(model, x, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    seconds = time.perf_counter() - start
+    return sum(x.numel() for x, _ in batches) / seconds
+
+
+def bench_training(key, rounds, steps, device, bf16=False):
+    cfg = CONFIGS[key]
+    print(f"\n{cfg['name']}: vocab {cfg['vocab_size']}, context {cfg['block_size']}, {cfg['n_layer']} layers, "
+          f"{cfg['n_head']} heads, width {cfg['n_embd']}, batch {cfg['batch']}; {steps} steps x {rounds} rounds each")
+    contenders = make_contenders(cfg, device, bf16)
+    data = torch.Generator().manual_seed(1)
+    batches = []
+    for _ in range(steps):
+        chunk = torch.randint(0, cfg["vocab_size"], (cfg["batch"], cfg["block_size"] + 1), generator=data)
+        batches.append((chunk[:, :-1].to(device), chunk[:, 1:].to(device)))
+    for model, optimizer, loss_fn in contenders.values():  # warm-up: allocator, kernels, optimizer state
+        train_steps(model, optimizer, loss_fn, batches[:2])
+    speeds = {name: [] for name in contenders}
+    for _ in range(rounds):
+        for name, (model, optimizer, loss_fn) in contenders.items():
+            speeds[name].append(train_steps(model, optimizer, loss_fn, batches))
+    print(f"  {'contender':<26} {'tokens/s':>10} {'x peer':>8}   (median of {rounds} rounds; ratio: median of per-round ratios)")
+    for name, values in speeds.items():
+        ratio = ""
+        if "peer" in speeds and name != "peer":
+            ratio = f"{statistics.median(v / p for v, p in zip(values, speeds['peer'])):8.2f}"
+        print(f"  {name:<26} {statistics.median(values):10,.0f} {ratio:>8}")
+
+
+def bench_generation(rounds, new_tokens, device):
+    torch.manual_seed(0)
+    model = GPT(GPTConfig.from_preset("tiny")).to(device).eval()
+    prompt = torch.randint(0, model.config.vocab_size, (1, 16), device=device)
+    print(f"\ngeneration: tiny preset ({model.num_params() / 1e6:.1f}M params), prompt 16 tokens, "
+          f"{new_tokens} new tokens, greedy, batch 1; {rounds} rounds")
+    times = {"KV cache": [], "no cache": []}
+    outputs = {}
+    model.generate(prompt, 8, temperature=0)  # warm-up
+    for _ in range(rounds):
+        for name in times:
+            start = time.perf_counter()
+            outputs[name] = model.generate(prompt, new_tokens, temperature=0, use_cache=name == "KV cache")
+            times[name].append(time.perf_counter() - start)
+    same = torch.equal(outputs["KV cache"], outputs["no cache"])
+    for name, values in times.items():
+        print(f"  {name:<10} {new_tokens / statistics.median(values):8,.0f} tokens/s")
+    speedup = statistics.median(n / c for c, n in zip(times["KV cache"], times["no cache"]))
+    print(f"  speedup with the KV cache: {speedup:.1f}x (identical tokens: {same})")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", choices=["a", "b", "gen"], action="append",
+                        help="run only these parts (repeatable); default: a, b and gen")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds per measurement (default 5)")
+    parser.add_argument("--steps-a", type=int, default=10, help="training steps per round at config (a)")
+    parser.add_argument("--steps-b", type=int, default=3, help="training steps per round at config (b)")
+    parser.add_argument("--new-tokens", type=int, default=256, help="tokens to generate (default 256)")
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda or mps")
+    parser.add_argument("--bf16", action="store_true", help="add a row: our sdpa path under bf16 autocast")
+    args = parser.parse_args()
+    parts = args.only or ["a", "b", "gen"]
+    print(f"torch {torch.__version__}, device {args.device}, {torch.get_num_threads()} threads (torch's default)")
+    if "a" in parts:
+        bench_training("a", args.rounds, args.steps_a, args.device, args.bf16)
+    if "b" in parts:
+        bench_training("b", args.rounds, args.steps_b, args.device, args.bf16)
+    if "gen" in parts:
+        bench_generation(max(3, args.rounds // 2), args.new_tokens, args.device)
+
+
+if __name__ == "__main__":
+    main()

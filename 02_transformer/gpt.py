@@ -1,0 +1,628 @@
+"""A GPT (decoder-only Transformer) written out in full, GPT-2 by default, LLaMA's choices one switch away.
+
+    config = GPTConfig.from_preset("tiny")        # or "gpt2", "gpt2-medium", "llama-tiny", ...
+    model = GPT(config)
+    logits, loss = model(idx, targets)            # idx, targets: (B, T) token ids
+    out = model.generate(idx, max_new_tokens=50)  # KV cache on by default
+
+Reading order: GPTConfig and PRESETS, CausalSelfAttention, Block, GPT (embeddings -> blocks -> norm ->
+head), then generation with its KV cache, then accounting, then loading GPT-2's published weights.
+The building blocks (softmax, attention, norms, GELU, SwiGLU, RoPE) are in layers.py.
+"""
+import dataclasses
+import math
+import re
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from layers import (MLP, LayerNorm, RMSNorm, SwiGLU, apply_rope, attention_weights, causal_mask, rope_tables,
+                    scaled_dot_product_attention)
+
+
+@dataclass
+class GPTConfig:
+    """Everything that fixes a model's shape. The defaults are GPT-2 small (124M) with a padded vocab.
+
+    norm: "layernorm" (GPT-2) | "rmsnorm" (LLaMA);  pos: "learned" (GPT-2) | "rope" (LLaMA);
+    mlp: "gelu" (GPT-2, hidden 4C) | "swiglu" (LLaMA, hidden ~8C/3);  tie_weights: lm_head shares wte.
+    attn_impl: "manual" runs our own formulas from layers.py everywhere (attention, softmax, norms, GELU);
+      "sdpa" runs torch's fused kernels for the same math (F.scaled_dot_product_attention, which is
+      flash attention on a GPU, plus F.layer_norm, F.rms_norm, F.gelu): same numbers, fewer, faster ops.
+    mlp_hidden: width of the MLP's hidden layer; None means 4C for gelu, 8C/3 rounded up to 64 for swiglu.
+    """
+    vocab_size: int = 50304  # GPT-2's 50257 rounded up to a multiple of 64 (faster matmuls on a GPU)
+    block_size: int = 1024  # context length: the most positions the model can see at once
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    dropout: float = 0.0
+    bias: bool = True  # biases in the Linear layers and LayerNorms
+    norm: str = "layernorm"
+    pos: str = "learned"
+    mlp: str = "gelu"
+    tie_weights: bool = True
+    attn_impl: str = "manual"
+    rope_theta: float = 10000.0
+    mlp_hidden: int | None = None
+
+    def __post_init__(self):
+        choices = {"norm": ("layernorm", "rmsnorm"), "pos": ("learned", "rope"), "mlp": ("gelu", "swiglu"),
+                   "attn_impl": ("manual", "sdpa")}
+        for field, allowed in choices.items():
+            if getattr(self, field) not in allowed:
+                raise ValueError(f"GPTConfig.{field}={getattr(self, field)!r}: choose one of {allowed}")
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd={self.n_embd} must be a multiple of n_head={self.n_head}")
+        if self.pos == "rope" and (self.n_embd // self.n_head) % 2:
+            raise ValueError(f"pos='rope' needs an even head size, got n_embd/n_head={self.n_embd // self.n_head}")
+        if self.vocab_size < 1 or self.block_size < 1 or self.n_layer < 1:
+            raise ValueError("vocab_size, block_size and n_layer must be positive")
+        if self.mlp_hidden is None:
+            self.mlp_hidden = 4 * self.n_embd if self.mlp == "gelu" else 64 * math.ceil(8 * self.n_embd / 3 / 64)
+
+    @classmethod
+    def from_preset(cls, name, **overrides):
+        """GPTConfig.from_preset("tiny", vocab_size=512) -> the preset's fields, then the overrides."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(overrides) - fields
+        if unknown:
+            raise ValueError(f"unknown GPTConfig fields {sorted(unknown)}; the fields are {sorted(fields)}")
+        return cls(**{**PRESETS[name], **overrides})
+
+
+# Plain dicts of GPTConfig fields. The CPU presets use attn_impl="sdpa" because it is faster (README).
+PRESETS = {
+    # ~1.9M parameters: trains on a laptop CPU in minutes. block_size 512 leaves room for 256 new tokens.
+    "tiny": dict(vocab_size=512, block_size=512, n_layer=4, n_head=6, n_embd=192, attn_impl="sdpa"),
+    # the same size with LLaMA's choices: RMSNorm, rotary positions, SwiGLU, untied head, no biases
+    "llama-tiny": dict(vocab_size=512, block_size=512, n_layer=4, n_head=6, n_embd=192, attn_impl="sdpa",
+                       norm="rmsnorm", pos="rope", mlp="swiglu", tie_weights=False, bias=False),
+    # OpenAI's GPT-2 sizes, with the published vocab of 50257 so that their weights load
+    "gpt2": dict(vocab_size=50257, block_size=1024, n_layer=12, n_head=12, n_embd=768, attn_impl="sdpa"),
+    "gpt2-medium": dict(vocab_size=50257, block_size=1024, n_layer=24, n_head=16, n_embd=1024, attn_impl="sdpa"),
+    "gpt2-large": dict(vocab_size=50257, block_size=1024, n_layer=36, n_head=20, n_embd=1280, attn_impl="sdpa"),
+    "gpt2-xl": dict(vocab_size=50257, block_size=1024, n_layer=48, n_head=25, n_embd=1600, attn_impl="sdpa"),
+}
+
+
+# ----------------------------------------------------------------------------- the model
+
+class KVCache:
+    """The keys and values every layer has computed so far, so that a new token needs only its own.
+
+    keys[layer], values[layer]: (B, H, max_len, D), filled up to `length`. Allocated on first use, in
+    the dtype attention produces (bf16 under autocast). Without a cache, generating token t recomputes
+    the keys and values of all t - 1 earlier tokens in every layer; with it, each token is computed once.
+    """
+
+    def __init__(self, n_layer, max_len):
+        self.keys = [None] * n_layer
+        self.values = [None] * n_layer
+        self.max_len = max_len
+        self.length = 0  # positions stored; advanced by GPT after all layers ran
+
+    def update(self, layer, k, v):
+        """Store k, v (B, H, T, D) after the cached ones; return all keys and values (B, H, length + T, D)."""
+        start, end = self.length, self.length + k.size(2)
+        if end > self.max_len:
+            raise ValueError(f"KV cache holds {self.max_len} positions, {end} requested")
+        if self.keys[layer] is None:
+            shape = (k.size(0), k.size(1), self.max_len, k.size(3))
+            self.keys[layer] = k.new_empty(shape)
+            self.values[layer] = v.new_empty(shape)
+        self.keys[layer][:, :, start:end] = k
+        self.values[layer][:, :, start:end] = v
+        return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head self-attention: H heads, each attending in its own D = C/H dimensional subspace.
+
+    q, k, v = x W_qkv (one fused Linear, C -> 3C), split into H heads of size D;
+    head_h = softmax(q_h k_h^T / sqrt(D) + mask) v_h;  out = concat(head_1..head_H) W_proj.
+    """
+
+    def __init__(self, config, layer_index):
+        super().__init__()
+        self.n_head = config.n_head
+        self.n_embd = config.n_embd
+        self.layer_index = layer_index  # which slot of the KV cache is ours
+        self.rope = config.pos == "rope"
+        self.attn_impl = config.attn_impl
+        self.dropout = config.dropout
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v in one matmul
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)  # writes into the residual stream
+        self.resid_dropout = nn.Dropout(config.dropout)
+        self.keep_attention = False  # set by GPT.attention_maps() to store the weights in .attention
+
+    def forward(self, x, rope_cos_sin=None, attn_mask=None, kv_cache=None):
+        """x: (B, T, C) -> (B, T, C).
+
+        attn_mask: bool (B, 1, T, S), True = may attend; None means plain causal attention (the queries
+        are positions S-T .. S-1 of the S keys; with T == 1 that is "attend to everything cached").
+        rope_cos_sin: (cos, sin), each (B, 1, T, D/2), when config.pos == "rope".
+        """
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(C, dim=2)  # (B, T, C) each
+        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, H, T, D)
+        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, H, T, D)
+        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, H, T, D)
+        if self.rope:
+            q, k = apply_rope(q, *rope_cos_sin), apply_rope(k, *rope_cos_sin)
+        if kv_cache is not None:
+            k, v = kv_cache.update(self.layer_index, k, v)  # (B, H, S, D): the cached keys, then ours
+        is_causal = attn_mask is None and T > 1
+        if is_causal and k.size(2) != T:  # several new queries after cached keys: torch's is_causal would
+            attn_mask, is_causal = causal_mask(T, k.size(2), device=x.device), False  # align them with the first keys
+        dropout_p = self.dropout if self.training else 0.0
+        if self.attn_impl == "sdpa":
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal, dropout_p=dropout_p)
+        else:
+            y = scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal, dropout_p=dropout_p)
+        if self.keep_attention:
+            self.attention = attention_weights(q, k, attn_mask, is_causal).detach()  # (B, H, T, S)
+        y = y.transpose(1, 2).reshape(B, T, C)  # heads side by side again: (B, T, H * D)
+        return self.resid_dropout(self.c_proj(y))
+
+
+class Block(nn.Module):
+    """One pre-norm Transformer block: x = x + attn(norm(x)); x = x + mlp(norm(x)).
+
+    x is the residual stream: each sub-layer reads a normalised copy and ADDS its result, so the
+    identity path from the embeddings to the output is never blocked (gradients flow straight through).
+    """
+
+    def __init__(self, config, layer_index):
+        super().__init__()
+        self.ln_1 = make_norm(config)
+        self.attn = CausalSelfAttention(config, layer_index)
+        self.ln_2 = make_norm(config)
+        mlp_class = MLP if config.mlp == "gelu" else SwiGLU
+        self.mlp = mlp_class(config.n_embd, config.mlp_hidden, bias=config.bias, dropout=config.dropout,
+                             fused=config.attn_impl == "sdpa")
+
+    def forward(self, x, rope_cos_sin=None, attn_mask=None, kv_cache=None):  # (B, T, C) -> (B, T, C)
+        x = x + self.attn(self.ln_1(x), rope_cos_sin, attn_mask, kv_cache)
+        x = x + self.mlp(self.ln_2(x))
+        return x
+
+
+def make_norm(config):
+    fused = config.attn_impl == "sdpa"
+    if config.norm == "layernorm":
+        return LayerNorm(config.n_embd, bias=config.bias, fused=fused)
+    return RMSNorm(config.n_embd, fused=fused)
+
+
+def doc_positions_and_mask(doc_ids):
+    """Per-token positions and the attention mask of a row packed with several documents.
+
+    doc_ids: (B, T) ints; a document is a run of equal ids (a new run starts where the id changes).
+    Returns positions (B, T), restarting at 0 at each document start, and mask (B, 1, T, T), True where
+    query t may attend key s: s <= t and both in the same run. Example, doc_ids = [[7, 7, 7, 2, 2]]:
+    positions [[0, 1, 2, 0, 1]]; token 3 sees only itself, token 4 sees tokens 3 and 4.
+    """
+    B, T = doc_ids.shape
+    starts = torch.ones_like(doc_ids, dtype=torch.bool)
+    starts[:, 1:] = doc_ids[:, 1:] != doc_ids[:, :-1]
+    run = starts.cumsum(dim=1)  # (B, T): 1, 1, 1, 2, 2 - which run each token is in
+    t = torch.arange(T, device=doc_ids.device).expand(B, T)
+    run_start = torch.where(starts, t, 0).cummax(dim=1).values  # (B, T): index where my run began
+    positions = t - run_start
+    same_run = run[:, :, None] == run[:, None, :]  # (B, T, T)
+    causal = torch.ones(T, T, dtype=torch.bool, device=doc_ids.device).tril()
+    return positions, (same_run & causal)[:, None]  # (B, T), (B, 1, T, T)
+
+
+class GPT(nn.Module):
+    """Token ids (B, T) -> embeddings -> n_layer Blocks -> final norm -> lm_head -> logits (B, T, vocab)."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(config.vocab_size, config.n_embd),  # token embedding
+            drop=nn.Dropout(config.dropout),
+            h=nn.ModuleList([Block(config, i) for i in range(config.n_layer)]),
+            ln_f=make_norm(config),
+        ))
+        if config.pos == "learned":
+            self.transformer["wpe"] = nn.Embedding(config.block_size, config.n_embd)  # position embedding
+        else:  # rotary: no parameters, just a table of cos/sin per position (not saved in the state dict)
+            cos, sin = rope_tables(config.n_embd // config.n_head, config.block_size, config.rope_theta)
+            self.register_buffer("rope_cos", cos, persistent=False)  # (block_size, D/2)
+            self.register_buffer("rope_sin", sin, persistent=False)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        if config.tie_weights:
+            self.lm_head.weight = self.transformer.wte.weight  # one matrix to read tokens in and out
+        self.apply(self._init_weights)
+        # GPT-2: each block ADDS two outputs to the residual stream, so its variance grows with depth;
+        # scale the layers that write into it by 1/sqrt(2 * n_layer) to keep the sum at std ~0.02.
+        for name, param in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(param, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    def _init_weights(self, module):
+        """GPT-2 initialisation: every weight ~ N(0, 0.02), biases 0 (norms start at weight 1, bias 0)."""
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    # ------------------------------------------------------------------ forward
+
+    def _check_length(self, T):
+        if T > self.config.block_size:
+            raise ValueError(f"sequence of {T} tokens is longer than the context (block_size="
+                             f"{self.config.block_size}); keep the last {self.config.block_size} tokens "
+                             f"(idx[:, -{self.config.block_size}:]) or use a model with a larger block_size")
+        if T < 1:
+            raise ValueError("the input has no tokens: give at least one token per row")
+
+    def _run(self, idx, positions, attn_mask=None, kv_cache=None):
+        """The trunk: idx (B, T) at `positions` (B, T) -> hidden states (B, T, C) after the final norm."""
+        x = self.transformer.wte(idx)  # (B, T, C)
+        rope_cos_sin = None
+        if self.config.pos == "learned":
+            x = x + self.transformer.wpe(positions)  # (B, T, C) + (B or 1, T, C)
+        else:
+            rope_cos_sin = (self.rope_cos[positions].unsqueeze(1), self.rope_sin[positions].unsqueeze(1))  # (B, 1, T, D/2)
+        x = self.transformer.drop(x)
+        for block in self.transformer.h:
+            x = block(x, rope_cos_sin, attn_mask, kv_cache)
+        if kv_cache is not None:
+            kv_cache.length += idx.size(1)
+        return self.transformer.ln_f(x)
+
+    def hidden(self, idx, doc_ids=None):
+        """Final hidden states (B, T, C), AFTER the final norm: logits = self.lm_head(hidden).
+
+        doc_ids (B, T), optional: several documents packed in one row. Each token attends only to
+        earlier tokens of its own document, and positions restart at 0 where a document starts, so the
+        row computes exactly what each document would compute alone (see doc_positions_and_mask).
+        """
+        self._check_length(idx.size(1))
+        if doc_ids is None:
+            positions = torch.arange(idx.size(1), device=idx.device).unsqueeze(0)  # (1, T)
+            return self._run(idx, positions)
+        if doc_ids.shape != idx.shape:
+            raise ValueError(f"doc_ids has shape {tuple(doc_ids.shape)}; it must match idx {tuple(idx.shape)}")
+        positions, attn_mask = doc_positions_and_mask(doc_ids)
+        return self._run(idx, positions, attn_mask)
+
+    def forward(self, idx, targets=None, doc_ids=None):
+        """idx (B, T) -> (logits (B, T, vocab), loss or None).
+
+        loss = mean cross-entropy of the targets (B, T) over positions where targets != -1:
+        loss = -1/N sum_t log softmax(logits_t)[targets_t]. doc_ids: see hidden().
+        """
+        logits = self.lm_head(self.hidden(idx, doc_ids))
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=-1)
+        return logits, loss
+
+    @torch.no_grad()
+    def attention_maps(self, idx, layer):
+        """Attention weights of every head of one layer for idx (B, T): (B, H, T, T), rows sum to 1."""
+        attn = self.transformer.h[layer].attn
+        attn.keep_attention = True
+        try:
+            self.hidden(idx)
+        finally:
+            attn.keep_attention = False
+        maps = attn.attention
+        del attn.attention
+        return maps
+
+    # ------------------------------------------------------------------ generation
+
+    @torch.no_grad()
+    def _generate_steps(self, idx, pad_lens, max_new_tokens, temperature=1.0, top_k=None, top_p=None,
+                        seed=None, use_cache=True):
+        """Yield the next token of every row, (B,), max_new_tokens times.
+
+        idx (B, T0): prompts, left-padded; pad_lens (B,) how many pad tokens each row starts with (or
+        None). The padding is a document of its own (doc_ids 0, the prompt 1), so no prompt token ever
+        attends to it and each prompt's positions start at 0, exactly as if it were alone.
+        With use_cache, the prompt runs once (prefill), then each step feeds only the newest token and
+        reads every earlier key and value from the KV cache. Past block_size tokens, both paths slide a
+        window over the last block_size tokens and recompute it (learned positions all shift by one).
+        """
+        block_size = self.config.block_size
+        self._check_length(idx.size(1))
+        if temperature < 0:
+            raise ValueError(f"temperature must be >= 0 (0 means greedy), got {temperature}")
+        if top_k is not None and top_k < 1:
+            raise ValueError(f"top_k must be >= 1 (or None for no cut), got {top_k}")
+        if top_p is not None and not 0.0 < top_p <= 1.0:
+            raise ValueError(f"top_p must be in (0, 1] (or None for no cut), got {top_p}")
+        generator = None
+        if seed is not None:
+            generator = torch.Generator(device=idx.device).manual_seed(seed)
+        B, T0 = idx.shape
+        doc_ids = None
+        if pad_lens is not None and bool((pad_lens > 0).any()):
+            doc_ids = (torch.arange(T0, device=idx.device)[None, :] >= pad_lens[:, None]).long()  # (B, T0)
+        capacity = min(block_size, T0 + max_new_tokens)
+        kv_cache = KVCache(self.config.n_layer, capacity) if use_cache else None
+        seq, positions = idx, None
+        for _ in range(max_new_tokens):
+            L = seq.size(1)
+            if kv_cache is not None and L <= capacity:
+                if kv_cache.length == 0:  # prefill: the whole prompt in one pass
+                    if doc_ids is None:
+                        positions = torch.arange(L, device=idx.device).expand(B, L)
+                        hidden = self._run(seq, positions, None, kv_cache)
+                    else:
+                        positions, mask = doc_positions_and_mask(doc_ids)
+                        hidden = self._run(seq, positions, mask, kv_cache)
+                    positions = positions[:, -1:]  # (B, 1): the last position of each row
+                else:  # one new token per row: its keys and values are the only new ones
+                    positions = positions + 1
+                    mask = None
+                    if doc_ids is not None:  # may attend every cached key except the padding
+                        mask = (torch.arange(L, device=idx.device)[None, :] >= pad_lens[:, None])[:, None, None, :]
+                    hidden = self._run(seq[:, -1:], positions, mask, kv_cache)
+            else:  # no cache (or past the context): run the model on the whole (windowed) sequence
+                window = seq[:, -block_size:]
+                if doc_ids is None:
+                    hidden = self.hidden(window)
+                else:
+                    hidden = self.hidden(window, doc_ids=doc_ids[:, -block_size:])
+            logits = self.lm_head(hidden[:, -1, :]).float()  # (B, vocab): only the last position is needed
+            next_token = sample_next_token(logits, temperature, top_k, top_p, generator)  # (B,)
+            yield next_token
+            seq = torch.cat([seq, next_token[:, None]], dim=1)
+            if doc_ids is not None:
+                doc_ids = torch.cat([doc_ids, doc_ids[:, -1:]], dim=1)
+
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, stop_tokens=None,
+                 seed=None, use_cache=True):
+        """Continue every row of idx (B, T) by up to max_new_tokens tokens -> (B, T + n_new) LongTensor.
+
+        temperature=0 is greedy (argmax); top_k keeps the k likeliest tokens; top_p keeps the smallest set
+        whose probabilities sum to >= top_p (nucleus sampling); seed makes sampling repeatable.
+        stop_tokens: generation ends once every row has produced one of them; a row that stopped early
+        repeats its stop token. A prompt longer than block_size raises ValueError; generating past
+        block_size slides the context window (the model sees the last block_size tokens).
+        """
+        out = [idx]
+        stopped = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
+        stop_set = torch.tensor(sorted(set(stop_tokens or ())), dtype=torch.long, device=idx.device)
+        with _eval_mode(self):
+            for token in self._generate_steps(idx, None, max_new_tokens, temperature, top_k, top_p, seed, use_cache):
+                if stop_tokens:
+                    token = torch.where(stopped, out[-1][:, -1], token)  # a finished row repeats its stop token
+                    stopped = stopped | torch.isin(token, stop_set)
+                out.append(token[:, None])
+                if stop_tokens and bool(stopped.all()):
+                    break
+        return torch.cat(out, dim=1)
+
+    def generate_batch(self, prompts, max_new_tokens, temperature=1.0, top_k=None, top_p=None, stop_tokens=None,
+                       seed=None, use_cache=True):
+        """Generate for prompts of different lengths at once -> each prompt's NEW tokens (list of lists).
+
+        Each list is cut after its first stop token (the stop token included). Same options as generate();
+        with temperature=0 each result equals what generate() gives for that prompt alone.
+        """
+        if not prompts or any(len(p) == 0 for p in prompts):
+            raise ValueError("generate_batch needs a non-empty list of prompts, each with at least one token")
+        device = self.lm_head.weight.device
+        T0 = max(len(p) for p in prompts)
+        pad_lens = torch.tensor([T0 - len(p) for p in prompts], device=device)
+        idx = torch.tensor([[0] * (T0 - len(p)) + list(p) for p in prompts], dtype=torch.long, device=device)
+        stop_set = set(stop_tokens or ())
+        results = [[] for _ in prompts]
+        done = [False] * len(prompts)
+        with _eval_mode(self):
+            for token in self._generate_steps(idx, pad_lens, max_new_tokens, temperature, top_k, top_p, seed, use_cache):
+                for row, t in enumerate(token.tolist()):
+                    if not done[row]:
+                        results[row].append(t)
+                        done[row] = t in stop_set
+                if all(done):
+                    break
+        return results
+
+    def stream(self, prompt, max_new_tokens, temperature=1.0, top_k=None, top_p=None, stop_tokens=None,
+               seed=None, use_cache=True):
+        """Yield the new token ids of one prompt (list of ints) one at a time, as they are generated.
+
+        Ends after max_new_tokens or right after yielding a stop token. A chat interface prints each
+        token's text as it arrives instead of waiting for the whole answer.
+        """
+        if len(prompt) == 0:
+            raise ValueError("stream needs a prompt with at least one token")
+        idx = torch.tensor([list(prompt)], dtype=torch.long, device=self.lm_head.weight.device)
+        stop_set = set(stop_tokens or ())
+        with _eval_mode(self):
+            for token in self._generate_steps(idx, None, max_new_tokens, temperature, top_k, top_p, seed, use_cache):
+                t = int(token[0])
+                yield t
+                if t in stop_set:
+                    return
+
+    # ------------------------------------------------------------------ accounting
+
+    def num_params(self, non_embedding=False):
+        """Number of parameters (a tied lm_head counted once). non_embedding=True leaves out the token and
+        position embedding tables (lookups, no arithmetic), as in the scaling-law papers; an untied
+        lm_head stays in, since it is a real matrix multiply."""
+        n = sum(p.numel() for p in self.parameters())  # parameters() yields a shared tensor once
+        if non_embedding:
+            n -= self.transformer.wte.weight.numel()
+            if "wpe" in self.transformer:
+                n -= self.transformer.wpe.weight.numel()
+        return n
+
+    def flops_per_token(self, context=None):
+        """Training FLOPs per token (forward + backward) = 6 N + 12 n_layer C T.
+
+        N = weights that multiply (every nn.Linear, lm_head included): each costs 2 FLOPs per token in
+        the forward pass (a multiply and an add) and 4 in the backward (gradients for input and weight).
+        Attention's own matmuls, Q K^T and A V, cost 2 * 2 * T * C per token per layer forward, times 3
+        for forward + backward, at context T (default block_size; the full T x T square, as the kernels
+        compute it, as in the PaLM paper's MFU formula).
+        """
+        T = context or self.config.block_size
+        n_matmul = sum(m.weight.numel() for m in self.modules() if isinstance(m, nn.Linear))
+        return 6 * n_matmul + 12 * self.config.n_layer * self.config.n_embd * T
+
+    def summary(self):
+        """One screen: the config, where the parameters are, FLOPs per token, memory."""
+        c = self.config
+        block = self.transformer.h[0]
+        count = lambda module: sum(p.numel() for p in module.parameters())
+        n_total, n_body = self.num_params(), self.num_params(non_embedding=True)
+        kv_bytes = 2 * c.n_layer * c.n_embd * 4
+        lines = [
+            f"GPT: {c.n_layer} layers x {c.n_head} heads x {c.n_embd} wide (head size {c.n_embd // c.n_head}), "
+            f"context {c.block_size}, vocab {c.vocab_size}",
+            f"  choices : norm={c.norm} pos={c.pos} mlp={c.mlp} (hidden {c.mlp_hidden}) tie_weights={c.tie_weights} "
+            f"bias={c.bias} dropout={c.dropout} attn_impl={c.attn_impl}",
+            f"  params  : {n_total:,} total, {n_body:,} without embeddings ({_human(n_total)})",
+            f"    token embedding {c.vocab_size} x {c.n_embd}     {self.transformer.wte.weight.numel():>12,}"
+            + ("  (shared with lm_head)" if c.tie_weights else ""),
+        ]
+        if "wpe" in self.transformer:
+            lines.append(f"    position embedding {c.block_size} x {c.n_embd}  {self.transformer.wpe.weight.numel():>12,}")
+        lines += [
+            f"    per block: attention {count(block.attn):,} + mlp {count(block.mlp):,} + norms "
+            f"{count(block.ln_1) + count(block.ln_2):,} = {count(block):,} (x {c.n_layer} = {count(block) * c.n_layer:,})",
+            f"    final norm {count(self.transformer.ln_f):,}"
+            + ("" if c.tie_weights else f", lm_head {self.lm_head.weight.numel():,}"),
+            f"  compute : {self.flops_per_token():,} training FLOPs per token at context {c.block_size} "
+            f"(6N + 12*L*C*T)",
+            f"  memory  : {n_total * 4 / 2**20:,.1f} MiB of fp32 weights, ~{n_total * 16 / 2**20:,.1f} MiB to train "
+            f"with AdamW (weights, grads, 2 moments); KV cache {kv_bytes:,} bytes per token (fp32)",
+        ]
+        return "\n".join(lines)
+
+    # ------------------------------------------------------------------ vocabulary
+
+    @torch.no_grad()
+    def resize_vocab(self, new_vocab_size):
+        """Grow (or shrink) the vocabulary, keeping the rows of the existing tokens.
+
+        New rows start at the mean of the old rows (a "generic token" rather than random noise, so the
+        new tokens do not disturb the output distribution). Chapter 04 adds chat special tokens this way.
+        """
+        old = self.transformer.wte.weight
+        keep = min(old.size(0), new_vocab_size)
+
+        def grown(weight):
+            new = weight.new_empty(new_vocab_size, weight.size(1))
+            new[:keep] = weight[:keep]
+            new[keep:] = weight.mean(dim=0)
+            return nn.Parameter(new)
+
+        old_head = self.lm_head.weight
+        self.transformer.wte = nn.Embedding.from_pretrained(grown(old), freeze=False)
+        self.lm_head = nn.Linear(self.config.n_embd, new_vocab_size, bias=False, device=old.device, dtype=old.dtype)
+        self.lm_head.weight = self.transformer.wte.weight if self.config.tie_weights else grown(old_head)
+        self.config.vocab_size = new_vocab_size
+        return self
+
+
+class _eval_mode:
+    """Run a block in eval mode (no dropout), then restore the mode the model was in."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def __enter__(self):
+        self.was_training = self.model.training
+        self.model.eval()
+
+    def __exit__(self, *exc):
+        self.model.train(self.was_training)
+
+
+def sample_next_token(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
+    """Pick one token per row from logits (B, vocab) -> (B,) LongTensor.
+
+    temperature 0: argmax. Otherwise p = softmax(logits / temperature), restricted to the top_k
+    likeliest tokens and/or to the smallest set of likeliest tokens with total probability >= top_p,
+    renormalised, then sampled.
+    """
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    logits = logits / temperature
+    if top_k is not None:
+        kth_best = torch.topk(logits, min(top_k, logits.size(-1)), dim=-1).values[:, -1:]  # (B, 1)
+        logits = logits.masked_fill(logits < kth_best, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        sorted_probs = F.softmax(sorted_logits, dim=-1)
+        mass_before = sorted_probs.cumsum(dim=-1) - sorted_probs  # probability of the better tokens
+        sorted_logits = sorted_logits.masked_fill(mass_before >= top_p, float("-inf"))  # the best one always stays
+        logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
+    probs = F.softmax(logits, dim=-1)
+    return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)
+
+
+def _human(n):
+    return f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}K"
+
+
+# ----------------------------------------------------------------------------- GPT-2's published weights
+
+def hf_gpt2_config(hf_state_dict, **overrides):
+    """A GPTConfig matching a Hugging Face GPT-2 state dict (sizes read from the tensors, head size 64)."""
+    sd = {_strip_prefix(k): v for k, v in hf_state_dict.items()}
+    vocab_size, n_embd = sd["wte.weight"].shape
+    n_layer = 1 + max(int(m.group(1)) for k in sd if (m := re.match(r"h\.(\d+)\.", k)))
+    fields = dict(vocab_size=vocab_size, block_size=sd["wpe.weight"].shape[0], n_layer=n_layer,
+                  n_head=n_embd // 64, n_embd=n_embd, attn_impl="sdpa")
+    return GPTConfig(**{**fields, **overrides})
+
+
+def _strip_prefix(key):
+    return key[len("transformer."):] if key.startswith("transformer.") else key
+
+
+@torch.no_grad()
+def load_hf_gpt2_state_dict(model, hf_state_dict):
+    """Copy a Hugging Face GPT-2 state dict (e.g. from pytorch_model.bin) into our GPT; returns the model.
+
+    Our names are HF's names (transformer.h.0.attn.c_attn.weight, ...), with two differences:
+    - HF's GPT-2 uses "Conv1D" layers, which store weights as (in, out), i.e. y = x W + b; nn.Linear
+      stores (out, in), y = x W^T + b. So every c_attn, c_proj and c_fc weight is transposed.
+    - c_attn is the fused q, k, v projection in both: (C, 3C) there, (3C, C) here, q then k then v.
+    HF's buffers (attn.bias, attn.masked_bias: its causal mask) are skipped; lm_head.weight, if present,
+    is the tied wte. The model must be GPT-2 shaped (layernorm, learned positions, gelu, biases, tied).
+    """
+    c = model.config
+    if (c.norm, c.pos, c.mlp, c.bias, c.tie_weights) != ("layernorm", "learned", "gelu", True, True):
+        raise ValueError("GPT-2 weights need a GPT-2 shaped model: norm='layernorm', pos='learned', mlp='gelu', "
+                         "bias=True, tie_weights=True (build it with hf_gpt2_config(state_dict))")
+    transposed = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+    ours = model.state_dict()
+    loaded = set()
+    for key, value in hf_state_dict.items():
+        key = _strip_prefix(key)
+        if re.fullmatch(r"h\.\d+\.attn\.(bias|masked_bias)", key) or key == "lm_head.weight":
+            continue
+        name = "transformer." + key
+        if name not in ours:
+            raise ValueError(f"unexpected key {key!r} in the GPT-2 state dict (is it a GPT-2 checkpoint?)")
+        if key.endswith(transposed):
+            value = value.t()
+        if value.shape != ours[name].shape:
+            raise ValueError(f"{key}: shape {tuple(value.shape)} does not fit our {tuple(ours[name].shape)}; "
+                             f"build the model with hf_gpt2_config(state_dict)")
+        ours[name].copy_(value)
+        loaded.add(name)
+    missing = set(ours) - loaded - {"lm_head.weight"}
+    if missing:
+        raise ValueError(f"the GPT-2 state dict lacks {sorted(missing)[:5]} ({len(missing)} keys in all)")
+    return model

@@ -1,0 +1,484 @@
+"""Chapter 02: every piece of the GPT against its torch reference, and the invariants later chapters rely on.
+
+Tolerances: fp32 comparisons use atol 1e-5 (one op) to 1e-4 (a whole model), the size of float32
+rounding differences between two orders of summation; exact equality where the same ops run.
+"""
+import dataclasses
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from gpt import GPT, PRESETS, GPTConfig, KVCache, doc_positions_and_mask, hf_gpt2_config, load_hf_gpt2_state_dict
+from layers import (MLP, LayerNorm, RMSNorm, SwiGLU, apply_rope, attention_weights, causal_mask, gelu_tanh,
+                    layer_norm, rms_norm, rope_tables, scaled_dot_product_attention, softmax)
+
+
+def tiny_config(**overrides):
+    fields = dict(vocab_size=64, block_size=32, n_layer=2, n_head=4, n_embd=32)
+    return GPTConfig(**{**fields, **overrides})
+
+
+LLAMA = dict(norm="rmsnorm", pos="rope", mlp="swiglu", tie_weights=False, bias=False)
+
+
+def tiny_model(seed=0, **overrides):
+    torch.manual_seed(seed)
+    return GPT(tiny_config(**overrides)).eval()
+
+
+def lively_model(seed=0, **overrides):
+    """A tiny model with large random weights. At GPT-2's init (std 0.02) an untrained model's output
+    barely depends on the context, so a broken cache or wrong positions could go unnoticed; here every
+    token and position moves the argmax."""
+    model = tiny_model(seed, **overrides)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if param.dim() == 2:
+                param.normal_(0.0, 1.0 / math.sqrt(param.size(1)) if "wte" not in name and "wpe" not in name else 0.3)
+            elif name.endswith("weight"):  # norm scales
+                param.uniform_(0.5, 1.5)
+    return model
+
+
+# ----------------------------------------------------------------------------- building blocks
+
+def test_softmax_matches_torch_and_is_stable():
+    torch.manual_seed(0)
+    x = torch.randn(4, 7, 9) * 5
+    assert torch.allclose(softmax(x, dim=-1), F.softmax(x, dim=-1), atol=1e-6)
+    assert torch.allclose(softmax(x, dim=1), F.softmax(x, dim=1), atol=1e-6)
+    big = torch.tensor([1000.0, 1001.0])
+    assert torch.allclose(softmax(big), torch.tensor([0.2689414, 0.7310586]), atol=1e-6)  # no overflow
+    masked = torch.tensor([0.0, float("-inf"), 0.0])
+    assert softmax(masked).tolist() == [0.5, 0.0, 0.5]
+    # gradient too: the backward of our formula equals torch's softmax backward
+    a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+    weights = torch.randn_like(x)
+    (softmax(a) * weights).sum().backward()
+    (F.softmax(b, dim=-1) * weights).sum().backward()
+    assert torch.allclose(a.grad, b.grad, atol=1e-6)
+
+
+def test_causal_mask_values():
+    assert causal_mask(3, 3).int().tolist() == [[1, 0, 0], [1, 1, 0], [1, 1, 1]]
+    assert causal_mask(2, 4).int().tolist() == [[1, 1, 1, 0], [1, 1, 1, 1]]  # last 2 of 4 positions
+
+
+def test_attention_matches_sdpa():
+    torch.manual_seed(0)
+    q, k, v = torch.randn(3, 2, 4, 5, 8).unbind(0)  # (B=2, H=4, T=5, D=8)
+    for is_causal in (False, True):
+        ours = scaled_dot_product_attention(q, k, v, is_causal=is_causal)
+        ref = F.scaled_dot_product_attention(q, k, v, is_causal=is_causal)
+        assert torch.allclose(ours, ref, atol=1e-5)
+    # a boolean mask, True = may attend (every query keeps at least its diagonal)
+    mask = (torch.rand(2, 1, 5, 5) > 0.5) | torch.eye(5, dtype=torch.bool)
+    ours = scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    assert torch.allclose(ours, F.scaled_dot_product_attention(q, k, v, attn_mask=mask), atol=1e-5)
+    weights = attention_weights(q, k, attn_mask=mask)
+    assert torch.allclose(weights.sum(-1), torch.ones(2, 4, 5), atol=1e-6)
+    assert (weights[~mask.expand_as(weights)] == 0).all()
+    # queries that are the last 2 of 5 positions (a KV cache): our causal_mask, spelled out for torch
+    ours = scaled_dot_product_attention(q[:, :, -2:], k, v, is_causal=True)
+    ref = F.scaled_dot_product_attention(q[:, :, -2:], k, v, attn_mask=causal_mask(2, 5))
+    assert torch.allclose(ours, ref, atol=1e-5)
+    assert torch.allclose(ours, scaled_dot_product_attention(q, k, v, is_causal=True)[:, :, -2:], atol=1e-6)
+
+
+def test_layer_norm_matches_torch():
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 16) * 3 + 1
+    weight, bias = torch.randn(16), torch.randn(16)
+    assert torch.allclose(layer_norm(x, weight, bias), F.layer_norm(x, (16,), weight, bias, 1e-5), atol=1e-5)
+    reference = nn.LayerNorm(16)
+    for fused in (False, True):
+        ours = LayerNorm(16, fused=fused)
+        with torch.no_grad():
+            ours.weight.copy_(weight), ours.bias.copy_(bias)
+            reference.weight.copy_(weight), reference.bias.copy_(bias)
+        assert torch.allclose(ours(x), reference(x), atol=1e-5)
+    no_bias = LayerNorm(16, bias=False)
+    assert no_bias.bias is None and torch.allclose(no_bias(x), F.layer_norm(x, (16,)), atol=1e-5)
+
+
+def test_rms_norm_matches_torch_in_float32():
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 16) * 3
+    weight = torch.randn(16)
+    reference = nn.RMSNorm(16, eps=1e-6)
+    with torch.no_grad():
+        reference.weight.copy_(weight)
+    assert torch.allclose(rms_norm(x, weight, eps=1e-6), reference(x), atol=1e-5)
+    # hand check: x / sqrt(mean(x^2) + eps)
+    assert torch.allclose(rms_norm(torch.tensor([3.0, 4.0]), torch.ones(2), eps=0.0),
+                          torch.tensor([3.0, 4.0]) / math.sqrt(12.5), atol=1e-6)
+    # bf16 in, bf16 out, computed in float32: equals the float32 result rounded once to bf16
+    x16 = x.to(torch.bfloat16)
+    for fused in (False, True):
+        module = RMSNorm(16, fused=fused)
+        with torch.no_grad():
+            module.weight.copy_(weight)
+        out = module(x16)
+        assert out.dtype == torch.bfloat16
+        assert torch.equal(out, reference(x16.float()).to(torch.bfloat16))
+
+
+def test_gelu_tanh_matches_torch():
+    x = torch.linspace(-8, 8, 1001)
+    assert torch.allclose(gelu_tanh(x), F.gelu(x, approximate="tanh"), atol=1e-6)
+    assert gelu_tanh(torch.tensor(0.0)) == 0.0
+
+
+def test_mlp_and_swiglu_match_reference_formulas():
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 8)
+    for fused in (False, True):
+        mlp = MLP(8, 32, fused=fused)
+        ref = F.linear(F.gelu(F.linear(x, mlp.c_fc.weight, mlp.c_fc.bias), approximate="tanh"),
+                       mlp.c_proj.weight, mlp.c_proj.bias)
+        assert torch.allclose(mlp(x), ref, atol=1e-6)
+        swiglu = SwiGLU(8, 24, fused=fused)
+        gate, up = x @ swiglu.w_gate.weight.T, x @ swiglu.w_up.weight.T
+        ref = (gate * torch.sigmoid(gate) * up) @ swiglu.c_proj.weight.T  # SiLU(x W_g) * (x W_u), then W_p
+        assert torch.allclose(swiglu(x), ref, atol=1e-6)
+
+
+def test_rope_adjacent_pairs_equal_complex_rotation():
+    torch.manual_seed(0)
+    B, H, T, D, theta = 2, 3, 6, 8, 10000.0
+    x = torch.randn(B, H, T, D)
+    positions = torch.tensor([[0, 1, 2, 3, 4, 5], [3, 0, 7, 1, 2, 9]])  # any per-token positions
+    cos, sin = rope_tables(D, 16, theta)
+    ours = apply_rope(x, cos[positions].unsqueeze(1), sin[positions].unsqueeze(1))
+    # reference: pairs (x[2i], x[2i+1]) as complex numbers, times e^(j * p * theta^(-2i/D))
+    freqs = theta ** (-torch.arange(0, D, 2, dtype=torch.float64) / D)  # (D/2,)
+    angles = positions.double()[:, None, :, None] * freqs  # (B, 1, T, D/2)
+    as_complex = torch.view_as_complex(x.double().reshape(B, H, T, D // 2, 2).contiguous())
+    rotated = torch.view_as_real(as_complex * torch.polar(torch.ones_like(angles), angles)).reshape(B, H, T, D)
+    assert torch.allclose(ours.double(), rotated, atol=1e-5)
+    # hand-computed: D = 2, position 1 rotates (1, 0) by 1 radian; position 0 does nothing
+    cos2, sin2 = rope_tables(2, 2)
+    one = torch.tensor([1.0, 0.0]).view(1, 1, 1, 2).expand(1, 1, 2, 2)
+    out = apply_rope(one, cos2.view(1, 1, 2, 1), sin2.view(1, 1, 2, 1))
+    assert torch.allclose(out[0, 0], torch.tensor([[1.0, 0.0], [math.cos(1), math.sin(1)]]), atol=1e-6)
+    # what RoPE is for: q.k depends only on the distance between the two positions
+    q, k = torch.randn(2, 1, 1, 1, D).unbind(0)
+
+    def score(m, n):
+        rq = apply_rope(q, cos[m].view(1, 1, 1, -1), sin[m].view(1, 1, 1, -1))
+        rk = apply_rope(k, cos[n].view(1, 1, 1, -1), sin[n].view(1, 1, 1, -1))
+        return (rq * rk).sum()
+
+    assert torch.allclose(score(5, 3), score(12, 10), atol=1e-5)
+    assert not torch.allclose(score(5, 3), score(5, 4), atol=1e-3)
+    with pytest.raises(ValueError, match="even"):
+        rope_tables(7, 4)
+
+
+# ----------------------------------------------------------------------------- the model
+
+def test_config_presets_and_errors():
+    assert set(PRESETS) >= {"tiny", "gpt2", "gpt2-medium", "llama-tiny"}
+    config = GPTConfig.from_preset("tiny", vocab_size=300)
+    assert config.vocab_size == 300 and config.n_layer == PRESETS["tiny"]["n_layer"]
+    assert GPTConfig().vocab_size == 50304 and GPTConfig().attn_impl == "manual"  # GPT-2 is the default
+    with pytest.raises(ValueError, match="unknown preset"):
+        GPTConfig.from_preset("gpt5")
+    with pytest.raises(ValueError, match="unknown GPTConfig fields"):
+        GPTConfig.from_preset("tiny", n_layers=3)
+    with pytest.raises(ValueError, match="norm"):
+        GPTConfig(norm="batchnorm")
+    with pytest.raises(ValueError, match="multiple of n_head"):
+        GPTConfig(n_embd=100, n_head=12)
+    assert 1e6 <= GPT(GPTConfig.from_preset("tiny")).num_params() <= 3e6
+    llama = GPTConfig.from_preset("llama-tiny")
+    assert (llama.norm, llama.pos, llama.mlp, llama.tie_weights) == ("rmsnorm", "rope", "swiglu", False)
+
+
+def test_parameter_counts_and_flops():
+    with torch.device("meta"):  # shapes only: no memory, no time
+        gpt2 = GPT(GPTConfig.from_preset("gpt2"))
+        medium = GPT(GPTConfig.from_preset("gpt2-medium"))
+    assert gpt2.num_params() == 124_439_808  # the published GPT-2 small count
+    assert gpt2.num_params(non_embedding=True) == 85_056_000  # Kaplan et al.'s N for GPT-2 small
+    assert medium.num_params() == 354_823_168
+    model = tiny_model()
+    c = model.config
+    n_linear = c.n_layer * (3 * c.n_embd**2 + c.n_embd**2 + 2 * 4 * c.n_embd**2) + c.vocab_size * c.n_embd
+    assert model.flops_per_token() == 6 * n_linear + 12 * c.n_layer * c.n_embd * c.block_size
+    text = model.summary()
+    assert f"{model.num_params():,}" in text and "FLOPs" in text
+
+
+def test_init_statistics():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=512, block_size=64, n_layer=6, n_head=4, n_embd=256))
+    std = lambda name: dict(model.named_parameters())[name].std().item()
+    assert abs(std("transformer.h.0.attn.c_attn.weight") - 0.02) < 0.001
+    assert abs(std("transformer.h.0.mlp.c_fc.weight") - 0.02) < 0.001
+    scaled = 0.02 / math.sqrt(2 * 6)  # residual projections
+    for name in ("transformer.h.3.attn.c_proj.weight", "transformer.h.3.mlp.c_proj.weight"):
+        assert abs(std(name) - scaled) < 0.1 * scaled
+    assert (model.transformer.h[0].attn.c_attn.bias == 0).all()
+    assert (model.transformer.h[0].ln_1.weight == 1).all()
+    assert model.lm_head.weight is model.transformer.wte.weight  # tied
+    assert GPT(tiny_config(tie_weights=False)).lm_head.weight is not None
+
+
+def test_every_matmul_is_an_nn_linear():
+    for overrides in ({}, LLAMA):
+        model = tiny_model(**overrides)
+        linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+        per_block = 4 if model.config.mlp == "gelu" else 5
+        assert len(linears) == model.config.n_layer * per_block + 1  # + lm_head
+
+
+@pytest.mark.parametrize("overrides", [{}, LLAMA], ids=["gpt2", "llama"])
+def test_sdpa_equals_manual_and_hidden_reproduces_logits(overrides):
+    idx = torch.randint(0, 64, (3, 20), generator=torch.Generator().manual_seed(1))
+    manual = tiny_model(**overrides, attn_impl="manual")
+    sdpa = tiny_model(**overrides, attn_impl="sdpa")
+    logits, _ = manual(idx)
+    assert logits.shape == (3, 20, 64)
+    assert torch.allclose(logits, sdpa(idx)[0], atol=1e-5)
+    assert torch.equal(manual.lm_head(manual.hidden(idx)), logits)
+    doc_ids = torch.tensor([[0] * 7 + [1] * 13] * 3)
+    assert torch.allclose(manual(idx, doc_ids=doc_ids)[0], sdpa(idx, doc_ids=doc_ids)[0], atol=1e-5)
+
+
+def test_loss_is_mean_cross_entropy_ignoring_minus_one():
+    model = tiny_model()
+    idx = torch.randint(0, 64, (2, 10), generator=torch.Generator().manual_seed(2))
+    targets = torch.randint(0, 64, (2, 10), generator=torch.Generator().manual_seed(3))
+    targets[0, :4] = -1
+    logits, loss = model(idx, targets)
+    keep = targets != -1
+    expected = -F.log_softmax(logits[keep], dim=-1).gather(1, targets[keep][:, None]).mean()
+    assert torch.allclose(loss, expected, atol=1e-6)
+    assert model(idx)[1] is None
+
+
+@pytest.mark.parametrize("overrides", [{}, LLAMA], ids=["learned", "rope"])
+def test_packed_documents_equal_documents_alone(overrides):
+    model = lively_model(**overrides, attn_impl="manual")
+    gen = torch.Generator().manual_seed(4)
+    docs = [torch.randint(0, 64, (n,), generator=gen) for n in (5, 9, 1, 7)]
+    row = torch.cat(docs)[None]  # (1, 22)
+    doc_ids = torch.cat([torch.full((len(d),), i) for i, d in enumerate(docs)])[None]
+    packed = model(row, doc_ids=doc_ids)[0][0]
+    start = 0
+    for d in docs:
+        alone = model(d[None])[0][0]
+        assert torch.allclose(packed[start:start + len(d)], alone, atol=1e-5)
+        start += len(d)
+    # without doc_ids the later documents do see the earlier ones
+    assert not torch.allclose(model(row)[0][0, 5:14], model(docs[1][None])[0][0], atol=1e-3)
+
+
+def test_doc_positions_and_mask():
+    positions, mask = doc_positions_and_mask(torch.tensor([[7, 7, 7, 2, 2]]))
+    assert positions.tolist() == [[0, 1, 2, 0, 1]]
+    assert mask[0, 0].int().tolist() == [[1, 0, 0, 0, 0], [1, 1, 0, 0, 0], [1, 1, 1, 0, 0],
+                                         [0, 0, 0, 1, 0], [0, 0, 0, 1, 1]]
+
+
+def test_tiny_model_overfits_one_batch():
+    torch.manual_seed(0)
+    model = GPT(tiny_config(vocab_size=32, block_size=16, attn_impl="sdpa"))
+    batch = torch.randint(0, 32, (4, 17), generator=torch.Generator().manual_seed(5))
+    x, y = batch[:, :-1], batch[:, 1:]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.0)
+    first = model(x, y)[1].item()
+    for _ in range(60):
+        loss = model(x, y)[1]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert first > 3.0 and loss.item() < 0.05, (first, loss.item())
+
+
+def test_state_dict_round_trip(tmp_path):
+    model = tiny_model(**LLAMA)
+    path = tmp_path / "ckpt.pt"
+    torch.save({"model": model.state_dict(), "model_config": dataclasses.asdict(model.config)}, path)
+    checkpoint = torch.load(path, weights_only=True)
+    restored = GPT(GPTConfig(**checkpoint["model_config"]))
+    restored.load_state_dict(checkpoint["model"])
+    idx = torch.randint(0, 64, (2, 12))
+    assert torch.equal(model(idx)[0], restored.eval()(idx)[0])
+    assert "rope_cos" not in checkpoint["model"]  # recomputed, not stored
+
+
+# ----------------------------------------------------------------------------- generation
+
+@pytest.mark.parametrize("overrides", [{}, LLAMA], ids=["learned", "rope"])
+@pytest.mark.parametrize("attn_impl", ["manual", "sdpa"])
+def test_kv_cache_generation_equals_uncached(overrides, attn_impl):
+    model = lively_model(**overrides, attn_impl=attn_impl)
+    prompt = torch.randint(0, 64, (2, 6), generator=torch.Generator().manual_seed(6))  # 2 rows, 6 tokens
+    cached = model.generate(prompt, 20, temperature=0)
+    uncached = model.generate(prompt, 20, temperature=0, use_cache=False)
+    assert cached.shape == (2, 26) and torch.equal(cached[:, :6], prompt)
+    assert torch.equal(cached, uncached)
+    assert len(set(cached[0, 6:].tolist())) > 3  # a lively model: not one token repeated
+    # past the context (block_size 32): both slide the same window
+    assert torch.equal(model.generate(prompt, 40, temperature=0), model.generate(prompt, 40, temperature=0, use_cache=False))
+
+
+@pytest.mark.parametrize("overrides", [{}, LLAMA], ids=["learned", "rope"])
+def test_kv_cache_logits_equal_full_forward(overrides):
+    """Prefill 5 tokens, then a chunk of 3, then 3 one at a time: the logits equal the full forward's."""
+    model = lively_model(**overrides)
+    idx = torch.randint(0, 64, (2, 11), generator=torch.Generator().manual_seed(9))
+    full = model(idx)[0]
+    kv_cache = KVCache(model.config.n_layer, max_len=11)
+    positions = torch.arange(11).expand(2, 11)
+    steps = []
+    with torch.no_grad():
+        for start, end in [(0, 5), (5, 8), (8, 9), (9, 10), (10, 11)]:
+            hidden = model._run(idx[:, start:end], positions[:, start:end], None, kv_cache)
+            steps.append(model.lm_head(hidden))
+    assert kv_cache.length == 11
+    assert torch.allclose(torch.cat(steps, dim=1), full, atol=1e-4)
+
+
+@pytest.mark.parametrize("overrides", [{}, LLAMA], ids=["learned", "rope"])
+def test_generate_batch_of_different_lengths_equals_one_at_a_time(overrides):
+    model = lively_model(**overrides)
+    gen = torch.Generator().manual_seed(7)
+    prompts = [torch.randint(0, 64, (n,), generator=gen).tolist() for n in (1, 7, 4)]
+    alone = [model.generate(torch.tensor([p]), 12, temperature=0)[0, len(p):].tolist() for p in prompts]
+    assert model.generate_batch(prompts, 12, temperature=0) == alone
+    assert model.generate_batch(prompts, 12, temperature=0, use_cache=False) == alone
+    assert list(model.stream(prompts[1], 12, temperature=0)) == alone[1]
+
+
+def test_stop_tokens_seed_and_sampling_filters():
+    model = lively_model()
+    prompt = [3, 1, 4, 1, 5]
+    greedy = model.generate_batch([prompt], 10, temperature=0)[0]
+    stop = greedy[3]
+    first_stop = greedy.index(stop)
+    assert model.generate_batch([prompt], 10, temperature=0, stop_tokens=[stop])[0] == greedy[:first_stop + 1]
+    assert list(model.stream(prompt, 10, temperature=0, stop_tokens=[stop])) == greedy[:first_stop + 1]
+    out = model.generate(torch.tensor([prompt]), 10, temperature=0, stop_tokens=[stop])
+    assert out[0, len(prompt):].tolist() == greedy[:first_stop + 1]  # all rows stopped: ends early
+    two_rows = model.generate(torch.tensor([prompt, prompt[::-1]]), 10, temperature=0, stop_tokens=[stop])
+    row = two_rows[0, len(prompt):].tolist()  # a row that stopped early repeats its stop token
+    assert row[:first_stop + 1] == greedy[:first_stop + 1] and set(row[first_stop:]) == {stop}
+    a = model.generate_batch([prompt, prompt[:2]], 15, temperature=1.0, seed=123)
+    b = model.generate_batch([prompt, prompt[:2]], 15, temperature=1.0, seed=123)
+    assert a == b
+    assert model.generate_batch([prompt], 10, top_k=1, seed=0)[0] == greedy  # top-1 is greedy
+    assert model.generate_batch([prompt], 10, top_p=1e-6, seed=0)[0] == greedy  # nucleus of one token
+
+
+def test_dropout_is_off_during_generation_and_the_mode_is_restored():
+    model = tiny_model(dropout=0.5).train()
+    idx = torch.randint(0, 64, (2, 8), generator=torch.Generator().manual_seed(10))
+    assert not torch.equal(model(idx)[0], model(idx)[0])  # dropout is active in training mode
+    out = model.generate(idx, 6, temperature=0)
+    assert model.training  # generate switched to eval mode and back
+    assert torch.equal(out, model.eval().generate(idx, 6, temperature=0))
+
+
+def test_prompt_longer_than_context_is_a_clear_error():
+    model = tiny_model()  # block_size 32
+    with pytest.raises(ValueError, match="longer than the context"):
+        model.generate(torch.zeros(1, 33, dtype=torch.long), 5)
+    with pytest.raises(ValueError, match="longer than the context"):
+        model(torch.zeros(1, 33, dtype=torch.long))
+    with pytest.raises(ValueError, match="longer than the context"):
+        model.generate_batch([[1] * 40, [2]], 5)
+    with pytest.raises(ValueError, match="at least one token"):
+        model.generate_batch([[1], []], 5)
+
+
+def test_generation_under_bf16_autocast_runs_and_caches():
+    model = tiny_model(**LLAMA, attn_impl="sdpa")
+    prompt = torch.randint(0, 64, (1, 5))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model.generate(prompt, 8, temperature=0)
+        logits = model(prompt)[0]
+    assert out.shape == (1, 13)
+    assert torch.allclose(logits.float(), model(prompt)[0], atol=0.05)
+
+
+def test_resize_vocab_keeps_old_rows():
+    for tie in (True, False):
+        model = tiny_model(tie_weights=tie)
+        idx = torch.randint(0, 64, (1, 8))
+        before = model(idx)[0]
+        old_rows = model.transformer.wte.weight.detach().clone()
+        model.resize_vocab(70)
+        wte = model.transformer.wte.weight
+        assert wte.shape == (70, 32) and model.lm_head.weight.shape == (70, 32) and model.config.vocab_size == 70
+        assert torch.equal(wte[:64], old_rows)
+        assert torch.allclose(wte[64:], old_rows.mean(0).expand(6, 32))
+        assert (model.lm_head.weight is wte) == tie
+        assert torch.allclose(model(idx)[0][..., :64], before, atol=1e-6)  # old tokens' logits unchanged
+
+
+# ----------------------------------------------------------------------------- GPT-2's published layout
+
+def make_hf_gpt2_state_dict(vocab_size=50, block_size=16, n_layer=2, n_embd=128, seed=0):
+    """A state dict with Hugging Face GPT-2's names and shapes (Conv1D weights are (in, out)), random values."""
+    gen = torch.Generator().manual_seed(seed)
+    rand = lambda *shape: torch.randn(*shape, generator=gen) * 0.1
+    C = n_embd
+    sd = {"transformer.wte.weight": rand(vocab_size, C), "transformer.wpe.weight": rand(block_size, C),
+          "transformer.ln_f.weight": 1 + rand(C), "transformer.ln_f.bias": rand(C)}
+    for i in range(n_layer):
+        p = f"transformer.h.{i}."
+        sd.update({p + "ln_1.weight": 1 + rand(C), p + "ln_1.bias": rand(C),
+                   p + "attn.bias": torch.tril(torch.ones(1, 1, block_size, block_size)),  # HF's mask buffer
+                   p + "attn.c_attn.weight": rand(C, 3 * C), p + "attn.c_attn.bias": rand(3 * C),
+                   p + "attn.c_proj.weight": rand(C, C), p + "attn.c_proj.bias": rand(C),
+                   p + "ln_2.weight": 1 + rand(C), p + "ln_2.bias": rand(C),
+                   p + "mlp.c_fc.weight": rand(C, 4 * C), p + "mlp.c_fc.bias": rand(4 * C),
+                   p + "mlp.c_proj.weight": rand(4 * C, C), p + "mlp.c_proj.bias": rand(C)})
+    sd["lm_head.weight"] = sd["transformer.wte.weight"]
+    return sd
+
+
+def hf_gpt2_reference_logits(sd, idx, n_head):
+    """GPT-2's forward written directly on the HF layout: Conv1D is y = x W + b with W (in, out)."""
+    ln = lambda x, p: F.layer_norm(x, x.shape[-1:], sd[p + ".weight"], sd[p + ".bias"], 1e-5)
+    conv1d = lambda x, p: x @ sd[p + ".weight"] + sd[p + ".bias"]
+    T = idx.size(1)
+    x = sd["transformer.wte.weight"][idx] + sd["transformer.wpe.weight"][:T]
+    n_layer = len({k.split(".")[2] for k in sd if k.startswith("transformer.h.")})
+    for i in range(n_layer):
+        p = f"transformer.h.{i}."
+        q, k, v = conv1d(ln(x, p + "ln_1"), p + "attn.c_attn").chunk(3, dim=-1)
+        heads = lambda t: t.unflatten(-1, (n_head, -1)).transpose(1, 2)  # (B, H, T, D)
+        scores = heads(q) @ heads(k).transpose(-1, -2) / math.sqrt(q.size(-1) // n_head)
+        scores = scores.masked_fill(torch.triu(torch.ones(T, T, dtype=torch.bool), 1), float("-inf"))
+        y = (torch.softmax(scores, -1) @ heads(v)).transpose(1, 2).flatten(2)
+        x = x + conv1d(y, p + "attn.c_proj")
+        h = conv1d(ln(x, p + "ln_2"), p + "mlp.c_fc")
+        x = x + conv1d(F.gelu(h, approximate="tanh"), p + "mlp.c_proj")
+    return ln(x, "transformer.ln_f") @ sd["transformer.wte.weight"].T
+
+
+def test_load_hf_gpt2_state_dict():
+    sd = make_hf_gpt2_state_dict()
+    config = hf_gpt2_config(sd)
+    assert (config.vocab_size, config.block_size, config.n_layer, config.n_embd, config.n_head) == (50, 16, 2, 128, 2)
+    model = load_hf_gpt2_state_dict(GPT(config), sd).eval()
+    idx = torch.randint(0, 50, (2, 16), generator=torch.Generator().manual_seed(8))
+    assert torch.allclose(model(idx)[0], hf_gpt2_reference_logits(sd, idx, n_head=2), atol=1e-4)
+    # the transpose, spelled out: our nn.Linear weight is HF's Conv1D weight transposed
+    assert torch.equal(model.transformer.h[1].mlp.c_fc.weight, sd["transformer.h.1.mlp.c_fc.weight"].T)
+    # keys without the "transformer." prefix (as some exports have) load the same
+    bare = {k.removeprefix("transformer."): v for k, v in sd.items()}
+    assert torch.equal(load_hf_gpt2_state_dict(GPT(config), bare).eval()(idx)[0], model(idx)[0])
+    with pytest.raises(ValueError, match="lacks"):
+        load_hf_gpt2_state_dict(GPT(config), {k: v for k, v in sd.items() if "ln_f" not in k})
+    with pytest.raises(ValueError, match="shape"):
+        load_hf_gpt2_state_dict(GPT(hf_gpt2_config(sd, n_embd=64, n_head=1)), sd)
+    with pytest.raises(ValueError, match="GPT-2 shaped"):
+        load_hf_gpt2_state_dict(GPT(hf_gpt2_config(sd, pos="rope")), sd)
