@@ -1,0 +1,254 @@
+"""Pretrain a GPT by next-token prediction: the mini-world on a CPU in minutes, a real corpus on GPUs.
+
+    python 03_pretrain/pretrain.py --preset tiny            # the default: mini-world, ~2M params, CPU
+    python 03_pretrain/pretrain.py --preset shakespeare-char --data /path/to/tinyshakespeare.txt
+    python 03_pretrain/pretrain.py --preset gpt2 --data tinystories          # 124M, one GPU
+    torchrun --standalone --nproc_per_node 8 03_pretrain/pretrain.py --preset gpt2 --data PATH
+    python 03_pretrain/pretrain.py --resume                 # continue the run in --out-dir where it stopped
+
+Steps: (1) dataset.prepare turns the corpus into train.bin/val.bin, training a chapter-01 BPE tokenizer
+on it unless --tokenizer is given; (2) a chapter-02 GPT of the preset's shape; (3) train.train runs the
+loop (AdamW, warmup + cosine, clipping, checkpoints, evaluation, samples). A flag you pass overrides the
+preset; with --resume, the settings saved in the checkpoint fill in the flags you did not pass.
+
+Outputs, in --out-dir (default runs/03_pretrain/): ckpt.pt, tokenizer.tiktoken + tokenizer.json,
+train.bin + val.bin (+ .json), metrics.jsonl, loss.png, sample.txt.
+"""
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+REPO = Path(__file__).resolve().parents[1]
+for chapter in ["01_tokenizer", "02_transformer"]:  # the earlier chapters this file builds on
+    if str(REPO / chapter) not in sys.path:
+        sys.path.append(str(REPO / chapter))
+
+import dataset  # noqa: E402  (this chapter)
+import train  # noqa: E402
+from gpt import GPT, GPTConfig  # noqa: E402
+
+DEFAULT_OUT_DIR = REPO / "runs" / "03_pretrain"
+
+# Every preset sets every setting below; a command-line flag overrides one. Measured on this project's
+# 2-core CPU (same process, alternating): at the tiny preset's size (2.2M parameters, 16 x 256 tokens) bf16
+# autocast takes ~215 ms per step against ~315 ms in fp32, so `tiny` uses bf16; at shakespeare-char's size
+# (0.8M, 12 x 64) the gain is small and we keep fp32, as nanoGPT does on a CPU. attn_impl="sdpa" (torch's
+# fused kernels, chapter 02's CPU presets) is ~2x our manual attention here; torch.compile gains nothing.
+PRESETS = {
+    # The pipeline's default: the mini-world corpus (3 MB, offline), a 2048-token BPE trained on it,
+    # and chapter 02's "tiny" GPT (4 layers, 6 heads, width 192): 2.2M parameters, a few minutes on a CPU.
+    "tiny": dict(data="world", bytes=None, tokenizer=None, vocab_size=2048, model="tiny", n_layer=None,
+                 n_head=None, n_embd=None, dropout=0.0, bias=True, context=256, batch_size=16, grad_accum=1,
+                 steps=600, lr=2e-3, min_lr=2e-4, warmup_steps=50, weight_decay=0.1, beta2=0.99,
+                 precision="bf16", compile=False, eval_interval=100, eval_batches=20, log_interval=20,
+                 sample_interval=200, prompt="There once was", sample_tokens=120),
+    # nanoGPT's CPU recipe for character-level Shakespeare (its README): context 64, 4 layers, 4 heads,
+    # width 128, batch 12, 2000 steps, lr 1e-3, dropout 0. A tokenizer with no merges (256 bytes +
+    # <|endoftext|>) is a character vocabulary for this ASCII text. --data must point at the text.
+    "shakespeare-char": dict(data=None, bytes=None, tokenizer=None, vocab_size=257, model="tiny", n_layer=4,
+                             n_head=4, n_embd=128, dropout=0.0, bias=False, context=64, batch_size=12,
+                             grad_accum=1, steps=2000, lr=1e-3, min_lr=1e-4, warmup_steps=100, weight_decay=0.1,
+                             beta2=0.99, precision="fp32", compile=False, eval_interval=250, eval_batches=20,
+                             log_interval=50, sample_interval=0, prompt="\n", sample_tokens=300),
+    # GPT-2 small (124M) on one GPU: GPT-2's own tokenizer (tiktoken's "gpt2", fetched once), context
+    # 1024, ~0.5M tokens per step (16 x 1024 x 32), bf16, torch.compile. TinyStories is a small corpus
+    # for this model: give --data a folder of text (e.g. OpenWebText) for a real run.
+    "gpt2": dict(data="tinystories", bytes=None, tokenizer="gpt2", vocab_size=None, model="gpt2", n_layer=None,
+                 n_head=None, n_embd=None, dropout=0.0, bias=True, context=1024, batch_size=16, grad_accum=32,
+                 steps=2000, lr=6e-4, min_lr=6e-5, warmup_steps=200, weight_decay=0.1, beta2=0.95,
+                 precision="auto", compile=True, eval_interval=250, eval_batches=50, log_interval=10,
+                 sample_interval=500, prompt="Once upon a time", sample_tokens=100),
+}
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add = parser.add_argument
+    add("--preset", default="tiny", choices=sorted(PRESETS), help="the settings to start from (default: tiny)")
+    add("--resume", action="store_true", help="continue from --out-dir/ckpt.pt (its settings fill in missing flags)")
+    add("--out-dir", default=None, help=f"where everything goes (default: {DEFAULT_OUT_DIR})")
+    data = parser.add_argument_group("data")
+    data.add_argument("--data", help=f"corpus: one of {dataset.SOURCES}, or a UTF-8 file or folder of .txt files")
+    data.add_argument("--bytes", type=int, help="use only the first N bytes of the corpus")
+    data.add_argument("--tokenizer", help="a saved chapter-01 tokenizer (prefix or .tiktoken), 'gpt2' for "
+                                          "GPT-2's, or none to train a BPE on the corpus")
+    data.add_argument("--vocab-size", type=int, help="vocab size of the BPE trained when --tokenizer is not given")
+    model = parser.add_argument_group("model (chapter 02's GPT)")
+    model.add_argument("--model", help="a GPTConfig preset of chapter 02 (tiny, llama-tiny, gpt2, ...)")
+    model.add_argument("--n-layer", type=int)
+    model.add_argument("--n-head", type=int)
+    model.add_argument("--n-embd", type=int)
+    model.add_argument("--dropout", type=float)
+    model.add_argument("--context", type=int, help="tokens per training sequence (= the model's block_size)")
+    opt = parser.add_argument_group("optimization")
+    opt.add_argument("--steps", type=int, help="optimizer steps")
+    opt.add_argument("--batch-size", type=int, help="sequences per micro-batch (per process)")
+    opt.add_argument("--grad-accum", type=int, help="micro-batches per step, for the whole job (DDP divides it)")
+    opt.add_argument("--lr", type=float, help="peak learning rate")
+    opt.add_argument("--min-lr", type=float, help="learning rate at the end of the cosine")
+    opt.add_argument("--warmup-steps", type=int)
+    opt.add_argument("--weight-decay", type=float)
+    opt.add_argument("--optimizer", choices=["ours", "torch"], help="our AdamW (default) or torch's fused one")
+    run = parser.add_argument_group("running")
+    run.add_argument("--device", help="cuda, mps or cpu (default: the first available)")
+    run.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"],
+                     help="auto: bf16 on a GPU (fp16 on old ones), fp32 elsewhere")
+    run.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the model")
+    run.add_argument("--eval-interval", type=int, help="steps between val-loss estimates and checkpoints")
+    run.add_argument("--eval-batches", type=int, help="batches per val-loss estimate")
+    run.add_argument("--log-interval", type=int, help="steps between progress lines")
+    run.add_argument("--sample-interval", type=int, help="steps between samples (0: only at the end)")
+    run.add_argument("--prompt", help="the start of every sample")
+    run.add_argument("--sample-tokens", type=int, help="tokens per sample")
+    run.add_argument("--seed", type=int, default=None, help="seed of the model init and the batches (default 1337)")
+    run.add_argument("--peak-flops", type=float, help="peak FLOP/s of one device, for MFU (default: a GPU table)")
+    run.add_argument("--stop-at", type=int, help="stop after this step as if interrupted (to try --resume)")
+    return parser.parse_args(argv)
+
+
+def resolve_settings(args):
+    """Flags you passed > settings saved in the checkpoint (with --resume) > the preset's."""
+    out_dir = Path(args.out_dir or DEFAULT_OUT_DIR)
+    settings = dict(PRESETS[args.preset], seed=1337, optimizer="ours", device=None, peak_flops=None, stop_at=None)
+    ckpt_path = out_dir / "ckpt.pt"
+    if args.resume and ckpt_path.exists():
+        saved = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True).get("settings", {})
+        settings.update({k: v for k, v in saved.items() if k not in ("device", "stop_at")})
+    settings.update({k: v for k, v in vars(args).items() if v is not None and k in settings})
+    if settings["data"] is None:
+        raise SystemExit(f"--preset {args.preset} needs --data: the path of the text to train on "
+                         f"(e.g. --data /path/to/tinyshakespeare.txt) or one of {dataset.SOURCES}")
+    return settings, out_dir
+
+
+def cpu_has_fast_bf16():
+    """True if this CPU has bf16 instructions (Linux: avx512_bf16 or amx_bf16 in /proc/cpuinfo).
+
+    Without them bf16 autocast is emulated and several times slower than fp32.
+    """
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def load_gpt2_tokenizer():
+    """GPT-2's published tokenizer (tiktoken's "gpt2") as a chapter-01 Tokenizer."""
+    import bpe
+    import tiktoken
+    try:
+        return bpe.Tokenizer.from_tiktoken(tiktoken.get_encoding("gpt2"))
+    except Exception as error:  # tiktoken downloads the vocabulary on first use
+        raise SystemExit(f"could not load tiktoken's 'gpt2' encoding ({error}). It is downloaded once; offline, "
+                         f"set TIKTOKEN_CACHE_DIR to a folder that holds it, or pass --tokenizer PATH") from None
+
+
+def prepare_data(settings, out_dir, rank=0, verbose=True):
+    """Tokenize the corpus into out_dir; returns the train sidecar (dataset.prepare's dict).
+
+    Under DDP only rank 0 does the work; the others wait at a barrier, then read what it wrote.
+    """
+    if rank == 0:
+        tokenizer = settings["tokenizer"]
+        if tokenizer == "gpt2":
+            tokenizer = load_gpt2_tokenizer()
+            saved = out_dir / "tokenizer.tiktoken"
+            if saved.exists() and dataset.load_tokenizer(str(saved)).vocab_size == tokenizer.vocab_size:
+                tokenizer = str(saved)  # a path lets prepare() reuse the token files of an earlier run
+        meta = dataset.prepare(settings["data"], out_dir, tokenizer=tokenizer, vocab_size=settings["vocab_size"] or 2048,
+                               n_bytes=settings["bytes"], verbose=verbose)
+    if dist.is_initialized():
+        dist.barrier()
+    if rank != 0:
+        meta = dataset.read_meta(out_dir / "train.bin")
+    return meta
+
+
+def build_model(settings, vocab_size):
+    """Chapter 02's GPT: the --model preset's shape with our context, vocab and any overrides."""
+    overrides = {k: settings[k] for k in ("n_layer", "n_head", "n_embd") if settings[k] is not None}
+    if settings["model"].startswith("gpt2"):
+        vocab_size = 64 * -(-vocab_size // 64)  # pad to a multiple of 64: faster matmuls on a GPU (50257 -> 50304)
+    config = GPTConfig.from_preset(settings["model"], vocab_size=vocab_size, block_size=settings["context"],
+                                   dropout=settings["dropout"], bias=settings["bias"], **overrides)
+    return GPT(config)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    rank, _, world_size = train.setup_ddp()
+    settings, out_dir = resolve_settings(args)
+    log = print if rank == 0 else (lambda *a, **k: None)
+    start = time.time()
+    on_cpu = train.pick_device(settings["device"]) == "cpu"
+    if on_cpu and settings["precision"] == "bf16" and args.precision is None and not cpu_has_fast_bf16():
+        settings["precision"] = "fp32"
+        log("this CPU has no bf16 instructions, so fp32 is faster here than the preset's bf16: using fp32")
+
+    meta = prepare_data(settings, out_dir, rank)
+    data = dataset.TokenDataset(out_dir)
+    tokenizer = dataset.load_tokenizer(meta["tokenizer"])
+    B, T = settings["batch_size"], settings["context"]
+
+    tokens = {split: data.tokens(split) for split in ("train", "val")}  # np.memmap, opened once
+
+    def get_batch(split, generator):  # the loop seeds `generator` for every micro-batch
+        return dataset.get_batch(tokens[split], B, T, generator)
+
+    torch.manual_seed(settings["seed"])
+    model = build_model(settings, tokenizer.vocab_size)
+    log(model.summary())
+    tokens_per_step = B * T * settings["grad_accum"]
+    log(f"data: {data.lengths['train']:,} train / {data.lengths['val']:,} val tokens; {tokens_per_step:,} tokens "
+        f"per step, so {settings['steps']} steps see {settings['steps'] * tokens_per_step / data.lengths['train']:.1f} "
+        f"epochs")
+
+    prompt_ids = tokenizer.encode(settings["prompt"], allowed_special="all")
+
+    def make_sample(model):
+        device = next(model.parameters()).device
+        idx = torch.tensor([prompt_ids], dtype=torch.long, device=device)
+        out = model.generate(idx, settings["sample_tokens"], temperature=0.8, top_k=50, seed=settings["seed"])
+        # ids past the tokenizer's vocabulary (the gpt2 preset pads 50257 to 50304) have no text: drop them
+        return tokenizer.decode([i for i in out[0].tolist() if i < tokenizer.vocab_size])
+
+    config = train.TrainConfig(
+        steps=settings["steps"], batch_size=B, grad_accum=settings["grad_accum"], lr=settings["lr"],
+        min_lr=settings["min_lr"], warmup_steps=settings["warmup_steps"], weight_decay=settings["weight_decay"],
+        beta2=settings["beta2"], optimizer=settings["optimizer"], precision=settings["precision"],
+        compile=settings["compile"], device=settings["device"], seed=settings["seed"],
+        eval_interval=settings["eval_interval"], eval_batches=settings["eval_batches"],
+        log_interval=settings["log_interval"], sample_interval=settings["sample_interval"], out_dir=str(out_dir),
+        stop_at=settings["stop_at"], peak_flops=settings["peak_flops"])
+    extra = {"tokenizer": meta["tokenizer"], "data": {"source": str(settings["data"]), "dir": str(out_dir)},
+             "settings": settings}
+    summary = train.train(model, get_batch, config, make_sample=make_sample, resume=args.resume,
+                          checkpoint_extra=extra)
+
+    if rank == 0:
+        print(f"\ndone: {summary['step']} steps in {time.time() - start:.0f} s "
+              f"({summary['tokens_per_sec'] or 0:,.0f} training tokens/s, evaluation excluded); "
+              f"final train loss {summary['train_loss']:.4f}, val loss {summary['val_loss']:.4f}")
+        print(f"outputs in {out_dir}/:")
+        print("  ckpt.pt                   model, optimizer, step, RNG and data state, configs, tokenizer path")
+        print("  tokenizer.tiktoken/.json  the tokenizer;  train.bin, val.bin  the tokens")
+        print("  metrics.jsonl             one record per progress line and evaluation")
+        print("  loss.png, sample.txt      open these next: the loss curve, and what the model writes")
+        if summary["step"] < settings["steps"]:
+            print(f"stopped early at step {summary['step']}: continue with  python 03_pretrain/pretrain.py "
+                  f"--resume --out-dir {out_dir}")
+        else:
+            print("next: python 03_pretrain/scaling.py (a scaling-law fit), then chapter 04 (04_sft/) fine-tunes "
+                  "this checkpoint into a chat model")
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    return summary
+
+
+if __name__ == "__main__":
+    main()
