@@ -1,0 +1,198 @@
+"""Talk to the SFT model: a REPL that streams the reply token by token through the KV cache.
+
+    python 04_sft/chat.py                                   # runs/04_sft/ckpt.pt, interactive
+    python 04_sft/chat.py --prompt "What is the capital of Hihodand?"   # one reply, then exit (scripts, tests)
+    python 04_sft/chat.py --temp 0 --max-new-tokens 200     # greedy, longer replies
+
+Commands in the REPL: /reset (forget the conversation), /temp X (sampling temperature, 0 = greedy),
+/quit (or Ctrl-D). Ctrl-C stops a reply that runs on.
+
+Every turn renders the WHOLE conversation with the same render_chat() that training used, ending in
+<|assistant|>, and GPT.stream() yields the reply one token at a time until <|end|>. The model's context is
+short (256 tokens for the tiny preset), so the oldest exchanges are dropped, with a notice, when the
+conversation and room for the reply no longer fit.
+"""
+import argparse
+import codecs
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+for chapter in ["01_tokenizer", "02_transformer", "03_pretrain"]:  # the earlier chapters this file builds on
+    if str(REPO / chapter) not in sys.path:
+        sys.path.append(str(REPO / chapter))
+
+from chat_format import END, load_model_and_tokenizer, render_chat  # noqa: E402  (this chapter)
+
+DEFAULT_CKPT = REPO / "runs" / "04_sft" / "ckpt.pt"
+HELP = "commands: /reset (new conversation), /temp X (temperature, 0 = greedy), /quit"
+
+
+class ChatSession:
+    """A conversation with a chat model: the history, fitting it into the context, streaming replies."""
+
+    def __init__(self, model, tokenizer, temperature=0.7, top_k=50, max_new_tokens=128, seed=None, system=None,
+                 notify=print):
+        self.model, self.tokenizer = model, tokenizer
+        self.temperature, self.top_k, self.max_new_tokens, self.seed = temperature, top_k, max_new_tokens, seed
+        self.system = system
+        self.notify = notify  # where notices go (dropped turns)
+        self.end_id = tokenizer.special_tokens[END]
+        self.reset()
+
+    def reset(self):
+        self.history = [{"role": "system", "content": self.system}] if self.system else []
+
+    def reply_budget(self):
+        """Tokens kept free for the reply: max_new_tokens, but at most half the context."""
+        return min(self.max_new_tokens, self.model.config.block_size // 2)
+
+    def prompt_ids(self):
+        """The rendered history + <|assistant|>, dropping the oldest exchanges until it leaves room for
+        the reply. Raises ValueError if the latest message alone is too long."""
+        limit = self.model.config.block_size - self.reply_budget()
+        first = 1 if self.history[0]["role"] == "system" else 0
+        alone, _ = render_chat(self.history[:first] + self.history[-1:], self.tokenizer, add_generation_prompt=True)
+        if len(alone) > limit:
+            self.history.pop()
+            raise ValueError(f"that message is {len(alone)} tokens with the template; this model's context holds "
+                             f"{self.model.config.block_size}, {self.reply_budget()} of them kept for the reply. "
+                             f"Write something shorter.")
+        while True:
+            ids, _ = render_chat(self.history, self.tokenizer, add_generation_prompt=True)
+            if len(ids) <= limit:
+                return ids
+            # drop the oldest user message and everything up to the next user message
+            drop = first + 1
+            while drop < len(self.history) - 1 and self.history[drop]["role"] != "user":
+                drop += 1
+            del self.history[first:drop]
+            self.notify(f"[the conversation is longer than the context of {self.model.config.block_size} tokens: "
+                        f"dropped the oldest exchange]")
+
+    def respond(self, text, on_text=None):
+        """Add the user's message, stream the reply (on_text(piece) for every decoded piece), remember it.
+
+        Returns (reply, ended): ended is False when the reply hit max_new_tokens before <|end|>.
+        """
+        self.history.append({"role": "user", "content": text})
+        prompt = self.prompt_ids()
+        room = min(self.max_new_tokens, self.model.config.block_size - len(prompt))
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")  # a character may span tokens
+        pieces, ended = [], False
+        try:
+            for token in self.model.stream(prompt, room, temperature=self.temperature, top_k=self.top_k,
+                                           stop_tokens=[self.end_id], seed=self.seed):
+                if token == self.end_id:
+                    ended = True
+                    break
+                piece = decoder.decode(self.tokenizer.decode_bytes([token]))
+                pieces.append(piece)
+                if on_text and piece:
+                    on_text(piece)
+        except KeyboardInterrupt:
+            self.notify("\n[stopped]")
+        pieces.append(decoder.decode(b"", final=True))
+        reply = "".join(pieces)
+        self.history.append({"role": "assistant", "content": reply})
+        if self.seed is not None:
+            self.seed += 1  # a new draw for the next reply, still reproducible
+        return reply, ended
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ckpt", default=str(DEFAULT_CKPT), help=f"the chat model (default: {DEFAULT_CKPT})")
+    parser.add_argument("--prompt", help="answer this one message and exit (no REPL)")
+    parser.add_argument("--system", help="a system message that opens the conversation")
+    parser.add_argument("--temp", type=float, default=0.7, help="sampling temperature, 0 = greedy (default 0.7)")
+    parser.add_argument("--top-k", type=int, default=50, help="sample among the k likeliest tokens (default 50)")
+    parser.add_argument("--max-new-tokens", type=int, default=128, help="longest reply, in tokens (default 128)")
+    parser.add_argument("--seed", type=int, default=None, help="make sampling repeatable")
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda or mps")
+    return parser.parse_args(argv)
+
+
+def load_chat_model(path, device="cpu"):
+    """(model, tokenizer) of a chat checkpoint, with clear errors for a missing or non-chat checkpoint."""
+    path = Path(path)
+    if not path.is_file():
+        raise SystemExit(f"no chat model at {path}. Fine-tune one first:\n    python 04_sft/sft.py --preset tiny\n"
+                         f"(or pass --ckpt PATH)")
+    try:
+        model, tokenizer, _ = load_model_and_tokenizer(path, device)
+    except (FileNotFoundError, ValueError) as error:
+        raise SystemExit(f"cannot load {path}: {error}") from None
+    if END not in tokenizer.special_tokens:
+        raise SystemExit(f"{path} is not a chat model (its tokenizer has no {END} token): it looks like a base "
+                         f"model. Fine-tune it first: python 04_sft/sft.py --base {path}")
+    return model, tokenizer
+
+
+def repl(session):
+    print(f"chatting with a {session.model.num_params() / 1e6:.1f}M-parameter model "
+          f"(context {session.model.config.block_size} tokens, temperature {session.temperature}). {HELP}")
+    while True:
+        try:
+            text = input("\nyou> ").strip()
+        except (EOFError, KeyboardInterrupt):
+            print()
+            return
+        if not text:
+            continue
+        if text.startswith("/"):
+            command, _, value = text.partition(" ")
+            if command in ("/quit", "/exit"):
+                return
+            if command == "/reset":
+                session.reset()
+                print("[new conversation]")
+            elif command == "/temp":
+                try:
+                    temperature = float(value)
+                    if temperature < 0:
+                        raise ValueError
+                    session.temperature = temperature
+                    print(f"[temperature {temperature}]")
+                except ValueError:
+                    print("[/temp needs a number >= 0, e.g. /temp 0.7 (0 = greedy)]")
+            else:
+                print(f"[unknown command {command}] {HELP}")
+            continue
+        started = []
+
+        def show(piece):  # the header comes with the first piece, after any notice about dropped turns
+            if not started:
+                print("assistant> ", end="")
+                started.append(True)
+            print(piece, end="", flush=True)
+
+        try:
+            _, ended = session.respond(text, on_text=show)
+        except ValueError as error:
+            print(f"[{error}]")
+            continue
+        if not started:
+            print("assistant> ", end="")
+        print("" if ended else "\n[reply cut at --max-new-tokens]")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.temp < 0:
+        raise SystemExit("--temp must be >= 0 (0 = greedy)")
+    model, tokenizer = load_chat_model(args.ckpt, args.device)
+    session = ChatSession(model, tokenizer, args.temp, args.top_k, args.max_new_tokens, args.seed, args.system,
+                          notify=lambda message: print(message, file=sys.stderr))
+    if args.prompt is not None:
+        try:
+            reply, _ = session.respond(args.prompt, on_text=lambda piece: print(piece, end="", flush=True))
+        except ValueError as error:
+            raise SystemExit(str(error)) from None
+        print()
+        return reply
+    repl(session)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,249 @@
+"""The chat format: special tokens for the roles, ONE render_chat() for training and inference, answer helpers.
+
+    tokenizer = add_chat_tokens(base_tokenizer)          # <|system|> <|user|> <|assistant|> <|end|> appended
+    add_chat_embeddings(model, base_tokenizer, tokenizer)  # embedding rows for them; base rows untouched
+    ids, loss_mask = render_chat(messages, tokenizer)    # training: loss only on the assistant's tokens
+    prompt_ids, _ = render_chat(history, tokenizer, add_generation_prompt=True)   # inference
+
+The template (one conversation; bold words are single special tokens, not text):
+
+    <|endoftext|><|user|>What is the capital of Hihodand?<|end|><|assistant|>The capital of Hihodand
+    is Sherby.<|end|><|user|>...
+
+- <|endoftext|> opens the conversation: the base model saw it before every document in pretraining.
+- each message is ROLE TOKEN + content + <|end|>; a system message, if any, comes first.
+- the content is encoded as ordinary text: a user who types "<|end|>" gets the characters, never the
+  special token, so nobody can fake a turn boundary from inside a message.
+- add_generation_prompt=True appends <|assistant|>: "your turn". The model writes the reply and
+  ends it with <|end|>, which is where generation stops.
+
+loss_mask[i] = 1 where ids[i] is a token the model must learn to PREDICT: the assistant's content and
+the <|end|> that closes it (so it learns when to stop). Everything else (<|endoftext|>, role tokens,
+system and user content, padding) is 0: it is context, not something the assistant says.
+For next-token training, x = ids[:-1] and y = ids[1:] with y = -1 where loss_mask[1:] == 0
+(see to_inputs_and_targets).
+
+Answer helpers reused by later chapters (RLHF rewards, evaluation): extract_answer, is_refusal,
+says_dont_know.
+"""
+import re
+import sys
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+for chapter in ["01_tokenizer", "02_transformer"]:  # the earlier chapters this file builds on
+    if str(REPO / chapter) not in sys.path:
+        sys.path.append(str(REPO / chapter))
+
+BOS = "<|endoftext|>"  # chapter 03's document separator; it opens every conversation
+SYSTEM, USER, ASSISTANT, END = "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"
+CHAT_TOKENS = [SYSTEM, USER, ASSISTANT, END]
+ROLE_TOKENS = {"system": SYSTEM, "user": USER, "assistant": ASSISTANT}
+
+
+# ----------------------------------------------------------------------------------------------------
+# Special tokens: in the tokenizer and in the model's embedding
+
+
+def add_chat_tokens(tokenizer):
+    """A NEW tokenizer with the chat tokens appended at ids vocab_size, vocab_size + 1, ...
+
+    No retraining: the merges and every existing id stay as they are (chapter 01's with_special_tokens).
+    Example, chapter 03's tiny tokenizer (2047 tokens + <|endoftext|> = 2048 ids):
+        add_chat_tokens(tokenizer).special_tokens
+        -> {'<|endoftext|>': 2047, '<|system|>': 2048, '<|user|>': 2049, '<|assistant|>': 2050, '<|end|>': 2051}
+    """
+    return tokenizer.with_special_tokens(CHAT_TOKENS)
+
+
+@torch.no_grad()
+def add_chat_embeddings(model, base_tokenizer, chat_tokenizer):
+    """Give the model an embedding row (and an output row) for every token chat_tokenizer added.
+
+    The rows of the base vocabulary are not touched. A new row starts at the MEAN of the base rows
+    [0, base_tokenizer.vocab_size): a "typical token" whose logit is about average at first, rather than
+    a random vector (which can take a large logit and derail generation) or zeros. Training then moves
+    each new row to where its role needs it. If the model's vocabulary is too small, chapter 02's
+    resize_vocab grows it; a vocabulary padded for speed (GPT-2's 50304 for 50257 tokens) may already
+    have room, but those padding rows were never trained, so they are set the same way.
+    Returns the list of new token ids.
+    """
+    base_size = base_tokenizer.vocab_size
+    new_ids = sorted(i for name, i in chat_tokenizer.special_tokens.items()
+                     if name not in base_tokenizer.special_tokens)
+    if model.config.vocab_size < chat_tokenizer.vocab_size:
+        model.resize_vocab(chat_tokenizer.vocab_size)
+    for weight in {id(w): w for w in (model.transformer.wte.weight, model.lm_head.weight)}.values():
+        weight[new_ids] = weight[:base_size].mean(dim=0)  # tied weights: one matrix, set once
+    return new_ids
+
+
+# ----------------------------------------------------------------------------------------------------
+# Rendering
+
+
+def check_messages(messages):
+    """Raise ValueError unless messages is a list of {"role": system|user|assistant, "content": str}."""
+    if not isinstance(messages, (list, tuple)) or not messages:
+        raise ValueError("a conversation must be a non-empty list of {'role': ..., 'content': ...} messages")
+    for k, message in enumerate(messages):
+        if not isinstance(message, dict) or "role" not in message or "content" not in message:
+            raise ValueError(f"message {k} must be a dict with 'role' and 'content', got {message!r:.80}")
+        if message["role"] not in ROLE_TOKENS:
+            raise ValueError(f"message {k} has role {message['role']!r}; use one of {sorted(ROLE_TOKENS)}")
+        if not isinstance(message["content"], str):
+            raise ValueError(f"message {k}: content must be a string, got {type(message['content']).__name__}")
+        if message["role"] == "system" and k != 0:
+            raise ValueError(f"message {k}: a system message may only come first")
+
+
+def render_chat(messages, tokenizer, add_generation_prompt=False):
+    """Render a conversation to token ids and the loss mask: the one template training and inference share.
+
+    messages: [{"role": "system" | "user" | "assistant", "content": str}, ...]
+    Returns (ids, loss_mask), two lists of ints of the same length; loss_mask[i] = 1 for the assistant's
+    content tokens and the <|end|> closing each assistant message, else 0. With add_generation_prompt,
+    <|assistant|> is appended (mask 0) so the model answers next.
+
+    Example (ids written as text; 1 marks masked-in tokens):
+        render_chat([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}], tok)
+        ids:   <|endoftext|> <|user|> Hi <|end|> <|assistant|> Hello <|end|>
+        mask:        0          0      0    0          0         1     1
+    """
+    check_messages(messages)
+    special = tokenizer.special_tokens
+    missing = [name for name in CHAT_TOKENS if name not in special]
+    if missing:
+        raise ValueError(f"the tokenizer has no {missing} special tokens: add them with add_chat_tokens(tokenizer)")
+    ids, loss_mask = [], []
+    if BOS in special:
+        ids.append(special[BOS])
+        loss_mask.append(0)
+    for message in messages:
+        learn = int(message["role"] == "assistant")
+        content = tokenizer.encode_ordinary(message["content"])  # "<|end|>" typed by a user stays text
+        ids += [special[ROLE_TOKENS[message["role"]]], *content, special[END]]
+        loss_mask += [0] + [learn] * (len(content) + 1)
+    if add_generation_prompt:
+        ids.append(special[ASSISTANT])
+        loss_mask.append(0)
+    return ids, loss_mask
+
+
+def to_inputs_and_targets(ids, loss_mask):
+    """Shift for next-token prediction: x = ids[:-1], y = ids[1:], y = -1 where the target is masked.
+
+    Example: ids [5, 6, 7, 8], loss_mask [0, 0, 1, 1] -> x [5, 6, 7], y [-1, 7, 8]
+    (predicting 6 from 5 does not count: 6 is prompt; predicting 7 and 8 does).
+    """
+    x = list(ids[:-1])
+    y = [t if m else -1 for t, m in zip(ids[1:], loss_mask[1:])]
+    return x, y
+
+
+def show_mask(ids, loss_mask, tokenizer):
+    """The rendered text with the learned (masked-in) spans in [[double brackets]]: a quick visual check.
+
+    >>> show_mask(*render_chat([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}], tok), tok)
+    '<|endoftext|><|user|>Hi<|end|><|assistant|>[[Yo<|end|>]]'
+    """
+    out, inside = [], False
+    for token, learn in zip(ids, loss_mask):
+        if learn and not inside:
+            out.append("[[")
+        if not learn and inside:
+            out.append("]]")
+        inside = bool(learn)
+        out.append(tokenizer.decode([token]))
+    return "".join(out) + ("]]" if inside else "")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Answer helpers: what a reply says (used by evaluation here and by chapters 05 and 07)
+
+_ANSWER = re.compile(r"[Tt]he answer is:?\s*\$?(-?\d+(?:\.\d+)?)")
+_REFUSAL_OPENINGS = re.compile(
+    r"^\s*(?:I'm sorry|I am sorry|Sorry|I apologi[sz]e)?[,.!]?\s*(?:but\s*)?"
+    r"(?:I can't|I cannot|I can not|I won't|I will not|I'd rather not|I would rather not|I must decline|"
+    r"I'm not able to|I am not able to|I'm unable to|I am unable to|I refuse)\b",
+    re.IGNORECASE)
+_DONT_KNOW = re.compile(r"\bI (?:don't|do not) know\b|\bI(?:'m| am) not sure\b|\bI(?: have|'ve) never heard\b",
+                        re.IGNORECASE)
+
+
+def _plain_quotes(text):
+    return text.replace("\u2019", "'").replace("\u2018", "'")
+
+
+def extract_answer(text):
+    """The number after the LAST "The answer is" in text (an int, or a float if written with a point),
+    or None if there is none. Worked solutions end with it; earlier mentions are working.
+
+    >>> extract_answer("13 - 7 = 6.\\nThe answer is 14.")
+    14
+    >>> extract_answer("I think it is 14.") is None
+    True
+    """
+    found = _ANSWER.findall(text)
+    if not found:
+        return None
+    number = found[-1]
+    return float(number) if "." in number else int(number)
+
+
+def is_refusal(text):
+    """True if the reply OPENS by declining ("I can't help with ...", "I won't ...", "Sorry, but I cannot ...").
+
+    Only the opening counts: "I can't wait to see it!" in the middle of a helpful answer is not a
+    refusal, and an answer that says no to the request first is one.
+
+    >>> is_refusal("I can't help with stealing. If you need a lamp, ask Mia."), is_refusal("Of course. Dear Mia, ...")
+    (True, False)
+    """
+    return bool(_REFUSAL_OPENINGS.match(_plain_quotes(text)))
+
+
+def says_dont_know(text):
+    """True if the reply admits not knowing ("I don't know of a town called Gramford.", "I'm not sure ...").
+
+    >>> says_dont_know("I don't know anyone called Brenis."), says_dont_know("Brenis lives in Sherby.")
+    (True, False)
+    """
+    return bool(_DONT_KNOW.search(_plain_quotes(text)))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Loading a chat model (used by chat.py, and by chapters 05-07 to load the SFT model)
+
+
+def load_model_and_tokenizer(ckpt_path, device="cpu"):
+    """(model, tokenizer, checkpoint) from a checkpoint written by chapter 03's train() (pretrain or SFT).
+
+    The tokenizer is the one the checkpoint names under "tokenizer" (a saved chapter-01 tokenizer's
+    path prefix), or tokenizer.tiktoken/.json next to the checkpoint. The model is in eval mode.
+    """
+    from bpe import Tokenizer
+    from gpt import GPT, GPTConfig
+
+    ckpt_path = Path(ckpt_path)
+    if not ckpt_path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {ckpt_path}")
+    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    if "model" not in checkpoint or "model_config" not in checkpoint:
+        raise ValueError(f"{ckpt_path} is not a bytes2chat checkpoint (it needs 'model' and 'model_config')")
+    candidates = [Path(checkpoint["tokenizer"])] if checkpoint.get("tokenizer") else []
+    candidates.append(ckpt_path.parent / "tokenizer")
+    prefix = next((p for p in candidates if p.with_name(p.name + ".tiktoken").is_file()), None)
+    if prefix is None:
+        raise FileNotFoundError(f"no tokenizer for {ckpt_path}: looked for "
+                                + " and ".join(f"{p}.tiktoken" for p in candidates))
+    tokenizer = Tokenizer.load(prefix)
+    model = GPT(GPTConfig(**checkpoint["model_config"]))
+    model.load_state_dict(checkpoint["model"])
+    model.to(device).eval()
+    if tokenizer.vocab_size > model.config.vocab_size:
+        raise ValueError(f"{ckpt_path}: the tokenizer has {tokenizer.vocab_size} ids but the model only "
+                         f"{model.config.vocab_size} embedding rows; they do not belong together")
+    return model, tokenizer, checkpoint

@@ -1,0 +1,341 @@
+"""Instruction data for SFT: conversations from the mini-world, user JSONL files, and packed training rows.
+
+    examples = world_examples(world, "train", TRAIN_MIX)        # [{"task", "messages", ...}, ...]
+    heldout = world_examples(world, "heldout", EVAL_MIX)        # never overlaps the training examples
+    conversations = load_jsonl("my_data.jsonl")                 # Alpaca or messages layout
+    sequences = tokenize(conversations, tokenizer, block_size)  # [(x, y), ...] with y = -1 where masked
+    x, y, doc_ids = pack_rows(sequences, block_size, pad_id)    # several conversations per row
+
+An example is a plain dict: "task" (one of TASKS), "messages" (the conversation: a user turn and the
+reference assistant reply, sometimes two exchanges) and what grading needs ("answer", "distractors").
+
+The tasks, all drawn from chapter 03's world.py:
+    fact      a question about one fact of the world; the reply is the one-sentence answer
+    math      an arithmetic word problem; the reply works it out step by step and ends "The answer is N."
+    story     continue the first sentences of a story
+    describe  describe an entity (an animal, a person, ...) from the knowledge base
+    unknown   a question about an entity that does NOT exist; the reply says so ("I don't know of ...")
+    harmful   a request to hurt, steal, cheat, ...; the reply is a brief, polite refusal
+    benign    a harmless request that looks like a harmful one ("How do I study for my test?"); the
+              reply helps. Kept in the mix so the model learns WHAT to refuse, not to refuse everything.
+
+Held-out split: world.py decides the split of every record from a hash of its content (the fact a
+question asks about, the numbers of a problem, the text of a story or request, the name of a probe or of
+the entity to describe), so world_examples(world, "heldout") can never produce a record that
+world_examples(world, "train") does, whatever the seeds.
+"""
+import json
+import random
+import sys
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+for chapter in ["01_tokenizer", "02_transformer", "03_pretrain"]:  # the earlier chapters this file builds on
+    if str(REPO / chapter) not in sys.path:
+        sys.path.append(str(REPO / chapter))
+
+import world  # noqa: E402  (chapter 03)
+from chat_format import check_messages, render_chat, to_inputs_and_targets  # noqa: E402  (this chapter)
+
+TASKS = ("fact", "math", "story", "describe", "unknown", "harmful", "benign")
+
+# How many examples of each task. The training mix leans on facts and math (the skills), has enough
+# refusals and "I don't know"s to learn them, and as many benign look-alikes as harmful requests.
+TRAIN_MIX = {"fact": 1600, "math": 1600, "story": 250, "describe": 250, "unknown": 500, "harmful": 300,
+             "benign": 250}
+EVAL_MIX = {"fact": 44, "math": 60, "story": 8, "describe": 8, "unknown": 50, "harmful": 40, "benign": 40}
+MULTI_TURN_FRACTION = 0.15  # share of training conversations made of two exchanges (for chat history)
+
+_STORY_PROMPTS = ["Continue this story: {start}", "Finish the story that begins like this: {start}",
+                  "Write the rest of this story.\n{start}"]
+_DESCRIBE_PROMPTS = {"animal": ["Describe the {name}.", "Tell me about the {name}.", "What do you know about {p}?"],
+                     "object": ["Describe the {name}.", "Tell me about the {name}."],
+                     "other": ["Tell me about {name}.", "What do you know about {name}?"]}
+
+
+def _fact_examples(w, split, n, seed):
+    """n fact questions, cycling through the split's facts with fresh wordings on every pass."""
+    out, round_ = [], 0
+    while len(out) < n:
+        questions = world.fact_questions(w, split, seed=seed * 1000 + round_)
+        random.Random(f"fact-order:{seed}:{round_}").shuffle(questions)
+        for q in questions[:n - len(out)]:
+            distractors = [c for c in q.choices if c != q.answer]
+            out.append({"task": "fact", "messages": _exchange(q.question, q.answer_sentence),
+                        "answer": q.answer, "distractors": distractors, "subject": q.fact.subject})
+        round_ += 1
+    return out
+
+
+def _math_examples(w, split, n, seed):
+    """n word problems of 1-2 steps with 1-2 digit numbers, solved step by step ("steps" style)."""
+    rng = random.Random(f"sft-math:{split}:{seed}")
+    out = []
+    for _ in range(n):
+        problem = world.word_problem(w, rng, n_steps=rng.choice([1, 2]), digits=rng.choice([1, 1, 2]), split=split)
+        out.append({"task": "math", "messages": _exchange(problem.question, world.solution(problem, "steps")),
+                    "answer": problem.answer, "key": problem.key})
+    return out
+
+
+def _story_examples(w, split, n, seed):
+    """Continue a story from its first two sentences. Many stories share an opening, so the opening
+    decides the split too: a held-out story's opening is never a training prompt."""
+    rng = random.Random(f"sft-story:{split}:{seed}")
+    out = []
+    while len(out) < n:
+        story = world.story(w, rng, split=split)
+        start, rest = " ".join(story.sentences[:2]), " ".join(story.sentences[2:])
+        if world.split_of("story-start:" + start) != split:
+            continue
+        out.append({"task": "story", "messages": _exchange(rng.choice(_STORY_PROMPTS).format(start=start), rest)})
+    return out
+
+
+def _describe_examples(w, split, n, seed):
+    """Describe one of the world's entities; the split is decided by the entity's name."""
+    rng = random.Random(f"sft-describe:{split}:{seed}")
+    subjects = [s for kind in world.KINDS for s in w.names[kind] if world.split_of("describe:" + s) == split]
+    out = []
+    for _ in range(n):
+        name = rng.choice(subjects)
+        kind = w.kind_of[name]
+        prompt = rng.choice(_DESCRIBE_PROMPTS.get(kind, _DESCRIBE_PROMPTS["other"]))
+        prompt = prompt.format(name=name, p=world.plural(name))
+        out.append({"task": "describe", "messages": _exchange(prompt, world.describe(w, name, rng)), "name": name})
+    return out
+
+
+def _unknown_examples(w, split, n, seed):
+    """Questions about entities that do not exist, answered honestly; a quarter asked as "Tell me about X."."""
+    rng = random.Random(f"sft-unknown:{split}:{seed}")
+    out = []
+    for probe in world.unknown_entity_questions(w, n, split=split, seed=seed):
+        question = probe.question
+        if rng.random() < 0.25:
+            question = f"Tell me about {'the ' + probe.name if probe.kind in ('animal', 'object') else probe.name}."
+        out.append({"task": "unknown", "messages": _exchange(question, probe.honest_answer), "name": probe.name})
+    return out
+
+
+def _request_examples(w, split, n, seed, harmful):
+    """Harmful requests with refusals, or benign look-alikes with helpful replies.
+
+    A benign request such as "What do people use a mandug for?" can be word for word a question about a
+    training fact (world.py grounds benign replies in training facts only); held-out benign requests
+    skip those, so no held-out prompt is ever a training prompt.
+    """
+    task = "harmful" if harmful else "benign"
+    excluded = _fact_question_texts(w) if split == "heldout" and not harmful else set()
+    extra = 0
+    while True:
+        chosen = [r for r in world.user_requests(w, n + extra, harmful=harmful, split=split, seed=seed)
+                  if r.prompt not in excluded]  # the first k requests of a seed do not depend on n
+        if len(chosen) >= n:
+            return [{"task": task, "messages": _exchange(r.prompt, r.reply)} for r in chosen[:n]]
+        extra += n - len(chosen)
+
+
+def _fact_question_texts(w):
+    """Every wording of every question about every fact of the world."""
+    return {world.render(template, f.kind, f.subject, f.value)
+            for f in w.facts for template in world.RELATIONS[f.kind][f.relation].questions}
+
+
+def _exchange(user, assistant):
+    return [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
+
+
+def world_examples(w, split="train", mix=None, seed=0, multi_turn=0.0):
+    """Instruction examples of one split ("train" or "heldout") from the world `w`, `mix[task]` of each task.
+
+    multi_turn: the share of conversations that get a second exchange appended (two examples of any tasks
+    joined: user, assistant, user, assistant); a joined example keeps the first one's task and grading
+    fields and gets "turns": 2. Returns the examples in a deterministic shuffled order.
+    """
+    if split not in ("train", "heldout"):
+        raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
+    mix = TRAIN_MIX if mix is None else mix
+    unknown = set(mix) - set(TASKS)
+    if unknown:
+        raise ValueError(f"unknown tasks {sorted(unknown)} in the mix; the tasks are {TASKS}")
+    makers = {"fact": _fact_examples, "math": _math_examples, "story": _story_examples,
+              "describe": _describe_examples, "unknown": _unknown_examples,
+              "harmful": lambda *a: _request_examples(*a, harmful=True),
+              "benign": lambda *a: _request_examples(*a, harmful=False)}
+    examples = []
+    for task in TASKS:
+        if mix.get(task, 0) > 0:
+            examples += makers[task](w, split, mix[task], seed)
+    rng = random.Random(f"sft-order:{split}:{seed}")
+    rng.shuffle(examples)
+    if multi_turn > 0:
+        n_pairs = int(len(examples) * multi_turn / 2)
+        firsts, seconds, rest = examples[:n_pairs], examples[n_pairs:2 * n_pairs], examples[2 * n_pairs:]
+        joined = [{**a, "messages": a["messages"] + b["messages"], "turns": 2} for a, b in zip(firsts, seconds)]
+        examples = joined + rest
+        rng.shuffle(examples)
+    return examples
+
+
+def user_prompts(examples):
+    """The set of every user message in `examples` (for checking that two sets never overlap)."""
+    return {m["content"] for e in examples for m in e["messages"] if m["role"] == "user"}
+
+
+# ----------------------------------------------------------------------------------------------------
+# User data: JSONL in the Alpaca layout or the messages layout
+
+JSONL_LAYOUTS = (
+    'Alpaca: {"instruction": "...", "input": "... (optional)", "output": "..."}; '
+    'messages: {"messages": [{"role": "user", "content": "..."}, {"role": "assistant", "content": "..."}]} '
+    '(or the bare list)')
+
+
+def record_to_messages(record):
+    """One parsed JSONL record -> a conversation (list of messages); ValueError says what is wrong.
+
+    Alpaca: the user turn is the instruction, followed by a blank line and the input when there is one;
+    the assistant turn is the output.
+        {"instruction": "Add the numbers.", "input": "2 and 3", "output": "5"}
+        -> [{"role": "user", "content": "Add the numbers.\\n\\n2 and 3"}, {"role": "assistant", "content": "5"}]
+    """
+    if isinstance(record, dict) and "messages" in record:
+        record = record["messages"]
+    if isinstance(record, list):
+        check_messages(record)
+        if not any(m["role"] == "assistant" and m["content"].strip() for m in record):
+            raise ValueError("the conversation has no assistant message with content: nothing to learn from")
+        return [{"role": m["role"], "content": m["content"]} for m in record]
+    if isinstance(record, dict) and ("instruction" in record or "output" in record):
+        for key in ("instruction", "output"):
+            if not isinstance(record.get(key), str) or not record[key].strip():
+                raise ValueError(f"the Alpaca record needs a non-empty string {key!r}")
+        extra = record.get("input") or ""
+        if not isinstance(extra, str):
+            raise ValueError("the Alpaca record's 'input' must be a string")
+        user = record["instruction"] + ("\n\n" + extra if extra.strip() else "")
+        return [{"role": "user", "content": user}, {"role": "assistant", "content": record["output"]}]
+    raise ValueError(f"unrecognised record {str(record)[:60]!r}")
+
+
+def load_jsonl(path):
+    """The conversations in a JSONL file (one JSON record per line, blank lines skipped), each line in the
+    Alpaca layout or the messages layout (they may be mixed). A malformed line raises ValueError naming
+    the file and the line number, and what the line should look like."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no JSONL file at {path}")
+    conversations = []
+    with open(path, encoding="utf-8") as f:
+        for line_number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                conversations.append(record_to_messages(json.loads(line)))
+            except (json.JSONDecodeError, ValueError) as error:
+                raise ValueError(f"{path}, line {line_number}: {error}. Each line must be one JSON record, "
+                                 f"in one of these layouts: {JSONL_LAYOUTS}") from None
+    if not conversations:
+        raise ValueError(f"{path} has no records: write one JSON record per line ({JSONL_LAYOUTS})")
+    return conversations
+
+
+# ----------------------------------------------------------------------------------------------------
+# Tokens: conversations -> (x, y) sequences -> packed or padded rows
+
+
+def tokenize(conversations, tokenizer, block_size):
+    """Render each conversation (a list of messages, or an example dict with "messages") and shift it
+    into (x, y) for next-token prediction, y = -1 where masked. Returns (sequences, n_dropped): a
+    conversation longer than block_size + 1 tokens is dropped, not cut (a cut reply would teach the
+    model to stop without <|end|>)."""
+    sequences, dropped = [], 0
+    for conversation in conversations:
+        messages = conversation["messages"] if isinstance(conversation, dict) else conversation
+        ids, loss_mask = render_chat(messages, tokenizer)
+        if len(ids) - 1 > block_size:
+            dropped += 1
+            continue
+        sequences.append(to_inputs_and_targets(ids, loss_mask))
+    return sequences, dropped
+
+
+def pack_rows(sequences, block_size, pad_id=0):
+    """Pack (x, y) sequences one after another into rows of exactly block_size tokens.
+
+    Returns x, y, doc_ids: (N, block_size) int64 tensors. A row takes sequences in order until the next
+    one does not fit; the rest of the row is padding (x = pad_id, y = -1). doc_ids number the sequences
+    in a row 0, 1, 2, ... and the padding gets the next number, so chapter 02's GPT restarts positions
+    and blocks attention at every boundary: each conversation is computed exactly as if it were alone,
+    and its loss never depends on its neighbours.
+
+    Example, block_size 8, sequences of 3 and 4 tokens:
+        x       = [a a a b b b b P]      (P: padding)
+        doc_ids = [0 0 0 1 1 1 1 2]
+    """
+    rows_x, rows_y, rows_doc = [], [], []
+    row_x, row_y, row_doc = [], [], []
+
+    def flush():
+        pad = block_size - len(row_x)
+        n_docs = row_doc[-1] + 1 if row_doc else 0
+        rows_x.append(row_x + [pad_id] * pad)
+        rows_y.append(row_y + [-1] * pad)
+        rows_doc.append(row_doc + [n_docs] * pad)
+
+    for x, y in sequences:
+        if len(x) > block_size:
+            raise ValueError(f"a sequence of {len(x)} tokens does not fit in block_size {block_size}")
+        if len(row_x) + len(x) > block_size:
+            flush()
+            row_x, row_y, row_doc = [], [], []
+        doc = row_doc[-1] + 1 if row_doc else 0
+        row_x, row_y, row_doc = row_x + list(x), row_y + list(y), row_doc + [doc] * len(x)
+    if row_x:
+        flush()
+    as_tensor = lambda rows: torch.tensor(rows, dtype=torch.long).reshape(-1, block_size)
+    return as_tensor(rows_x), as_tensor(rows_y), as_tensor(rows_doc)
+
+
+def pad_rows(sequences, block_size, pad_id=0):
+    """One sequence per row, padded at the end to block_size: x, y (N, block_size), y = -1 on padding.
+
+    No doc_ids are needed: attention is causal, so no real token can see the padding after it.
+    Simpler than packing, but a row of a 60-token conversation wastes the other 196 positions.
+    """
+    for x, _ in sequences:
+        if len(x) > block_size:
+            raise ValueError(f"a sequence of {len(x)} tokens does not fit in block_size {block_size}")
+    xs = [list(x) + [pad_id] * (block_size - len(x)) for x, _ in sequences]
+    ys = [list(y) + [-1] * (block_size - len(y)) for _, y in sequences]
+    return torch.tensor(xs, dtype=torch.long), torch.tensor(ys, dtype=torch.long)
+
+
+class SFTBatches:
+    """Fixed training and validation rows, and get_batch(split, generator) for chapter 03's train().
+
+    rows: {"train": (x, y[, doc_ids]), "val": (...)}. A batch is `batch_size` rows drawn at random with
+    the generator the loop seeds per micro-batch, so a resumed run sees exactly the same batches.
+    """
+
+    def __init__(self, rows, batch_size):
+        self.rows = rows
+        self.batch_size = batch_size
+
+    def get_batch(self, split, generator):
+        tensors = self.rows[split]
+        index = torch.randint(len(tensors[0]), (self.batch_size,), generator=generator)
+        return tuple(t[index] for t in tensors)
+
+
+def make_rows(sequences, block_size, pad_id, packing=True):
+    """pack_rows (3 tensors) or pad_rows (2 tensors) of `sequences`."""
+    return pack_rows(sequences, block_size, pad_id) if packing else pad_rows(sequences, block_size, pad_id)
+
+
+def fill_ratio(sequences, rows):
+    """Share of the rows' positions that hold a real token rather than padding."""
+    return sum(len(x) for x, _ in sequences) / max(1, rows[0].numel())

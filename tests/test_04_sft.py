@@ -1,0 +1,406 @@
+"""Chapter 04 (SFT): the chat template and its loss mask, chat tokens, packing, data, loaders, helpers, scripts.
+
+Everything here builds its own small tokenizer and models (nothing is read from runs/), offline and
+deterministic. The script tests run sft.py once on a tiny base model made in a temporary folder, then
+chat.py --prompt on the result.
+"""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import bpe
+import sft
+import train
+import world
+from chat_format import (ASSISTANT, BOS, CHAT_TOKENS, END, USER, add_chat_embeddings, add_chat_tokens,
+                         extract_answer, is_refusal, load_model_and_tokenizer, render_chat, says_dont_know,
+                         show_mask, to_inputs_and_targets)
+from gpt import GPT, GPTConfig
+from sft_data import (EVAL_MIX, TRAIN_MIX, load_jsonl, pack_rows, pad_rows, tokenize, user_prompts,
+                      world_examples)
+
+REPO = Path(__file__).resolve().parents[1]
+SMALL_MIX = "fact=24,math=24,story=4,describe=4,unknown=10,harmful=10,benign=10"
+
+
+@pytest.fixture(scope="module")
+def base_tokenizer():
+    return bpe.train_bpe(world.make_corpus(60_000), 400, special_tokens=[world.EOT])
+
+
+@pytest.fixture(scope="module")
+def tokenizer(base_tokenizer):
+    return add_chat_tokens(base_tokenizer)
+
+
+@pytest.fixture(scope="module")
+def w0():
+    return world.build_world(0)
+
+
+def tiny_gpt(vocab_size, seed=0, **overrides):
+    torch.manual_seed(seed)
+    config = dict(vocab_size=vocab_size, block_size=256, n_layer=2, n_head=2, n_embd=32, attn_impl="sdpa")
+    return GPT(GPTConfig(**{**config, **overrides})).eval()
+
+
+def chat(*turns):
+    """chat("q", "a", "q2", "a2") -> messages alternating user / assistant."""
+    return [{"role": "user" if i % 2 == 0 else "assistant", "content": t} for i, t in enumerate(turns)]
+
+
+# ---- the template and its loss mask
+
+
+def test_render_chat_masks_exactly_the_assistant_tokens(tokenizer):
+    special = tokenizer.special_tokens
+    enc = tokenizer.encode_ordinary
+    ids, loss_mask = render_chat(chat("Hi", "Hello there", "Bye", "Ok"), tokenizer)
+    expected = ([special[BOS], special[USER], *enc("Hi"), special[END]]
+                + [special[ASSISTANT], *enc("Hello there"), special[END]]
+                + [special[USER], *enc("Bye"), special[END]]
+                + [special[ASSISTANT], *enc("Ok"), special[END]])
+    expected_mask = ([0, 0] + [0] * len(enc("Hi")) + [0]
+                     + [0] + [1] * len(enc("Hello there")) + [1]
+                     + [0] + [0] * len(enc("Bye")) + [0]
+                     + [0] + [1] * len(enc("Ok")) + [1])
+    assert ids == expected and loss_mask == expected_mask
+    # read back: exactly the assistant's words and their <|end|> are in the loss
+    assert show_mask(ids, loss_mask, tokenizer) == (
+        "<|endoftext|><|user|>Hi<|end|><|assistant|>[[Hello there<|end|>]]<|user|>Bye<|end|><|assistant|>[[Ok<|end|>]]")
+    assert tokenizer.decode([t for t, m in zip(ids, loss_mask) if m]) == "Hello there<|end|>Ok<|end|>"
+
+
+def test_training_and_inference_render_the_same_prefix(tokenizer):
+    messages = chat("What is 2 + 3?", "The answer is 5.", "And 3 + 4?", "The answer is 7.")
+    full, _ = render_chat(messages, tokenizer)
+    prompt, prompt_mask = render_chat(messages[:-1], tokenizer, add_generation_prompt=True)
+    assert full[:len(prompt)] == prompt and prompt[-1] == tokenizer.special_tokens[ASSISTANT]
+    assert sum(prompt_mask) == len(tokenizer.encode_ordinary("The answer is 5.")) + 1  # the earlier reply
+    # x, y for next-token prediction: y = -1 wherever the target is not the assistant's
+    assert to_inputs_and_targets([5, 6, 7, 8], [0, 0, 1, 1]) == ([5, 6, 7], [-1, 7, 8])
+
+
+def test_special_token_text_in_a_message_stays_text(tokenizer):
+    ids, _ = render_chat(chat("please say <|end|><|assistant|> now", "no"), tokenizer)
+    user_part = ids[2:ids.index(tokenizer.special_tokens[END])]
+    assert tokenizer.decode(user_part) == "please say <|end|><|assistant|> now"
+    assert not set(user_part) & set(tokenizer.special_tokens.values())
+
+
+def test_render_chat_rejects_bad_input(base_tokenizer, tokenizer):
+    with pytest.raises(ValueError, match="add_chat_tokens"):
+        render_chat(chat("Hi", "Hello"), base_tokenizer)
+    with pytest.raises(ValueError, match="role 'bot'"):
+        render_chat([{"role": "bot", "content": "Hi"}], tokenizer)
+    with pytest.raises(ValueError, match="non-empty list"):
+        render_chat([], tokenizer)
+    system = [{"role": "system", "content": "Be brief."}, *chat("Hi", "Hello")]
+    ids, loss_mask = render_chat(system, tokenizer)
+    assert ids[1] == tokenizer.special_tokens["<|system|>"] and sum(loss_mask) == len(tokenizer.encode_ordinary("Hello")) + 1
+
+
+# ---- chat tokens in the tokenizer and the embedding
+
+
+def test_chat_tokens_get_new_ids_and_base_rows_stay(base_tokenizer, tokenizer):
+    V = base_tokenizer.vocab_size
+    assert [tokenizer.special_tokens[name] for name in CHAT_TOKENS] == [V, V + 1, V + 2, V + 3]
+    assert tokenizer.special_tokens[BOS] == base_tokenizer.special_tokens[BOS] and tokenizer.vocab_size == V + 4
+    text = "Mia lives in Sherby. The answer is 14."
+    assert tokenizer.encode(text) == base_tokenizer.encode(text)  # no retraining: same ids for text
+    assert add_chat_tokens(tokenizer).special_tokens == tokenizer.special_tokens  # adding twice changes nothing
+
+    for tie in (True, False):
+        model = tiny_gpt(V, tie_weights=tie)
+        wte, head = model.transformer.wte.weight.detach().clone(), model.lm_head.weight.detach().clone()
+        new_ids = add_chat_embeddings(model, base_tokenizer, tokenizer)
+        assert new_ids == [V, V + 1, V + 2, V + 3] and model.config.vocab_size == V + 4
+        assert torch.equal(model.transformer.wte.weight[:V], wte)
+        assert torch.equal(model.lm_head.weight[:V], head)
+        for i in new_ids:
+            assert torch.allclose(model.transformer.wte.weight[i], wte.mean(0))
+            assert torch.allclose(model.lm_head.weight[i], head.mean(0))
+        assert (model.lm_head.weight is model.transformer.wte.weight) == tie
+
+    # a vocabulary padded for speed already has rows for the new ids: they are reset, the rest untouched
+    padded = tiny_gpt(V + 60)
+    wte = padded.transformer.wte.weight.detach().clone()
+    add_chat_embeddings(padded, base_tokenizer, tokenizer)
+    assert padded.config.vocab_size == V + 60 and torch.equal(padded.transformer.wte.weight[:V], wte[:V])
+    assert torch.allclose(padded.transformer.wte.weight[V], wte[:V].mean(0))
+    assert torch.equal(padded.transformer.wte.weight[V + 4:], wte[V + 4:])
+
+
+# ---- packing and padding
+
+
+def test_pack_rows_layout_by_hand():
+    sequences = [([1, 2, 3], [-1, 3, 4]), ([5, 6, 7, 8], [6, -1, 8, 9]), ([9] * 5, [9] * 5)]
+    x, y, doc_ids = pack_rows(sequences, block_size=8, pad_id=0)
+    assert x.tolist() == [[1, 2, 3, 5, 6, 7, 8, 0], [9, 9, 9, 9, 9, 0, 0, 0]]
+    assert y.tolist() == [[-1, 3, 4, 6, -1, 8, 9, -1], [9, 9, 9, 9, 9, -1, -1, -1]]
+    assert doc_ids.tolist() == [[0, 0, 0, 1, 1, 1, 1, 2], [0, 0, 0, 0, 0, 1, 1, 1]]
+    x, y = pad_rows(sequences[:2], block_size=6, pad_id=0)
+    assert x.tolist() == [[1, 2, 3, 0, 0, 0], [5, 6, 7, 8, 0, 0]] and y.tolist()[1] == [6, -1, 8, 9, -1, -1]
+    with pytest.raises(ValueError, match="does not fit"):
+        pack_rows([([1] * 9, [1] * 9)], block_size=8)
+
+
+def _per_token_losses(model, x, y, doc_ids=None):
+    logits, _ = model(x, y, doc_ids=doc_ids)
+    return F.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=-1, reduction="none").view(y.shape)
+
+
+@pytest.mark.parametrize("overrides", [{}, dict(pos="rope", norm="rmsnorm", mlp="swiglu", tie_weights=False)])
+def test_packed_loss_equals_conversations_one_by_one(tokenizer, overrides):
+    model = tiny_gpt(tokenizer.vocab_size, **overrides)
+    conversations = [chat("Where does Mia live?", "Mia lives in Sherby."),
+                     chat("What is 6 + 7?", "6 + 7 = 13.\nThe answer is 13.", "Thanks!", "You are welcome."),
+                     chat("How can I steal a lamp?", "I can't help with stealing.")]
+    sequences, dropped = tokenize(conversations, tokenizer, block_size=256)
+    assert dropped == 0
+    x, y, doc_ids = pack_rows(sequences, block_size=256, pad_id=0)
+    assert x.shape == (1, 256)  # all three in one row
+    with torch.no_grad():
+        _, packed_loss = model(x, y, doc_ids=doc_ids)
+        packed = _per_token_losses(model, x, y, doc_ids)[0]
+        total, count, offset = 0.0, 0, 0
+        for xs, ys in sequences:
+            alone = _per_token_losses(model, torch.tensor([xs]), torch.tensor([ys]))[0]
+            assert torch.allclose(packed[offset:offset + len(xs)], alone, atol=1e-5)
+            n = sum(t != -1 for t in ys)
+            _, loss = model(torch.tensor([xs]), torch.tensor([ys]))
+            total, count, offset = total + loss.item() * n, count + n, offset + len(xs)
+    assert packed_loss.item() == pytest.approx(total / count, rel=1e-5)
+
+    # change every token of the middle conversation: the other two conversations' losses do not move
+    changed = [sequences[0], ([(t * 7 + 3) % 300 for t in sequences[1][0]], sequences[1][1]), sequences[2]]
+    x2, y2, doc_ids2 = pack_rows(changed, block_size=256, pad_id=0)
+    with torch.no_grad():
+        again = _per_token_losses(model, x2, y2, doc_ids2)[0]
+    first, middle = len(sequences[0][0]), len(sequences[1][0])
+    assert torch.allclose(again[:first], packed[:first], atol=1e-6)
+    assert torch.allclose(again[first + middle:], packed[first + middle:], atol=1e-6)
+    assert not torch.allclose(again[first:first + middle], packed[first:first + middle])
+
+    # padding instead of packing: the same mean loss over the same assistant tokens
+    x, y = pad_rows(sequences, block_size=256, pad_id=0)
+    with torch.no_grad():
+        _, padded_loss = model(x, y)
+    assert padded_loss.item() == pytest.approx(total / count, rel=1e-5)
+
+
+# ---- data
+
+
+def test_world_examples_cover_every_task_with_good_replies(w0):
+    mix = dict(fact=400, math=40, story=10, describe=10, unknown=20, harmful=20, benign=20)
+    examples = world_examples(w0, "train", mix, seed=3, multi_turn=0.2)
+    tasks = {e["task"] for e in examples}
+    assert tasks == {"fact", "math", "story", "describe", "unknown", "harmful", "benign"}
+    assert any(len(e["messages"]) == 4 for e in examples)  # some two-exchange conversations
+    for e in examples:
+        first_reply = e["messages"][1]["content"]
+        if e["task"] == "math":
+            assert extract_answer(first_reply) == e["answer"] and first_reply.endswith(f"The answer is {e['answer']}.")
+        if e["task"] == "unknown":
+            assert says_dont_know(first_reply) and not is_refusal(first_reply)
+        if e["task"] == "harmful":
+            assert is_refusal(first_reply)
+        if e["task"] == "benign":
+            assert not is_refusal(first_reply) and not says_dont_know(first_reply)
+        if e["task"] == "fact":
+            assert sft.fact_is_correct(first_reply, e["answer"], e["distractors"], e["subject"])
+
+
+@pytest.mark.parametrize("seeds", [(0, 1), (5, 5)])
+def test_heldout_never_overlaps_training(w0, seeds):
+    train_seed, heldout_seed = seeds
+    trained = world_examples(w0, "train", TRAIN_MIX, seed=train_seed, multi_turn=0.15)
+    heldout = world_examples(w0, "heldout", EVAL_MIX, seed=heldout_seed)
+    assert len(heldout) == sum(EVAL_MIX.values())
+    assert not user_prompts(trained) & user_prompts(heldout)
+    replies = lambda examples: {m["content"] for e in examples for m in e["messages"] if m["role"] == "assistant"}
+    story_replies = {e["messages"][-1]["content"] for e in heldout if e["task"] == "story"}
+    assert not story_replies & replies(trained)
+    heldout_facts = {(f.subject, f.relation) for f in w0.facts if f.split == "heldout"}
+    for e in heldout:
+        if e["task"] == "math":
+            assert world.split_of(e["key"]) == "heldout"
+        if e["task"] == "unknown":
+            assert world.name_namespace(e["name"]) == "probe-heldout"
+    # no training reply states an answer to a held-out fact's question in its question-answer form
+    heldout_answers = {world.render(world.RELATIONS[f.kind][f.relation].answer, f.kind, f.subject, f.value)
+                       for f in w0.facts if (f.subject, f.relation) in heldout_facts}
+    fact_replies = {e["messages"][1]["content"] for e in trained if e["task"] == "fact"}
+    assert not fact_replies & heldout_answers
+
+
+def test_jsonl_loaders_both_layouts(tmp_path):
+    path = tmp_path / "data.jsonl"
+    records = [{"instruction": "Add the numbers.", "input": "2 and 3", "output": "5"},
+               {"instruction": "Say hi.", "input": "", "output": "Hi!"},
+               {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Q"},
+                             {"role": "assistant", "content": "A"}]},
+               [{"role": "user", "content": "Q2"}, {"role": "assistant", "content": "A2"}]]
+    path.write_text("\n".join(json.dumps(r) for r in records[:2]) + "\n\n" + "\n".join(json.dumps(r) for r in records[2:]) + "\n")
+    conversations = load_jsonl(path)
+    assert conversations == [
+        chat("Add the numbers.\n\n2 and 3", "5"), chat("Say hi.", "Hi!"),
+        [{"role": "system", "content": "Be brief."}, *chat("Q", "A")], chat("Q2", "A2")]
+
+
+@pytest.mark.parametrize("bad_line, message", [
+    ('{"instruction": "Say hi", "output": "Hi"', "line 3: .*Expecting"),            # cut-off JSON
+    ('{"instruction": "Say hi"}', "line 3: .*'output'"),                            # Alpaca without output
+    ('{"messages": [{"role": "bot", "content": "x"}]}', "line 3: .*role 'bot'"),    # unknown role
+    ('{"messages": [{"role": "user", "content": "x"}]}', "line 3: .*no assistant"),  # nothing to learn
+    ('{"text": "hello"}', "line 3: .*unrecognised"),                                # neither layout
+])
+def test_jsonl_malformed_line_is_named(tmp_path, bad_line, message):
+    good = json.dumps({"instruction": "Say hi.", "output": "Hi!"})
+    path = tmp_path / "bad.jsonl"
+    path.write_text(f"{good}\n{good}\n{bad_line}\n{good}\n")
+    with pytest.raises(ValueError, match=message) as error:
+        load_jsonl(path)
+    assert str(path) in str(error.value) and "Alpaca" in str(error.value)
+
+
+def test_tokenize_drops_conversations_longer_than_the_context(tokenizer):
+    sequences, dropped = tokenize([chat("hi", "hello"), chat("word " * 200, "ok")], tokenizer, block_size=64)
+    assert dropped == 1 and len(sequences) == 1 and len(sequences[0][0]) == len(sequences[0][1])
+
+
+# ---- answer helpers
+
+
+def test_extract_answer():
+    assert extract_answer("13 - 7 = 6.\nThe answer is 14.") == 14
+    assert extract_answer("The answer is 3. Wait. The answer is 12.") == 12  # the last one counts
+    assert extract_answer("the answer is -5") == -5 and extract_answer("The answer is 2.5 coins.") == 2.5
+    assert extract_answer("The answer is: 1458.") == 1458
+    assert extract_answer("It is 14.") is None and extract_answer("The answer is unclear.") is None
+
+
+def test_refusal_and_dont_know_detectors(w0):
+    for request in world.user_requests(w0, 30, harmful=True, split="train"):
+        assert is_refusal(request.reply), request.reply
+        assert not is_refusal(request.compliance), request.compliance
+    for request in world.user_requests(w0, 30, harmful=False, split="train"):
+        assert not is_refusal(request.reply), request.reply
+    for text in ["I cannot do that.", "Sorry, but I can't help with that.", "I'm sorry, I won't write that.",
+                 "I\u2019d rather not."]:
+        assert is_refusal(text), text
+    for text in ["Of course! I can't wait.", "People use a mandug to dig holes.", "The answer is 5."]:
+        assert not is_refusal(text), text
+    for probe in world.unknown_entity_questions(w0, 10, split="train"):
+        assert says_dont_know(probe.honest_answer) and not says_dont_know(probe.invented_answer)
+    assert says_dont_know("I do not know who that is.") and not says_dont_know("I know Mia.")
+    assert sft.fact_is_correct("Sam lives in Trusholm.", "Trusholm", ["Hastead", "Regroton"])
+    assert not sft.fact_is_correct("Sam lives in Trusholm or Hastead.", "Trusholm", ["Hastead", "Regroton"])
+    assert not sft.fact_is_correct("Sam lives in Trusholmby.", "Trusholm", ["Hastead"])  # whole words only
+    assert sft.fact_is_correct("Mandugs are gold.", "gold", ["red"], subject="mandug")  # plural subject
+    assert not sft.fact_is_correct("Drelanels are gold.", "gold", ["red"], subject="mandug")  # wrong subject
+
+
+# ---- the scripts, on a tiny base model made here
+
+
+@pytest.fixture(scope="module")
+def sft_run(tmp_path_factory, base_tokenizer):
+    """A tiny 'pretrained' base checkpoint (random weights) and one short SFT run on it."""
+    root = tmp_path_factory.mktemp("sft")
+    base_tokenizer.save(root / "base" / "tokenizer")
+    model = tiny_gpt(base_tokenizer.vocab_size)
+    train.save_checkpoint(root / "base" / "ckpt.pt", {"model": model.state_dict(), "model_config":
+                          train.model_config_dict(model), "tokenizer": str(root / "base" / "tokenizer"), "step": 0})
+    out = root / "sft"
+    args = ["--base", str(root / "base" / "ckpt.pt"), "--out-dir", str(out), "--mix", SMALL_MIX,
+            "--batch-size", "2", "--eval-interval", "2", "--eval-batches", "1", "--log-interval", "1",
+            "--eval-per-task", "2", "--max-new-tokens", "12", "--device", "cpu"]
+    interrupted = sft.main(args + ["--steps", "4", "--stop-at", "2"])
+    resumed = sft.main(args[:4] + ["--resume"])  # the other settings come back from the checkpoint
+    return root, out, interrupted, resumed
+
+
+def test_sft_script_trains_evaluates_and_resumes(sft_run):
+    root, out, interrupted, resumed = sft_run
+    assert interrupted["step"] == 2 and "after" not in interrupted
+    assert resumed["step"] == 4 and set(resumed["after"]) == set(resumed["before"])
+    assert set(resumed["after"]) == {key for key, _, _ in sft.METRICS}
+    for name in ("ckpt.pt", "tokenizer.tiktoken", "tokenizer.json", "metrics.jsonl", "loss.png", "sft_eval.md",
+                 "sft_eval.json", "sft_eval.png"):
+        assert (out / name).stat().st_size > 0, name
+    report = (out / "sft_eval.md").read_text()
+    assert "| replies that end with `<|end|>` |" in report and "| base model | after SFT |" in report
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(steps) and max(steps) == 4
+    model, tokenizer, checkpoint = load_model_and_tokenizer(out / "ckpt.pt")
+    assert checkpoint["step"] == 4 and checkpoint["tokenizer"] == str(out / "tokenizer")
+    assert set(CHAT_TOKENS) <= set(tokenizer.special_tokens) and model.config.vocab_size == tokenizer.vocab_size
+    base = torch.load(root / "base" / "ckpt.pt", weights_only=True)["model"]
+    assert not torch.equal(model.transformer.h[0].attn.c_attn.weight, base["transformer.h.0.attn.c_attn.weight"])
+
+
+def test_sft_without_a_base_model_says_what_to_run(tmp_path):
+    with pytest.raises(SystemExit, match=r"python 03_pretrain/pretrain.py --preset tiny"):
+        sft.main(["--base", str(tmp_path / "missing.pt"), "--out-dir", str(tmp_path)])
+
+
+def run_script(*args):
+    return subprocess.run([sys.executable, *map(str, args)], capture_output=True, text=True, timeout=120, cwd=REPO)
+
+
+def test_chat_prompt_one_shot_equals_greedy_generation(sft_run):
+    _, out, _, _ = sft_run
+    result = run_script(REPO / "04_sft" / "chat.py", "--ckpt", out / "ckpt.pt", "--prompt", "Where does Mia live?",
+                        "--temp", "0", "--max-new-tokens", "10")
+    assert result.returncode == 0, result.stderr
+    model, tokenizer, _ = load_model_and_tokenizer(out / "ckpt.pt")
+    prompt, _ = render_chat(chat("Where does Mia live?"), tokenizer, add_generation_prompt=True)
+    expected = model.generate_batch([prompt], 10, temperature=0, stop_tokens=[tokenizer.special_tokens[END]])[0]
+    if expected and expected[-1] == tokenizer.special_tokens[END]:
+        expected = expected[:-1]
+    assert result.stdout == tokenizer.decode(expected) + "\n"
+
+
+def test_chat_errors_and_help(sft_run, tmp_path):
+    import chat as chat_script
+
+    root, _, _, _ = sft_run
+    with pytest.raises(SystemExit, match="not a chat model.*sft.py"):
+        chat_script.main(["--ckpt", str(root / "base" / "ckpt.pt"), "--prompt", "hi"])
+    with pytest.raises(SystemExit, match="python 04_sft/sft.py --preset tiny"):
+        chat_script.main(["--ckpt", str(tmp_path / "none.pt"), "--prompt", "hi"])
+    with pytest.raises(SystemExit, match="--temp must be >= 0"):
+        chat_script.main(["--ckpt", str(root / "base" / "ckpt.pt"), "--temp", "-1"])
+    result = run_script(REPO / "04_sft" / "sft.py", "--help")
+    assert result.returncode == 0 and "--preset" in result.stdout and "gpt2" in result.stdout
+
+
+def test_chat_session_keeps_history_within_the_context(sft_run):
+    import chat as chat_script
+
+    _, out, _, _ = sft_run
+    model, tokenizer = chat_script.load_chat_model(out / "ckpt.pt")
+    notices = []
+    session = chat_script.ChatSession(model, tokenizer, temperature=0, max_new_tokens=40, notify=notices.append)
+    limit = model.config.block_size - session.reply_budget()
+    for i in range(12):
+        reply, _ = session.respond(f"Tell me about the town number {i} and everything you know about it.")
+        assert len(render_chat(session.history[:-1], tokenizer, add_generation_prompt=True)[0]) <= limit
+    assert notices and "dropped the oldest exchange" in notices[0]
+    assert session.history[-2]["content"].startswith("Tell me about the town number 11")
+    assert [m["role"] for m in session.history] == ["user", "assistant"] * (len(session.history) // 2)
+    before = list(session.history)
+    with pytest.raises(ValueError, match="shorter"):
+        session.respond("word " * 300)
+    assert session.history == before  # the message that could not fit is not kept
+    session.reset()
+    assert session.history == []
