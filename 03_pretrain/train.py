@@ -57,7 +57,7 @@ class AdamW(torch.optim.Optimizer):
     "Decoupled" means λ·θ is not added to g (that would be L2 regularisation, which Adam rescales by
     1/√v̂ and so weakens exactly for the weights with large gradients); it shrinks θ directly.
     State per parameter: "step" (int), "exp_avg" (m), "exp_avg_sq" (v), each m and v shaped like θ.
-    torch.optim.AdamW computes the same thing; tests/test_03_train.py checks it over 1000 steps.
+    torch.optim.AdamW computes the same thing; tests/test_03_pretrain.py checks it over 1000 steps.
     """
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
@@ -570,6 +570,8 @@ def train(model, get_batch, config, make_sample=None, resume=False, checkpoint_e
     log(f"training on {device} ({precision}, {world_size} process{'es' if world_size > 1 else ''}), "
         f"steps {step} -> {stop} of {config.steps}, global batch {config.batch_size} x {config.grad_accum} "
         f"sequences, optimizer {config.optimizer}, out {out_dir}")
+    log(f"MFU against a peak of {peak_flops:.3g} FLOP/s per device" if peak_flops else
+        f"no MFU: no peak FLOP/s known for {device} (on a CPU it is not a meaningful figure; --peak-flops sets one)")
     start_step, t_start = step, time.time()
     if step == 0:
         evaluate_and_sample()
