@@ -28,6 +28,8 @@ class GPTConfig:
 
     norm: "layernorm" (GPT-2) | "rmsnorm" (LLaMA);  pos: "learned" (GPT-2) | "rope" (LLaMA);
     mlp: "gelu" (GPT-2, hidden 4C) | "swiglu" (LLaMA, hidden ~8C/3);  tie_weights: lm_head shares wte.
+    gelu: "tanh" (GPT-2's approximation) | "erf" (the exact GELU, as in nanoGPT and BERT; the two differ by
+      under 5e-4, and torch's CPU kernel for "erf" is ~5x faster, so a CPU run can prefer it).
     attn_impl: "manual" runs our own formulas from layers.py everywhere (attention, softmax, norms, GELU);
       "sdpa" runs torch's fused kernels for the same math (F.scaled_dot_product_attention, which is
       flash attention on a GPU, plus F.layer_norm, F.rms_norm, F.gelu): same numbers, fewer, faster ops.
@@ -43,13 +45,14 @@ class GPTConfig:
     norm: str = "layernorm"
     pos: str = "learned"
     mlp: str = "gelu"
+    gelu: str = "tanh"
     tie_weights: bool = True
     attn_impl: str = "manual"
     rope_theta: float = 10000.0
     mlp_hidden: int | None = None
 
     def __post_init__(self):
-        choices = {"norm": ("layernorm", "rmsnorm"), "pos": ("learned", "rope"), "mlp": ("gelu", "swiglu"),
+        choices = {"norm": ("layernorm", "rmsnorm"), "pos": ("learned", "rope"), "mlp": ("gelu", "swiglu"), "gelu": ("tanh", "erf"),
                    "attn_impl": ("manual", "sdpa")}
         for field, allowed in choices.items():
             if getattr(self, field) not in allowed:
@@ -182,9 +185,12 @@ class Block(nn.Module):
         self.ln_1 = make_norm(config)
         self.attn = CausalSelfAttention(config, layer_index)
         self.ln_2 = make_norm(config)
-        mlp_class = MLP if config.mlp == "gelu" else SwiGLU
-        self.mlp = mlp_class(config.n_embd, config.mlp_hidden, bias=config.bias, dropout=config.dropout,
-                             fused=config.attn_impl == "sdpa")
+        fused = config.attn_impl == "sdpa"
+        if config.mlp == "gelu":
+            self.mlp = MLP(config.n_embd, config.mlp_hidden, bias=config.bias, dropout=config.dropout, fused=fused,
+                           gelu=config.gelu)
+        else:
+            self.mlp = SwiGLU(config.n_embd, config.mlp_hidden, bias=config.bias, dropout=config.dropout, fused=fused)
 
     def forward(self, x, rope_cos_sin=None, attn_mask=None, kv_cache=None):  # (B, T, C) -> (B, T, C)
         x = x + self.attn(self.ln_1(x), rope_cos_sin, attn_mask, kv_cache)
@@ -484,10 +490,11 @@ class GPT(nn.Module):
         count = lambda module: sum(p.numel() for p in module.parameters())
         n_total, n_body = self.num_params(), self.num_params(non_embedding=True)
         kv_bytes = 2 * c.n_layer * c.n_embd * 4
+        mlp = f"gelu-{c.gelu}" if c.mlp == "gelu" else c.mlp
         lines = [
             f"GPT: {c.n_layer} layers x {c.n_head} heads x {c.n_embd} wide (head size {c.n_embd // c.n_head}), "
             f"context {c.block_size}, vocab {c.vocab_size}",
-            f"  choices : norm={c.norm} pos={c.pos} mlp={c.mlp} (hidden {c.mlp_hidden}) tie_weights={c.tie_weights} "
+            f"  choices : norm={c.norm} pos={c.pos} mlp={mlp} (hidden {c.mlp_hidden}) tie_weights={c.tie_weights} "
             f"bias={c.bias} dropout={c.dropout} attn_impl={c.attn_impl}",
             f"  params  : {n_total:,} total, {n_body:,} without embeddings ({_human(n_total)})",
             f"    token embedding {c.vocab_size} x {c.n_embd}     {self.transformer.wte.weight.numel():>12,}"

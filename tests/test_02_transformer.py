@@ -12,7 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from gpt import GPT, PRESETS, GPTConfig, KVCache, doc_positions_and_mask, hf_gpt2_config, load_hf_gpt2_state_dict
-from layers import (MLP, LayerNorm, RMSNorm, SwiGLU, apply_rope, attention_weights, causal_mask, gelu_tanh,
+from layers import (MLP, LayerNorm, RMSNorm, SwiGLU, apply_rope, attention_weights, causal_mask, gelu_erf, gelu_tanh,
                     layer_norm, rms_norm, rope_tables, scaled_dot_product_attention, softmax)
 
 
@@ -132,6 +132,19 @@ def test_gelu_tanh_matches_torch():
     assert gelu_tanh(torch.tensor(0.0)) == 0.0
 
 
+def test_gelu_erf_matches_torch_and_is_close_to_the_tanh_form():
+    x = torch.linspace(-8, 8, 1001)
+    assert torch.allclose(gelu_erf(x), F.gelu(x), atol=1e-6)
+    assert (gelu_erf(x) - gelu_tanh(x)).abs().max() < 5e-4
+    for fused in (False, True):
+        mlp = MLP(8, 32, fused=fused, gelu="erf")
+        ref = F.linear(F.gelu(F.linear(x[:16].view(2, 8), mlp.c_fc.weight, mlp.c_fc.bias)),
+                       mlp.c_proj.weight, mlp.c_proj.bias)
+        assert torch.allclose(mlp(x[:16].view(2, 8)), ref, atol=1e-6)
+    with pytest.raises(ValueError, match="gelu"):
+        GPTConfig(gelu="relu")
+
+
 def test_mlp_and_swiglu_match_reference_formulas():
     torch.manual_seed(0)
     x = torch.randn(2, 3, 8)
@@ -236,7 +249,7 @@ def test_every_matmul_is_an_nn_linear():
         assert len(linears) == model.config.n_layer * per_block + 1  # + lm_head
 
 
-@pytest.mark.parametrize("overrides", [{}, LLAMA], ids=["gpt2", "llama"])
+@pytest.mark.parametrize("overrides", [{}, LLAMA, {"gelu": "erf"}], ids=["gpt2", "llama", "gelu-erf"])
 def test_sdpa_equals_manual_and_hidden_reproduces_logits(overrides):
     idx = torch.randint(0, 64, (3, 20), generator=torch.Generator().manual_seed(1))
     manual = tiny_model(**overrides, attn_impl="manual")
