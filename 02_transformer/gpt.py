@@ -52,8 +52,8 @@ class GPTConfig:
     mlp_hidden: int | None = None
 
     def __post_init__(self):
-        choices = {"norm": ("layernorm", "rmsnorm"), "pos": ("learned", "rope"), "mlp": ("gelu", "swiglu"), "gelu": ("tanh", "erf"),
-                   "attn_impl": ("manual", "sdpa")}
+        choices = {"norm": ("layernorm", "rmsnorm"), "pos": ("learned", "rope"), "mlp": ("gelu", "swiglu"),
+                   "gelu": ("tanh", "erf"), "attn_impl": ("manual", "sdpa")}
         for field, allowed in choices.items():
             if getattr(self, field) not in allowed:
                 raise ValueError(f"GPTConfig.{field}={getattr(self, field)!r}: choose one of {allowed}")
