@@ -123,7 +123,8 @@ def bench_training(key, rounds, steps, device, bf16=False):
     for _ in range(rounds):
         for name, (model, optimizer, loss_fn) in contenders.items():
             speeds[name].append(train_steps(model, optimizer, loss_fn, batches))
-    print(f"  {'contender':<34} {'tokens/s':>10} {'x peer':>8}   (median of {rounds} rounds; ratio: median of per-round ratios)")
+    print(f"  {'contender':<34} {'tokens/s':>10} {'x peer':>8}   "
+          f"(median of {rounds} rounds; ratio: median of per-round ratios)")
     for name, values in speeds.items():
         ratio = ""
         if "peer" in speeds and name != "peer":
@@ -161,7 +162,8 @@ def main():
     parser.add_argument("--steps-b", type=int, default=3, help="training steps per round at config (b)")
     parser.add_argument("--new-tokens", type=int, default=256, help="tokens to generate (default 256)")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda or mps")
-    parser.add_argument("--bf16", action="store_true", help="add two rows: our sdpa path and the peer (fused AdamW), each under bf16 autocast")
+    parser.add_argument("--bf16", action="store_true",
+                        help="add two rows: our sdpa path and the peer (fused AdamW), each under bf16 autocast")
     args = parser.parse_args()
     parts = args.only or ["a", "b", "gen"]
     print(f"torch {torch.__version__}, device {args.device}, {torch.get_num_threads()} threads (torch's default)")

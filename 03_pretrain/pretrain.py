@@ -36,14 +36,15 @@ DEFAULT_OUT_DIR = REPO / "runs" / "03_pretrain"
 # Every preset sets every setting below; a command-line flag overrides one. Measured on this project's
 # 2-core CPU (same process, alternating): at the tiny preset's size (2.2M parameters, 16 x 256 tokens) bf16
 # autocast takes ~215 ms per step against ~315 ms in fp32, so `tiny` uses bf16; at shakespeare-char's size
-# (0.8M, 12 x 64) bf16 is slower (32.6 against 26.7 ms), so it keeps fp32, as nanoGPT does on a CPU. attn_impl="sdpa" (torch's
-# fused kernels, chapter 02's CPU presets) is ~2x our manual attention here; torch.compile gains nothing.
+# (0.8M, 12 x 64) bf16 is slower (32.6 against 26.7 ms), so it keeps fp32, as nanoGPT does on a CPU.
+# attn_impl="sdpa" (torch's fused kernels, chapter 02's CPU presets) is ~2x our manual attention here;
+# torch.compile gains nothing.
 PRESETS = {
     # The pipeline's default: the mini-world corpus (3 MB, offline), a 2048-token BPE trained on it,
     # and chapter 02's "tiny" GPT (4 layers, 6 heads, width 192): 2.2M parameters, a few minutes on a CPU.
     "tiny": dict(data="world", bytes=None, tokenizer=None, vocab_size=2048, model="tiny", n_layer=None,
-                 n_head=None, n_embd=None, gelu="tanh", dropout=0.0, bias=True, context=256, batch_size=16, grad_accum=1,
-                 steps=600, lr=2e-3, min_lr=2e-4, warmup_steps=50, weight_decay=0.1, beta2=0.99,
+                 n_head=None, n_embd=None, gelu="tanh", dropout=0.0, bias=True, context=256, batch_size=16,
+                 grad_accum=1, steps=600, lr=2e-3, min_lr=2e-4, warmup_steps=50, weight_decay=0.1, beta2=0.99,
                  precision="bf16", compile=False, eval_interval=100, eval_batches=20, log_interval=20,
                  sample_interval=200, prompt="There once was", sample_tokens=120),
     # nanoGPT's CPU recipe for character-level Shakespeare (its README): context 64, 4 layers, 4 heads,
@@ -59,8 +60,8 @@ PRESETS = {
     # 1024, ~0.5M tokens per step (16 x 1024 x 32), bf16, torch.compile. TinyStories is a small corpus
     # for this model: give --data a folder of text (e.g. OpenWebText) for a real run.
     "gpt2": dict(data="tinystories", bytes=None, tokenizer="gpt2", vocab_size=None, model="gpt2", n_layer=None,
-                 n_head=None, n_embd=None, gelu="tanh", dropout=0.0, bias=True, context=1024, batch_size=16, grad_accum=32,
-                 steps=2000, lr=6e-4, min_lr=6e-5, warmup_steps=200, weight_decay=0.1, beta2=0.95,
+                 n_head=None, n_embd=None, gelu="tanh", dropout=0.0, bias=True, context=1024, batch_size=16,
+                 grad_accum=32, steps=2000, lr=6e-4, min_lr=6e-5, warmup_steps=200, weight_decay=0.1, beta2=0.95,
                  precision="auto", compile=True, eval_interval=250, eval_batches=50, log_interval=10,
                  sample_interval=500, prompt="Once upon a time", sample_tokens=100),
 }
