@@ -641,6 +641,10 @@ def train(model, get_batch, config, make_sample=None, resume=False, checkpoint_e
         evaluate_and_sample(final=True)
     if master:
         plot_metrics(metrics_path, out_dir / "loss.png")
+    if world_size > 1:
+        # leave together: a process that tears down its process group while rank 0 is still evaluating
+        # and plotting can abort in gloo's teardown ("terminate called without an active exception")
+        dist.barrier()
     wall = time.time() - t_start
     train_seconds = wall - eval_seconds
     return {"step": step, "train_loss": last_eval.get("train"), "val_loss": last_eval.get("val"),
