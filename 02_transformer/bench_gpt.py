@@ -2,6 +2,7 @@
 
     python 02_transformer/bench_gpt.py                 # both configs + generation, ~1-2 minutes on 2 cores
     python 02_transformer/bench_gpt.py --only gen      # just the KV-cache comparison
+    python 02_transformer/bench_gpt.py --only budget   # where the time of one step at (b) goes
 
 1. Training step (forward, backward, AdamW step), tokens/s, fp32, for
    (a) nanoGPT's README CPU recipe, character level: vocab 65, context 64, 4 layers, 4 heads, width 128,
@@ -19,6 +20,9 @@
    The contenders run in turn, round after round, in one process, so that a busy machine slows all of
    them alike; the ratios are medians of the per-round ratios.
 2. Generation at the tiny preset: 256 new tokens, greedy, with and without the KV cache.
+3. The time budget of one training step at (b): the same matrix multiplies, flash attention and GELU
+   timed alone, against our whole step and the peer's, and the best ratio any model could reach if all
+   else were free.
 """
 import argparse
 import statistics
@@ -89,6 +93,12 @@ def make_contenders(cfg, device, bf16=False):
     return contenders
 
 
+def synchronize(device):
+    """Wait for the GPU: its kernels run asynchronously, so a timer read without this measures the queueing."""
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+
+
 def train_step(model, optimizer, loss_fn, x, y):
     loss = loss_fn(model, x, y)
     optimizer.zero_grad(set_to_none=True)
@@ -100,9 +110,11 @@ def train_steps(model, optimizer, loss_fn, batches):
     """One untimed step (the previous contender left other data in the caches and the allocator), then
     one timed step per batch; returns tokens/s."""
     train_step(model, optimizer, loss_fn, *batches[0])
+    synchronize(batches[0][0].device)
     start = time.perf_counter()
     for x, y in batches:
         train_step(model, optimizer, loss_fn, x, y)
+    synchronize(batches[0][0].device)
     seconds = time.perf_counter() - start
     return sum(x.numel() for x, _ in batches) / seconds
 
@@ -143,8 +155,10 @@ def bench_generation(rounds, new_tokens, device):
     model.generate(prompt, 8, temperature=0)  # warm-up
     for _ in range(rounds):
         for name in times:
+            synchronize(device)
             start = time.perf_counter()
             outputs[name] = model.generate(prompt, new_tokens, temperature=0, use_cache=name == "KV cache")
+            synchronize(device)
             times[name].append(time.perf_counter() - start)
     same = torch.equal(outputs["KV cache"], outputs["no cache"])
     for name, values in times.items():
@@ -153,9 +167,67 @@ def bench_generation(rounds, new_tokens, device):
     print(f"  speedup with the KV cache: {speedup:.1f}x (identical tokens: {same})")
 
 
+def time_ms(fn, repeats, device):
+    """Median wall time of fn() in milliseconds, after two untimed calls."""
+    fn(), fn()
+    times = []
+    for _ in range(repeats):
+        synchronize(device)
+        start = time.perf_counter()
+        fn()
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    return 1e3 * statistics.median(times)
+
+
+def bench_budget(device, repeats=7):
+    """Config (b), piece by piece: what one training step must spend whatever the model's code."""
+    cfg = CONFIGS["b"]
+    B, T, C, H, L = cfg["batch"], cfg["block_size"], cfg["n_embd"], cfg["n_head"], cfg["n_layer"]
+    N = B * T
+    print(f"\ntime budget of one training step at {cfg['name']} ({N} tokens), ms; each piece timed alone")
+    matmul_ms = 0.0  # one layer's
+    for n_in, n_out in [(C, 3 * C), (C, C), (C, 4 * C), (4 * C, C)]:  # qkv, attention out, MLP up, MLP down
+        x, w, grad_y = (torch.randn(N, n_in, device=device), torch.randn(n_out, n_in, device=device),
+                        torch.randn(N, n_out, device=device))
+        matmul_ms += time_ms(lambda: x @ w.t(), repeats, device)       # forward: y = x W^T
+        matmul_ms += time_ms(lambda: grad_y @ w, repeats, device)      # backward: dL/dx = dL/dy W
+        matmul_ms += time_ms(lambda: grad_y.t() @ x, repeats, device)  # backward: dL/dW = dL/dy^T x
+    q, k, v = (torch.randn(B, H, T, C // H, device=device, requires_grad=True) for _ in range(3))
+    grad_out = torch.randn(B, H, T, C // H, device=device)
+    attention_ms = time_ms(lambda: torch.autograd.grad(F.scaled_dot_product_attention(q, k, v, is_causal=True),
+                                                       (q, k, v), grad_out), repeats, device)
+    h = torch.randn(B, T, 4 * C, device=device, requires_grad=True)
+    grad_h = torch.randn(B, T, 4 * C, device=device)
+    gelu_ms = {kind: time_ms(lambda: torch.autograd.grad(F.gelu(h, approximate=kind), h, grad_h),
+                             repeats, device)
+               for kind in ("tanh", "none")}
+    steps = {}
+    for name, (model, optimizer, loss_fn) in make_contenders(cfg, device).items():
+        if name in ("ours sdpa", "ours sdpa, exact GELU", "peer"):
+            x, y = (torch.randint(0, cfg["vocab_size"], (B, T), device=device) for _ in range(2))
+            steps[name] = time_ms(lambda: train_step(model, optimizer, loss_fn, x, y), repeats, device)
+    n_matmuls = L * 4 * 3  # layers x 4 weight matrices x (forward + 2 backward)
+    matmul_ms *= L
+    rows = [(f"{n_matmuls} matrix multiplies (forward and backward)", matmul_ms),
+            (f"flash attention, forward + backward, x {L} layers", L * attention_ms),
+            (f"GELU tanh, forward + backward, x {L} layers", L * gelu_ms["tanh"]),
+            (f"  (exact erf GELU instead: {L * gelu_ms['none']:.0f})", None)]
+    for label, ms in rows:
+        print(f"  {label:<52} {'' if ms is None else f'{ms:8.0f}'}")
+    kernels_ms = matmul_ms + L * (attention_ms + gelu_ms["tanh"])
+    print(f"  {'sum of these kernels':<52} {kernels_ms:8.0f}")
+    for name, ms in steps.items():
+        print(f"  {'whole step: ' + name:<52} {ms:8.0f}")
+    if "peer" in steps:
+        print(f"  best ratio to the peer if all but the matmuls were free:  {steps['peer'] / matmul_ms:.2f}x")
+        print(f"  ... if all but these kernels were free:                   {steps['peer'] / kernels_ms:.2f}x")
+        print(f"  ours sdpa (this measurement):                             {steps['peer'] / steps['ours sdpa']:.2f}x")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=["a", "b", "gen"], action="append",
+    parser.add_argument("--only", choices=["a", "b", "gen", "budget"], action="append",
                         help="run only these parts (repeatable); default: a, b and gen")
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds per measurement (default 5)")
     parser.add_argument("--steps-a", type=int, default=10, help="training steps per round at config (a)")
@@ -173,6 +245,8 @@ def main():
         bench_training("b", args.rounds, args.steps_b, args.device, args.bf16)
     if "gen" in parts:
         bench_generation(max(3, args.rounds // 2), args.new_tokens, args.device)
+    if "budget" in parts:
+        bench_budget(args.device)
 
 
 if __name__ == "__main__":
