@@ -11,7 +11,7 @@
    Contenders: our attn_impl="manual" (every op written out), our attn_impl="sdpa" (torch's fused
    kernels), both bias-free like nanoGPT; our sdpa with biases everywhere (exactly the peer's layout);
    our sdpa with the exact (erf) GELU that nanoGPT uses instead of GPT-2's tanh form (torch's CPU kernel
-   for it is ~5x faster); and the peer: the GPT of the book "Build a Large Language Model (From Scratch)",
+   for it is ~3x faster, forward + backward); and the peer: the GPT of the book "Build a Large Language Model (From Scratch)",
    `llms_from_scratch.ch04.GPTModel` (pip install llms-from-scratch --no-deps; benchmark-only, never a
    requirement; skipped with a message when absent), at its default qkv_bias=False (its output
    projections, MLP and norms always have biases). Ours ties the output head to the embedding, the peer

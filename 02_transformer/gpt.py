@@ -29,11 +29,13 @@ class GPTConfig:
     norm: "layernorm" (GPT-2) | "rmsnorm" (LLaMA);  pos: "learned" (GPT-2) | "rope" (LLaMA);
     mlp: "gelu" (GPT-2, hidden 4C) | "swiglu" (LLaMA, hidden ~8C/3);  tie_weights: lm_head shares wte.
     gelu: "tanh" (GPT-2's approximation) | "erf" (the exact GELU, as in nanoGPT and BERT; the two differ by
-      under 5e-4, and torch's CPU kernel for "erf" is ~5x faster, so a CPU run can prefer it).
+      under 5e-4; torch's CPU kernel for "erf" is ~4x faster forward, ~3x with backward: a CPU run can use it).
     attn_impl: "manual" runs our own formulas from layers.py everywhere (attention, softmax, norms, GELU);
       "sdpa" runs torch's fused kernels for the same math (F.scaled_dot_product_attention, which is
       flash attention on a GPU, plus F.layer_norm, F.rms_norm, F.gelu): same numbers, fewer, faster ops.
     mlp_hidden: width of the MLP's hidden layer; None means 4C for gelu, 8C/3 rounded up to 64 for swiglu.
+      The default is written into the field when the config is made (checkpoints then record it), so
+      dataclasses.replace(config, n_embd=...) keeps the old width unless you also pass mlp_hidden=None.
     """
     vocab_size: int = 50304  # GPT-2's 50257 rounded up to a multiple of 64 (faster matmuls on a GPU)
     block_size: int = 1024  # context length: the most positions the model can see at once
@@ -57,12 +59,17 @@ class GPTConfig:
         for field, allowed in choices.items():
             if getattr(self, field) not in allowed:
                 raise ValueError(f"GPTConfig.{field}={getattr(self, field)!r}: choose one of {allowed}")
+        sizes = {"vocab_size": self.vocab_size, "block_size": self.block_size, "n_layer": self.n_layer,
+                 "n_head": self.n_head, "n_embd": self.n_embd}
+        for field, value in sizes.items():
+            if value < 1:
+                raise ValueError(f"GPTConfig.{field}={value}: it must be a positive integer")
+        if not 0.0 <= self.dropout < 1.0 or self.rope_theta <= 0:
+            raise ValueError(f"dropout={self.dropout} must be in [0, 1) and rope_theta={self.rope_theta} positive")
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd={self.n_embd} must be a multiple of n_head={self.n_head}")
         if self.pos == "rope" and (self.n_embd // self.n_head) % 2:
             raise ValueError(f"pos='rope' needs an even head size, got n_embd/n_head={self.n_embd // self.n_head}")
-        if self.vocab_size < 1 or self.block_size < 1 or self.n_layer < 1:
-            raise ValueError("vocab_size, block_size and n_layer must be positive")
         if self.mlp_hidden is None:
             self.mlp_hidden = 4 * self.n_embd if self.mlp == "gelu" else 64 * math.ceil(8 * self.n_embd / 3 / 64)
 
@@ -80,7 +87,7 @@ class GPTConfig:
 
 # Plain dicts of GPTConfig fields. The CPU presets use attn_impl="sdpa" because it is faster (README).
 PRESETS = {
-    # ~1.9M parameters: trains on a laptop CPU in minutes. block_size 512 leaves room for 256 new tokens.
+    # ~2.0M parameters: trains on a laptop CPU in minutes. block_size 512 leaves room for 256 new tokens.
     "tiny": dict(vocab_size=512, block_size=512, n_layer=4, n_head=6, n_embd=192, attn_impl="sdpa"),
     # the same size with LLaMA's choices: RMSNorm, rotary positions, SwiGLU, untied head, no biases
     "llama-tiny": dict(vocab_size=512, block_size=512, n_layer=4, n_head=6, n_embd=192, attn_impl="sdpa",
@@ -159,9 +166,12 @@ class CausalSelfAttention(nn.Module):
             q, k = apply_rope(q, *rope_cos_sin), apply_rope(k, *rope_cos_sin)
         if kv_cache is not None:
             k, v = kv_cache.update(self.layer_index, k, v)  # (B, H, S, D): the cached keys, then ours
+        # No mask given means causal. torch's is_causal aligns the queries with the FIRST keys, which is
+        # right only when there are as many keys as queries; several new queries after cached keys (the
+        # last T of S positions) need an explicit mask. A single new query may attend to every key.
         is_causal = attn_mask is None and T > 1
-        if is_causal and k.size(2) != T:  # several new queries after cached keys: torch's is_causal would
-            attn_mask, is_causal = causal_mask(T, k.size(2), device=x.device), False  # align them with the first keys
+        if is_causal and k.size(2) != T:
+            attn_mask, is_causal = causal_mask(T, k.size(2), device=x.device), False
         dropout_p = self.dropout if self.training else 0.0
         if self.attn_impl == "sdpa":
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal, dropout_p=dropout_p)
@@ -321,7 +331,8 @@ class GPT(nn.Module):
         attn = self.transformer.h[layer].attn
         attn.keep_attention = True
         try:
-            self.hidden(idx)
+            with _eval_mode(self):  # dropout off: the maps are the model's, not a random mask's
+                self.hidden(idx)
         finally:
             attn.keep_attention = False
         maps = attn.attention
@@ -400,9 +411,10 @@ class GPT(nn.Module):
         repeats its stop token. A prompt longer than block_size raises ValueError; generating past
         block_size slides the context window (the model sees the last block_size tokens).
         """
+        stop_tokens = token_set(stop_tokens)
         out = [idx]
         stopped = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
-        stop_set = torch.tensor(sorted(set(stop_tokens or ())), dtype=torch.long, device=idx.device)
+        stop_set = torch.tensor(sorted(stop_tokens), dtype=torch.long, device=idx.device)
         with _eval_mode(self):
             for token in self._generate_steps(idx, None, max_new_tokens, temperature, top_k, top_p, seed, use_cache):
                 if stop_tokens:
@@ -426,7 +438,7 @@ class GPT(nn.Module):
         T0 = max(len(p) for p in prompts)
         pad_lens = torch.tensor([T0 - len(p) for p in prompts], device=device)
         idx = torch.tensor([[0] * (T0 - len(p)) + list(p) for p in prompts], dtype=torch.long, device=device)
-        stop_set = set(stop_tokens or ())
+        stop_set = token_set(stop_tokens)
         results = [[] for _ in prompts]
         done = [False] * len(prompts)
         with _eval_mode(self):
@@ -449,7 +461,7 @@ class GPT(nn.Module):
         if len(prompt) == 0:
             raise ValueError("stream needs a prompt with at least one token")
         idx = torch.tensor([list(prompt)], dtype=torch.long, device=self.lm_head.weight.device)
-        stop_set = set(stop_tokens or ())
+        stop_set = token_set(stop_tokens)
         with _eval_mode(self):
             for token in self._generate_steps(idx, None, max_new_tokens, temperature, top_k, top_p, seed, use_cache):
                 t = int(token[0])
@@ -554,6 +566,11 @@ class _eval_mode:
         self.model.train(self.was_training)
 
 
+def token_set(tokens):
+    """Stop tokens given as None, a list, a set or a tensor -> a set of ints."""
+    return set() if tokens is None else {int(t) for t in tokens}
+
+
 def sample_next_token(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
     """Pick one token per row from logits (B, vocab) -> (B,) LongTensor.
 
@@ -606,12 +623,13 @@ def load_hf_gpt2_state_dict(model, hf_state_dict):
       stores (out, in), y = x W^T + b. So every c_attn, c_proj and c_fc weight is transposed.
     - c_attn is the fused q, k, v projection in both: (C, 3C) there, (3C, C) here, q then k then v.
     HF's buffers (attn.bias, attn.masked_bias: its causal mask) are skipped; lm_head.weight, if present,
-    is the tied wte. The model must be GPT-2 shaped (layernorm, learned positions, gelu, biases, tied).
+    is the tied wte. The model must be GPT-2 shaped (layernorm, learned positions, tanh gelu, biases, tied).
     """
     c = model.config
-    if (c.norm, c.pos, c.mlp, c.bias, c.tie_weights) != ("layernorm", "learned", "gelu", True, True):
+    gpt2_shape = ("layernorm", "learned", "gelu", "tanh", True, True)
+    if (c.norm, c.pos, c.mlp, c.gelu, c.bias, c.tie_weights) != gpt2_shape:
         raise ValueError("GPT-2 weights need a GPT-2 shaped model: norm='layernorm', pos='learned', mlp='gelu', "
-                         "bias=True, tie_weights=True (build it with hf_gpt2_config(state_dict))")
+                         "gelu='tanh', bias=True, tie_weights=True (build it with hf_gpt2_config(state_dict))")
     transposed = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
     ours = model.state_dict()
     loaded = set()
