@@ -11,7 +11,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from gpt import GPT, PRESETS, GPTConfig, KVCache, doc_positions_and_mask, hf_gpt2_config, load_hf_gpt2_state_dict
+from gpt import (GPT, PRESETS, GPTConfig, KVCache, doc_positions_and_mask, hf_gpt2_config, load_hf_gpt2_state_dict,
+                 sample_next_token)
 from layers import (MLP, LayerNorm, RMSNorm, SwiGLU, apply_rope, attention_weights, causal_mask, gelu_erf, gelu_tanh,
                     layer_norm, rms_norm, rope_tables, scaled_dot_product_attention, softmax)
 
@@ -86,6 +87,16 @@ def test_attention_matches_sdpa():
     ref = F.scaled_dot_product_attention(q[:, :, -2:], k, v, attn_mask=causal_mask(2, 5))
     assert torch.allclose(ours, ref, atol=1e-5)
     assert torch.allclose(ours, scaled_dot_product_attention(q, k, v, is_causal=True)[:, :, -2:], atol=1e-6)
+
+
+def test_manual_attention_dropout_drops_weights():
+    gen = torch.Generator().manual_seed(4)
+    q, k, v = (torch.randn(2, 3, 6, 8, generator=gen) for _ in range(3))
+    plain = scaled_dot_product_attention(q, k, v, is_causal=True)
+    assert torch.equal(scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=1.0), torch.zeros_like(plain))
+    torch.manual_seed(0)
+    dropped = scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=0.5)
+    assert torch.isfinite(dropped).all() and not torch.allclose(dropped, plain)
 
 
 def test_layer_norm_matches_torch():
@@ -206,6 +217,13 @@ def test_config_presets_and_errors():
         GPTConfig(norm="batchnorm")
     with pytest.raises(ValueError, match="multiple of n_head"):
         GPTConfig(n_embd=100, n_head=12)
+    for bad in (dict(n_head=0), dict(n_head=-4, n_embd=32), dict(n_embd=0)):
+        with pytest.raises(ValueError, match="positive integer"):
+            GPTConfig(**bad)
+    with pytest.raises(ValueError, match="rope_theta"):
+        GPTConfig(pos="rope", rope_theta=-1.0)
+    with pytest.raises(ValueError, match="dropout"):
+        GPTConfig(dropout=1.0)
     assert 1e6 <= GPT(GPTConfig.from_preset("tiny")).num_params() <= 3e6
     llama = GPTConfig.from_preset("llama-tiny")
     assert (llama.norm, llama.pos, llama.mlp, llama.tie_weights) == ("rmsnorm", "rope", "swiglu", False)
@@ -235,6 +253,7 @@ def test_init_statistics():
     scaled = 0.02 / math.sqrt(2 * 6)  # residual projections
     for name in ("transformer.h.3.attn.c_proj.weight", "transformer.h.3.mlp.c_proj.weight"):
         assert abs(std(name) - scaled) < 0.1 * scaled
+    assert abs(std("transformer.wte.weight") - 0.02) < 0.001 and abs(std("transformer.wpe.weight") - 0.02) < 0.001
     assert (model.transformer.h[0].attn.c_attn.bias == 0).all()
     assert (model.transformer.h[0].ln_1.weight == 1).all()
     assert model.lm_head.weight is model.transformer.wte.weight  # tied
@@ -247,6 +266,12 @@ def test_every_matmul_is_an_nn_linear():
         linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
         per_block = 4 if model.config.mlp == "gelu" else 5
         assert len(linears) == model.config.n_layer * per_block + 1  # + lm_head
+        # and no weight matrix hides outside them (an nn.Parameter used in a bare matmul): every
+        # parameter with 2 or more dims belongs to an nn.Linear or is an embedding table
+        owners = {id(p): m for m in model.modules() for p in m.parameters(recurse=False)}
+        for name, param in model.named_parameters():
+            if param.dim() >= 2:
+                assert isinstance(owners[id(param)], (nn.Linear, nn.Embedding)), name
 
 
 @pytest.mark.parametrize("overrides", [{}, LLAMA, {"gelu": "erf"}], ids=["gpt2", "llama", "gelu-erf"])
@@ -371,22 +396,87 @@ def test_generate_batch_of_different_lengths_equals_one_at_a_time(overrides):
 
 def test_stop_tokens_seed_and_sampling_filters():
     model = lively_model()
-    prompt = [3, 1, 4, 1, 5]
-    greedy = model.generate_batch([prompt], 10, temperature=0)[0]
-    stop = greedy[3]
-    first_stop = greedy.index(stop)
+    prompt, other = [9, 9, 2, 6, 5], [2, 7, 1, 8, 2]
+    greedy, greedy_other = (model.generate_batch([p], 10, temperature=0)[0] for p in (prompt, other))
+    # a stop token that `prompt` first emits mid-way, then would NOT emit again at once, and that
+    # `other` never emits: so `other` keeps generating while the stopped row must repeat its stop token
+    candidates = [i for i in range(1, 8) if greedy.index(greedy[i]) == i and greedy[i + 1] != greedy[i]
+                  and greedy[i] not in greedy_other]
+    assert candidates, f"no usable stop token in {greedy} / {greedy_other}: pick other prompts"
+    first_stop = candidates[0]
+    stop = greedy[first_stop]
     assert model.generate_batch([prompt], 10, temperature=0, stop_tokens=[stop])[0] == greedy[:first_stop + 1]
     assert list(model.stream(prompt, 10, temperature=0, stop_tokens=[stop])) == greedy[:first_stop + 1]
-    out = model.generate(torch.tensor([prompt]), 10, temperature=0, stop_tokens=[stop])
+    out = model.generate(torch.tensor([prompt]), 10, temperature=0, stop_tokens=torch.tensor([stop]))
     assert out[0, len(prompt):].tolist() == greedy[:first_stop + 1]  # all rows stopped: ends early
-    two_rows = model.generate(torch.tensor([prompt, prompt[::-1]]), 10, temperature=0, stop_tokens=[stop])
-    row = two_rows[0, len(prompt):].tolist()  # a row that stopped early repeats its stop token
-    assert row[:first_stop + 1] == greedy[:first_stop + 1] and set(row[first_stop:]) == {stop}
+    two_rows = model.generate(torch.tensor([prompt, other]), 10, temperature=0, stop_tokens=[stop])
+    assert two_rows[0, len(prompt):].tolist() == greedy[:first_stop + 1] + [stop] * (9 - first_stop)
+    assert two_rows[1, len(other):].tolist() == greedy_other  # the other row is not disturbed
     a = model.generate_batch([prompt, prompt[:2]], 15, temperature=1.0, seed=123)
     b = model.generate_batch([prompt, prompt[:2]], 15, temperature=1.0, seed=123)
     assert a == b
     assert model.generate_batch([prompt], 10, top_k=1, seed=0)[0] == greedy  # top-1 is greedy
     assert model.generate_batch([prompt], 10, top_p=1e-6, seed=0)[0] == greedy  # nucleus of one token
+
+
+def sample_frequencies(logits, n=20_000, **options):
+    """How often sample_next_token picks each token for one row of logits, over n draws."""
+    gen = torch.Generator().manual_seed(0)
+    tokens = sample_next_token(logits.expand(n, -1), generator=gen, **options)
+    return torch.bincount(tokens, minlength=logits.size(-1)).float() / n
+
+
+def test_sampling_temperature_top_k_top_p():
+    probs = torch.tensor([0.5, 0.3, 0.2])
+    logits = probs.log()[None, :]  # (1, 3)
+    assert torch.allclose(sample_frequencies(logits), probs, atol=0.015)
+    cooled = probs**2 / (probs**2).sum()  # softmax(log p / 0.5) = p^2 / sum p^2: temperature sharpens
+    assert torch.allclose(sample_frequencies(logits, temperature=0.5), cooled, atol=0.015)
+    heated = probs**0.5 / (probs**0.5).sum()
+    assert torch.allclose(sample_frequencies(logits, temperature=2.0), heated, atol=0.015)
+    kept_two = torch.tensor([0.625, 0.375, 0.0])  # 0.5 and 0.3, renormalised
+    assert torch.allclose(sample_frequencies(logits, top_k=2), kept_two, atol=0.015)
+    assert torch.allclose(sample_frequencies(logits, top_p=0.8), kept_two, atol=0.015)  # 0.5 + 0.3 >= 0.8
+    assert torch.allclose(sample_frequencies(logits, top_p=0.81), probs, atol=0.015)  # needs all three
+    # the nucleus is the SMALLEST set reaching top_p: at exactly 0.5, one of two equal tokens is enough
+    halves = torch.tensor([[0.0, 0.0, float("-inf")]])  # probabilities exactly 0.5, 0.5, 0
+    assert (sample_frequencies(halves, top_p=0.5) > 0).sum() == 1
+    assert torch.equal(sample_next_token(torch.tensor([[0.1, 2.0, -1.0]]), temperature=0), torch.tensor([1]))
+
+
+def test_generate_feeds_one_token_per_step_with_the_cache():
+    """The cache must really be used: after the prompt, each forward pass sees only the newest token."""
+    model = tiny_model()
+    seen = []
+    hook = model.transformer.wte.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0].shape[1]))
+    prompt = torch.randint(0, 64, (2, 5), generator=torch.Generator().manual_seed(2))
+    model.generate(prompt, 4, temperature=0)
+    assert seen == [5, 1, 1, 1]
+    seen.clear()
+    model.generate(prompt, 4, temperature=0, use_cache=False)
+    assert seen == [5, 6, 7, 8]
+    hook.remove()
+
+
+@pytest.mark.parametrize("attn_impl", ["manual", "sdpa"])
+def test_attention_maps_are_the_causal_softmax_of_the_scores(attn_impl):
+    model = tiny_model(attn_impl=attn_impl, dropout=0.5).train()  # attention_maps must switch dropout off
+    idx = torch.randint(0, 64, (2, 9), generator=torch.Generator().manual_seed(3))
+    maps = model.attention_maps(idx, layer=0)
+    assert model.training  # the mode is restored
+    # layer 0 by hand: embeddings -> ln_1 -> q, k -> softmax(q k^T / sqrt(D)) below the diagonal
+    with torch.no_grad():
+        x = model.transformer.wte(idx) + model.transformer.wpe(torch.arange(9))
+        block = model.transformer.h[0]
+        q, k, _ = block.attn.c_attn(block.ln_1(x)).split(model.config.n_embd, dim=2)
+        H, D = model.config.n_head, model.config.n_embd // model.config.n_head
+        q, k = (t.view(2, 9, H, D).transpose(1, 2) for t in (q, k))
+        scores = (q @ k.transpose(-2, -1)) / math.sqrt(D)
+        expected = F.softmax(scores.masked_fill(~torch.ones(9, 9, dtype=torch.bool).tril(), float("-inf")), dim=-1)
+    assert maps.shape == (2, H, 9, 9)
+    assert torch.allclose(maps, expected, atol=1e-6)
+    assert torch.allclose(maps.sum(dim=-1), torch.ones(2, H, 9), atol=1e-6)
+    assert (maps.triu(diagonal=1) == 0).all()
 
 
 def test_dropout_is_off_during_generation_and_the_mode_is_restored():
@@ -410,14 +500,20 @@ def test_prompt_longer_than_context_is_a_clear_error():
         model.generate_batch([[1], []], 5)
 
 
-def test_generation_under_bf16_autocast_runs_and_caches():
-    model = tiny_model(**LLAMA, attn_impl="sdpa")
-    prompt = torch.randint(0, 64, (1, 5))
+@pytest.mark.parametrize("overrides", [{}, LLAMA], ids=["learned", "rope"])
+def test_generation_under_bf16_autocast_runs_and_caches(overrides):
+    model = lively_model(**overrides, attn_impl="sdpa")
+    prompt = torch.randint(0, 64, (2, 5), generator=torch.Generator().manual_seed(5))
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = model.generate(prompt, 8, temperature=0)
+        cached = model.generate(prompt, 8, temperature=0)
+        uncached = model.generate(prompt, 8, temperature=0, use_cache=False)
         logits = model(prompt)[0]
-    assert out.shape == (1, 13)
-    assert torch.allclose(logits.float(), model(prompt)[0], atol=0.05)
+        kv_cache = KVCache(model.config.n_layer, max_len=5)
+        with torch.no_grad():
+            model._run(prompt, torch.arange(5).expand(2, 5), None, kv_cache)
+    assert cached.shape == (2, 13) and torch.equal(cached, uncached)
+    assert kv_cache.keys[0].dtype == torch.bfloat16  # half the memory of fp32
+    assert torch.allclose(logits.float(), model(prompt)[0], atol=0.05 * model(prompt)[0].abs().max().item())
 
 
 def test_resize_vocab_keeps_old_rows():
