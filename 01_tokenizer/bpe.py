@@ -88,8 +88,15 @@ def read_text(text_or_path):
     if not is_path:
         if not isinstance(text_or_path, str):
             raise TypeError(f"expected text (str) or a path, got {type(text_or_path).__name__}")
-        if re.fullmatch(r"\S{1,255}\.(?:txt|md|json|jsonl|csv|tsv|text|en)", text_or_path):
-            raise ValueError(f"{text_or_path!r} looks like a file name, but there is no such file; check the path")
+        # One "word" with a slash or a file extension is a mistyped path, not a training text.
+        if re.fullmatch(r"\S{1,255}", text_or_path) and (
+            "/" in text_or_path or "\\" in text_or_path
+            or re.search(r"\.(?:txt|md|json|jsonl|csv|tsv|text|en)$", text_or_path)
+        ):
+            raise ValueError(
+                f"{text_or_path!r} looks like a file path, but there is no such file; check the path "
+                f"(relative paths start from the current folder, {os.getcwd()})"
+            )
         return text_or_path
     path = Path(text_or_path)
     if not path.is_file():
@@ -179,10 +186,12 @@ def train_bpe(text_or_path, vocab_size, special_tokens=(), pattern=GPT4_SPLIT_PA
     contain the new token), so a stale entry never sits below where its pair belongs.
     """
     special_tokens = check_special_tokens(special_tokens)
-    if not isinstance(vocab_size, numbers.Integral) or vocab_size < 256 + len(special_tokens):
+    if not isinstance(vocab_size, numbers.Integral):
+        raise ValueError(f"vocab_size={vocab_size!r} is not an integer; pass a whole number of tokens, e.g. 512")
+    if vocab_size < 256 + len(special_tokens):
         raise ValueError(
             f"vocab_size={vocab_size!r} is too small: it must hold the 256 byte tokens plus "
-            f"{len(special_tokens)} special token(s); pass an integer vocab_size >= {256 + len(special_tokens)}"
+            f"{len(special_tokens)} special token(s); pass vocab_size >= {256 + len(special_tokens)}"
         )
     num_merges = int(vocab_size) - 256 - len(special_tokens)
     text = read_text(text_or_path)
@@ -541,10 +550,14 @@ class Tokenizer:
             ids = ids.tolist()
         elif not isinstance(ids, (list, tuple)):
             ids = list(ids)
+        # 104.0 == 104 would find a token in the dict, so check the types first (once per type).
+        if not all(issubclass(kind, numbers.Integral) for kind in set(map(type, ids))):
+            bad = next(i for i in ids if not isinstance(i, numbers.Integral))
+            raise ValueError(f"token id {bad!r} is not an integer; token ids are ints (a float tensor? use .long())")
         try:
             return b"".join(map(self._decoder.__getitem__, ids))
-        except (KeyError, TypeError):
-            bad = next(i for i in ids if not isinstance(i, int) or i not in self._decoder)
+        except KeyError:
+            bad = next(i for i in ids if i not in self._decoder)
             raise ValueError(
                 f"token id {bad!r} is not in this tokenizer (ids run 0..{self.vocab_size - 1}); "
                 "was it made by another tokenizer or model?"

@@ -210,6 +210,13 @@ def test_pre_tokens_match_tiktoken(name, text):
     assert encoding.encode_ordinary(plain) == [ranks[piece.encode("utf-8")] for piece in pieces]
 
 
+def test_published_patterns_are_tiktokens_own():
+    """Our pattern constants are compared with tiktoken's own strings, not with themselves."""
+    openai_public = pytest.importorskip("tiktoken_ext.openai_public")  # ships with tiktoken, no download
+    assert bpe.GPT2_PATTERN_TIKTOKEN == openai_public.r50k_pat_str
+    assert bpe.GPT4_PATTERN_TIKTOKEN == cl100k_or_skip()._pat_str
+
+
 def test_pattern_translation_rules():
     assert spell_out_classes(bpe.GPT4_SPLIT_PATTERN) == bpe.GPT4_SPLIT_PATTERN  # idempotent
     assert r"\p" not in bpe.GPT2_SPLIT_PATTERN and r"\s" not in bpe.GPT2_SPLIT_PATTERN
@@ -329,6 +336,18 @@ def test_training_stops_with_a_warning_when_pairs_run_out():
     with pytest.warns(UserWarning, match="ran out of pairs"):
         tokenizer = bpe.train_bpe("abc", 1000)
     assert tokenizer.merges == [(b"b", b"c"), (b"a", b"bc")] and tokenizer.vocab_size == 258
+    # special tokens come right after the merges actually learned, not at the vocab_size asked for
+    with pytest.warns(UserWarning, match="ran out of pairs"):
+        tokenizer = bpe.train_bpe("abc", 1000, ["<|endoftext|>", "<|pad|>"])
+    assert tokenizer.special_tokens == {"<|endoftext|>": 258, "<|pad|>": 259} and tokenizer.vocab_size == 260
+
+
+def test_a_single_special_token_name_is_one_token(trained):
+    """A str is one name, not a list of characters."""
+    tokenizer = bpe.train_bpe("hello world", 260, "<|endoftext|>")
+    assert tokenizer.special_tokens == {"<|endoftext|>": 259} and tokenizer.vocab_size == 260
+    n = trained["gpt4"].vocab_size
+    assert trained["gpt4"].with_special_tokens("<|x|>").special_tokens == {**trained["gpt4"].special_tokens, "<|x|>": n}
 
 
 def test_training_progress_line(capsys):
@@ -342,6 +361,8 @@ def test_training_progress_line(capsys):
     [
         (lambda: bpe.train_bpe("hello", 255), "vocab_size=255 is too small"),
         (lambda: bpe.train_bpe("hello", 256, ["<|endoftext|>"]), "vocab_size >= 257"),
+        (lambda: bpe.train_bpe("hello", 300.5), "vocab_size=300.5 is not an integer"),
+        (lambda: bpe.train_bpe("hello", "300"), "vocab_size='300' is not an integer"),
         (lambda: bpe.train_bpe("", 300), "corpus is empty"),
         (lambda: bpe.train_bpe("<|endoftext|>", 300, ["<|endoftext|>"]), "corpus is empty"),
         (lambda: bpe.train_bpe("hello", 300, [""]), "non-empty strings"),
@@ -362,8 +383,11 @@ def test_non_utf8_file_gets_a_clear_error(tmp_path):
         bpe.train_bpe(path, 300)
     with pytest.raises(ValueError, match="does not exist"):
         bpe.train_bpe(tmp_path / "missing.txt", 300)
-    with pytest.raises(ValueError, match="looks like a file name"):
-        bpe.train_bpe(str(tmp_path / "missing.txt"), 300)
+    # a str naming a missing file is an error too, not a one-word training text
+    for missing in [str(tmp_path / "missing.txt"), "data/my_corpus", "corpus.txt", "data\\corpus"]:
+        with pytest.raises(ValueError, match="looks like a file path"):
+            bpe.train_bpe(missing, 300)
+    assert bpe.train_bpe("a/b c/d", 259).merges == [(b"/", b"d"), (b"/", b"b"), (b" ", b"c")]  # spaces: text
 
 
 # -----------------------------------------------------------------------------------------------
@@ -440,6 +464,15 @@ def test_special_token_rules_follow_tiktoken(trained):
     assert only_eot == fast.encode("a<|endoftext|>b", allowed_special={"<|endoftext|>"})
 
 
+def test_a_pre_token_that_is_a_token_becomes_that_token():
+    """tiktoken's rule: b"abcd" is in the vocabulary but no merge path reaches it (ab + cd is not a
+    merge, and b"cd" is no token), so BPE alone would give [ab, c, d]; the rule gives [abcd]."""
+    vocab = {**{i: bytes([i]) for i in range(256)}, 256: b"ab", 257: b"bc", 258: b"abcd"}
+    tokenizer = bpe.Tokenizer(vocab=vocab, pattern=r"\S+|\s")
+    assert tokenizer.encode("abcd") == [258] == tokenizer.to_tiktoken().encode("abcd")
+    assert tokenizer.encode("abc abcd") == [256, 99, 32, 258] == tokenizer.to_tiktoken().encode("abc abcd")
+
+
 def test_longest_special_token_wins():
     tokenizer = bpe.Tokenizer().with_special_tokens(["<|end|>", "<|end|>!", "<|"])
     end, end_bang, bar = 256, 257, 258
@@ -453,9 +486,14 @@ def test_decode_bytes_and_replacement(trained):
     assert tokenizer.decode([0xC3]) == "\ufffd" and tokenizer.decode_bytes([0xC3]) == b"\xc3"
     assert tokenizer.decode(np.array(tokenizer.encode("numpy ids"))) == "numpy ids"
     assert tokenizer.decode([tokenizer.special_tokens["<|endoftext|>"]]) == "<|endoftext|>"
-    for bad in [tokenizer.vocab_size, -1, "7"]:
+    for bad in [tokenizer.vocab_size, -1]:
         with pytest.raises(ValueError, match="not in this tokenizer"):
             tokenizer.decode([1, 2, bad])
+    # 104.0 == 104 in Python, but a float is never a token id
+    for bad in [104.0, 104.7, "7", None]:
+        with pytest.raises(ValueError, match=f"token id {re.escape(repr(bad))} is not an integer"):
+            tokenizer.decode([105, bad])
+    assert tokenizer.decode([np.int64(104), 105]) == tokenizer.decode(np.array([104, 105])) == "hi"
 
 
 def test_long_pieces_are_exact_and_fast(trained):
