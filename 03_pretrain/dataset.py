@@ -107,7 +107,11 @@ def download(name, data_dir=None, quiet=False):
             f"offline mini-world (the default source, 'world'), or fetch the file on a machine with a "
             f"network and place it by hand:\n    curl -L -o {path} {spec.url}\n"
             f"(expected {spec.size} bytes, sha256 {spec.sha256}).") from None
-    _check_sha256(tmp, spec, "downloaded file")
+    try:
+        _check_sha256(tmp, spec, "downloaded file")
+    except ValueError:
+        tmp.unlink()  # a corrupt download must not linger in the cache
+        raise
     os.replace(tmp, path)
     if not quiet:
         print(f"saved {path}", flush=True)

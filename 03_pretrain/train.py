@@ -332,8 +332,9 @@ def set_rng_states(states):
 # Peak dense bf16 tensor FLOP/s of one GPU, from the vendors' data sheets (no sparsity). MFU (model FLOPs
 # utilisation) = FLOP/s the training actually does / this peak. First matching name wins; --peak-flops
 # sets it for anything else (on a CPU MFU is not meaningful: we print tokens/s only).
-PEAK_FLOPS = [("H100 PCIe", 756e12), ("H100", 989e12), ("H200", 989e12), ("GH200", 989e12),
-              ("A100", 312e12), ("L40S", 362e12), ("L4", 121e12), ("A10", 125e12), ("V100", 125e12)]
+PEAK_FLOPS = [("H100 PCIe", 756e12), ("H100 NVL", 835e12), ("H100", 989e12), ("H200", 989e12), ("GH200", 989e12),
+              ("A100", 312e12), ("L40S", 362e12), ("L40", 181e12), ("L4", 121e12), ("A10", 125e12),
+              ("V100", 125e12)]  # a longer name before its prefix: "L40" must not match "L4"
 
 
 def peak_flops_of(device):

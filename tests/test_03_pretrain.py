@@ -513,7 +513,7 @@ def test_download_is_cached_checksummed_and_explains_offline(tmp_path, monkeypat
     monkeypatch.setitem(dataset.DOWNLOADS, "fake", dataset.Download(source.as_uri(), "fake.txt", "0" * 64, 1))
     with pytest.raises(ValueError, match="sha256"):
         dataset.download("fake", tmp_path / "other-cache", quiet=True)
-    assert not (tmp_path / "other-cache" / "fake.txt").exists()
+    assert not list((tmp_path / "other-cache").glob("*")), "a corrupt download is not kept, not even as .part"
     with pytest.raises(ValueError, match="unknown corpus"):
         dataset.download("wikipedia")
     shakespeare = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
@@ -783,6 +783,8 @@ def test_ddp_two_processes_match_one_process(tmp_path):
     ddp_losses = [e["loss"] for e in logs[1] if e["kind"] == "train"]
     assert len(single_losses) == 6 and single_losses[-1] < single_losses[0]
     assert ddp_losses == pytest.approx(single_losses, rel=1e-5)
+    tokens = [[(e["step"], e["tokens"]) for e in log if e["kind"] == "train"] for log in logs]
+    assert tokens[0] == tokens[1]  # DDP counts every process's tokens
     ddp_weights = torch.load(tmp_path / "ddp" / "ckpt.pt")["model"]
     for name, value in single.state_dict().items():
         torch.testing.assert_close(ddp_weights[name], value, rtol=1e-5, atol=1e-6)
@@ -845,6 +847,232 @@ def test_scaling_quick(tmp_path):
     assert runs[-1]["val_loss"] < runs[0]["val_loss"]  # the bigger model is better on the same tokens
     assert results["fit"]["alpha"] > 0
     assert (tmp_path / "scaling.png").stat().st_size > 1000 and (tmp_path / "scaling.json").exists()
+
+
+# ---- the loop really uses what the unit tests above check (each test here catches a bug that
+# ---- passed every test before it: a mutation review)
+
+
+def metrics(d):
+    """Every line of a run's metrics.jsonl, duplicates included (read_metrics keeps the last per step)."""
+    return [json.loads(l) for l in (d / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_loop_applies_the_schedule_to_every_group(tmp_path, monkeypatch):
+    seen = []
+    real_step = train.AdamW.step
+    def spy(self, closure=None):
+        seen.append([g["lr"] for g in self.param_groups])
+        return real_step(self, closure)
+    monkeypatch.setattr(train.AdamW, "step", spy)
+    cfg = tiny_train_config(tmp_path, steps=12, warmup_steps=4, log_interval=1, eval_interval=12, sample_interval=0)
+    train.train(TinyLM(TinyConfig()), make_get_batch(), cfg, quiet=True)
+    expected = [lr_at(s, cfg.lr, cfg.min_lr, cfg.warmup_steps, cfg.steps) for s in range(12)]
+    assert seen == [[lr, lr] for lr in expected]
+
+
+def test_config_hyperparameters_reach_the_optimizer(tmp_path):
+    cfg = tiny_train_config(tmp_path, steps=2, weight_decay=0.3, beta1=0.8, beta2=0.9, eps=1e-6, sample_interval=0)
+    train.train(TinyLM(TinyConfig()), make_get_batch(), cfg, quiet=True)
+    groups = torch.load(tmp_path / "ckpt.pt")["optimizer"]["param_groups"]
+    assert [g["weight_decay"] for g in groups] == [0.3, 0.0]
+    assert all(tuple(g["betas"]) == (0.8, 0.9) and g["eps"] == 1e-6 for g in groups)
+
+
+@pytest.mark.parametrize("grad_clip,expected", [(0.25, 0.25), (0.0, math.inf)])
+def test_loop_clips_with_the_configured_norm(tmp_path, monkeypatch, grad_clip, expected):
+    norms = []
+    real = train.clip_grad_norm
+    def spy(params, max_norm, **kwargs):
+        norms.append(max_norm)
+        return real(params, max_norm, **kwargs)
+    monkeypatch.setattr(train, "clip_grad_norm", spy)
+    config = tiny_train_config(tmp_path, steps=3, grad_clip=grad_clip, sample_interval=0)
+    train.train(TinyLM(TinyConfig()), make_get_batch(), config, quiet=True)
+    assert norms == [expected] * 3
+
+
+def fixed_batch_source():
+    x = torch.arange(32).reshape(4, 8) % 16
+    return lambda split, g: (x, (x + 3) % 16)
+
+
+def test_grad_accum_of_identical_micro_batches_equals_one_batch(tmp_path):
+    records = []
+    for accum in (1, 3):
+        torch.manual_seed(0)
+        cfg = tiny_train_config(tmp_path / str(accum), steps=1, grad_accum=accum, log_interval=1, sample_interval=0)
+        train.train(TinyLM(TinyConfig()), fixed_batch_source(), cfg, quiet=True)
+        records.append([e for e in metrics(tmp_path / str(accum)) if e["kind"] == "train"][0])
+    assert records[1]["grad_norm"] == pytest.approx(records[0]["grad_norm"], rel=1e-5)
+    assert records[1]["loss"] == pytest.approx(records[0]["loss"], rel=1e-5)
+    assert records[1]["tokens"] == 3 * records[0]["tokens"]
+
+
+def test_every_micro_batch_of_the_run_is_a_new_one(tmp_path):
+    seeds = []
+    inner = make_get_batch()
+    def get_batch(split, g):
+        if split == "train" and torch.is_grad_enabled():   # training draws, not estimate_loss
+            seeds.append(g.initial_seed())
+        return inner(split, g)
+    cfg = tiny_train_config(tmp_path, steps=4, grad_accum=3, eval_interval=100, sample_interval=0)
+    train.train(TinyLM(TinyConfig()), get_batch, cfg, quiet=True)
+    assert seeds == [train.batch_seed(cfg.seed, "train", i) for i in range(12)]
+
+
+class ConstantLoss(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(1))
+    def forward(self, x, y, doc_ids=None):
+        return None, 2.5 + 0 * self.w.sum()
+
+
+def test_logged_loss_is_the_mean_even_for_a_short_last_interval(tmp_path):
+    cfg = tiny_train_config(tmp_path, steps=7, grad_accum=2, log_interval=5, eval_interval=100, sample_interval=0)
+    train.train(ConstantLoss(), make_get_batch(), cfg, quiet=True)
+    logged = [(e["step"], e["loss"]) for e in metrics(tmp_path) if e["kind"] == "train"]
+    assert logged == [(5, pytest.approx(2.5)), (7, pytest.approx(2.5))]
+
+
+class Recorder(nn.Module):
+    """loss = mean of x; records (training flag, loss) of every forward."""
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(1))
+        self.drop = nn.Dropout(0.5)
+        self.calls = []
+    def forward(self, x, y, doc_ids=None):
+        loss = x.float().mean() + 0 * self.w.sum()
+        self.calls.append((self.training, loss.item()))
+        return None, loss
+
+
+def test_estimate_loss_is_the_mean_in_eval_mode_per_split():
+    def get_batch(split, g):
+        x = torch.randint(100, (2, 3), generator=g) + (1000 if split == "val" else 0)
+        return x, x
+    model = Recorder().train()
+    losses = train.estimate_loss(model, get_batch, 5, "cpu")
+    assert model.training and len(model.calls) == 10 and not any(t for t, _ in model.calls)
+    assert losses["train"] == pytest.approx(np.mean([l for _, l in model.calls[:5]]))
+    assert losses["val"] == pytest.approx(np.mean([l for _, l in model.calls[5:]])) and losses["val"] > 1000
+    assert train.estimate_loss(model, get_batch, 5, "cpu") == losses
+
+
+def test_mfu_formula(tmp_path):
+    model = TinyLM(TinyConfig())
+    cfg = tiny_train_config(tmp_path, steps=4, log_interval=2, peak_flops=1e9, sample_interval=0)
+    train.train(model, make_get_batch(), cfg, quiet=True)
+    flops = 6 * sum(p.numel() for p in model.parameters())
+    for e in metrics(tmp_path):
+        if e["kind"] == "train":
+            assert e["mfu"] == pytest.approx(e["tokens_per_sec"] * flops / 1e9)
+
+
+def test_sampling_does_not_shift_the_training_rng(tmp_path):
+    weights = []
+    for name, sample in (("a", None), ("b", lambda m: str(torch.rand(5).tolist()))):
+        torch.manual_seed(0)
+        model = TinyLM(TinyConfig(dropout=0.2))
+        config = tiny_train_config(tmp_path / name, steps=20)
+        train.train(model, make_get_batch(), config, make_sample=sample, quiet=True)
+        weights.append(model.state_dict())
+    for k in weights[0]:
+        assert torch.equal(weights[0][k], weights[1][k]), k
+
+
+def test_resume_after_a_real_interrupt_continues_log_and_tokens(tmp_path):
+    inner = make_get_batch()
+    def run(out, interrupt_at=None):
+        calls = [0]
+        def get_batch(split, g):
+            if split == "train":
+                calls[0] += 1
+                if interrupt_at is not None and calls[0] > interrupt_at:
+                    raise KeyboardInterrupt
+            return inner(split, g)
+        torch.manual_seed(0)
+        model = TinyLM(TinyConfig(dropout=0.1))
+        cfg = tiny_train_config(out, steps=30, sample_interval=0)
+        try:
+            train.train(model, get_batch, cfg, resume=True, quiet=True)
+        except KeyboardInterrupt:
+            pass
+        return model
+    straight = run(tmp_path / "s")
+    run(tmp_path / "r", interrupt_at=2 * 17 + 1)   # dies in step 18: logged 15, last checkpoint 10
+    resumed = run(tmp_path / "r")
+    for (k, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), k
+    raw = metrics(tmp_path / "r")
+    keys = [(e["kind"], e["step"]) for e in raw]
+    assert len(keys) == len(set(keys)), "no step logged twice in the raw file"
+    pick = lambda rs: [(e["step"], e["loss"], e["tokens"]) for e in rs if e["kind"] == "train"]
+    assert pick(raw) == pick(metrics(tmp_path / "s"))
+
+
+def test_peak_flops_table_prefers_the_longest_name(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device: names.pop(0))
+    names = ["NVIDIA L40", "NVIDIA L4", "NVIDIA H100 NVL", "NVIDIA H100 80GB HBM3", "NVIDIA GeForce RTX 4090"]
+    assert [train.peak_flops_of("cuda") for _ in range(5)] == [181e12, 121e12, 835e12, 989e12, None]
+    assert train.peak_flops_of("cpu") is None
+
+
+def test_numpy_generator_can_draw_the_last_window():
+    x, y = dataset.get_batch(np.arange(11), 4, 10, np.random.default_rng(0))
+    assert torch.equal(x[0], torch.arange(10)) and torch.equal(y[0], torch.arange(1, 11))
+
+
+def test_corrupted_cache_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setitem(dataset.DOWNLOADS, "fake", dataset.Download("file:///nonexistent", "fake.txt", "0" * 64, 1))
+    (tmp_path / "fake.txt").write_text("corrupt")
+    with pytest.raises(ValueError, match="sha256"):
+        dataset.download("fake", tmp_path, quiet=True)
+
+
+def test_scaling_gives_every_size_the_same_batches_and_counts_compute(tmp_path, monkeypatch):
+    import scaling
+    seen = []
+    def fake_train(model, get_batch, config, **k):
+        seen.append(config.seed)
+        return {"tokens": config.steps * config.batch_size * 64, "val_loss": 1.0, "train_loss": 1.0, "wall_seconds": 0}
+    monkeypatch.setattr(scaling.train, "train", fake_train)
+    class Data:
+        vocab_size = 64
+    settings = {"batch_size": 2, "context": 64, "seed": 3, "lr": 1e-3, "steps": 5, "precision": "fp32",
+                "device": "cpu", "eval_batches": 1}
+    recs = [scaling.run_size(l, h, w, Data(), settings, tmp_path / str(w)) for l, h, w in scaling.QUICK_SIZES]
+    assert seen == [3, 3, 3]
+    for r, (l, h, w) in zip(recs, scaling.QUICK_SIZES):
+        gpt = scaling.GPT(scaling.GPTConfig.from_preset("tiny", vocab_size=64, block_size=64, n_layer=l, n_head=h,
+                                                        n_embd=w))
+        assert r["compute"] == gpt.flops_per_token() * r["tokens"]
+        assert r["tokens"] == 5 * 2 * 64
+
+
+def test_adamw_matches_torch_when_eps_matters():
+    torch.manual_seed(0)
+    ours_model, ref_model = TinyLM(TinyConfig()), TinyLM(TinyConfig())
+    ref_model.load_state_dict(ours_model.state_dict())
+    kw = dict(lr=1e-2, betas=(0.9, 0.95), eps=1e-8)
+    ours = train.AdamW(train.param_groups(ours_model, 0.1), **kw)
+    ref = torch.optim.AdamW(train.param_groups(ref_model, 0.1), foreach=False, **kw)
+    g = torch.Generator().manual_seed(1)
+    for step in range(50):
+        for a, b in zip(ours_model.parameters(), ref_model.parameters()):
+            grad = torch.randn(a.shape, generator=g) * 1e-8     # |g| ~ eps: where eps sits matters
+            a.grad, b.grad = grad.clone(), grad.clone()
+        ours.step(); ref.step()
+    for a, b in zip(ours_model.parameters(), ref_model.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_power_law_fit_sign():
+    import scaling
+    n = np.array([1e4, 1e5, 1e6])
+    assert scaling.fit_power_law(n, 2.0 * n**0.1)[1] == pytest.approx(-0.1)
 
 
 def ddp_worker(out_dir):
