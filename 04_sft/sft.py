@@ -312,7 +312,8 @@ def build_data(settings, tokenizer, block_size, log=print):
             f"({'packed' if settings['packing'] else 'padded'}, {100 * fill_ratio(sequences, rows[split]):.0f}% "
             f"of positions used, {n_learned:,} assistant tokens in the loss)"
             + (f"; dropped {dropped} longer than the context" if dropped else ""))
-    eval_mix = {task: min(n, settings["eval_per_task"] or n) for task, n in EVAL_MIX.items()}
+    per_task = settings["eval_per_task"]  # None: every held-out prompt of EVAL_MIX
+    eval_mix = {task: n if per_task is None else min(n, per_task) for task, n in EVAL_MIX.items()}
     eval_examples = world_examples(w, "heldout", eval_mix, seed=seed + 2)
     return SFTBatches(rows, settings["batch_size"]), eval_examples
 
@@ -322,6 +323,9 @@ def main(argv=None):
     rank, _, world_size = train.setup_ddp()
     settings, out_dir = resolve_settings(args)
     parse_mix(settings["mix"], settings["mix_scale"])  # a typo in --mix fails now, not after loading the model
+    if settings["eval_per_task"] is not None and settings["eval_per_task"] < 1:
+        raise SystemExit(f"--eval-per-task {settings['eval_per_task']}: give at least 1 held-out prompt "
+                         f"per task (leave it out to use them all)")
     master = rank == 0
     log = print if master else (lambda *a, **k: None)
     start = time.time()
