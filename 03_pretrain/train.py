@@ -9,7 +9,7 @@ batch source and a loss mask. Read top to bottom:
     pick_device, resolve_precision,       cuda > mps > cpu; bf16 autocast on GPU (fp16 + GradScaler
     autocast, setup_ddp                   where bf16 is absent); DDP under torchrun
     save_checkpoint, load_checkpoint,     atomic writes; a clear error for another model's checkpoint;
-    resume_from                           restore model, optimizer, RNGs and batch generator
+    resume_from                           restore model, optimizer and every process's RNGs
     TrainConfig, estimate_loss, train     the loop: accumulate, clip, step, log, evaluate, sample, save
     plot_metrics                          metrics.jsonl -> loss.png
 
@@ -432,17 +432,19 @@ def estimate_loss(model, get_batch, n_batches, device, precision="fp32", seed=0,
     return losses
 
 
-def resume_from(ckpt_path, model, optimizer, scaler, generator, restore_rng=True):
-    """Load a checkpoint into the model, optimizer, grad scaler, batch generator and (restore_rng) the
-    global RNGs; returns the checkpoint dict. Under DDP the saved RNG states are rank 0's, so the other
-    ranks keep their own seeds (restore_rng=False); only dropout depends on them."""
+def resume_from(ckpt_path, model, optimizer, scaler, rank=0, world_size=1):
+    """Load a checkpoint into the model, optimizer and grad scaler, and give this process the RNG states
+    it had when the checkpoint was written; returns the checkpoint dict.
+
+    checkpoint["rng"] holds one entry per process of the run that wrote it. Resumed with another number
+    of processes, the RNGs keep their fresh seeds: only dropout draws from them (the batches are drawn by
+    index), so training goes on correctly, just not bit for bit as the uninterrupted run would have."""
     checkpoint = load_checkpoint(ckpt_path, model)  # a clear error if the model config differs
     optimizer.load_state_dict(checkpoint["optimizer"])
     if checkpoint.get("scaler") and scaler.is_enabled():
         scaler.load_state_dict(checkpoint["scaler"])
-    generator.set_state(checkpoint["batch_generator"])
-    if restore_rng:
-        set_rng_states(checkpoint["rng"])
+    if len(checkpoint["rng"]) == world_size:
+        set_rng_states(checkpoint["rng"][rank])
     return checkpoint
 
 
@@ -497,7 +499,7 @@ def train(model, get_batch, config, make_sample=None, resume=False, checkpoint_e
     generator = torch.Generator()  # the batch-sampling generator, re-seeded for every micro-batch
     step, tokens_done = 0, 0
     if resume and ckpt_path.exists():
-        checkpoint = resume_from(ckpt_path, model, optimizer, scaler, generator, restore_rng=world_size == 1)
+        checkpoint = resume_from(ckpt_path, model, optimizer, scaler, rank, world_size)
         step, tokens_done = checkpoint["step"], checkpoint["data_position"]["tokens_done"]
         changed = {k: (v, getattr(config, k)) for k, v in checkpoint["train_config"].items()
                    if k not in ("stop_at", "device", "out_dir") and getattr(config, k, v) != v}
@@ -529,6 +531,10 @@ def train(model, get_batch, config, make_sample=None, resume=False, checkpoint_e
                 f.write(json.dumps(entry) + "\n")
 
     def checkpoint_now():
+        rng = [rng_states()]  # each process has its own dropout RNG: rank 0 saves them all
+        if world_size > 1:
+            rng = [None] * world_size
+            dist.all_gather_object(rng, rng_states())
         if not master:
             return
         save_checkpoint(ckpt_path, {
@@ -536,8 +542,7 @@ def train(model, get_batch, config, make_sample=None, resume=False, checkpoint_e
             "optimizer": optimizer.state_dict(),
             "scaler": scaler.state_dict() if scaler.is_enabled() else {},
             "step": step,
-            "rng": rng_states(),
-            "batch_generator": generator.get_state(),
+            "rng": rng,  # one entry per process
             "data_position": {"micro_batches_done": step * config.grad_accum, "tokens_done": tokens_done},
             "model_config": model_config_dict(raw_model),
             "train_config": dataclasses.asdict(config),
