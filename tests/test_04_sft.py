@@ -466,6 +466,39 @@ def test_chat_budgets_and_trimming_keep_the_system_message(tokenizer):
     assert session.history[-2]["content"] == "Tell me about the town number 3."
 
 
+
+def test_chat_repl_commands(tokenizer, monkeypatch, capsys):
+    import chat as chat_script
+
+    a, b = tokenizer.encode_ordinary("Hello there")[:2]
+    model = StubStreamer([a, b, tokenizer.special_tokens[END]], block_size=64)
+    model.num_params = lambda: 1e6
+    session = chat_script.ChatSession(model, tokenizer, temperature=0.7, max_new_tokens=20)
+    lines = iter(["", "Hi", "/temp 0.3", "/temp -1", "/temp warm", "/bogus", "/reset", "Hi again", "/quit",
+                  "never read"])
+    monkeypatch.setattr("builtins.input", lambda prompt="": next(lines))
+    chat_script.repl(session)
+    out = capsys.readouterr().out
+    assert next(lines) == "never read"  # /quit ends the loop at once
+    assert out.count("assistant> " + tokenizer.decode([a, b])) == 2 and len(model.asked) == 2  # "" is skipped
+    assert "[temperature 0.3]" in out and session.temperature == 0.3  # the bad values changed nothing
+    assert out.count("[/temp needs a number >= 0") == 2 and "[unknown command /bogus]" in out
+    assert "[new conversation]" in out and session.history == [*chat("Hi again", tokenizer.decode([a, b]))]
+    assert "[reply cut" not in out
+
+    model.tokens = [a] * 30  # no end-of-turn: the reply stops at max_new_tokens, and says so
+    lines = iter(["Hi"])  # then end of input (Ctrl-D) leaves the loop
+
+    def read_or_eof(prompt=""):
+        try:
+            return next(lines)
+        except StopIteration:
+            raise EOFError from None
+    monkeypatch.setattr("builtins.input", read_or_eof)
+    chat_script.repl(session)
+    assert "[reply cut at --max-new-tokens]" in capsys.readouterr().out
+
+
 def test_tokenizer_larger_than_the_model_is_rejected(tmp_path, base_tokenizer, tokenizer):
     tokenizer.save(tmp_path / "tokenizer")  # the chat tokenizer, 4 ids more than the model has rows
     model = tiny_gpt(base_tokenizer.vocab_size)
