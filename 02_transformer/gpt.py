@@ -375,12 +375,10 @@ class GPT(nn.Module):
             L = seq.size(1)
             if kv_cache is not None and L <= capacity:
                 if kv_cache.length == 0:  # prefill: the whole prompt in one pass
-                    if doc_ids is None:
-                        positions = torch.arange(L, device=idx.device).expand(B, L)
-                        hidden = self._run(seq, positions, None, kv_cache)
-                    else:
+                    positions, mask = torch.arange(L, device=idx.device).expand(B, L), None
+                    if doc_ids is not None:
                         positions, mask = doc_positions_and_mask(doc_ids)
-                        hidden = self._run(seq, positions, mask, kv_cache)
+                    hidden = self._run(seq, positions, mask, kv_cache)
                     positions = positions[:, -1:]  # (B, 1): the last position of each row
                 else:  # one new token per row: its keys and values are the only new ones
                     positions = positions + 1
@@ -389,11 +387,8 @@ class GPT(nn.Module):
                         mask = (torch.arange(L, device=idx.device)[None, :] >= pad_lens[:, None])[:, None, None, :]
                     hidden = self._run(seq[:, -1:], positions, mask, kv_cache)
             else:  # no cache (or past the context): run the model on the whole (windowed) sequence
-                window = seq[:, -block_size:]
-                if doc_ids is None:
-                    hidden = self.hidden(window)
-                else:
-                    hidden = self.hidden(window, doc_ids=doc_ids[:, -block_size:])
+                window_doc_ids = None if doc_ids is None else doc_ids[:, -block_size:]
+                hidden = self.hidden(seq[:, -block_size:], doc_ids=window_doc_ids)
             logits = self.lm_head(hidden[:, -1, :]).float()  # (B, vocab): only the last position is needed
             next_token = sample_next_token(logits, temperature, top_k, top_p, generator)  # (B,)
             yield next_token
