@@ -505,6 +505,9 @@ def train(model, get_batch, config, make_sample=None, resume=False, checkpoint_e
                    if k not in ("stop_at", "device", "out_dir") and getattr(config, k, v) != v}
         log(f"resuming from {ckpt_path} at step {step}"
             + (f" (settings changed since: {changed})" if changed else ""))
+        if len(checkpoint["rng"]) != world_size:
+            log(f"the checkpoint was written by {len(checkpoint['rng'])} process(es), this run has {world_size}: "
+                f"same batches, but fresh RNG seeds (other dropout masks than an uninterrupted run)")
         if master and metrics_path.exists():  # drop records logged after that checkpoint
             kept = [line for line in metrics_path.read_text().splitlines() if json.loads(line)["step"] <= step]
             metrics_path.write_text("".join(line + "\n" for line in kept))

@@ -737,6 +737,18 @@ def test_resume_equals_uninterrupted_run(tmp_path):
     assert (tmp_path / "resumed" / "loss.png").stat().st_size > 1000
 
 
+def test_resume_with_another_number_of_processes_says_the_rng_is_fresh(tmp_path, capsys):
+    config = tiny_train_config(tmp_path, steps=4, eval_interval=2, sample_interval=0)
+    train.train(TinyLM(TinyConfig()), make_get_batch(), dataclasses.replace(config, stop_at=2), quiet=True)
+    checkpoint = torch.load(tmp_path / "ckpt.pt")
+    checkpoint["rng"] = checkpoint["rng"] * 2  # as if two processes had written it
+    save_checkpoint(tmp_path / "ckpt.pt", checkpoint)
+    capsys.readouterr()
+    summary = train.train(TinyLM(TinyConfig()), make_get_batch(), config, resume=True)
+    assert summary["step"] == 4
+    assert "written by 2 process(es), this run has 1" in capsys.readouterr().out
+
+
 def test_checkpoint_from_another_model_config_is_a_clear_error(tmp_path):
     model = TinyLM(TinyConfig(n_embd=16))
     save_checkpoint(tmp_path / "ckpt.pt", {"model": model.state_dict(), "model_config": train.model_config_dict(model)})
