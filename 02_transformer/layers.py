@@ -3,8 +3,9 @@
 Read top to bottom: softmax -> attention -> the two norms -> the two MLPs -> rotary positions.
 tests/test_02_transformer.py checks each against a reference: torch's built-in twin where there is one
 (F.softmax, F.scaled_dot_product_attention, F.layer_norm, nn.RMSNorm, F.gelu, F.silu), and for RoPE,
-which torch lacks, the same rotation written with complex numbers. The built-ins are faster (one fused kernel instead of several small ops), so the model can switch
-to them with GPTConfig(attn_impl="sdpa"); the math is the same.
+which torch lacks, the same rotation written with complex numbers. The built-ins are faster (one fused
+kernel instead of several small ops), so the model can switch to them with GPTConfig(attn_impl="sdpa");
+the math is the same.
 
 Shape names used below: B batch, H heads, T query positions, S key positions, D head size, C width.
 """

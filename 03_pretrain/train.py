@@ -432,7 +432,7 @@ def estimate_loss(model, get_batch, n_batches, device, precision="fp32", seed=0,
     return losses
 
 
-def resume_from(ckpt_path, model, optimizer, scaler, rank=0, world_size=1):
+def resume_from(ckpt_path, model, optimizer, scaler, rank=0, world_size=1, log=print):
     """Load a checkpoint into the model, optimizer and grad scaler, and give this process the RNG states
     it had when the checkpoint was written; returns the checkpoint dict.
 
@@ -445,6 +445,9 @@ def resume_from(ckpt_path, model, optimizer, scaler, rank=0, world_size=1):
         scaler.load_state_dict(checkpoint["scaler"])
     if len(checkpoint["rng"]) == world_size:
         set_rng_states(checkpoint["rng"][rank])
+    else:
+        log(f"the checkpoint was written by {len(checkpoint['rng'])} process(es), this run has {world_size}: "
+            f"same batches, but fresh RNG seeds (other dropout masks than an uninterrupted run)")
     return checkpoint
 
 
@@ -499,15 +502,12 @@ def train(model, get_batch, config, make_sample=None, resume=False, checkpoint_e
     generator = torch.Generator()  # the batch-sampling generator, re-seeded for every micro-batch
     step, tokens_done = 0, 0
     if resume and ckpt_path.exists():
-        checkpoint = resume_from(ckpt_path, model, optimizer, scaler, rank, world_size)
+        checkpoint = resume_from(ckpt_path, model, optimizer, scaler, rank, world_size, log)
         step, tokens_done = checkpoint["step"], checkpoint["data_position"]["tokens_done"]
         changed = {k: (v, getattr(config, k)) for k, v in checkpoint["train_config"].items()
                    if k not in ("stop_at", "device", "out_dir") and getattr(config, k, v) != v}
         log(f"resuming from {ckpt_path} at step {step}"
             + (f" (settings changed since: {changed})" if changed else ""))
-        if len(checkpoint["rng"]) != world_size:
-            log(f"the checkpoint was written by {len(checkpoint['rng'])} process(es), this run has {world_size}: "
-                f"same batches, but fresh RNG seeds (other dropout masks than an uninterrupted run)")
         if master and metrics_path.exists():  # drop records logged after that checkpoint
             kept = [line for line in metrics_path.read_text().splitlines() if json.loads(line)["step"] <= step]
             metrics_path.write_text("".join(line + "\n" for line in kept))
@@ -534,10 +534,11 @@ def train(model, get_batch, config, make_sample=None, resume=False, checkpoint_e
                 f.write(json.dumps(entry) + "\n")
 
     def checkpoint_now():
-        rng = [rng_states()]  # each process has its own dropout RNG: rank 0 saves them all
+        rng = [rng_states()]  # this process's RNGs; under DDP, rank 0 saves every rank's (dropout differs)
         if world_size > 1:
-            rng = [None] * world_size
-            dist.all_gather_object(rng, rng_states())
+            gathered = [None] * world_size
+            dist.all_gather_object(gathered, rng[0])
+            rng = gathered
         if not master:
             return
         save_checkpoint(ckpt_path, {
