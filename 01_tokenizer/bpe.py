@@ -1,6 +1,7 @@
 """A byte-level BPE tokenizer, trained from scratch, exact against tiktoken.
 
     tokenizer = train_bpe("some text ...", vocab_size=512, special_tokens=["<|endoftext|>"])
+    tokenizer = train_bpe(Path("corpus.txt"), 512)  # a file is a pathlib.Path; a str is always text
     ids = tokenizer.encode("hello world<|endoftext|>", allowed_special="all")
     text = tokenizer.decode(ids)
     tokenizer.save("runs/01_tokenizer/tokenizer")   # tokenizer.tiktoken + tokenizer.json
@@ -78,29 +79,12 @@ def merge(ids, pair, new_id):
 # Reading the corpus and splitting it into pre-tokens
 
 
-def read_text(text_or_path):
-    """The training text: a pathlib.Path or the name of an existing file is read as UTF-8; any
-    other str is the text itself."""
-    is_path = isinstance(text_or_path, Path) or (
-        isinstance(text_or_path, str) and len(text_or_path) < 4096 and "\n" not in text_or_path
-        and os.path.isfile(text_or_path)
-    )
-    if not is_path:
-        if not isinstance(text_or_path, str):
-            raise TypeError(f"expected text (str) or a path, got {type(text_or_path).__name__}")
-        # One "word" with a slash or a file extension is a mistyped path, not a training text.
-        if re.fullmatch(r"\S{1,255}", text_or_path) and (
-            "/" in text_or_path or "\\" in text_or_path
-            or re.search(r"\.(?:txt|md|json|jsonl|csv|tsv|text|en)$", text_or_path)
-        ):
-            raise ValueError(
-                f"{text_or_path!r} looks like a file path, but there is no such file; check the path "
-                f"(relative paths start from the current folder, {os.getcwd()})"
-            )
-        return text_or_path
-    path = Path(text_or_path)
+def read_text(path):
+    """The text of a UTF-8 file (a pathlib.Path or a str naming it), with clear errors."""
+    path = Path(path)
     if not path.is_file():
-        raise ValueError(f"corpus file {path} does not exist; pass an existing text file")
+        raise FileNotFoundError(f"corpus file {path} does not exist; pass an existing text file "
+                                f"(relative paths start from the current folder, {os.getcwd()})")
     data = path.read_bytes()
     try:
         return data.decode("utf-8")
@@ -109,6 +93,32 @@ def read_text(text_or_path):
             f"{path} is not valid UTF-8 (bad byte at offset {error.start}); convert it first, "
             f"e.g. `iconv -f latin1 -t utf-8 {path.name} > {path.stem}.utf8.txt`"
         ) from None
+
+
+def corpus_text(text):
+    """The training text. A str is always the text itself, never a file name; a file is given as a
+    pathlib.Path (any os.PathLike) and read as UTF-8.
+
+    >>> corpus_text("corpus")   # the six-character text "corpus", not a file called corpus
+    'corpus'
+    """
+    if isinstance(text, os.PathLike):
+        return read_text(text)
+    if not isinstance(text, str):
+        raise TypeError(f"expected the text (a str) or a file (a pathlib.Path), "
+                        f"got {type(text).__name__}")
+    # A str is never read as a file; but a lone word that looks like a file name was most likely
+    # meant as one, and training on it would silently give a useless tokenizer: say so.
+    if re.fullmatch(r"\S{1,255}", text) and (
+        "/" in text or "\\" in text or os.path.isfile(text)
+        or re.search(r"\.(?:txt|md|json|jsonl|csv|tsv|text|en)$", text)
+    ):
+        warnings.warn(
+            f"training on the {len(text)}-character text {text!r}, which looks like a file name. A str is "
+            f"always the training text itself; to train on a file, pass pathlib.Path({text!r})",
+            stacklevel=3,
+        )
+    return text
 
 
 def check_special_tokens(special_tokens):
@@ -171,8 +181,12 @@ def _descending_key(token):
     return tuple(-byte for byte in token) + (1,)
 
 
-def train_bpe(text_or_path, vocab_size, special_tokens=(), pattern=GPT4_SPLIT_PATTERN, verbose=False):
+def train_bpe(text, vocab_size, special_tokens=(), pattern=GPT4_SPLIT_PATTERN, verbose=False):
     """Learn byte-level BPE merges so that 256 bytes + merges + special tokens = vocab_size.
+
+    `text` is the training text (a str, always the text itself) or a file (a pathlib.Path):
+    train_bpe("the cat sat", 300) trains on those 11 characters, train_bpe(Path("corpus.txt"), 300)
+    on the file's contents.
 
     The incremental algorithm (each step costs only the words that contain the merged pair):
       1. count each distinct pre-token once:            words[w] = list of ids, freqs[w] = count
@@ -194,7 +208,7 @@ def train_bpe(text_or_path, vocab_size, special_tokens=(), pattern=GPT4_SPLIT_PA
             f"{len(special_tokens)} special token(s); pass vocab_size >= {256 + len(special_tokens)}"
         )
     num_merges = int(vocab_size) - 256 - len(special_tokens)
-    text = read_text(text_or_path)
+    text = corpus_text(text)
     try:
         word_counts = count_pretokens(text, pattern, special_tokens)
     except re.error as error:

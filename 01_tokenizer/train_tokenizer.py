@@ -258,7 +258,7 @@ def main(argv=None):
         # 2. Train.
         start = time.perf_counter()
         tokenizer = bpe.train_bpe(text, vocab_size, SPECIAL_TOKENS, bpe.PATTERNS[pattern_name], verbose=True)
-    except ValueError as error:
+    except (OSError, ValueError) as error:  # a missing or unreadable file, a bad setting
         sys.exit(f"error: {error}")
     print(f"trained {len(tokenizer.merges)} merges in {time.perf_counter() - start:.2f} s")
     paths = tokenizer.save(prefix)

@@ -323,11 +323,30 @@ def test_training_accounting_and_determinism(tmp_path):
     assert tokenizer.vocab_size == 350 and len(tokenizer.merges) == 350 - 256 - 2
     assert tokenizer.special_tokens == {"<|endoftext|>": 348, "<|pad|>": 349}
     assert sorted(tokenizer.vocab) == list(range(348))
-    # the same from a file (str or Path), and the same again
+    # the same from a file (a Path), and the same again
     path = tmp_path / "corpus.txt"
     path.write_text(corpus, encoding="utf-8")
     assert bpe.train_bpe(path, 350, ["<|endoftext|>", "<|pad|>"]).merges == tokenizer.merges
-    assert bpe.train_bpe(str(path), 350, ["<|endoftext|>", "<|pad|>"]).merges == tokenizer.merges
+
+
+def test_a_str_is_always_text_and_a_path_is_a_file(tmp_path, monkeypatch):
+    """train_bpe("corpus", ...) trains on the word "corpus", even where a file of that name exists;
+    a file is read only when it comes as a pathlib.Path, and a str that looks like one gets a warning."""
+    monkeypatch.chdir(tmp_path)
+    Path("corpus").write_text("zzzz zzzz zzzz", encoding="utf-8")
+    as_text = bpe.train_bpe("corpus ", 258)  # the space: plain text, no warning
+    assert as_text.merges == naive_train("corpus ", 258, [], bpe.GPT4_SPLIT_PATTERN)
+    assert bpe.train_bpe(Path("corpus"), 258).merges == [(b"z", b"z"), (b"zz", b"zz")]
+    assert bpe.corpus_text("hello world") == "hello world" and bpe.corpus_text(Path("corpus")) == "zzzz zzzz zzzz"
+    for name in ["corpus", "corpus.txt", "data/my_corpus", "data\\corpus"]:  # an existing file, or path-like
+        with pytest.warns(UserWarning, match=re.escape(f"pass pathlib.Path({name!r})")):
+            tokenizer = bpe.train_bpe(name, 258)
+        assert b"".join(tokenizer.merges[0]) in name.encode()  # trained on the name itself
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        bpe.train_bpe("one two", 258)  # ordinary text: no warning
+    with pytest.raises(TypeError, match="pathlib.Path"):
+        bpe.train_bpe(b"bytes are neither", 258)
     # no merge crosses a special token
     assert not any(b"<|" in a + b or b"|>" in a + b for a, b in tokenizer.merges)
 
@@ -381,12 +400,8 @@ def test_non_utf8_file_gets_a_clear_error(tmp_path):
     path.write_bytes("café crème".encode("latin-1"))
     with pytest.raises(ValueError, match="not valid UTF-8.*iconv"):
         bpe.train_bpe(path, 300)
-    with pytest.raises(ValueError, match="does not exist"):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
         bpe.train_bpe(tmp_path / "missing.txt", 300)
-    # a str naming a missing file is an error too, not a one-word training text
-    for missing in [str(tmp_path / "missing.txt"), "data/my_corpus", "corpus.txt", "data\\corpus"]:
-        with pytest.raises(ValueError, match="looks like a file path"):
-            bpe.train_bpe(missing, 300)
     assert bpe.train_bpe("a/b c/d", 259).merges == [(b"/", b"d"), (b"/", b"b"), (b" ", b"c")]  # spaces: text
 
 
