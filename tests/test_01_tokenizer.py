@@ -511,11 +511,38 @@ def test_decode_bytes_and_replacement(trained):
     assert tokenizer.decode([np.int64(104), 105]) == tokenizer.decode(np.array([104, 105])) == "hi"
 
 
-def test_long_pieces_are_exact_and_fast(trained):
+class _CountingRanks(dict):
+    """A rank table that counts its lookups: the unit of work of _encode_piece."""
+
+    lookups = 0
+
+    def __contains__(self, key):
+        self.lookups += 1
+        return super().__contains__(key)
+
+    def __getitem__(self, key):
+        self.lookups += 1
+        return super().__getitem__(key)
+
+    def get(self, key, default=None):
+        self.lookups += 1
+        return super().get(key, default)
+
+
+def test_long_pieces_are_exact_and_take_n_log_n_work(trained):
+    """Long pre-tokens encode exactly as tiktoken does, and BPE on one piece of n bytes does O(n)
+    rank lookups (O(n log n) time with the heap), not the O(n^2) of rescanning every pair after
+    every merge. Counting lookups checks the complexity without timing anything."""
     tokenizer = trained["gpt2"]  # GPT-2's pattern puts unbounded digit runs in one pre-token
     fast = tokenizer.to_tiktoken()
     for text in [" " * 30_000 + "x", "7" * 30_000, "ab" * 20_000, "é" * 10_000]:
         assert tokenizer.encode(text) == fast.encode(text)
+    counted = bpe.Tokenizer(merges=tokenizer.merges, pattern=tokenizer.pattern)
+    counted._ranks = _CountingRanks(counted._ranks)
+    for piece in [b"7" * 4000, b"ab" * 2000, "é".encode() * 2000, bytes(range(256)) * 16]:
+        counted._ranks.lookups = 0
+        assert counted._encode_piece(piece) == tokenizer._encode_piece(piece)
+        assert counted._ranks.lookups <= 8 * len(piece), (piece[:10], counted._ranks.lookups)
 
 
 def test_lone_surrogates_are_replaced_like_tiktoken(trained):
