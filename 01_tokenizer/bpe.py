@@ -341,9 +341,17 @@ class Tokenizer:
     Build it from `merges` (pairs of byte strings in the order they were learned), from a `vocab`
     (id -> bytes; the id is the rank), or from both. Ids 0..255 are the bytes when only merges are
     given. `special_tokens` maps names like "<|endoftext|>" to ids outside the vocabulary.
+
+    `pattern` is the split pattern (a regex string such as GPT2_SPLIT_PATTERN or GPT4_SPLIT_PATTERN).
+    A vocabulary encodes text as it was trained only with the pattern it was trained with, and
+    merges or a vocab do not say which one that was, so with merges or a vocab it must be given:
+    GPT-2's vocab.json/merges.txt need pattern=GPT2_SPLIT_PATTERN; leaving it out is a ValueError
+    rather than a silent choice (the pattern used to default to GPT-4's here). Only a byte-level
+    tokenizer without merges, where the pattern changes nothing, may leave it out (GPT-4's is used).
+    train_bpe, load and from_tiktoken always pass the pattern the vocabulary belongs to.
     """
 
-    def __init__(self, merges=None, vocab=None, pattern=GPT4_SPLIT_PATTERN, special_tokens=None):
+    def __init__(self, merges=None, vocab=None, pattern=None, special_tokens=None):
         merges = [(bytes(a), bytes(b)) for a, b in (merges or [])]
         if vocab is None:  # ids: the 256 bytes, then one new token per merge
             vocab = {i: bytes([i]) for i in range(256)}
@@ -359,6 +367,15 @@ class Tokenizer:
         for k, (a, b) in enumerate(merges):
             if a not in ranks or b not in ranks or a + b not in ranks:
                 raise ValueError(f"merge #{k} {(a, b)} uses or makes a token not in the vocabulary; check the merges")
+
+        if pattern is None:
+            if len(vocab) > 256:
+                raise ValueError(
+                    "no split pattern given for a vocabulary with merges: pass the pattern it was trained "
+                    "with, e.g. pattern=bpe.GPT2_SPLIT_PATTERN for GPT-2's vocab/merges or "
+                    "pattern=bpe.GPT4_SPLIT_PATTERN for GPT-4's (cl100k); with another pattern the ids differ"
+                )
+            pattern = GPT4_SPLIT_PATTERN  # bytes only: every pattern gives the same ids
 
         special_tokens = dict(special_tokens or {})
         check_special_tokens(special_tokens)
@@ -636,7 +653,11 @@ class Tokenizer:
 
     @classmethod
     def from_tiktoken(cls, encoding):
-        """Our tokenizer with a tiktoken.Encoding's ranks, split pattern and special tokens."""
+        """Our tokenizer with a tiktoken.Encoding's ranks, split pattern and special tokens.
+
+        The pattern comes from the encoding, so from_tiktoken(tiktoken.get_encoding("gpt2")) splits
+        with GPT-2's pattern and "cl100k_base" with GPT-4's: the safe way to rebuild a published one.
+        """
         # tiktoken has no public accessors for these three; they have been stable for years.
         vocab = {rank: token for token, rank in encoding._mergeable_ranks.items()}
         return cls(vocab=vocab, pattern=encoding._pat_str, special_tokens=dict(encoding._special_tokens))

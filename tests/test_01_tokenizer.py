@@ -596,12 +596,28 @@ def test_build_from_merges_or_vocab(trained, text):
     tokenizer = trained["gpt4"]
     expected = tokenizer.encode(text, allowed_special="all")
     specials = tokenizer.special_tokens
+    pattern = tokenizer.pattern
     for rebuilt in [
-        bpe.Tokenizer(merges=tokenizer.merges, special_tokens=specials),
-        bpe.Tokenizer(vocab=tokenizer.vocab, special_tokens=specials),
-        bpe.Tokenizer(merges=tokenizer.merges, vocab=tokenizer.vocab, special_tokens=specials),
+        bpe.Tokenizer(merges=tokenizer.merges, pattern=pattern, special_tokens=specials),
+        bpe.Tokenizer(vocab=tokenizer.vocab, pattern=pattern, special_tokens=specials),
+        bpe.Tokenizer(merges=tokenizer.merges, vocab=tokenizer.vocab, pattern=pattern, special_tokens=specials),
     ]:
         assert rebuilt.encode(text, allowed_special="all") == expected
+
+
+def test_a_vocabulary_without_its_split_pattern_is_an_error(trained):
+    """GPT-2's merges with GPT-4's pattern give other ids, so the pattern is never guessed."""
+    gpt2 = trained["gpt2"]
+    for kwargs in [{"merges": gpt2.merges}, {"vocab": gpt2.vocab}, {"merges": gpt2.merges, "vocab": gpt2.vocab}]:
+        with pytest.raises(ValueError, match="GPT2_SPLIT_PATTERN"):
+            bpe.Tokenizer(**kwargs)
+    text = "I've 123456 apples!!"
+    assert bpe.Tokenizer(merges=gpt2.merges, pattern=bpe.GPT2_SPLIT_PATTERN).encode(text) == gpt2.encode(text)
+    assert bpe.Tokenizer(merges=gpt2.merges, pattern=bpe.GPT4_SPLIT_PATTERN).encode(text) != gpt2.encode(text)
+    assert bpe.Tokenizer().encode(text) == list(text.encode())  # bytes only: no pattern needed
+    # from_tiktoken keeps the encoding's own pattern
+    back = bpe.Tokenizer.from_tiktoken(gpt2.to_tiktoken())
+    assert back.encode(text) == gpt2.encode(text) and back.pattern == bpe.GPT2_SPLIT_PATTERN
 
 
 def test_load_a_published_style_vocabulary(trained, text):
