@@ -739,3 +739,19 @@ def test_script_help_and_bad_input(tmp_path):
         train_tokenizer.main(["--input", str(bad), "--out-dir", str(tmp_path)])
     with pytest.raises(SystemExit):
         train_tokenizer.main(["--vocab-size", "100", "--out-dir", str(tmp_path)])  # < 256 + 1 special
+
+
+def test_script_trains_on_any_text_file(tmp_path, capsys):
+    """--input FILE trains on the file (its first ~90%, cut at a line end), not on the sample corpus."""
+    path = tmp_path / "my text.txt"
+    lines = [" ".join(random.Random(i).choices(WORDS, k=12)) + "\n" for i in range(400)]
+    path.write_text("".join(lines), encoding="utf-8")
+    tokenizer = train_tokenizer.main(["--input", str(path), "--vocab-size", "300", "--out-dir", str(tmp_path / "out"),
+                                      "--no-colour"])
+    assert f"corpus: {path}" in capsys.readouterr().out
+    text = "".join(lines)
+    trained_on = text[: text.rfind("\n", 0, int(len(text) * 0.9)) + 1]  # the last ~10% is held out
+    assert tokenizer.merges == bpe.train_bpe(trained_on, 300, ["<|endoftext|>"]).merges
+    assert bpe.Tokenizer.load(tmp_path / "out").vocab == tokenizer.vocab
+    with pytest.raises(SystemExit, match="does not exist"):  # a missing file is a message, not a traceback
+        train_tokenizer.main(["--input", str(tmp_path / "missing.txt"), "--out-dir", str(tmp_path / "out")])
