@@ -11,8 +11,9 @@ Prints three tables:
 
 CORPUS defaults to data_cache/tinyshakespeare.txt in the repository (1.1 MB, public domain; chapter
 03's `python 03_pretrain/dataset.py --data tinyshakespeare` downloads it there); any UTF-8 text works.
-Table 2 runs when --reference-dir names a folder with corpus.en and train-bpe-reference-merges.txt. Timings are the best of --repeats runs. Other processes on the
-machine make them noisy: read the ratios, which compare runs made moments apart.
+Table 2 runs when --reference-dir names a folder with corpus.en and train-bpe-reference-merges.txt.
+Timings are the best of --repeats runs. Other processes on the machine make them noisy: read the
+ratios, which compare runs made moments apart.
 """
 import argparse
 import hashlib
