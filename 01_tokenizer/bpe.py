@@ -343,12 +343,11 @@ class Tokenizer:
     given. `special_tokens` maps names like "<|endoftext|>" to ids outside the vocabulary.
 
     `pattern` is the split pattern (a regex string such as GPT2_SPLIT_PATTERN or GPT4_SPLIT_PATTERN).
-    A vocabulary encodes text as it was trained only with the pattern it was trained with, and
-    merges or a vocab do not say which one that was, so with merges or a vocab it must be given:
-    GPT-2's vocab.json/merges.txt need pattern=GPT2_SPLIT_PATTERN; leaving it out is a ValueError
-    rather than a silent choice (the pattern used to default to GPT-4's here). Only a byte-level
-    tokenizer without merges, where the pattern changes nothing, may leave it out (GPT-4's is used).
-    train_bpe, load and from_tiktoken always pass the pattern the vocabulary belongs to.
+    A vocabulary gives its trained ids only with the pattern it was trained with, and merges or a
+    vocab do not say which that was, so with them the pattern must be given: GPT-2's
+    vocab.json/merges.txt need pattern=GPT2_SPLIT_PATTERN, and leaving it out is a ValueError, not a
+    silent GPT-4 default. Only a bytes-only tokenizer, where the pattern changes no id, may leave it
+    out (GPT-4's is used). train_bpe, load and from_tiktoken pass the vocabulary's own pattern.
     """
 
     def __init__(self, merges=None, vocab=None, pattern=None, special_tokens=None):
