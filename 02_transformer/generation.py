@@ -15,6 +15,7 @@ p = softmax(logits_t / temperature), the model's distribution at that temperatur
 top-p cut (temperature 0, greedy, is read as temperature 1). logprobs.sequence_logprobs(model, r.ids,
 r.response_mask, r.attention_mask, temperature) computes the same numbers in one forward pass.
 """
+import numbers
 from dataclasses import dataclass
 
 import torch
@@ -175,7 +176,10 @@ def generate(model, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None
 
 def row_budgets(max_new_tokens, n_rows):
     """max_new_tokens as an int (every row) or one int per row -> a list of n_rows ints >= 0."""
-    budgets = [max_new_tokens] * n_rows if isinstance(max_new_tokens, int) else [int(n) for n in max_new_tokens]
+    if isinstance(max_new_tokens, numbers.Integral):
+        budgets = [int(max_new_tokens)] * n_rows
+    else:
+        budgets = [int(n) for n in max_new_tokens]
     if len(budgets) != n_rows or any(n < 0 for n in budgets):
         raise ValueError(f"max_new_tokens must be an int >= 0 or one per prompt ({n_rows}), got {max_new_tokens!r}")
     return budgets
