@@ -289,8 +289,9 @@ class GPT(nn.Module):
                                  f"+ T) = {(idx.size(0), past + idx.size(1))}")
             attn_mask = padded_causal_mask(attention_mask.bool(), idx.size(1))
             implied = positions_from_mask(attention_mask)[:, past:]
-        if positions is None:
-            positions = implied if implied is not None else torch.arange(past, past + idx.size(1), device=idx.device)[None]
+        if positions is None and implied is None:
+            implied = torch.arange(past, past + idx.size(1), device=idx.device)[None]  # (1, T)
+        positions = implied if positions is None else positions
         return self._run(idx, positions, attn_mask, kv_cache)
 
     def forward(self, idx, targets=None, doc_ids=None, attention_mask=None, positions=None):

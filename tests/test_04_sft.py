@@ -116,7 +116,8 @@ def test_render_chat_takes_the_assistant_reply_as_sampled_token_ids(tokenizer):
     assert tokenizer.encode_ordinary(tokenizer.decode(sampled)) != sampled  # decode-then-encode is not the identity
     prompt, _ = render_chat(chat("Where does Mia live?"), tokenizer, add_generation_prompt=True)
     for reply in (sampled, sampled + [special[END]]):  # as generate_batch returns it (stop token included) or not
-        ids, loss_mask = render_chat([*chat("Where does Mia live?"), {"role": "assistant", "content": reply}], tokenizer)
+        messages = [*chat("Where does Mia live?"), {"role": "assistant", "content": reply}]
+        ids, loss_mask = render_chat(messages, tokenizer)
         assert ids == prompt + sampled + [special[END]]
         assert loss_mask == [0] * len(prompt) + [1] * (len(sampled) + 1)
     as_text, _ = render_chat(chat("Where does Mia live?", tokenizer.decode(sampled)), tokenizer)
