@@ -6,20 +6,25 @@
     out = model.generate(idx, max_new_tokens=50)  # KV cache on by default
 
 Reading order: GPTConfig and PRESETS, CausalSelfAttention, Block, GPT (embeddings -> blocks -> norm ->
-head), then generation with its KV cache, then accounting, then loading GPT-2's published weights.
-The building blocks (softmax, attention, norms, GELU, SwiGLU, RoPE) are in layers.py.
+head), then accounting. Beside this file: layers.py (the building blocks: softmax, attention, norms,
+GELU, SwiGLU, RoPE), padding.py (batches of different lengths: left_pad, masks, positions),
+generation.py (KV cache, sampling, generate / generate_batch / stream / rollout), logprobs.py
+(per-token log-probs and entropy) and gpt2_weights.py (loading OpenAI's GPT-2 weights).
 """
 import dataclasses
 import math
-import re
 from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+import generation
+from generation import KVCache, eval_mode, sample_next_token, token_set  # noqa: F401  (importable from gpt, as before)
+from gpt2_weights import hf_gpt2_config, load_hf_gpt2_state_dict  # noqa: F401  (importable from gpt, as before)
 from layers import (MLP, LayerNorm, RMSNorm, SwiGLU, apply_rope, attention_weights, causal_mask, rope_tables,
                     scaled_dot_product_attention)
+from padding import doc_positions_and_mask, padded_causal_mask, positions_from_mask
 
 
 @dataclass
@@ -36,6 +41,9 @@ class GPTConfig:
     mlp_hidden: width of the MLP's hidden layer; None means 4C for gelu, 8C/3 rounded up to 64 for swiglu.
       The default is written into the field when the config is made (checkpoints then record it), so
       dataclasses.replace(config, n_embd=...) keeps the old width unless you also pass mlp_hidden=None.
+    norm_eps: the eps of every norm (added to the variance before the square root); None means each
+      norm's usual value, 1e-5 for layernorm (GPT-2) and 1e-6 for rmsnorm (LLaMA 1; LLaMA 2 and 3 use
+      1e-5). Written into the field like mlp_hidden.
     """
     vocab_size: int = 50304  # GPT-2's 50257 rounded up to a multiple of 64 (faster matmuls on a GPU)
     block_size: int = 1024  # context length: the most positions the model can see at once
@@ -52,6 +60,7 @@ class GPTConfig:
     attn_impl: str = "manual"
     rope_theta: float = 10000.0
     mlp_hidden: int | None = None
+    norm_eps: float | None = None
 
     def __post_init__(self):
         choices = {"norm": ("layernorm", "rmsnorm"), "pos": ("learned", "rope"), "mlp": ("gelu", "swiglu"),
@@ -72,6 +81,10 @@ class GPTConfig:
             raise ValueError(f"pos='rope' needs an even head size, got n_embd/n_head={self.n_embd // self.n_head}")
         if self.mlp_hidden is None:
             self.mlp_hidden = 4 * self.n_embd if self.mlp == "gelu" else 64 * math.ceil(8 * self.n_embd / 3 / 64)
+        if self.norm_eps is None:
+            self.norm_eps = 1e-5 if self.norm == "layernorm" else 1e-6
+        if self.norm_eps <= 0:
+            raise ValueError(f"norm_eps={self.norm_eps} must be positive")
 
     @classmethod
     def from_preset(cls, name, **overrides):
@@ -102,34 +115,6 @@ PRESETS = {
 
 # ----------------------------------------------------------------------------- the model
 
-class KVCache:
-    """The keys and values every layer has computed so far, so that a new token needs only its own.
-
-    keys[layer], values[layer]: (B, H, max_len, D), filled up to `length`. Allocated on first use, in
-    the dtype attention produces (bf16 under autocast). Without a cache, generating token t recomputes
-    the keys and values of all t - 1 earlier tokens in every layer; with it, each token is computed once.
-    """
-
-    def __init__(self, n_layer, max_len):
-        self.keys = [None] * n_layer
-        self.values = [None] * n_layer
-        self.max_len = max_len
-        self.length = 0  # positions stored; advanced by GPT after all layers ran
-
-    def update(self, layer, k, v):
-        """Store k, v (B, H, T, D) after the cached ones; return all keys and values (B, H, length + T, D)."""
-        start, end = self.length, self.length + k.size(2)
-        if end > self.max_len:
-            raise ValueError(f"KV cache holds {self.max_len} positions, {end} requested")
-        if self.keys[layer] is None:
-            shape = (k.size(0), k.size(1), self.max_len, k.size(3))
-            self.keys[layer] = k.new_empty(shape)
-            self.values[layer] = v.new_empty(shape)
-        self.keys[layer][:, :, start:end] = k
-        self.values[layer][:, :, start:end] = v
-        return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
-
-
 class CausalSelfAttention(nn.Module):
     """Multi-head self-attention: H heads, each attending in its own D = C/H dimensional subspace.
 
@@ -150,12 +135,13 @@ class CausalSelfAttention(nn.Module):
         self.resid_dropout = nn.Dropout(config.dropout)
         self.keep_attention = False  # set by GPT.attention_maps() to store the weights in .attention
 
-    def forward(self, x, rope_cos_sin=None, attn_mask=None, kv_cache=None):
+    def forward(self, x, rope_cos_sin=None, attn_mask=None, kv_cache=None, positions=None):
         """x: (B, T, C) -> (B, T, C).
 
         attn_mask: bool (B, 1, T, S), True = may attend; None means plain causal attention (the queries
         are positions S-T .. S-1 of the S keys; with T == 1 that is "attend to everything cached").
-        rope_cos_sin: (cos, sin), each (B, 1, T, D/2), when config.pos == "rope".
+        rope_cos_sin: when config.pos == "rope", the (cos, sin) tables (P, D/2) of rope_tables(), read at
+        positions (B, T) (None: 0 .. T-1); see layers.apply_rope.
         """
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)  # (B, T, C) each
@@ -163,7 +149,7 @@ class CausalSelfAttention(nn.Module):
         k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, H, T, D)
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, H, T, D)
         if self.rope:
-            q, k = apply_rope(q, *rope_cos_sin), apply_rope(k, *rope_cos_sin)
+            q, k = apply_rope(q, *rope_cos_sin, positions), apply_rope(k, *rope_cos_sin, positions)
         if kv_cache is not None:
             k, v = kv_cache.update(self.layer_index, k, v)  # (B, H, S, D): the cached keys, then ours
         # No mask given means causal. torch's is_causal aligns the queries with the FIRST keys, which is
@@ -202,8 +188,8 @@ class Block(nn.Module):
         else:
             self.mlp = SwiGLU(config.n_embd, config.mlp_hidden, bias=config.bias, dropout=config.dropout, fused=fused)
 
-    def forward(self, x, rope_cos_sin=None, attn_mask=None, kv_cache=None):  # (B, T, C) -> (B, T, C)
-        x = x + self.attn(self.ln_1(x), rope_cos_sin, attn_mask, kv_cache)
+    def forward(self, x, rope_cos_sin=None, attn_mask=None, kv_cache=None, positions=None):  # (B, T, C) -> (B, T, C)
+        x = x + self.attn(self.ln_1(x), rope_cos_sin, attn_mask, kv_cache, positions)
         x = x + self.mlp(self.ln_2(x))
         return x
 
@@ -211,28 +197,8 @@ class Block(nn.Module):
 def make_norm(config):
     fused = config.attn_impl == "sdpa"
     if config.norm == "layernorm":
-        return LayerNorm(config.n_embd, bias=config.bias, fused=fused)
-    return RMSNorm(config.n_embd, fused=fused)
-
-
-def doc_positions_and_mask(doc_ids):
-    """Per-token positions and the attention mask of a row packed with several documents.
-
-    doc_ids: (B, T) ints; a document is a run of equal ids (a new run starts where the id changes).
-    Returns positions (B, T), restarting at 0 at each document start, and mask (B, 1, T, T), True where
-    query t may attend key s: s <= t and both in the same run. Example, doc_ids = [[7, 7, 7, 2, 2]]:
-    positions [[0, 1, 2, 0, 1]]; token 3 sees only itself, token 4 sees tokens 3 and 4.
-    """
-    B, T = doc_ids.shape
-    starts = torch.ones_like(doc_ids, dtype=torch.bool)
-    starts[:, 1:] = doc_ids[:, 1:] != doc_ids[:, :-1]
-    run = starts.cumsum(dim=1)  # (B, T): 1, 1, 1, 2, 2 - which run each token is in
-    t = torch.arange(T, device=doc_ids.device).expand(B, T)
-    run_start = torch.where(starts, t, 0).cummax(dim=1).values  # (B, T): index where my run began
-    positions = t - run_start
-    same_run = run[:, :, None] == run[:, None, :]  # (B, T, T)
-    causal = torch.ones(T, T, dtype=torch.bool, device=doc_ids.device).tril()
-    return positions, (same_run & causal)[:, None]  # (B, T), (B, 1, T, T)
+        return LayerNorm(config.n_embd, bias=config.bias, eps=config.norm_eps, fused=fused)
+    return RMSNorm(config.n_embd, eps=config.norm_eps, fused=fused)
 
 
 class GPT(nn.Module):
@@ -289,37 +255,52 @@ class GPT(nn.Module):
         if self.config.pos == "learned":
             x = x + self.transformer.wpe(positions)  # (B, T, C) + (B or 1, T, C)
         else:
-            rope_cos_sin = (self.rope_cos[positions].unsqueeze(1), self.rope_sin[positions].unsqueeze(1))  # (B, 1, T, D/2)
+            rope_cos_sin = (self.rope_cos, self.rope_sin)  # (block_size, D/2) each, read at `positions`
         x = self.transformer.drop(x)
         for block in self.transformer.h:
-            x = block(x, rope_cos_sin, attn_mask, kv_cache)
+            x = block(x, rope_cos_sin, attn_mask, kv_cache, positions)
         if kv_cache is not None:
             kv_cache.length += idx.size(1)
         return self.transformer.ln_f(x)
 
-    def hidden(self, idx, doc_ids=None):
+    def hidden(self, idx, doc_ids=None, attention_mask=None, positions=None, kv_cache=None):
         """Final hidden states (B, T, C), AFTER the final norm: logits = self.lm_head(hidden).
 
         doc_ids (B, T), optional: several documents packed in one row. Each token attends only to
         earlier tokens of its own document, and positions restart at 0 where a document starts, so the
         row computes exactly what each document would compute alone (see doc_positions_and_mask).
+        attention_mask (B, S) bool, optional: True on real tokens, False on padding (padding.left_pad);
+        no real token attends to padding and positions count only real tokens, so each row's real
+        tokens get what they get alone. S = T, or with a kv_cache, the cached length + T.
+        positions (B, T), optional: each token's position (for wpe or RoPE); it overrides the positions
+        the masks imply. Default 0 .. T-1 (after the cached ones).
         """
-        self._check_length(idx.size(1))
-        if doc_ids is None:
-            positions = torch.arange(idx.size(1), device=idx.device).unsqueeze(0)  # (1, T)
-            return self._run(idx, positions)
-        if doc_ids.shape != idx.shape:
-            raise ValueError(f"doc_ids has shape {tuple(doc_ids.shape)}; it must match idx {tuple(idx.shape)}")
-        positions, attn_mask = doc_positions_and_mask(doc_ids)
-        return self._run(idx, positions, attn_mask)
+        past = 0 if kv_cache is None else kv_cache.length
+        self._check_length(past + idx.size(1))
+        attn_mask, implied = None, None
+        if doc_ids is not None:
+            if doc_ids.shape != idx.shape or attention_mask is not None or kv_cache is not None:
+                raise ValueError(f"doc_ids {tuple(doc_ids.shape)} must match idx {tuple(idx.shape)}, without "
+                                 f"attention_mask or kv_cache")
+            implied, attn_mask = doc_positions_and_mask(doc_ids)
+        elif attention_mask is not None:
+            if attention_mask.shape != (idx.size(0), past + idx.size(1)):
+                raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)}; it must be (B, cached "
+                                 f"+ T) = {(idx.size(0), past + idx.size(1))}")
+            attn_mask = padded_causal_mask(attention_mask.bool(), idx.size(1))
+            implied = positions_from_mask(attention_mask)[:, past:]
+        if positions is None and implied is None:
+            implied = torch.arange(past, past + idx.size(1), device=idx.device)[None]  # (1, T)
+        positions = implied if positions is None else positions
+        return self._run(idx, positions, attn_mask, kv_cache)
 
-    def forward(self, idx, targets=None, doc_ids=None):
+    def forward(self, idx, targets=None, doc_ids=None, attention_mask=None, positions=None):
         """idx (B, T) -> (logits (B, T, vocab), loss or None).
 
         loss = mean cross-entropy of the targets (B, T) over positions where targets != -1:
-        loss = -1/N sum_t log softmax(logits_t)[targets_t]. doc_ids: see hidden().
+        loss = -1/N sum_t log softmax(logits_t)[targets_t]. doc_ids, attention_mask, positions: see hidden().
         """
-        logits = self.lm_head(self.hidden(idx, doc_ids))
+        logits = self.lm_head(self.hidden(idx, doc_ids, attention_mask, positions))
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=-1)
@@ -331,7 +312,7 @@ class GPT(nn.Module):
         attn = self.transformer.h[layer].attn
         attn.keep_attention = True
         try:
-            with _eval_mode(self):  # dropout off: the maps are the model's, not a random mask's
+            with eval_mode(self):  # dropout off: the maps are the model's, not a random mask's
                 self.hidden(idx)
         finally:
             attn.keep_attention = False
@@ -339,130 +320,23 @@ class GPT(nn.Module):
         del attn.attention
         return maps
 
-    # ------------------------------------------------------------------ generation
-
-    @torch.no_grad()
-    def _generate_steps(self, idx, pad_lens, max_new_tokens, temperature=1.0, top_k=None, top_p=None,
-                        seed=None, use_cache=True):
-        """Yield the next token of every row, (B,), max_new_tokens times.
-
-        idx (B, T0): prompts, left-padded; pad_lens (B,) how many pad tokens each row starts with (or
-        None). The padding is a document of its own (doc_ids 0, the prompt 1), so no prompt token ever
-        attends to it and each prompt's positions start at 0, exactly as if it were alone.
-        With use_cache, the prompt runs once (prefill), then each step feeds only the newest token and
-        reads every earlier key and value from the KV cache. Past block_size tokens, both paths slide a
-        window over the last block_size tokens and recompute it (learned positions all shift by one).
-        """
-        block_size = self.config.block_size
-        self._check_length(idx.size(1))
-        if temperature < 0:
-            raise ValueError(f"temperature must be >= 0 (0 means greedy), got {temperature}")
-        if top_k is not None and top_k < 1:
-            raise ValueError(f"top_k must be >= 1 (or None for no cut), got {top_k}")
-        if top_p is not None and not 0.0 < top_p <= 1.0:
-            raise ValueError(f"top_p must be in (0, 1] (or None for no cut), got {top_p}")
-        generator = None
-        if seed is not None:
-            generator = torch.Generator(device=idx.device).manual_seed(seed)
-        B, T0 = idx.shape
-        doc_ids = None
-        if pad_lens is not None and bool((pad_lens > 0).any()):
-            doc_ids = (torch.arange(T0, device=idx.device)[None, :] >= pad_lens[:, None]).long()  # (B, T0)
-        capacity = min(block_size, T0 + max_new_tokens)
-        kv_cache = KVCache(self.config.n_layer, capacity) if use_cache else None
-        seq, positions = idx, None
-        for _ in range(max_new_tokens):
-            L = seq.size(1)
-            if kv_cache is not None and L <= capacity:
-                if kv_cache.length == 0:  # prefill: the whole prompt in one pass
-                    positions, mask = torch.arange(L, device=idx.device).expand(B, L), None
-                    if doc_ids is not None:
-                        positions, mask = doc_positions_and_mask(doc_ids)
-                    hidden = self._run(seq, positions, mask, kv_cache)
-                    positions = positions[:, -1:]  # (B, 1): the last position of each row
-                else:  # one new token per row: its keys and values are the only new ones
-                    positions = positions + 1
-                    mask = None
-                    if doc_ids is not None:  # may attend every cached key except the padding
-                        mask = (torch.arange(L, device=idx.device)[None, :] >= pad_lens[:, None])[:, None, None, :]
-                    hidden = self._run(seq[:, -1:], positions, mask, kv_cache)
-            else:  # no cache (or past the context): run the model on the whole (windowed) sequence
-                window_doc_ids = None if doc_ids is None else doc_ids[:, -block_size:]
-                hidden = self.hidden(seq[:, -block_size:], doc_ids=window_doc_ids)
-            logits = self.lm_head(hidden[:, -1, :]).float()  # (B, vocab): only the last position is needed
-            next_token = sample_next_token(logits, temperature, top_k, top_p, generator)  # (B,)
-            yield next_token
-            seq = torch.cat([seq, next_token[:, None]], dim=1)
-            if doc_ids is not None:
-                doc_ids = torch.cat([doc_ids, doc_ids[:, -1:]], dim=1)
+    # ------------------------------------------------------------------ generation (generation.py)
 
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, stop_tokens=None,
                  seed=None, use_cache=True):
-        """Continue every row of idx (B, T) by up to max_new_tokens tokens -> (B, T + n_new) LongTensor.
-
-        temperature=0 is greedy (argmax); top_k keeps the k likeliest tokens; top_p keeps the smallest set
-        whose probabilities sum to >= top_p (nucleus sampling); seed makes sampling repeatable.
-        stop_tokens: generation ends once every row has produced one of them; a row that stopped early
-        repeats its stop token. A prompt longer than block_size raises ValueError; generating past
-        block_size slides the context window (the model sees the last block_size tokens).
-        """
-        stop_tokens = token_set(stop_tokens)
-        out = [idx]
-        stopped = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
-        stop_set = torch.tensor(sorted(stop_tokens), dtype=torch.long, device=idx.device)
-        with _eval_mode(self):
-            for token in self._generate_steps(idx, None, max_new_tokens, temperature, top_k, top_p, seed, use_cache):
-                if stop_tokens:
-                    token = torch.where(stopped, out[-1][:, -1], token)  # a finished row repeats its stop token
-                    stopped = stopped | torch.isin(token, stop_set)
-                out.append(token[:, None])
-                if stop_tokens and bool(stopped.all()):
-                    break
-        return torch.cat(out, dim=1)
+        """Continue every row of idx (B, T) -> (B, T + n_new) LongTensor: see generation.generate."""
+        return generation.generate(self, idx, max_new_tokens, temperature, top_k, top_p, stop_tokens, seed, use_cache)
 
     def generate_batch(self, prompts, max_new_tokens, temperature=1.0, top_k=None, top_p=None, stop_tokens=None,
-                       seed=None, use_cache=True):
-        """Generate for prompts of different lengths at once -> each prompt's NEW tokens (list of lists).
-
-        Each list is cut after its first stop token (the stop token included). Same options as generate();
-        with temperature=0 each result equals what generate() gives for that prompt alone.
-        """
-        if not prompts or any(len(p) == 0 for p in prompts):
-            raise ValueError("generate_batch needs a non-empty list of prompts, each with at least one token")
-        device = self.lm_head.weight.device
-        T0 = max(len(p) for p in prompts)
-        pad_lens = torch.tensor([T0 - len(p) for p in prompts], device=device)
-        idx = torch.tensor([[0] * (T0 - len(p)) + list(p) for p in prompts], dtype=torch.long, device=device)
-        stop_set = token_set(stop_tokens)
-        results = [[] for _ in prompts]
-        done = [False] * len(prompts)
-        with _eval_mode(self):
-            for token in self._generate_steps(idx, pad_lens, max_new_tokens, temperature, top_k, top_p, seed, use_cache):
-                for row, t in enumerate(token.tolist()):
-                    if not done[row]:
-                        results[row].append(t)
-                        done[row] = t in stop_set
-                if all(done):
-                    break
-        return results
+                       seed=None, use_cache=True, stop_strings=None, decode=None):
+        """Prompts of different lengths -> each one's new tokens (list of lists): see generation.generate_batch."""
+        return generation.generate_batch(self, prompts, max_new_tokens, temperature, top_k, top_p, stop_tokens, seed,
+                                         use_cache, stop_strings, decode)
 
     def stream(self, prompt, max_new_tokens, temperature=1.0, top_k=None, top_p=None, stop_tokens=None,
                seed=None, use_cache=True):
-        """Yield the new token ids of one prompt (list of ints) one at a time, as they are generated.
-
-        Ends after max_new_tokens or right after yielding a stop token. A chat interface prints each
-        token's text as it arrives instead of waiting for the whole answer.
-        """
-        if len(prompt) == 0:
-            raise ValueError("stream needs a prompt with at least one token")
-        idx = torch.tensor([list(prompt)], dtype=torch.long, device=self.lm_head.weight.device)
-        stop_set = token_set(stop_tokens)
-        with _eval_mode(self):
-            for token in self._generate_steps(idx, None, max_new_tokens, temperature, top_k, top_p, seed, use_cache):
-                t = int(token[0])
-                yield t
-                if t in stop_set:
-                    return
+        """Yield one prompt's new token ids one at a time: see generation.stream."""
+        return generation.stream(self, prompt, max_new_tokens, temperature, top_k, top_p, stop_tokens, seed, use_cache)
 
     # ------------------------------------------------------------------ accounting
 
@@ -547,102 +421,5 @@ class GPT(nn.Module):
         return self
 
 
-class _eval_mode:
-    """Run a block in eval mode (no dropout), then restore the mode the model was in."""
-
-    def __init__(self, model):
-        self.model = model
-
-    def __enter__(self):
-        self.was_training = self.model.training
-        self.model.eval()
-
-    def __exit__(self, *exc):
-        self.model.train(self.was_training)
-
-
-def token_set(tokens):
-    """Stop tokens given as None, a list, a set or a tensor -> a set of ints."""
-    return set() if tokens is None else {int(t) for t in tokens}
-
-
-def sample_next_token(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
-    """Pick one token per row from logits (B, vocab) -> (B,) LongTensor.
-
-    temperature 0: argmax. Otherwise p = softmax(logits / temperature), restricted to the top_k
-    likeliest tokens and/or to the smallest set of likeliest tokens with total probability >= top_p,
-    renormalised, then sampled.
-    """
-    if temperature == 0:
-        return logits.argmax(dim=-1)
-    logits = logits / temperature
-    if top_k is not None:
-        kth_best = torch.topk(logits, min(top_k, logits.size(-1)), dim=-1).values[:, -1:]  # (B, 1)
-        logits = logits.masked_fill(logits < kth_best, float("-inf"))
-    if top_p is not None and top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
-        sorted_probs = F.softmax(sorted_logits, dim=-1)
-        mass_before = sorted_probs.cumsum(dim=-1) - sorted_probs  # probability of the better tokens
-        sorted_logits = sorted_logits.masked_fill(mass_before >= top_p, float("-inf"))  # the best one always stays
-        logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
-    probs = F.softmax(logits, dim=-1)
-    return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)
-
-
 def _human(n):
     return f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}K"
-
-
-# ----------------------------------------------------------------------------- GPT-2's published weights
-
-def hf_gpt2_config(hf_state_dict, **overrides):
-    """A GPTConfig matching a Hugging Face GPT-2 state dict (sizes read from the tensors, head size 64)."""
-    sd = {_strip_prefix(k): v for k, v in hf_state_dict.items()}
-    vocab_size, n_embd = sd["wte.weight"].shape
-    n_layer = 1 + max(int(m.group(1)) for k in sd if (m := re.match(r"h\.(\d+)\.", k)))
-    fields = dict(vocab_size=vocab_size, block_size=sd["wpe.weight"].shape[0], n_layer=n_layer,
-                  n_head=n_embd // 64, n_embd=n_embd, attn_impl="sdpa")
-    return GPTConfig(**{**fields, **overrides})
-
-
-def _strip_prefix(key):
-    return key[len("transformer."):] if key.startswith("transformer.") else key
-
-
-@torch.no_grad()
-def load_hf_gpt2_state_dict(model, hf_state_dict):
-    """Copy a Hugging Face GPT-2 state dict (e.g. from pytorch_model.bin) into our GPT; returns the model.
-
-    Our names are HF's names (transformer.h.0.attn.c_attn.weight, ...), with two differences:
-    - HF's GPT-2 uses "Conv1D" layers, which store weights as (in, out), i.e. y = x W + b; nn.Linear
-      stores (out, in), y = x W^T + b. So every c_attn, c_proj and c_fc weight is transposed.
-    - c_attn is the fused q, k, v projection in both: (C, 3C) there, (3C, C) here, q then k then v.
-    HF's buffers (attn.bias, attn.masked_bias: its causal mask) are skipped; lm_head.weight, if present,
-    is the tied wte. The model must be GPT-2 shaped (layernorm, learned positions, tanh gelu, biases, tied).
-    """
-    c = model.config
-    gpt2_shape = ("layernorm", "learned", "gelu", "tanh", True, True)
-    if (c.norm, c.pos, c.mlp, c.gelu, c.bias, c.tie_weights) != gpt2_shape:
-        raise ValueError("GPT-2 weights need a GPT-2 shaped model: norm='layernorm', pos='learned', mlp='gelu', "
-                         "gelu='tanh', bias=True, tie_weights=True (build it with hf_gpt2_config(state_dict))")
-    transposed = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
-    ours = model.state_dict()
-    loaded = set()
-    for key, value in hf_state_dict.items():
-        key = _strip_prefix(key)
-        if re.fullmatch(r"h\.\d+\.attn\.(bias|masked_bias)", key) or key == "lm_head.weight":
-            continue
-        name = "transformer." + key
-        if name not in ours:
-            raise ValueError(f"unexpected key {key!r} in the GPT-2 state dict (is it a GPT-2 checkpoint?)")
-        if key.endswith(transposed):
-            value = value.t()
-        if value.shape != ours[name].shape:
-            raise ValueError(f"{key}: shape {tuple(value.shape)} does not fit our {tuple(ours[name].shape)}; "
-                             f"build the model with hf_gpt2_config(state_dict)")
-        ours[name].copy_(value)
-        loaded.add(name)
-    missing = set(ours) - loaded - {"lm_head.weight"}
-    if missing:
-        raise ValueError(f"the GPT-2 state dict lacks {sorted(missing)[:5]} ({len(missing)} keys in all)")
-    return model

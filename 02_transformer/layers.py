@@ -214,7 +214,7 @@ def rope_tables(head_dim, max_positions, theta=10000.0, device=None):
     return angles.cos(), angles.sin()
 
 
-def apply_rope(x, cos, sin):
+def apply_rope(x, cos, sin, positions=None):
     """Rotate each adjacent pair (x[2i], x[2i+1]) of every head vector by angle[p, i] (original LLaMA).
 
         out[2i]   = x[2i] cos - x[2i+1] sin
@@ -222,9 +222,15 @@ def apply_rope(x, cos, sin):
 
     i.e. the complex number x[2i] + j x[2i+1] times e^(j angle). Rotating q at position m and k at
     position n makes q.k depend only on m - n: attention sees relative positions.
-    x: (B, H, T, D); cos, sin: (B, 1, T, D/2) (rope_tables() indexed by each token's position).
+    x: (B, H, T, D). cos, sin: the tables of rope_tables(), (P, D/2), and positions (B, T), each token's
+    position (a left-padded row starts at 0 on its first real token; default 0 .. T-1 for every row).
+    With positions=None, cos and sin may also come already indexed, broadcastable to (B, 1, T, D/2).
     (HF's LLaMA port pairs x[i] with x[i + D/2] instead: the same idea with the dims permuted.)
     """
+    if positions is not None:
+        cos, sin = cos[positions].unsqueeze(1), sin[positions].unsqueeze(1)  # (B, 1, T, D/2)
+    elif cos.dim() == 2:  # a table: positions 0 .. T-1
+        cos, sin = cos[:x.size(-2)], sin[:x.size(-2)]
     x_even, x_odd = x.float().unflatten(-1, (-1, 2)).unbind(-1)  # (B, H, T, D/2) each
     out_even = x_even * cos - x_odd * sin
     out_odd = x_even * sin + x_odd * cos

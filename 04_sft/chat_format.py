@@ -85,7 +85,10 @@ def add_chat_embeddings(model, base_tokenizer, chat_tokenizer):
 
 
 def check_messages(messages):
-    """Raise ValueError unless messages is a list of {"role": system|user|assistant, "content": str}."""
+    """Raise ValueError unless messages is a list of {"role": system|user|assistant, "content": str}.
+
+    An assistant's content may also be a list of token ids (a reply as the model sampled it).
+    """
     if not isinstance(messages, (list, tuple)) or not messages:
         raise ValueError("a conversation must be a non-empty list of {'role': ..., 'content': ...} messages")
     for k, message in enumerate(messages):
@@ -93,8 +96,11 @@ def check_messages(messages):
             raise ValueError(f"message {k} must be a dict with 'role' and 'content', got {message!r:.80}")
         if message["role"] not in ROLE_TOKENS:
             raise ValueError(f"message {k} has role {message['role']!r}; use one of {sorted(ROLE_TOKENS)}")
-        if not isinstance(message["content"], str):
-            raise ValueError(f"message {k}: content must be a string, got {type(message['content']).__name__}")
+        content = message["content"]
+        as_ids = isinstance(content, (list, tuple)) and all(isinstance(t, int) and t >= 0 for t in content)
+        if not isinstance(content, str) and not (as_ids and message["role"] == "assistant"):
+            raise ValueError(f"message {k}: content must be a string (or, for the assistant, a list of token "
+                             f"ids >= 0), got {type(content).__name__} {content!r:.60}")
         if message["role"] == "system" and k != 0:
             raise ValueError(f"message {k}: a system message may only come first")
 
@@ -106,6 +112,11 @@ def render_chat(messages, tokenizer, add_generation_prompt=False):
     Returns (ids, loss_mask), two lists of ints of the same length; loss_mask[i] = 1 for the assistant's
     content tokens and the <|end|> closing each assistant message, else 0. With add_generation_prompt,
     <|assistant|> is appended (mask 0) so the model answers next.
+
+    An assistant's content may be token ids instead of text, e.g. a reply as generate_batch sampled it:
+    the ids are used as they are (decode-then-encode is not the identity: the model may have sampled
+    " Sher" + "by" where encode gives " Sherby"), so an RL step scores exactly the tokens it sampled.
+    A trailing <|end|> id in them is the closing <|end|> (not doubled); without one, <|end|> is added.
 
     Example (ids written as text; 1 marks masked-in tokens):
         render_chat([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}], tok)
@@ -123,7 +134,14 @@ def render_chat(messages, tokenizer, add_generation_prompt=False):
         loss_mask.append(0)
     for message in messages:
         learn = int(message["role"] == "assistant")
-        content = tokenizer.encode_ordinary(message["content"])  # "<|end|>" typed by a user stays text
+        if isinstance(message["content"], str):
+            content = tokenizer.encode_ordinary(message["content"])  # "<|end|>" typed by a user stays text
+        else:  # the assistant's own sampled ids, exactly
+            content = list(message["content"])
+            if content and content[-1] == special[END]:
+                content = content[:-1]
+            if any(t >= tokenizer.vocab_size for t in content):
+                raise ValueError(f"assistant token ids must be < vocab_size {tokenizer.vocab_size}")
         ids += [special[ROLE_TOKENS[message["role"]]], *content, special[END]]
         loss_mask += [0] + [learn] * (len(content) + 1)
     if add_generation_prompt:

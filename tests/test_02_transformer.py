@@ -11,8 +11,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from generation import Rollout, rollout
 from gpt import (GPT, PRESETS, GPTConfig, KVCache, doc_positions_and_mask, hf_gpt2_config, load_hf_gpt2_state_dict,
                  sample_next_token)
+from logprobs import SequenceLogProbs, logprobs_from_logits, sequence_logprobs
+from padding import left_pad, padded_causal_mask, positions_from_mask
 from layers import (MLP, LayerNorm, RMSNorm, SwiGLU, apply_rope, attention_weights, causal_mask, gelu_erf, gelu_tanh,
                     layer_norm, rms_norm, rope_tables, scaled_dot_product_attention, softmax)
 
@@ -257,7 +260,28 @@ def test_init_statistics():
     assert (model.transformer.h[0].attn.c_attn.bias == 0).all()
     assert (model.transformer.h[0].ln_1.weight == 1).all()
     assert model.lm_head.weight is model.transformer.wte.weight  # tied
-    assert GPT(tiny_config(tie_weights=False)).lm_head.weight is not None
+
+
+def test_untied_head_is_its_own_matrix():
+    """tie_weights=False: lm_head has its own Parameter (own storage, own init), trained independently."""
+    torch.manual_seed(0)
+    untied = GPT(tiny_config(tie_weights=False))
+    head, wte = untied.lm_head.weight, untied.transformer.wte.weight
+    assert head is not wte and head.data_ptr() != wte.data_ptr()
+    assert not torch.equal(head, wte)  # initialised separately
+    assert untied.num_params() == GPT(tiny_config()).num_params() + head.numel()  # counted once more
+    wte_before = wte.detach().clone()
+    idx = torch.randint(0, 64, (2, 8), generator=torch.Generator().manual_seed(1))
+    untied(idx, idx)[1].backward()
+    with torch.no_grad():
+        head.sub_(1.0)  # moving the head leaves the embedding where it was
+    assert torch.equal(wte, wte_before)
+    assert head.grad is not None and not torch.equal(head.grad, wte.grad)  # separate gradients
+    # and the tied model really shares: a change to the head is a change to the embedding
+    tied = GPT(tiny_config())
+    with torch.no_grad():
+        tied.lm_head.weight[0, 0] += 1.0
+    assert tied.transformer.wte.weight[0, 0] == tied.lm_head.weight[0, 0]
 
 
 def test_every_matmul_is_an_nn_linear():
@@ -591,3 +615,176 @@ def test_load_hf_gpt2_state_dict():
         load_hf_gpt2_state_dict(GPT(hf_gpt2_config(sd, n_embd=64, n_head=1)), sd)
     with pytest.raises(ValueError, match="GPT-2 shaped"):
         load_hf_gpt2_state_dict(GPT(hf_gpt2_config(sd, pos="rope")), sd)
+
+
+# ----------------------------------------------------------------------------- norm eps, positions, padding
+
+def test_norm_eps_is_a_config_field_with_each_norms_usual_default():
+    assert tiny_config().norm_eps == 1e-5 and tiny_config(**LLAMA).norm_eps == 1e-6  # today's values
+    model = tiny_model(**LLAMA)
+    assert {m.eps for m in model.modules() if isinstance(m, (RMSNorm, LayerNorm))} == {1e-6}
+    idx = torch.randint(0, 64, (2, 6), generator=torch.Generator().manual_seed(1))
+    for attn_impl in ("manual", "sdpa"):
+        small = tiny_model(seed=3, **LLAMA, attn_impl=attn_impl)
+        wide = tiny_model(seed=3, **LLAMA, attn_impl=attn_impl, norm_eps=10.0)  # a huge eps visibly shrinks outputs
+        assert {m.eps for m in wide.modules() if isinstance(m, RMSNorm)} == {10.0}
+        assert not torch.allclose(small(idx)[0], wide(idx)[0], atol=1e-3)
+    assert {m.eps for m in tiny_model(norm_eps=1e-6).modules() if isinstance(m, LayerNorm)} == {1e-6}
+    with pytest.raises(ValueError, match="norm_eps"):
+        GPTConfig(norm_eps=0.0)
+
+
+def test_apply_rope_reads_the_tables_at_positions():
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 5, 8)
+    cos, sin = rope_tables(8, 16)
+    positions = torch.tensor([[0, 0, 0, 1, 2], [4, 5, 6, 7, 8]])
+    indexed = apply_rope(x, cos[positions].unsqueeze(1), sin[positions].unsqueeze(1))
+    assert torch.equal(apply_rope(x, cos, sin, positions), indexed)
+    assert torch.equal(apply_rope(x, cos, sin), apply_rope(x, cos, sin, torch.arange(5).expand(2, 5)))  # default 0..T-1
+    assert not torch.allclose(apply_rope(x, cos, sin, positions), apply_rope(x, cos, sin), atol=1e-3)
+
+
+def test_left_pad_mask_and_positions():
+    ids, mask, positions = left_pad([[5, 6, 7], [8]], pad_id=9)
+    assert ids.tolist() == [[5, 6, 7], [9, 9, 8]] and ids.dtype == torch.long
+    assert mask.tolist() == [[True, True, True], [False, False, True]]
+    assert positions.tolist() == [[0, 1, 2], [0, 0, 0]]
+    assert positions_from_mask(torch.tensor([[False, True, True, False]])).tolist() == [[0, 0, 1, 1]]
+    # real tokens never see a pad; a pad sees only itself (+ earlier real tokens); query rows are the last T
+    allowed = padded_causal_mask(torch.tensor([[False, False, True, True]]), n_query=4)[0, 0].int().tolist()
+    assert allowed == [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 1, 1]]
+    last = padded_causal_mask(torch.tensor([[False, True, True, True]]), n_query=1)  # one new token, 3 cached
+    assert last.shape == (1, 1, 1, 4) and last[0, 0, 0].tolist() == [False, True, True, True]
+    for bad in ([], [[1], []]):
+        with pytest.raises(ValueError, match="at least one token"):
+            left_pad(bad)
+
+
+@pytest.mark.parametrize("attn_impl", ["manual", "sdpa"])
+@pytest.mark.parametrize("overrides", [{}, LLAMA], ids=["gpt2", "llama"])
+def test_left_padded_batch_gives_each_row_its_logits_alone(overrides, attn_impl):
+    model = lively_model(**overrides, attn_impl=attn_impl)
+    gen = torch.Generator().manual_seed(11)
+    rows = [torch.randint(0, 64, (n,), generator=gen).tolist() for n in (3, 9, 1, 6)]
+    ids, mask, positions = left_pad(rows)
+    batched = model(ids, attention_mask=mask)[0]
+    explicit = model(ids, attention_mask=mask, positions=positions)[0]
+    assert torch.equal(batched, explicit)
+    for b, row in enumerate(rows):
+        alone = model(torch.tensor([row]))[0][0]
+        assert torch.allclose(batched[b, -len(row):], alone, atol=1e-5)
+    # both halves matter: without the mask, real tokens see the pads; with other positions, logits change
+    # (reversed ones: RoPE is blind to a uniform shift, since it sees only distances)
+    short = model(torch.tensor([rows[0]]))[0][0]  # row 0 has 6 pads
+    assert not torch.allclose(model(ids)[0][0, -3:], short, atol=1e-3)
+    reversed_positions = model(ids, attention_mask=mask, positions=positions.flip(1))[0]
+    assert not torch.allclose(reversed_positions[0, -3:], short, atol=1e-3)
+    with pytest.raises(ValueError, match="attention_mask has shape"):
+        model(ids, attention_mask=mask[:, 1:])
+
+
+# ----------------------------------------------------------------------------- log-probs, rollouts, stop strings
+
+def test_logprobs_from_logits_match_cross_entropy_and_categorical():
+    gen = torch.Generator().manual_seed(12)
+    logits = torch.randn(3, 7, 11, generator=gen) * 3
+    targets = torch.randint(0, 11, (3, 7), generator=gen)
+    mask = torch.rand(3, 7, generator=gen) > 0.4
+    for temperature in (1.0, 0.7):
+        out = logprobs_from_logits(logits, targets, mask, temperature)
+        assert isinstance(out, SequenceLogProbs)
+        assert out.token_logprobs.shape == (3, 7) and out.sequence_logprob.shape == (3,) and out.entropy.shape == (3, 7)
+        ce = F.cross_entropy((logits / temperature).transpose(1, 2), targets, reduction="none")  # (B, T)
+        assert torch.allclose(out.token_logprobs, torch.where(mask, -ce, 0.0), atol=1e-5)
+        dist = torch.distributions.Categorical(logits=logits / temperature)
+        assert torch.allclose(out.token_logprobs, torch.where(mask, dist.log_prob(targets), 0.0), atol=1e-5)
+        assert torch.allclose(out.entropy, torch.where(mask, dist.entropy(), 0.0), atol=1e-5)
+        assert torch.allclose(out.sequence_logprob, (dist.log_prob(targets) * mask).sum(dim=1), atol=1e-5)
+    unmasked = logprobs_from_logits(logits, targets)
+    assert torch.allclose(unmasked.sequence_logprob, -F.cross_entropy(logits.transpose(1, 2), targets,
+                                                                       reduction="none").sum(dim=1), atol=1e-4)
+    assert torch.equal(logprobs_from_logits(logits, targets, temperature=0).token_logprobs, unmasked.token_logprobs)
+
+
+@pytest.mark.parametrize("overrides", [{}, LLAMA], ids=["gpt2", "llama"])
+def test_sequence_logprobs_equal_a_token_by_token_computation(overrides):
+    model = lively_model(**overrides)
+    gen = torch.Generator().manual_seed(13)
+    rows = [torch.randint(0, 64, (n,), generator=gen).tolist() for n in (6, 10, 3)]
+    ids, mask, _ = left_pad(rows)
+    response = mask.clone()
+    response[:, :-2] = False  # score the last two tokens of each row, as a reply to the rest
+    out = sequence_logprobs(model, ids, response, mask, temperature=0.8)
+    assert out.token_logprobs.shape == ids.shape and out.entropy.shape == ids.shape
+    for b, row in enumerate(rows):
+        expected_tokens, expected_entropy = [], []
+        for t in range(len(row) - 2, len(row)):  # one prefix at a time, each row alone
+            log_p = F.log_softmax(model(torch.tensor([row[:t]]))[0][0, -1] / 0.8, dim=-1)
+            expected_tokens.append(log_p[row[t]].item())
+            expected_entropy.append(-(log_p.exp() * log_p).sum().item())
+        assert torch.allclose(out.token_logprobs[b, -2:], torch.tensor(expected_tokens), atol=1e-5)
+        assert torch.allclose(out.entropy[b, -2:], torch.tensor(expected_entropy), atol=1e-5)
+        assert torch.allclose(out.sequence_logprob[b], torch.tensor(sum(expected_tokens)), atol=1e-5)
+        assert (out.token_logprobs[b, :-2] == 0).all() and (out.entropy[b, :-2] == 0).all()
+    default = sequence_logprobs(model, ids, attention_mask=mask)  # every real token after a real token
+    assert (default.token_logprobs[2, :8] == 0).all() and (default.token_logprobs[2, 8:] < 0).all()
+    out.sequence_logprob.sum().backward()  # a policy trains through it
+    assert model.lm_head.weight.grad is not None
+
+
+@pytest.mark.parametrize("overrides", [{}, LLAMA], ids=["gpt2", "llama"])
+def test_rollout_logprobs_equal_one_forward_pass(overrides):
+    model = tiny_model(**overrides)
+    gen = torch.Generator().manual_seed(14)
+    prompts = [torch.randint(0, 64, (n,), generator=gen).tolist() for n in (2, 8, 5)]
+    r = rollout(model, prompts, [6, 9, 4], temperature=0.7, top_k=20, seed=0)
+    assert isinstance(r, Rollout) and r.prompt_len == 8 and [len(x) for x in r.responses] == [6, 9, 4]
+    assert r.ids.shape == r.attention_mask.shape == r.response_mask.shape == r.logprobs.shape == (3, 17)
+    for b, (prompt, response) in enumerate(zip(prompts, r.responses)):
+        assert r.ids[b, 8 - len(prompt):8].tolist() == prompt and r.ids[b, 8:8 + len(response)].tolist() == response
+        assert r.response_mask[b].nonzero().flatten().tolist() == list(range(8, 8 + len(response)))
+        assert r.attention_mask[b].sum() == len(prompt) + len(response)
+    assert (r.logprobs[r.response_mask] < 0).all() and (r.logprobs[~r.response_mask] == 0).all()
+    again = sequence_logprobs(model, r.ids, r.response_mask, r.attention_mask, temperature=0.7)
+    assert torch.allclose(again.token_logprobs, r.logprobs, atol=1e-5)
+    other_temperature = sequence_logprobs(model, r.ids, r.response_mask, r.attention_mask, temperature=1.0)
+    assert not torch.allclose(other_temperature.token_logprobs, r.logprobs, atol=1e-3)
+    with pytest.raises(ValueError, match="block_size"):
+        rollout(model, prompts, 30)
+
+
+@pytest.mark.parametrize("overrides", [{}, LLAMA], ids=["gpt2", "llama"])
+def test_batched_greedy_rollout_equals_one_at_a_time(overrides):
+    model = lively_model(**overrides)
+    gen = torch.Generator().manual_seed(15)
+    prompts = [torch.randint(0, 64, (n,), generator=gen).tolist() for n in (1, 7, 4)]
+    alone = [model.generate(torch.tensor([p]), 10, temperature=0)[0, len(p):].tolist() for p in prompts]
+    assert rollout(model, prompts, 10, temperature=0).responses == alone
+    r = rollout(model, prompts, 10, temperature=0, use_cache=False)
+    assert r.responses == alone
+    greedy = sequence_logprobs(model, r.ids, r.response_mask, r.attention_mask, temperature=0)
+    assert torch.allclose(greedy.token_logprobs, r.logprobs, atol=1e-4)  # greedy reports log softmax(logits)
+
+
+def test_stop_strings_and_per_row_budgets():
+    model = lively_model()
+    letters = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ.?"
+    decode = lambda ids: "".join(letters[t] for t in ids)  # one character per token (vocab 64)
+    prompt, other = [9, 9, 2, 6, 5], [2, 7, 1, 8, 2]
+    greedy, greedy_other = (model.generate_batch([p], 12, temperature=0)[0] for p in (prompt, other))
+    text = decode(greedy)
+    stop = text[4:6]  # two characters: the stop string is completed by the token at index 5 (or earlier)
+    n = next(k for k in range(1, 13) if stop in decode(greedy[:k]))
+    assert stop not in decode(greedy_other), "pick another stop string"
+    out = model.generate_batch([prompt, other], 12, temperature=0, stop_strings=[stop], decode=decode)
+    assert out == [greedy[:n], greedy_other]  # up to AND including the token completing the string
+    r = rollout(model, [prompt, other], 12, temperature=0, stop_strings=[stop, "never?"], decode=decode)
+    assert r.responses == out and r.response_mask[0].sum() == n
+    budgets = model.generate_batch([prompt, other], [3, 7], temperature=0)
+    assert budgets == [greedy[:3], greedy_other[:7]]
+    assert model.generate_batch([prompt, other], [0, 2], temperature=0) == [[], greedy_other[:2]]
+    with pytest.raises(ValueError, match="decode"):
+        model.generate_batch([prompt], 5, stop_strings=["x"])
+    with pytest.raises(ValueError, match="one per prompt"):
+        model.generate_batch([prompt, other], [3], temperature=0)

@@ -109,6 +109,25 @@ def test_render_chat_rejects_bad_input(base_tokenizer, tokenizer):
         render_chat([*chat("Hi"), {"role": "system", "content": "Be brief."}], tokenizer)
 
 
+def test_render_chat_takes_the_assistant_reply_as_sampled_token_ids(tokenizer):
+    """A sampled reply re-renders to exactly its ids; its text would re-encode to other ids."""
+    special = tokenizer.special_tokens
+    sampled = list("Mia lives in Sherby.".encode())  # byte tokens: a valid sampling the merges would not give
+    assert tokenizer.encode_ordinary(tokenizer.decode(sampled)) != sampled  # decode-then-encode is not the identity
+    prompt, _ = render_chat(chat("Where does Mia live?"), tokenizer, add_generation_prompt=True)
+    for reply in (sampled, sampled + [special[END]]):  # as generate_batch returns it (stop token included) or not
+        messages = [*chat("Where does Mia live?"), {"role": "assistant", "content": reply}]
+        ids, loss_mask = render_chat(messages, tokenizer)
+        assert ids == prompt + sampled + [special[END]]
+        assert loss_mask == [0] * len(prompt) + [1] * (len(sampled) + 1)
+    as_text, _ = render_chat(chat("Where does Mia live?", tokenizer.decode(sampled)), tokenizer)
+    assert as_text != ids  # what passing the decoded text would have trained on instead
+    with pytest.raises(ValueError, match="for the assistant, a list of token ids"):
+        render_chat([{"role": "user", "content": [1, 2, 3]}], tokenizer)  # users type text, never ids
+    with pytest.raises(ValueError, match="vocab_size"):
+        render_chat([*chat("Hi"), {"role": "assistant", "content": [tokenizer.vocab_size]}], tokenizer)
+
+
 # ---- chat tokens in the tokenizer and the embedding
 
 
