@@ -7,8 +7,15 @@ its own process, exactly as you would by hand:
     python 02_transformer/tour_gpt.py --preset tiny
     ...
 
-Every script writes its outputs under runs/<chapter>/, and each later chapter reads the earlier
-chapters' outputs from there. The pipeline stops with a message at the first chapter not built yet.
+Every script writes its outputs under runs/<chapter>/. What reads what, by path:
+    01 train_tokenizer.py  reads no other chapter (its own sample corpus, or --input FILE)
+                           -> runs/01_tokenizer/tokenizer.tiktoken + .json
+    02 tour_gpt.py         reads nothing -> runs/02_transformer/attention.png
+    03 pretrain.py         reads nothing: it generates the mini-world and trains its own tokenizer on it
+                           with chapter 01's train_bpe (not runs/01_tokenizer; --tokenizer PATH for that)
+                           -> runs/03_pretrain/ (tokenizer, train.bin/val.bin, ckpt.pt)
+    04 sft.py              reads runs/03_pretrain/ckpt.pt and the tokenizer it names -> runs/04_sft/
+The pipeline stops with a message at the first chapter not built yet.
 """
 import argparse
 import subprocess

