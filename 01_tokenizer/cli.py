@@ -65,7 +65,16 @@ def run(main, argv=None):
         sys.exit(2)
 
 
-# ---- argparse types: nonsense numbers are refused where they are typed, with the flag in the message
+# ---- arguments: a bad flag is one line too, and nonsense numbers are refused where they are typed
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser, but a usage error is one line ("error: argument --steps: ... (see --help)")
+    instead of the whole usage block. --help still prints everything."""
+
+    def error(self, message):
+        print(f"error: {message}  (see: {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
 
 def _number(kind, text, ok, what):
     try:
@@ -111,11 +120,12 @@ def fraction(text):
 
 # ---- outputs: never destroy an earlier run
 
-def check_out_dir(out_dir, resume=False, overwrite=False, marker="ckpt.pt"):
+def check_out_dir(out_dir, resume=False, overwrite=False, marker="ckpt.pt", resumable=True):
     """Check, before anything is written, that a run may write into `out_dir`.
 
     A folder holding `marker` (the run's checkpoint) is an earlier run: starting a new one there would
-    destroy it, so that needs --overwrite; --resume needs the marker to be there. Raises
+    destroy it, so that needs --overwrite; --resume needs the marker to be there. `resumable=False`
+    for a script that has no --resume (the message then offers only --overwrite). Raises
     FileExistsError / FileNotFoundError / NotADirectoryError with the fix in the message.
     Returns out_dir as a Path (not created: create it once every input has been validated).
     """
@@ -127,8 +137,8 @@ def check_out_dir(out_dir, resume=False, overwrite=False, marker="ckpt.pt"):
         raise FileNotFoundError(f"--resume: there is no {marker} in {out_dir} to continue; "
                                 f"drop --resume to start a new run, or point --out-dir at the run")
     if has_run and not resume and not overwrite:
-        raise FileExistsError(f"{out_dir} already holds a run ({marker}): pass --resume to continue it, "
-                              f"--overwrite to start over, or another --out-dir")
+        fixes = "pass --resume to continue it, --overwrite to start over," if resumable else "pass --overwrite to replace it"
+        raise FileExistsError(f"{out_dir} already holds a run ({marker}): {fixes} or give another --out-dir")
     return out_dir
 
 
