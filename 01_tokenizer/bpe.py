@@ -82,6 +82,8 @@ def merge(ids, pair, new_id):
 def read_text(path):
     """The text of a UTF-8 file (a pathlib.Path or a str naming it), with clear errors."""
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder, not a text file; pass one UTF-8 text file")
     if not path.is_file():
         raise FileNotFoundError(f"corpus file {path} does not exist; pass an existing text file "
                                 f"(relative paths start from the current folder, {os.getcwd()})")
@@ -629,14 +631,20 @@ class Tokenizer:
         for path in (ranks_path, config_path):
             if not path.is_file():
                 raise FileNotFoundError(f"{path} not found; train one first: python 01_tokenizer/train_tokenizer.py")
-        vocab = {}
-        for line in ranks_path.read_text(encoding="ascii").splitlines():
-            if line:
-                token, rank = line.split()
-                vocab[int(rank)] = base64.b64decode(token)
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-        merges = [(vocab[a], vocab[b]) for a, b in config.get("merges", [])]
-        return cls(merges=merges, vocab=vocab, pattern=config["pattern"], special_tokens=config["special_tokens"])
+        try:
+            vocab = {}
+            for line in ranks_path.read_text(encoding="ascii").splitlines():
+                if line:
+                    token, rank = line.split()
+                    vocab[int(rank)] = base64.b64decode(token, validate=True)
+            config = json.loads(config_path.read_text(encoding="utf-8"))
+            merges = [(vocab[a], vocab[b]) for a, b in config["merges"]]
+            pattern, special_tokens = config["pattern"], config["special_tokens"]
+        except (ValueError, KeyError, TypeError) as error:  # bad base64, bad JSON, missing keys, bad ids
+            raise ValueError(f"{prefix}.tiktoken/.json is not a tokenizer that save() wrote (corrupt, truncated "
+                             f"or another format: {type(error).__name__}); train it again: "
+                             f"python 01_tokenizer/train_tokenizer.py") from None
+        return cls(merges=merges, vocab=vocab, pattern=pattern, special_tokens=special_tokens)
 
     def to_tiktoken(self, name="bytes2chat"):
         """A tiktoken.Encoding with the same ranks, split pattern and special tokens: same ids, faster."""

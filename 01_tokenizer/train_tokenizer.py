@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import bpe
+import cli
 
 REPO = Path(__file__).resolve().parents[1]
 SPECIAL_TOKENS = ["<|endoftext|>"]
@@ -211,12 +212,12 @@ def plot_compression(sizes, curve, path):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny", help="settings to start from")
     parser.add_argument("--input", type=Path,
                         help="UTF-8 text file to train on; its last 10%% is held out to measure compression "
                              "(default: the built-in sample corpus)")
-    parser.add_argument("--vocab-size", type=int, help="256 bytes + merges + 1 special token (tiny: 1024)")
+    parser.add_argument("--vocab-size", type=cli.positive_int, help="256 bytes + merges + 1 special token (tiny: 1024)")
     parser.add_argument("--pattern", choices=sorted(bpe.PATTERNS), help="split pattern (tiny: gpt4, gpt2: gpt2)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the sample corpus")
     parser.add_argument("--out-dir", type=Path, default=REPO / "runs" / "01_tokenizer",
@@ -225,13 +226,21 @@ def main(argv=None):
                         help="print TEXT with token boundaries coloured, using the tokenizer in --out-dir "
                              "(trains one first if there is none)")
     parser.add_argument("--no-colour", action="store_true", help="mark tokens with [brackets] instead of colours")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the tokenizer already in --out-dir (otherwise the script refuses)")
     args = parser.parse_args(argv)
     preset = PRESETS[args.preset]
-    vocab_size = args.vocab_size or preset["vocab_size"]
+    vocab_size = args.vocab_size if args.vocab_size is not None else preset["vocab_size"]
     pattern_name = args.pattern or preset["pattern"]
     prefix = args.out_dir / "tokenizer"
     colour = not args.no_colour
 
+    if args.show is not None:
+        try:
+            args.show.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("--show: the text is not valid Unicode (it holds lone surrogates, e.g. from "
+                             "undecodable bytes on the command line); pass UTF-8 text") from None
     trained_before = prefix.with_suffix(".tiktoken").exists()
     if args.show is not None and trained_before and args.input is None and args.vocab_size is None:
         tokenizer = bpe.Tokenizer.load(prefix)
@@ -239,27 +248,27 @@ def main(argv=None):
         print(show_tokens(tokenizer, args.show, colour))
         return tokenizer
 
-    # 1. The text: a file, or the built-in sample corpus. Keep some aside to measure compression on.
-    try:
-        if args.input is not None:
-            text = bpe.read_text(args.input)
-            cut = text.rfind("\n", 0, int(len(text) * 0.9)) + 1 or int(len(text) * 0.9)
-            text, held_out = text[:cut], text[cut:]  # the last ~10% is not trained on
-            source = str(args.input)
-        else:
-            text = sample_corpus(preset["documents"], seed=args.seed)
-            held_out = sample_corpus(preset["documents"] // 10, seed=args.seed + 1)  # fresh documents
-            source = f"built-in sample corpus (seed {args.seed}, {preset['documents']:,} documents)"
-            if vocab_size > 8192:
-                print(f"note: the sample corpus supports about 18,000 merges; for {vocab_size:,} tokens pass --input")
-        megabytes = len(text.encode("utf-8")) / 1e6
-        print(f"corpus: {source}, {megabytes:.2f} MB; pattern: {pattern_name}; vocab_size: {vocab_size}")
+    # Never replace an earlier tokenizer unless asked: later chapters' checkpoints may depend on it.
+    cli.check_out_dir(args.out_dir, overwrite=args.overwrite, marker="tokenizer.tiktoken", resumable=False)
 
-        # 2. Train.
-        start = time.perf_counter()
-        tokenizer = bpe.train_bpe(text, vocab_size, SPECIAL_TOKENS, bpe.PATTERNS[pattern_name], verbose=True)
-    except (OSError, ValueError) as error:  # a missing or unreadable file, a bad setting
-        sys.exit(f"error: {error}")
+    # 1. The text: a file, or the built-in sample corpus. Keep some aside to measure compression on.
+    if args.input is not None:
+        text = bpe.read_text(args.input)
+        cut = text.rfind("\n", 0, int(len(text) * 0.9)) + 1 or int(len(text) * 0.9)
+        text, held_out = text[:cut], text[cut:]  # the last ~10% is not trained on
+        source = str(args.input)
+    else:
+        text = sample_corpus(preset["documents"], seed=args.seed)
+        held_out = sample_corpus(preset["documents"] // 10, seed=args.seed + 1)  # fresh documents
+        source = f"built-in sample corpus (seed {args.seed}, {preset['documents']:,} documents)"
+        if vocab_size > 8192:
+            print(f"note: the sample corpus supports about 18,000 merges; for {vocab_size:,} tokens pass --input")
+    megabytes = len(text.encode("utf-8")) / 1e6
+    print(f"corpus: {source}, {megabytes:.2f} MB; pattern: {pattern_name}; vocab_size: {vocab_size}")
+
+    # 2. Train.
+    start = time.perf_counter()
+    tokenizer = bpe.train_bpe(text, vocab_size, SPECIAL_TOKENS, bpe.PATTERNS[pattern_name], verbose=True)
     print(f"trained {len(tokenizer.merges)} merges in {time.perf_counter() - start:.2f} s")
     paths = tokenizer.save(prefix)
 
@@ -284,4 +293,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)
