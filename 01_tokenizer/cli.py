@@ -26,6 +26,9 @@ from pathlib import Path
 DEBUG_ENV = "BYTES2CHAT_DEBUG"
 
 
+EXPECTED = (ValueError, OSError, RuntimeError, KeyError, TypeError)  # bad input, missing files, no such device
+
+
 def one_line(error):
     """The message of `error` on one line (a traceback-free summary a person can act on).
 
@@ -35,13 +38,14 @@ def one_line(error):
     text = " ".join(str(error).split())
     if isinstance(error, KeyError) and len(error.args) == 1:
         text = f"missing key {error.args[0]!r}"
-    if not text or not isinstance(error, (ValueError, OSError, RuntimeError, KeyError, TypeError)):
+    if not text or not isinstance(error, EXPECTED):
         text = f"{type(error).__name__}: {text}" if text else type(error).__name__
     return text
 
 
 def run(main, argv=None):
-    """Call `main(argv)`; turn any exception into "error: <one line>" on stderr and exit code 2.
+    """Call `main(argv)`; turn any exception into "error: <one line>" on stderr and exit code 2 (an
+    unexpected kind of exception, likely a bug rather than bad input, also says how to see its traceback).
 
     Ctrl-C exits with code 130 and one line. `--debug` anywhere in the arguments (it is removed before
     `main` sees them) or BYTES2CHAT_DEBUG=1 lets the exception through with its traceback.
@@ -61,7 +65,8 @@ def run(main, argv=None):
     except Exception as error:  # noqa: BLE001  (the one place that turns every error into a line)
         if debug:
             raise
-        print(f"error: {one_line(error)}  (BYTES2CHAT_DEBUG=1 shows the traceback)", file=sys.stderr)
+        hint = "" if isinstance(error, EXPECTED) else f"  (a bug? {DEBUG_ENV}=1 shows the traceback)"
+        print(f"error: {one_line(error)}{hint}", file=sys.stderr)
         sys.exit(2)
 
 

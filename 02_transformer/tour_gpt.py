@@ -13,6 +13,7 @@ joins them): a prompt here is the UTF-8 bytes of a string, token ids 0..255.
 """
 import argparse
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -22,18 +23,29 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from gpt import GPT, PRESETS, GPTConfig  # noqa: E402
-
 REPO = Path(__file__).resolve().parents[1]
+for chapter in ["01_tokenizer"]:  # the earlier chapter this file builds on (its cli plumbing)
+    if str(REPO / chapter) not in sys.path:
+        sys.path.append(str(REPO / chapter))
+
+import cli  # noqa: E402  (chapter 01: one clear line for bad input)
+from gpt import GPT, PRESETS, GPTConfig  # noqa: E402
 
 
 def pick_device(name="auto"):
-    """cuda, then mps, then cpu; an explicit name wins."""
+    """cuda, then mps, then cpu; an explicit name wins, if this machine has it."""
+    mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA GPU is visible to torch here; use --device cpu (or auto)")
+    if name == "mps" and not mps:
+        raise ValueError("--device mps: MPS is not available here; use --device cpu (or auto)")
+    if name not in ("auto", "cuda", "mps", "cpu"):
+        raise ValueError(f"--device {name}: unknown device; use auto, cuda, mps or cpu")
     if name != "auto":
         return name
     if torch.cuda.is_available():
         return "cuda"
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+    if mps:
         return "mps"
     return "cpu"
 
@@ -67,27 +79,31 @@ def plot_attention(maps, labels, layer, path):
     plt.close(fig)
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv=None):
+    parser = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="tiny", choices=sorted(PRESETS), help="model size and shape (default tiny)")
     parser.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cuda, mps or cpu")
     parser.add_argument("--attn-impl", choices=["manual", "sdpa"], help="override the preset's attention code path")
     parser.add_argument("--prompt", default="Hello, world! Attention is", help="text whose bytes are the prompt")
-    parser.add_argument("--layer", type=int, default=0, help="which layer's attention to plot (default 0)")
-    parser.add_argument("--max-new-tokens", type=int, default=48, help="tokens to generate (default 48)")
+    parser.add_argument("--layer", type=cli.non_negative_int, default=0, help="which layer's attention to plot (default 0)")
+    parser.add_argument("--max-new-tokens", type=cli.positive_int, default=48, help="tokens to generate (default 48)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out-dir", type=Path, default=REPO / "runs" / "02_transformer", help="where the PNG goes")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if not args.prompt:
+        raise ValueError("--prompt is empty: give at least one character (its bytes are the prompt)")
+    if args.out_dir.exists() and not args.out_dir.is_dir():
+        raise NotADirectoryError(f"--out-dir {args.out_dir} is a file, not a folder: give a folder")
 
     device = pick_device(args.device)
     torch.manual_seed(args.seed)
     overrides = {"attn_impl": args.attn_impl} if args.attn_impl else {}
     config = GPTConfig.from_preset(args.preset, **overrides)
     if config.vocab_size < 256:
-        raise SystemExit(f"this tour feeds bytes (ids 0..255) to the model, so it needs vocab_size >= 256, "
+        raise ValueError(f"this tour feeds bytes (ids 0..255) to the model, so it needs vocab_size >= 256, "
                          f"got {config.vocab_size}")
     if not 0 <= args.layer < config.n_layer:
-        raise SystemExit(f"--layer must be between 0 and {config.n_layer - 1} for preset {args.preset}")
+        raise ValueError(f"--layer must be between 0 and {config.n_layer - 1} for preset {args.preset}")
     # bf16 autocast on a GPU (tensor cores); fp32 on the CPU, where it is as fast at this size (README)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device == "cuda")
 
@@ -144,4 +160,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

@@ -27,8 +27,7 @@ def test_run_turns_an_exception_into_one_line(capsys, monkeypatch):
         raise FileNotFoundError("no checkpoint at x.pt:\n   train first")
     code, err = run_script(main, [], capsys)
     assert code == 2
-    assert err.strip().splitlines() == [
-        "error: no checkpoint at x.pt: train first  (BYTES2CHAT_DEBUG=1 shows the traceback)"]
+    assert err.strip().splitlines() == ["error: no checkpoint at x.pt: train first"]
     assert "Traceback" not in err
 
 
@@ -38,7 +37,8 @@ def test_run_names_an_unexpected_exception_type(capsys, monkeypatch):
     def main(argv):
         raise ZeroDivisionError("division by zero")
     code, err = run_script(main, [], capsys)
-    assert code == 2 and err.startswith("error: ZeroDivisionError: division by zero")
+    assert code == 2
+    assert err.strip() == "error: ZeroDivisionError: division by zero  (a bug? BYTES2CHAT_DEBUG=1 shows the traceback)"
 
 
 def test_run_passes_arguments_and_returns_the_result(monkeypatch):
@@ -196,3 +196,33 @@ def test_overwrite_replaces_the_earlier_tokenizer_when_asked(tokenizer_run, tmp_
     train_tokenizer.main(["--input", str(tokenizer_run[1]), "--vocab-size", "270", "--out-dir", str(run_dir),
                           "--overwrite", "--no-colour"])
     assert (run_dir / "tokenizer.json").read_bytes() == (tokenizer_run[0] / "tokenizer.json").read_bytes()
+
+
+# ---- chapter 02: tour_gpt.py
+
+import tour_gpt  # noqa: E402
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--prompt", ""], "error: --prompt is empty"),
+    (["--max-new-tokens", "-3"], "error: argument --max-new-tokens: '-3' must be at least 1"),
+    (["--max-new-tokens", "-5"], "error: argument --max-new-tokens: '-5' must be at least 1"),
+    (["--layer", "9"], "error: --layer must be between 0 and 3"),
+    (["--device", "tpu"], "error: --device tpu: unknown device"),
+    (["--out-dir", "FILE"], "error: --out-dir "),
+])
+def test_tour_bad_input_is_one_line(tmp_path, capsys, argv, message):
+    (tmp_path / "FILE").write_text("not a folder")
+    argv = [str(tmp_path / a) if a == "FILE" else a for a in argv]
+    code, err = run_script(tour_gpt.main, argv, capsys)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith(message), lines
+
+
+@pytest.mark.parametrize("device", ["cuda", "mps"])
+def test_tour_asks_for_a_device_this_machine_lacks(capsys, monkeypatch, device):
+    import torch
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    code, err = run_script(tour_gpt.main, ["--device", device], capsys)
+    assert code == 2 and err.strip().startswith(f"error: --device {device}: ") and "use --device cpu" in err
