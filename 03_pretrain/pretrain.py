@@ -8,8 +8,8 @@
 
 Steps: (1) dataset.prepare turns the corpus into train.bin/val.bin, training a chapter-01 BPE tokenizer
 on it unless --tokenizer is given; (2) a chapter-02 GPT of the preset's shape; (3) train.train runs the
-loop (AdamW, warmup + cosine, clipping, checkpoints, evaluation, samples). A flag you pass overrides the
-preset; with --resume, the settings saved in the checkpoint fill in the flags you did not pass.
+loop (optimizer.py: AdamW, warmup + cosine, clipping; checkpoint.py; evaluation, samples). A flag you pass
+overrides the preset; with --resume, the settings saved in the checkpoint fill in the flags you did not pass.
 
 Outputs, in --out-dir (default runs/03_pretrain/): ckpt.pt, tokenizer.tiktoken + tokenizer.json,
 train.bin + val.bin (+ .json), metrics.jsonl, loss.png, sample.txt.
@@ -28,6 +28,7 @@ for chapter in ["01_tokenizer", "02_transformer"]:  # the earlier chapters this 
         sys.path.append(str(REPO / chapter))
 
 import dataset  # noqa: E402  (this chapter)
+import hardware  # noqa: E402
 import train  # noqa: E402
 from gpt import GPT, GPTConfig  # noqa: E402
 
@@ -188,11 +189,11 @@ def build_model(settings, vocab_size):
 
 def main(argv=None):
     args = parse_args(argv)
-    rank, _, world_size = train.setup_ddp()
+    rank, _, world_size = hardware.setup_ddp()
     settings, out_dir = resolve_settings(args)
     log = print if rank == 0 else (lambda *a, **k: None)
     start = time.time()
-    on_cpu = train.pick_device(settings["device"]) == "cpu"
+    on_cpu = hardware.pick_device(settings["device"]) == "cpu"
     if on_cpu and settings["precision"] == "bf16" and args.precision is None and not cpu_has_fast_bf16():
         settings["precision"] = "fp32"
         log("this CPU has no bf16 instructions, so fp32 is faster here than the preset's bf16: using fp32")

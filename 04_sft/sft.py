@@ -32,6 +32,7 @@ for chapter in ["01_tokenizer", "02_transformer", "03_pretrain"]:  # the earlier
     if str(REPO / chapter) not in sys.path:
         sys.path.append(str(REPO / chapter))
 
+import hardware  # noqa: E402  (chapter 03: device, precision, DDP)
 import train  # noqa: E402  (chapter 03: the training loop)
 import world  # noqa: E402  (chapter 03: the mini-world)
 from chat_format import (END, add_chat_embeddings, add_chat_tokens, extract_answer, is_refusal,  # noqa: E402
@@ -199,7 +200,7 @@ def generate_replies(model, tokenizer, conversations, max_new_tokens=128, batch_
     results = []
     for start in range(0, len(prompts), batch_size):
         chunk = [p[-block_size:] for p in prompts[start:start + batch_size]]
-        with train.autocast(device.type, precision):
+        with hardware.autocast(device.type, precision):
             outputs = model.generate_batch(chunk, max_new_tokens, temperature=0, stop_tokens=[end_id])
         for tokens in outputs:
             ended = bool(tokens) and tokens[-1] == end_id
@@ -320,7 +321,7 @@ def build_data(settings, tokenizer, block_size, log=print):
 
 def main(argv=None):
     args = parse_args(argv)
-    rank, _, world_size = train.setup_ddp()
+    rank, _, world_size = hardware.setup_ddp()
     settings, out_dir = resolve_settings(args)
     parse_mix(settings["mix"], settings["mix_scale"])  # a typo in --mix fails now, not after loading the model
     if settings["eval_per_task"] is not None and settings["eval_per_task"] < 1:
@@ -330,10 +331,7 @@ def main(argv=None):
     log = print if master else (lambda *a, **k: None)
     start = time.time()
 
-    device = train.pick_device(settings["device"])
-    if world_size > 1 and device == "cuda":
-        device = f"cuda:{torch.cuda.current_device()}"
-    precision = train.resolve_precision(settings["precision"], torch.device(device).type)
+    device, precision = hardware.place(settings["device"], settings["precision"], world_size)
     model, base_tokenizer, base_checkpoint = load_base(settings["base"])
     tokenizer = add_chat_tokens(base_tokenizer)
     new_ids = add_chat_embeddings(model, base_tokenizer, tokenizer)

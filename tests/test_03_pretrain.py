@@ -30,10 +30,16 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+import checkpoint
 import dataset
+import hardware
+import optimizer
 import train
+import train_log
 import world
-from train import AdamW, TrainConfig, clip_grad_norm, load_checkpoint, lr_at, param_groups, save_checkpoint
+from checkpoint import load_checkpoint, model_config_dict, save_checkpoint
+from optimizer import AdamW, clip_grad_norm, lr_at, param_groups
+from train import TrainConfig
 
 EOT = world.EOT
 
@@ -729,7 +735,7 @@ def test_resume_equals_uninterrupted_run(tmp_path):
     for key in opt_a:
         assert torch.equal(opt_a[key]["exp_avg_sq"], opt_b[key]["exp_avg_sq"]) and opt_a[key]["step"] == 30
     # the resumed run's log continues the first one: the same training losses as the uninterrupted run
-    logs = [train.read_metrics(tmp_path / d / "metrics.jsonl") for d in ("straight", "resumed")]
+    logs = [train_log.read_metrics(tmp_path / d / "metrics.jsonl") for d in ("straight", "resumed")]
     losses = [[(e["step"], e["loss"]) for e in log if e["kind"] == "train"] for log in logs]
     assert len(losses[0]) == 6 and losses[0] == losses[1]
     evals = [e for e in logs[0] if e["kind"] == "eval"]
@@ -751,7 +757,7 @@ def test_resume_with_another_number_of_processes_says_the_rng_is_fresh(tmp_path,
 
 def test_checkpoint_from_another_model_config_is_a_clear_error(tmp_path):
     model = TinyLM(TinyConfig(n_embd=16))
-    save_checkpoint(tmp_path / "ckpt.pt", {"model": model.state_dict(), "model_config": train.model_config_dict(model)})
+    save_checkpoint(tmp_path / "ckpt.pt", {"model": model.state_dict(), "model_config": model_config_dict(model)})
     with pytest.raises(ValueError, match=r"different model config \(n_embd: checkpoint 16, now 32\)"):
         load_checkpoint(tmp_path / "ckpt.pt", TinyLM(TinyConfig(n_embd=32)))
     # and through the loop's --resume path
@@ -768,7 +774,7 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
         f.write(b"half a checkpoint")
         raise OSError("disk full")
 
-    monkeypatch.setattr(train.torch, "save", save_half_then_crash)
+    monkeypatch.setattr(checkpoint.torch, "save", save_half_then_crash)
     with pytest.raises(OSError, match="disk full"):
         save_checkpoint(path, {"step": 2, "weights": torch.arange(1000)})
     monkeypatch.undo()
@@ -792,7 +798,7 @@ def test_ddp_two_processes_match_one_process(tmp_path):
                __file__, str(tmp_path / "ddp")]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-    logs = [train.read_metrics(tmp_path / d / "metrics.jsonl") for d in ("single", "ddp")]
+    logs = [train_log.read_metrics(tmp_path / d / "metrics.jsonl") for d in ("single", "ddp")]
     single_losses = [e["loss"] for e in logs[0] if e["kind"] == "train"]
     ddp_losses = [e["loss"] for e in logs[1] if e["kind"] == "train"]
     assert len(single_losses) == 6 and single_losses[-1] < single_losses[0]
@@ -882,11 +888,11 @@ def metrics(d):
 
 def test_loop_applies_the_schedule_to_every_group(tmp_path, monkeypatch):
     seen = []
-    real_step = train.AdamW.step
+    real_step = optimizer.AdamW.step
     def spy(self, closure=None):
         seen.append([g["lr"] for g in self.param_groups])
         return real_step(self, closure)
-    monkeypatch.setattr(train.AdamW, "step", spy)
+    monkeypatch.setattr(optimizer.AdamW, "step", spy)
     cfg = tiny_train_config(tmp_path, steps=12, warmup_steps=4, log_interval=1, eval_interval=12, sample_interval=0)
     train.train(TinyLM(TinyConfig()), make_get_batch(), cfg, quiet=True)
     expected = [lr_at(s, cfg.lr, cfg.min_lr, cfg.warmup_steps, cfg.steps) for s in range(12)]
@@ -1038,8 +1044,8 @@ def test_resume_after_a_real_interrupt_continues_log_and_tokens(tmp_path):
 def test_peak_flops_table_prefers_the_longest_name(monkeypatch):
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device: names.pop(0))
     names = ["NVIDIA L40", "NVIDIA L4", "NVIDIA H100 NVL", "NVIDIA H100 80GB HBM3", "NVIDIA GeForce RTX 4090"]
-    assert [train.peak_flops_of("cuda") for _ in range(5)] == [181e12, 121e12, 835e12, 989e12, None]
-    assert train.peak_flops_of("cpu") is None
+    assert [hardware.peak_flops_of("cuda") for _ in range(5)] == [181e12, 121e12, 835e12, 989e12, None]
+    assert hardware.peak_flops_of("cpu") is None
 
 
 def test_numpy_generator_can_draw_the_last_window():
@@ -1079,8 +1085,8 @@ def test_adamw_matches_torch_when_eps_matters():
     ours_model, ref_model = TinyLM(TinyConfig()), TinyLM(TinyConfig())
     ref_model.load_state_dict(ours_model.state_dict())
     kw = dict(lr=1e-2, betas=(0.9, 0.95), eps=1e-8)
-    ours = train.AdamW(train.param_groups(ours_model, 0.1), **kw)
-    ref = torch.optim.AdamW(train.param_groups(ref_model, 0.1), foreach=False, **kw)
+    ours = optimizer.AdamW(optimizer.param_groups(ours_model, 0.1), **kw)
+    ref = torch.optim.AdamW(optimizer.param_groups(ref_model, 0.1), foreach=False, **kw)
     g = torch.Generator().manual_seed(1)
     for step in range(50):
         for a, b in zip(ours_model.parameters(), ref_model.parameters()):
@@ -1098,7 +1104,7 @@ def test_power_law_fit_sign():
 
 
 def ddp_worker(out_dir):
-    rank, _, world_size = train.setup_ddp()
+    rank, _, world_size = hardware.setup_ddp()
     assert world_size == 2
     torch.manual_seed(0)  # same initial weights on every process (DDP also broadcasts rank 0's)
     train.train(TinyLM(TinyConfig()), make_get_batch(), ddp_config(out_dir), quiet=True)

@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 
 import bpe
+import checkpoint
 import sft
-import train
 import world
 from chat_format import (ASSISTANT, BOS, CHAT_TOKENS, END, USER, add_chat_embeddings, add_chat_tokens,
                          extract_answer, is_refusal, load_model_and_tokenizer, render_chat, says_dont_know,
@@ -502,8 +502,8 @@ def test_chat_repl_commands(tokenizer, monkeypatch, capsys):
 def test_tokenizer_larger_than_the_model_is_rejected(tmp_path, base_tokenizer, tokenizer):
     tokenizer.save(tmp_path / "tokenizer")  # the chat tokenizer, 4 ids more than the model has rows
     model = tiny_gpt(base_tokenizer.vocab_size)
-    train.save_checkpoint(tmp_path / "ckpt.pt", {"model": model.state_dict(), "model_config":
-                          train.model_config_dict(model), "tokenizer": str(tmp_path / "tokenizer")})
+    checkpoint.save_checkpoint(tmp_path / "ckpt.pt", {"model": model.state_dict(), "model_config":
+                          checkpoint.model_config_dict(model), "tokenizer": str(tmp_path / "tokenizer")})
     with pytest.raises(ValueError, match="do not belong together"):
         load_model_and_tokenizer(tmp_path / "ckpt.pt")
 
@@ -517,8 +517,8 @@ def sft_run(tmp_path_factory, base_tokenizer):
     root = tmp_path_factory.mktemp("sft")
     base_tokenizer.save(root / "base" / "tokenizer")
     model = tiny_gpt(base_tokenizer.vocab_size)
-    train.save_checkpoint(root / "base" / "ckpt.pt", {"model": model.state_dict(), "model_config":
-                          train.model_config_dict(model), "tokenizer": str(root / "base" / "tokenizer"), "step": 0})
+    checkpoint.save_checkpoint(root / "base" / "ckpt.pt", {"model": model.state_dict(), "model_config":
+                          checkpoint.model_config_dict(model), "tokenizer": str(root / "base" / "tokenizer"), "step": 0})
     out = root / "sft"
     args = ["--base", str(root / "base" / "ckpt.pt"), "--out-dir", str(out), "--mix", SMALL_MIX,
             "--batch-size", "2", "--eval-interval", "2", "--eval-batches", "1", "--log-interval", "1",
