@@ -49,6 +49,23 @@ def model_config_dict(model):
     return dataclasses.asdict(config) if dataclasses.is_dataclass(config) else None
 
 
+def read_checkpoint(path):
+    """torch.load(path) onto the CPU with weights_only=True: tensors and plain Python data only, never
+    arbitrary objects (a checkpoint from elsewhere cannot run code). FileNotFoundError if it is missing,
+    ValueError if it is not a checkpoint this way can read (another format, or a damaged file)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}: train first, or point --out-dir/--resume at a run folder")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except OSError:
+        raise
+    except Exception as error:  # UnpicklingError, RuntimeError (not a zip), EOFError, struct.error, ...
+        raise ValueError(f"{path} is not a checkpoint written by save_checkpoint: torch.load failed with "
+                         f"{type(error).__name__} (a damaged or cut-short file, another format, or objects other "
+                         f"than tensors and plain data, which are never loaded)") from None
+
+
 def load_checkpoint(path, model=None, optimizer=None, scaler=None):
     """Load a checkpoint written by save_checkpoint; returns it as a dict (checkpoint["step"], ...).
 
@@ -60,10 +77,7 @@ def load_checkpoint(path, model=None, optimizer=None, scaler=None):
     width, depth, vocab, ...) raises ValueError naming the fields that differ, instead of torch's
     "size mismatch for transformer.h.0...". Loads with weights_only=True: tensors and plain data only.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}: train first, or point --out-dir/--resume at a run folder")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    checkpoint = read_checkpoint(path)
     if model is not None:
         saved, current = checkpoint.get("model_config"), model_config_dict(model)
         if saved is not None and current is not None and saved != current:

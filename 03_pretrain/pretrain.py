@@ -127,7 +127,7 @@ def resolve_settings(args):
         settings.update({k: v for k, v in saved.items() if k not in ("device", "stop_at")})
     settings.update({k: v for k, v in vars(args).items() if v is not None and k in settings})
     if settings["data"] is None:
-        raise SystemExit(f"--preset {args.preset} needs --data: the path of the text to train on "
+        raise ValueError(f"--preset {args.preset} needs --data: the path of the text to train on "
                          f"(e.g. --data /path/to/tinyshakespeare.txt) or one of {dataset.SOURCES}")
     return settings, out_dir
 
@@ -151,7 +151,7 @@ def load_gpt2_tokenizer():
     try:
         return bpe.Tokenizer.from_tiktoken(tiktoken.get_encoding("gpt2"))
     except Exception as error:  # tiktoken downloads the vocabulary on first use
-        raise SystemExit(f"could not load tiktoken's 'gpt2' encoding ({error}). It is downloaded once; offline, "
+        raise ConnectionError(f"could not load tiktoken's 'gpt2' encoding ({error}). It is downloaded once; offline, "
                          f"set TIKTOKEN_CACHE_DIR to a folder that holds it, or pass --tokenizer PATH") from None
 
 
@@ -188,7 +188,15 @@ def build_model(settings, vocab_size):
 
 
 def main(argv=None):
-    args = parse_args(argv)
+    """The script. A library error (a missing file, a bad setting) ends it with its message and exit status 1."""
+    try:
+        return pretrain(parse_args(argv))
+    except (OSError, ValueError) as error:
+        raise SystemExit(f"error: {error}") from None
+
+
+def pretrain(args):
+    """Prepare the data, build the model, train it; returns train()'s summary."""
     rank, _, world_size = hardware.setup_ddp()
     settings, out_dir = resolve_settings(args)
     log = print if rank == 0 else (lambda *a, **k: None)

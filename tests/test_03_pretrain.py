@@ -782,6 +782,77 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]  # and no temp file is left behind
 
 
+def test_load_checkpoint_restores_the_optimizer_outside_the_loop(tmp_path):
+    config = tiny_train_config(tmp_path, steps=6, eval_interval=3, sample_interval=0)
+    trained = TinyLM(TinyConfig())
+    train.train(trained, make_get_batch(), config, quiet=True)
+    model = TinyLM(TinyConfig())
+    opt = optimizer.make_optimizer(model, lr=config.lr)
+    checkpoint = load_checkpoint(tmp_path / "ckpt.pt", model, opt)
+    assert checkpoint["step"] == 6
+    for a, b in zip(trained.parameters(), model.parameters()):
+        assert torch.equal(a, b)
+    saved = torch.load(tmp_path / "ckpt.pt")["optimizer"]["state"]
+    assert len(opt.state) == len(saved) > 0
+    for param_id, param in enumerate(p for group in opt.param_groups for p in group["params"]):
+        assert opt.state[param]["step"] == 6
+        assert torch.equal(opt.state[param]["exp_avg"], saved[param_id]["exp_avg"])
+    # a checkpoint saved for inference only: the model loads, the optimizer is a clear error
+    save_checkpoint(tmp_path / "weights.pt", {"model": model.state_dict(), "model_config": model_config_dict(model)})
+    load_checkpoint(tmp_path / "weights.pt", TinyLM(TinyConfig()))
+    with pytest.raises(ValueError, match="no optimizer state"):
+        load_checkpoint(tmp_path / "weights.pt", TinyLM(TinyConfig()), opt)
+
+
+def test_library_errors_are_exceptions_with_the_fix(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no checkpoint at .*train first"):
+        load_checkpoint(tmp_path / "missing.pt")
+    (tmp_path / "junk.pt").write_bytes(b"junk")
+    with pytest.raises(ValueError, match="not a checkpoint written by save_checkpoint") as caught:
+        load_checkpoint(tmp_path / "junk.pt")
+    assert "weights_only" not in str(caught.value)
+    with pytest.raises(ValueError, match="--device tpu: unknown device; use cuda, mps or cpu"):
+        hardware.pick_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA GPU .*use --device cpu"):
+            hardware.pick_device("cuda")
+    with pytest.raises(ValueError, match="--precision fp8: use auto, fp32, bf16 or fp16"):
+        hardware.resolve_precision("fp8", "cpu")
+    with pytest.raises(ValueError, match="fp16 needs a CUDA GPU"):
+        hardware.resolve_precision("fp16", "cpu")
+    with pytest.raises(ValueError, match="grad_accum=3 must be a multiple of the number of processes .*--grad-accum 2"):
+        train.check_config(tiny_train_config(tmp_path, grad_accum=3), world_size=2)
+    with pytest.raises(ValueError, match="at least 1"):
+        train.train(TinyLM(TinyConfig()), make_get_batch(), tiny_train_config(tmp_path, steps=0), quiet=True)
+
+
+def test_loss_hook_trains_evaluates_and_logs_its_metrics(tmp_path):
+    inner = make_get_batch()
+    def get_batch(split, g):  # a batch the default loss cannot take: (x, y, weight)
+        return (*inner(split, g), torch.tensor([3.0]))
+    def loss_fn(model, batch):
+        x, y, weight = batch
+        _, loss = model(x, y)
+        return weight[0] * loss, {"unweighted": loss.detach(), "rows": x.shape[0]}
+    torch.manual_seed(0)
+    model = TinyLM(TinyConfig())
+    initial = TinyLM(TinyConfig())
+    initial.load_state_dict(model.state_dict())
+    cfg = tiny_train_config(tmp_path, steps=6, log_interval=3, eval_interval=6, sample_interval=0)
+    train.train(model, get_batch, cfg, quiet=True, loss_fn=loss_fn)
+    records = metrics(tmp_path)
+    logged = [e for e in records if e["kind"] == "train"]
+    assert len(logged) == 2 and logged[-1]["loss"] < logged[0]["loss"]  # it trains on the hook's loss
+    for e in logged:
+        assert e["loss"] == pytest.approx(3 * e["unweighted"], rel=1e-5) and e["rows"] == pytest.approx(4)
+    # the validation loss comes from the same hook (3x the model's own cross-entropy)
+    expected = train.estimate_loss(initial, get_batch, cfg.eval_batches, "cpu", seed=cfg.seed, loss_fn=loss_fn)
+    first_eval = [e for e in records if e["kind"] == "eval"][0]
+    assert first_eval["step"] == 0 and first_eval["val_loss"] == pytest.approx(expected["val"])
+    assert expected["val"] == pytest.approx(3 * train.estimate_loss(initial, inner, cfg.eval_batches, "cpu",
+                                                                    seed=cfg.seed)["val"], rel=1e-5)
+
+
 # ---- data parallel: 2 processes (gloo, CPU) == 1 process with the same global batch
 
 
@@ -845,8 +916,19 @@ def test_pretrain_script_runs_stops_and_resumes(tmp_path, capsys):
     assert checkpoint["model_config"]["n_embd"] == 32 and checkpoint["train_config"]["steps"] == 6
     assert len(checkpoint["rng"]) == 1 and {"torch", "numpy", "python"} <= set(checkpoint["rng"][0])
     # a different model on the same run folder: a clear error, not a wall of size mismatches
-    with pytest.raises(ValueError, match="different model config.*n_embd: checkpoint 32, now 64"):
-        pretrain.main(["--resume", *out, "--n-embd", "64"])
+    with pytest.raises(SystemExit, match="error: checkpoint .*different model config.*n_embd: checkpoint 32, now 64"):
+        pretrain.main(["--resume", *out, "--n-embd", "64"])  # the script: one message, exit status 1
+
+
+def test_pretrain_script_turns_library_errors_into_one_message(tmp_path):
+    import pretrain
+
+    with pytest.raises(SystemExit, match="^error: --device tpu: unknown device"):
+        pretrain.main(["--preset", "tiny", *SMALL_RUN, "--out-dir", str(tmp_path), "--device", "tpu"])
+    result = subprocess.run([sys.executable, str(REPO / "03_pretrain" / "pretrain.py"), "--preset", "shakespeare-char",
+                             "--out-dir", str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: --preset shakespeare-char needs --data")
 
 
 def test_pretrain_help():
