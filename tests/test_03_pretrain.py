@@ -478,9 +478,6 @@ def test_get_batch_shifts_by_one_and_is_resumable():
     assert torch.equal(x4[0], torch.arange(10)) and torch.equal(y4[0], torch.arange(1, 11))
     with pytest.raises(ValueError, match="smaller context"):
         dataset.get_batch(tokens[:10], 2, 10)
-    stream = np.array([5, 6, 9, 7, 9, 8, 8, 8])        # 9 = <|endoftext|>: each one starts a new document
-    x, y, doc_ids = dataset.get_batch(stream, 1, 7, torch.Generator().manual_seed(0), eot_id=9)
-    assert doc_ids.tolist() == [[0, 0, 1, 1, 2, 2, 2]]
 
 
 def test_read_text_errors_are_clear(tmp_path):
@@ -554,8 +551,8 @@ def test_prepare_world_end_to_end_with_the_chapter_01_tokenizer(tmp_path, capsys
     assert tokenizer.decode(ids.tolist()) == text
     assert dataset.read_tokens(out / "train.bin")[-1] == meta["eot_id"], "val starts at a document"
     data = dataset.TokenDataset(out)
-    x, y, doc_ids = data.get_batch("val", 4, 64, torch.Generator().manual_seed(0), doc_ids=True)
-    assert torch.equal(x[:, 1:], y[:, :-1]) and x.max() < data.vocab_size and doc_ids.shape == x.shape
+    x, y = data.get_batch("val", 4, 64, torch.Generator().manual_seed(0))
+    assert torch.equal(x[:, 1:], y[:, :-1]) and x.max() < data.vocab_size
     before = (out / "train.bin").stat().st_mtime_ns
     assert dataset.prepare("world", out, vocab_size=300, n_bytes=150_000, verbose=False) == meta
     assert (out / "train.bin").stat().st_mtime_ns == before, "same settings: files reused, not rebuilt"
