@@ -40,11 +40,17 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
-from checkpoint import load_checkpoint, model_config_dict, resume_from, save_checkpoint, save_training_state  # noqa: F401
-from hardware import (autocast, ddp_info, peak_flops_of, pick_device, place, resolve_precision,  # noqa: F401
-                      setup_ddp, training_flops_per_token)
-from optimizer import AdamW, clip_grad_norm, lr_at, make_optimizer, param_groups  # noqa: F401
-from train_log import Progress, append_record, keep_records_until, plot_metrics, progress_line, read_metrics  # noqa: F401
+from checkpoint import resume_from, save_training_state
+from hardware import autocast, ddp_info, peak_flops_of, place, training_flops_per_token
+from optimizer import clip_grad_norm, lr_at, make_optimizer
+from train_log import Progress, append_record, keep_records_until, plot_metrics, progress_line
+
+# Names train.py held before it was split, still importable from here (new code imports them from their
+# modules): train.AdamW, train.save_checkpoint, train.pick_device, train.read_metrics, ...
+from checkpoint import load_checkpoint, model_config_dict, save_checkpoint  # noqa: E402,F401
+from hardware import pick_device, resolve_precision, setup_ddp  # noqa: E402,F401
+from optimizer import AdamW, param_groups  # noqa: E402,F401
+from train_log import read_metrics  # noqa: E402,F401
 
 
 @dataclass

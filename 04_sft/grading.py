@@ -170,9 +170,9 @@ def evaluate(model, tokenizer, examples, max_new_tokens=128, precision="fp32"):
     return {"metrics": metrics, "counts": counts, "replies": records}
 
 
-def results_table(before, after):
-    """The markdown table: one row per metric, base model vs after SFT."""
-    lines = ["| measured on the held-out split | n | base model | after SFT |", "|---|---:|---:|---:|"]
+def results_table(before, after, labels=("base model", "after SFT")):
+    """The markdown table: one row per metric, `before` vs `after` (two evaluate() results)."""
+    lines = [f"| measured on the held-out split | n | {labels[0]} | {labels[1]} |", "|---|---:|---:|---:|"]
     for key, label, _ in METRICS:
         if key in after["metrics"]:
             label = label.replace("<|end|>", "`<|end|>`")
@@ -204,7 +204,9 @@ def write_report(before, after, out_dir, settings, wall_seconds):
     return table
 
 
-def plot_results(before, after, path):
+def plot_results(before, after, path, labels=("base model", "after SFT"),
+                 title="Before and after supervised fine-tuning"):
+    """The table as grouped bars (percent of held-out prompts per metric), saved to `path`."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -212,10 +214,10 @@ def plot_results(before, after, path):
     keys = [(k, label) for k, label, _ in METRICS if k in after["metrics"]]
     fig, ax = plt.subplots(figsize=(10, 4.5))
     xs = range(len(keys))
-    ax.bar([x - 0.2 for x in xs], [100 * before["metrics"][k] for k, _ in keys], 0.4, label="base model")
-    ax.bar([x + 0.2 for x in xs], [100 * after["metrics"][k] for k, _ in keys], 0.4, label="after SFT")
+    ax.bar([x - 0.2 for x in xs], [100 * before["metrics"][k] for k, _ in keys], 0.4, label=labels[0])
+    ax.bar([x + 0.2 for x in xs], [100 * after["metrics"][k] for k, _ in keys], 0.4, label=labels[1])
     ax.set_xticks(list(xs), [label.replace(" (", "\n(").replace(": ", ":\n") for _, label in keys], fontsize=7)
-    ax.set(ylabel="% of held-out prompts", ylim=(0, 105), title="Before and after supervised fine-tuning")
+    ax.set(ylabel="% of held-out prompts", ylim=(0, 105), title=title)
     ax.grid(axis="y", alpha=0.3)
     ax.legend()
     fig.tight_layout()

@@ -9,8 +9,9 @@
 Steps: (1) load the base checkpoint and its tokenizer (default runs/03_pretrain/); (2) add the chat tokens
 to the tokenizer and the embedding (chat_format.py); (3) build instruction conversations from the
 mini-world (sft_data.py), render them with the chat template, mask everything but the assistant's tokens,
-pack them into rows; (4) evaluate the BASE model on the held-out prompts; (5) train with chapter 03's
-loop (our AdamW, warmup + cosine, clipping, checkpoints, metrics, loss plot, --resume); (6) evaluate again.
+pack them into rows; (4) evaluate the BASE model on the held-out prompts (grading.py); (5) train with
+chapter 03's loop and the loss hook sft_loss (our AdamW, warmup + cosine, clipping, checkpoints, metrics,
+loss plot, --resume); (6) evaluate again.
 
 Outputs, in --out-dir (default runs/04_sft/): ckpt.pt, tokenizer.tiktoken + tokenizer.json (with the chat
 tokens), metrics.jsonl, loss.png, sample.txt, sft_eval.md (the before/after table and example replies),

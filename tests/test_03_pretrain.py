@@ -1,5 +1,6 @@
 """Chapter 03 tests: the mini-world (world.py), the data pipeline (dataset.py) and the training loop
-(train.py, pretrain.py, scaling.py). Offline and deterministic.
+(optimizer.py, checkpoint.py, hardware.py, train_log.py, train.py, pretrain.py, scaling.py). Offline and
+deterministic.
 
 The default corpus (3 MB) is generated once per module and shared by the tests that read it. The
 training-loop tests mostly use a tiny stand-in language model (TinyLM below) so they do not depend on
