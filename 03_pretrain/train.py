@@ -119,9 +119,6 @@ def next_token_loss(model, batch):
     return loss
 
 
-forward_loss = next_token_loss  # the name chapter 04 used before the loss hook
-
-
 def split_loss(output):
     """A loss hook's result -> (loss, {name: value}): it may return the loss alone or (loss, metrics)."""
     if isinstance(output, tuple):
