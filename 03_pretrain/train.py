@@ -25,7 +25,8 @@ The loss hook is any callable `loss_fn(model, batch) -> loss`, or `-> (loss, {na
     batch    get_batch's tuple, its tensors moved to the device;
     loss     a 0-dim tensor, the mean loss of this micro-batch (the loop divides by the micro-batches);
     {name: value}   optional 0-dim tensors or numbers, averaged like the loss and logged beside it in
-             metrics.jsonl and the progress line (e.g. DPO's reward accuracy).
+             metrics.jsonl and the progress line (e.g. DPO's reward accuracy); evaluations log them
+             per split as "train_<name>" and "val_<name>".
 The same loss_fn gives the validation loss (estimate_loss). The model is any nn.Module; a dataclass
 `.config` is saved in the checkpoint and checked on resume, and `.flops_per_token()`, if present,
 feeds the MFU figure (chapter 02's GPT has both).
@@ -130,7 +131,8 @@ def split_loss(output):
 @torch.no_grad()
 def estimate_loss(model, get_batch, n_batches, device, precision="fp32", seed=0, splits=("train", "val"),
                   loss_fn=next_token_loss):
-    """Mean loss over the same `n_batches` micro-batches of each split every time it is called.
+    """Mean loss over the same `n_batches` micro-batches of each split every time it is called:
+    {"train": mean loss, "val": mean loss}, plus {"<split>_<name>": mean} for the loss hook's metrics.
 
     Fixed batches make successive estimates comparable (the curve moves because the model changed,
     not because the batches did). The batch generator is private, so this never shifts training data.
@@ -140,12 +142,14 @@ def estimate_loss(model, get_batch, n_batches, device, precision="fp32", seed=0,
     generator = torch.Generator()
     losses = {}
     for split in splits:
-        total = 0.0
+        totals = {}
         for i in range(n_batches):
             batch = draw_batch(get_batch, split, generator, seed + 7919, i, device)
             with autocast(torch.device(device).type, precision):
-                total += split_loss(loss_fn(model, batch))[0].item()
-        losses[split] = total / n_batches
+                loss, metrics = split_loss(loss_fn(model, batch))
+            for name, value in {split: loss, **{f"{split}_{k}": v for k, v in metrics.items()}}.items():
+                totals[name] = totals.get(name, 0.0) + value.item()
+        losses.update({name: total / n_batches for name, total in totals.items()})
     model.train(was_training)
     return losses
 
@@ -156,10 +160,11 @@ def evaluate_and_sample(eval_model, raw_model, get_batch, config, device, precis
     out_dir = Path(config.out_dir)
     losses = estimate_loss(eval_model, get_batch, config.eval_batches, device, precision, config.seed,
                            loss_fn=loss_fn)
+    extras = {name: value for name, value in losses.items() if name not in ("train", "val")}
     append_record(out_dir / "metrics.jsonl", {"step": step, "kind": "eval", "train_loss": losses["train"],
-                                              "val_loss": losses["val"], "tokens": tokens_done})
+                                              "val_loss": losses["val"], **extras, "tokens": tokens_done})
     log(f"step {step}: eval train loss {losses['train']:.4f}, val loss {losses['val']:.4f} "
-        f"(perplexity {math.exp(min(losses['val'], 50)):.2f})")
+        f"(perplexity {math.exp(min(losses['val'], 50)):.2f})" + "".join(f", {k} {v:.4g}" for k, v in extras.items()))
     if make_sample and (final or (config.sample_interval and step % config.sample_interval == 0)):
         raw_model.eval()
         # sampling draws random numbers: fork the RNG so the training run never sees it

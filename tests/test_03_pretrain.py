@@ -847,6 +847,8 @@ def test_loss_hook_trains_evaluates_and_logs_its_metrics(tmp_path):
     expected = train.estimate_loss(initial, get_batch, cfg.eval_batches, "cpu", seed=cfg.seed, loss_fn=loss_fn)
     first_eval = [e for e in records if e["kind"] == "eval"][0]
     assert first_eval["step"] == 0 and first_eval["val_loss"] == pytest.approx(expected["val"])
+    assert first_eval["val_unweighted"] == pytest.approx(expected["val"] / 3, rel=1e-5)
+    assert first_eval["train_rows"] == pytest.approx(4) and expected["val_rows"] == pytest.approx(4)
     assert expected["val"] == pytest.approx(3 * train.estimate_loss(initial, inner, cfg.eval_batches, "cpu",
                                                                     seed=cfg.seed)["val"], rel=1e-5)
 

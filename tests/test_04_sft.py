@@ -545,7 +545,7 @@ def test_tokenizer_larger_than_the_model_is_rejected(tmp_path, base_tokenizer, t
     tokenizer.save(tmp_path / "tokenizer")  # the chat tokenizer, 4 ids more than the model has rows
     model = tiny_gpt(base_tokenizer.vocab_size)
     checkpoint.save_checkpoint(tmp_path / "ckpt.pt", {"model": model.state_dict(), "model_config":
-                          checkpoint.model_config_dict(model), "tokenizer": str(tmp_path / "tokenizer")})
+                               checkpoint.model_config_dict(model), "tokenizer": str(tmp_path / "tokenizer")})
     with pytest.raises(ValueError, match="do not belong together"):
         load_model_and_tokenizer(tmp_path / "ckpt.pt")
 
@@ -559,8 +559,9 @@ def sft_run(tmp_path_factory, base_tokenizer):
     root = tmp_path_factory.mktemp("sft")
     base_tokenizer.save(root / "base" / "tokenizer")
     model = tiny_gpt(base_tokenizer.vocab_size)
-    checkpoint.save_checkpoint(root / "base" / "ckpt.pt", {"model": model.state_dict(), "model_config":
-                          checkpoint.model_config_dict(model), "tokenizer": str(root / "base" / "tokenizer"), "step": 0})
+    checkpoint.save_checkpoint(root / "base" / "ckpt.pt", {
+        "model": model.state_dict(), "model_config": checkpoint.model_config_dict(model),
+        "tokenizer": str(root / "base" / "tokenizer"), "step": 0})
     out = root / "sft"
     args = ["--base", str(root / "base" / "ckpt.pt"), "--out-dir", str(out), "--mix", SMALL_MIX,
             "--batch-size", "2", "--eval-interval", "2", "--eval-batches", "1", "--log-interval", "1",
