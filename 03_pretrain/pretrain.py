@@ -54,7 +54,7 @@ PRESETS = {
     # <|endoftext|>) is a character vocabulary for this ASCII text. --data must point at the text.
     # The optimizer is torch's fused AdamW, the fast path: same losses as ours (tests/test_03), and at this
     # size ~1 ms of a ~26 ms step less than our one-tensor-at-a-time loop, which is the margin by which we
-    # beat nanoGPT here (lesson, "Against nanoGPT"); --optimizer ours runs at nanoGPT's speed.
+    # beat nanoGPT here (lesson, "Appendix: performance notes"); --optimizer ours runs at nanoGPT's speed.
     "shakespeare-char": dict(data=None, bytes=None, tokenizer=None, vocab_size=257, model="tiny", n_layer=4,
                              n_head=4, n_embd=128, gelu="erf", dropout=0.0, bias=False, context=64, batch_size=12,
                              grad_accum=1, steps=2000, lr=1e-3, min_lr=1e-4, warmup_steps=100, weight_decay=0.1,
