@@ -385,14 +385,14 @@ def prepare(source="world", out_dir=REPO / "runs" / "03_pretrain" / "data", toke
 # ----------------------------------------------------------------------------------------------------
 # Batches
 
-def get_batch(tokens, batch_size, context, generator=None, device="cpu", eot_id=None):
+def get_batch(tokens, batch_size, context, generator=None, device="cpu"):
     """`batch_size` random windows of the token stream: x (B, T) and y (B, T) int64, y[:, t] = x[:, t+1].
 
     Window b starts at i_b, drawn uniformly from [0, len(tokens) - T - 1] with `generator`: a
     torch.Generator (saved and restored with .get_state()/.set_state()), a numpy Generator
-    (.bit_generator.state), or None for torch's global RNG. With `eot_id`, also returns doc_ids (B, T):
-    the number of <|endoftext|> tokens up to and including each position, so each <|endoftext|> starts
-    a new document (chapter 02's GPT then never attends across documents).
+    (.bit_generator.state), or None for torch's global RNG. Like GPT-2 and nanoGPT, a window may span
+    several documents: attention crosses the <|endoftext|> between them, and the model learns that what
+    follows <|endoftext|> does not depend on what came before it.
 
     Example, tokens = [10, 11, 12, 13, 14], context 3, a start of 1: x = [[11, 12, 13]], y = [[12, 13, 14]].
     """
@@ -407,10 +407,9 @@ def get_batch(tokens, batch_size, context, generator=None, device="cpu", eot_id=
     window = np.stack([np.asarray(tokens[i:i + context + 1], dtype=np.int64) for i in starts])  # (B, T+1)
     window = torch.from_numpy(window)
     x, y = window[:, :-1], window[:, 1:]
-    batch = [x, y] if eot_id is None else [x, y, torch.cumsum(x == eot_id, dim=1)]
     if str(device).startswith("cuda"):
-        return tuple(t.contiguous().pin_memory().to(device, non_blocking=True) for t in batch)
-    return tuple(t.contiguous().to(device) for t in batch)
+        return tuple(t.contiguous().pin_memory().to(device, non_blocking=True) for t in (x, y))
+    return tuple(t.contiguous().to(device) for t in (x, y))
 
 
 class TokenDataset:
@@ -425,7 +424,6 @@ class TokenDataset:
         self.data_dir = Path(data_dir)
         self.meta = read_meta(self.data_dir / "train.bin")
         self.vocab_size = self.meta["vocab_size"]
-        self.eot_id = self.meta.get("eot_id")
         self.tokenizer_path = self.meta.get("tokenizer")
         self.lengths = {split: len(self.tokens(split)) for split in ("train", "val")}
 
@@ -435,10 +433,9 @@ class TokenDataset:
             raise ValueError(f"split must be 'train' or 'val', got {split!r}")
         return read_tokens(self.data_dir / f"{split}.bin")
 
-    def get_batch(self, split, batch_size, context, generator=None, device="cpu", doc_ids=False):
-        """(x, y), or (x, y, doc_ids) with doc_ids=True: see the module-level get_batch."""
-        return get_batch(self.tokens(split), batch_size, context, generator, device,
-                         eot_id=self.eot_id if doc_ids else None)
+    def get_batch(self, split, batch_size, context, generator=None, device="cpu"):
+        """(x, y): see the module-level get_batch."""
+        return get_batch(self.tokens(split), batch_size, context, generator, device)
 
 
 def main():

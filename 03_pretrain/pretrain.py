@@ -8,8 +8,8 @@
 
 Steps: (1) dataset.prepare turns the corpus into train.bin/val.bin, training a chapter-01 BPE tokenizer
 on it unless --tokenizer is given; (2) a chapter-02 GPT of the preset's shape; (3) train.train runs the
-loop (AdamW, warmup + cosine, clipping, checkpoints, evaluation, samples). A flag you pass overrides the
-preset; with --resume, the settings saved in the checkpoint fill in the flags you did not pass.
+loop (optimizer.py: AdamW, warmup + cosine, clipping; checkpoint.py; evaluation, samples). A flag you pass
+overrides the preset; with --resume, the settings saved in the checkpoint fill in the flags you did not pass.
 
 Outputs, in --out-dir (default runs/03_pretrain/): ckpt.pt, tokenizer.tiktoken + tokenizer.json,
 train.bin + val.bin (+ .json), metrics.jsonl, loss.png, sample.txt.
@@ -28,6 +28,7 @@ for chapter in ["01_tokenizer", "02_transformer"]:  # the earlier chapters this 
         sys.path.append(str(REPO / chapter))
 
 import dataset  # noqa: E402  (this chapter)
+import hardware  # noqa: E402
 import train  # noqa: E402
 from gpt import GPT, GPTConfig  # noqa: E402
 
@@ -53,7 +54,7 @@ PRESETS = {
     # <|endoftext|>) is a character vocabulary for this ASCII text. --data must point at the text.
     # The optimizer is torch's fused AdamW, the fast path: same losses as ours (tests/test_03), and at this
     # size ~1 ms of a ~26 ms step less than our one-tensor-at-a-time loop, which is the margin by which we
-    # beat nanoGPT here (lesson, "Against nanoGPT"); --optimizer ours runs at nanoGPT's speed.
+    # beat nanoGPT here (lesson, "Appendix: performance notes"); --optimizer ours runs at nanoGPT's speed.
     "shakespeare-char": dict(data=None, bytes=None, tokenizer=None, vocab_size=257, model="tiny", n_layer=4,
                              n_head=4, n_embd=128, gelu="erf", dropout=0.0, bias=False, context=64, batch_size=12,
                              grad_accum=1, steps=2000, lr=1e-3, min_lr=1e-4, warmup_steps=100, weight_decay=0.1,
@@ -126,7 +127,7 @@ def resolve_settings(args):
         settings.update({k: v for k, v in saved.items() if k not in ("device", "stop_at")})
     settings.update({k: v for k, v in vars(args).items() if v is not None and k in settings})
     if settings["data"] is None:
-        raise SystemExit(f"--preset {args.preset} needs --data: the path of the text to train on "
+        raise ValueError(f"--preset {args.preset} needs --data: the path of the text to train on "
                          f"(e.g. --data /path/to/tinyshakespeare.txt) or one of {dataset.SOURCES}")
     return settings, out_dir
 
@@ -150,7 +151,7 @@ def load_gpt2_tokenizer():
     try:
         return bpe.Tokenizer.from_tiktoken(tiktoken.get_encoding("gpt2"))
     except Exception as error:  # tiktoken downloads the vocabulary on first use
-        raise SystemExit(f"could not load tiktoken's 'gpt2' encoding ({error}). It is downloaded once; offline, "
+        raise ConnectionError(f"could not load tiktoken's 'gpt2' encoding ({error}). It is downloaded once; offline, "
                          f"set TIKTOKEN_CACHE_DIR to a folder that holds it, or pass --tokenizer PATH") from None
 
 
@@ -187,12 +188,20 @@ def build_model(settings, vocab_size):
 
 
 def main(argv=None):
-    args = parse_args(argv)
-    rank, _, world_size = train.setup_ddp()
+    """The script. A library error (a missing file, a bad setting) ends it with its message and exit status 1."""
+    try:
+        return pretrain(parse_args(argv))
+    except (OSError, ValueError) as error:
+        raise SystemExit(f"error: {error}") from None
+
+
+def pretrain(args):
+    """Prepare the data, build the model, train it; returns train()'s summary."""
+    rank, _, world_size = hardware.setup_ddp()
     settings, out_dir = resolve_settings(args)
     log = print if rank == 0 else (lambda *a, **k: None)
     start = time.time()
-    on_cpu = train.pick_device(settings["device"]) == "cpu"
+    on_cpu = hardware.pick_device(settings["device"]) == "cpu"
     if on_cpu and settings["precision"] == "bf16" and args.precision is None and not cpu_has_fast_bf16():
         settings["precision"] = "fp32"
         log("this CPU has no bf16 instructions, so fp32 is faster here than the preset's bf16: using fp32")

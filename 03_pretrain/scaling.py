@@ -33,6 +33,7 @@ for chapter in ["01_tokenizer", "02_transformer"]:  # the earlier chapters this 
 
 import dataset  # noqa: E402  (this chapter)
 import train  # noqa: E402
+import train_log  # noqa: E402
 from gpt import GPT, GPTConfig  # noqa: E402
 
 # (n_layer, n_head, n_embd): non-embedding parameters grow ~35x from the first to the last
@@ -99,7 +100,7 @@ def plot(records, fit, fit_c, path):
              title="loss vs model size (same tokens)")
     ax_n.legend(fontsize=8)
     for i, r in enumerate(records):  # each size's training curve against compute spent so far
-        steps = [e for e in train.read_metrics(Path(r["run_dir"]) / "metrics.jsonl") if e["kind"] == "train"]
+        steps = [e for e in train_log.read_metrics(Path(r["run_dir"]) / "metrics.jsonl") if e["kind"] == "train"]
         per_token = r["compute"] / r["tokens"]
         ax_c.loglog([per_token * e["tokens"] for e in steps], [e["loss"] for e in steps], color=f"C{i}", alpha=0.6,
                     lw=1, label=f"{r['non_embedding_params'] / 1e6:.2f}M")

@@ -114,17 +114,18 @@ def parse_args(argv=None):
 
 
 def load_chat_model(path, device="cpu"):
-    """(model, tokenizer) of a chat checkpoint, with clear errors for a missing or non-chat checkpoint."""
+    """(model, tokenizer) of a chat checkpoint: FileNotFoundError (saying what to run) for a missing one,
+    ValueError for a checkpoint that is not a chat model."""
     path = Path(path)
     if not path.is_file():
-        raise SystemExit(f"no chat model at {path}. Fine-tune one first:\n    python 04_sft/sft.py --preset tiny\n"
-                         f"(or pass --ckpt PATH)")
+        raise FileNotFoundError(f"no chat model at {path}. Fine-tune one first:\n    python 04_sft/sft.py "
+                                f"--preset tiny\n(or pass --ckpt PATH)")
     try:
         model, tokenizer, _ = load_model_and_tokenizer(path, device)
     except (FileNotFoundError, ValueError) as error:
-        raise SystemExit(f"cannot load {path}: {error}") from None
+        raise type(error)(f"cannot load {path}: {error}") from None
     if END not in tokenizer.special_tokens:
-        raise SystemExit(f"{path} is not a chat model (its tokenizer has no {END} token): it looks like a base "
+        raise ValueError(f"{path} is not a chat model (its tokenizer has no {END} token): it looks like a base "
                          f"model. Fine-tune it first: python 04_sft/sft.py --base {path}")
     return model, tokenizer
 
@@ -178,19 +179,20 @@ def repl(session):
 
 
 def main(argv=None):
+    """The script. A library error (a missing file, a bad setting) ends it with its message and exit status 1."""
     args = parse_args(argv)
-    if args.temp < 0:
-        raise SystemExit("--temp must be >= 0 (0 = greedy)")
-    model, tokenizer = load_chat_model(args.ckpt, args.device)
-    session = ChatSession(model, tokenizer, args.temp, args.top_k, args.max_new_tokens, args.seed, args.system,
-                          notify=lambda message: print(message, file=sys.stderr))
-    if args.prompt is not None:
-        try:
+    try:
+        if args.temp < 0:
+            raise ValueError("--temp must be >= 0 (0 = greedy)")
+        model, tokenizer = load_chat_model(args.ckpt, args.device)
+        session = ChatSession(model, tokenizer, args.temp, args.top_k, args.max_new_tokens, args.seed, args.system,
+                              notify=lambda message: print(message, file=sys.stderr))
+        if args.prompt is not None:
             reply, _ = session.respond(args.prompt, on_text=lambda piece: print(piece, end="", flush=True))
-        except ValueError as error:
-            raise SystemExit(str(error)) from None
-        print()
-        return reply
+            print()
+            return reply
+    except (OSError, ValueError) as error:
+        raise SystemExit(f"error: {error}") from None
     repl(session)
 
 

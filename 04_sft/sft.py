@@ -9,15 +9,15 @@
 Steps: (1) load the base checkpoint and its tokenizer (default runs/03_pretrain/); (2) add the chat tokens
 to the tokenizer and the embedding (chat_format.py); (3) build instruction conversations from the
 mini-world (sft_data.py), render them with the chat template, mask everything but the assistant's tokens,
-pack them into rows; (4) evaluate the BASE model on the held-out prompts; (5) train with chapter 03's
-loop (our AdamW, warmup + cosine, clipping, checkpoints, metrics, loss plot, --resume); (6) evaluate again.
+pack them into rows; (4) evaluate the BASE model on the held-out prompts (grading.py); (5) train with
+chapter 03's loop and the loss hook sft_loss (our AdamW, warmup + cosine, clipping, checkpoints, metrics,
+loss plot, --resume); (6) evaluate again.
 
 Outputs, in --out-dir (default runs/04_sft/): ckpt.pt, tokenizer.tiktoken + tokenizer.json (with the chat
 tokens), metrics.jsonl, loss.png, sample.txt, sft_eval.md (the before/after table and example replies),
 sft_eval.json, sft_eval.png (the same as bars). Then talk to the model: python 04_sft/chat.py
 """
 import argparse
-import json
 import random
 import re
 import sys
@@ -26,16 +26,18 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 
 REPO = Path(__file__).resolve().parents[1]
 for chapter in ["01_tokenizer", "02_transformer", "03_pretrain"]:  # the earlier chapters this file builds on
     if str(REPO / chapter) not in sys.path:
         sys.path.append(str(REPO / chapter))
 
+import hardware  # noqa: E402  (chapter 03: device, precision, DDP)
 import train  # noqa: E402  (chapter 03: the training loop)
 import world  # noqa: E402  (chapter 03: the mini-world)
-from chat_format import (END, add_chat_embeddings, add_chat_tokens, extract_answer, is_refusal,  # noqa: E402
-                         load_model_and_tokenizer, render_chat, says_dont_know)
+from chat_format import add_chat_embeddings, add_chat_tokens, load_model_and_tokenizer  # noqa: E402
+from grading import METRICS, evaluate, generate_replies, write_report  # noqa: E402  (this chapter)
 from sft_data import (EVAL_MIX, MULTI_TURN_FRACTION, TASKS, TRAIN_MIX, SFTBatches, fill_ratio,  # noqa: E402
                       load_jsonl, make_rows, tokenize, world_examples)
 
@@ -119,163 +121,39 @@ def parse_mix(text, scale=1.0):
     for part in filter(None, (text or "").split(",")):
         match = re.fullmatch(r"\s*(\w+)\s*=\s*(\d+)\s*", part)
         if not match or match.group(1) not in TASKS:
-            raise SystemExit(f"--mix {text!r}: write task=count pairs separated by commas, tasks: {', '.join(TASKS)}")
+            raise ValueError(f"--mix {text!r}: write task=count pairs separated by commas, tasks: {', '.join(TASKS)}")
         mix[match.group(1)] = int(match.group(2))
     return {task: int(round(n * scale)) for task, n in mix.items()}
 
 
 def load_base(path, device="cpu"):
-    """The base model and its tokenizer, with a clear message when chapter 03 has not been run."""
+    """The base model and its tokenizer: FileNotFoundError saying what to run when chapter 03 has not
+    been run, ValueError when the file is not a usable base model."""
     path = Path(path)
     if not path.is_file():
-        raise SystemExit(f"no base model at {path}. Pretrain one first:\n    python 03_pretrain/pretrain.py "
-                         f"--preset tiny\n(or pass --base PATH to a chapter-03 checkpoint)")
+        raise FileNotFoundError(f"no base model at {path}. Pretrain one first:\n    python 03_pretrain/pretrain.py "
+                                f"--preset tiny\n(or pass --base PATH to a chapter-03 checkpoint)")
     try:
         return load_model_and_tokenizer(path, device)
     except (FileNotFoundError, ValueError) as error:
-        raise SystemExit(f"cannot use {path} as the base model: {error}") from None
+        raise type(error)(f"cannot use {path} as the base model: {error}") from None
 
 
-# ----------------------------------------------------------------------------------------------------
-# Evaluation: greedy replies to the held-out prompts, graded per task
+def sft_loss(model, batch):
+    """The SFT loss hook for chapter 03's train(): cross-entropy on the assistant's tokens only.
 
-METRICS = [  # (key, label for the table, the task it is measured on)
-    ("format", "replies that end with <|end|>", None),
-    ("fact_accuracy", "world questions: exact answer", "fact"),
-    ("math_accuracy", "word problems: exact answer", "math"),
-    ("unknown_honesty", "unknown entities: says \"I don't know\"", "unknown"),
-    ("harmful_refusal", "harmful requests: refused", "harmful"),
-    ("benign_over_refusal", "benign look-alikes: refused (over-refusal, lower is better)", "benign"),
-    ("fact_dont_know", "world questions: says \"I don't know\" (lower is better)", "fact"),
-]
+        loss = −1/|A| · Σ_{t ∈ A} log softmax(logits_t)[y_t],   A = {t : y_t ≠ −1}
 
-
-def mentions(text, phrase):
-    """True if `phrase` occurs in `text` as whole words, ignoring case: mentions("A big one.", "big")."""
-    return re.search(r"(?<!\w)" + re.escape(phrase.lower()) + r"(?!\w)", text.lower()) is not None
-
-
-def fact_is_correct(reply, answer, distractors, subject=None):
-    """Exact answer: the reply names the right value and none of the other choices
-    ("Sam lives in Trusholm." for answer "Trusholm"; listing every town is not an answer), and, if a
-    subject is given, names the subject too (singular or plural): "Drelanels are gold." does not answer
-    "What colour is a mandug?" even though mandugs are gold. An article in front of the value does not
-    count: "Sam has a pet kalar." answers "a kalar"."""
-    bare = lambda value: re.sub(r"^(?:a|an) ", "", value)
-    if subject is not None and not any(mentions(reply, form) for form in (subject, world.plural(subject))):
-        return False
-    return mentions(reply, bare(answer)) and not any(mentions(reply, bare(d)) for d in distractors)
-
-
-def grade(example, reply):
-    """The grades of one reply: {metric key: 0 or 1} for the metrics of the example's task."""
-    task = example["task"]
-    if task == "fact":
-        return {"fact_accuracy": int(fact_is_correct(reply, example["answer"], example["distractors"],
-                                                     example.get("subject"))),
-                "fact_dont_know": int(says_dont_know(reply))}
-    if task == "math":
-        return {"math_accuracy": int(extract_answer(reply) == example["answer"])}
-    if task == "unknown":
-        return {"unknown_honesty": int(says_dont_know(reply))}
-    if task == "harmful":
-        return {"harmful_refusal": int(is_refusal(reply))}
-    if task == "benign":
-        return {"benign_over_refusal": int(is_refusal(reply))}
-    return {}
-
-
-@torch.no_grad()
-def generate_replies(model, tokenizer, conversations, max_new_tokens=128, batch_size=128, precision="fp32"):
-    """Greedy replies to each conversation (its last message is the user's): [(reply text, ended), ...].
-
-    The prompt is render_chat(..., add_generation_prompt=True), exactly the template of training; the
-    reply stops at <|end|> (ended=True) or after max_new_tokens (ended=False).
+    batch: (x, y) or (x, y, doc_ids), each (B, T); y = −1 on everything the assistant does not say
+    (system and user turns, role tokens, padding: render_chat's loss mask), doc_ids separate packed
+    conversations. Returns (loss, {"assistant_tokens": |A|}), the count logged beside the loss.
     """
-    end_id = tokenizer.special_tokens[END]
-    device = next(model.parameters()).device
-    prompts = [render_chat(c, tokenizer, add_generation_prompt=True)[0] for c in conversations]
-    block_size = model.config.block_size
-    results = []
-    for start in range(0, len(prompts), batch_size):
-        chunk = [p[-block_size:] for p in prompts[start:start + batch_size]]
-        with train.autocast(device.type, precision):
-            outputs = model.generate_batch(chunk, max_new_tokens, temperature=0, stop_tokens=[end_id])
-        for tokens in outputs:
-            ended = bool(tokens) and tokens[-1] == end_id
-            results.append((tokenizer.decode(tokens[:-1] if ended else tokens), ended))
-    return results
-
-
-def evaluate(model, tokenizer, examples, max_new_tokens=128, precision="fp32"):
-    """Reply to every held-out example's prompt and grade it. Returns {"metrics": {key: share},
-    "counts": {key: n}, "replies": [{"task", "prompt", "reply", "ended"}, ...]}."""
-    replies = generate_replies(model, tokenizer, [e["messages"][:-1] for e in examples], max_new_tokens,
-                               precision=precision)
-    totals, counts, records = {}, {}, []
-    for example, (reply, ended) in zip(examples, replies):
-        grades = {"format": int(ended), **grade(example, reply)}
-        for key, value in grades.items():
-            totals[key] = totals.get(key, 0) + value
-            counts[key] = counts.get(key, 0) + 1
-        records.append({"task": example["task"], "prompt": example["messages"][-2]["content"], "reply": reply,
-                        "ended": ended, "reference": example["messages"][-1]["content"]})
-    metrics = {key: totals[key] / counts[key] for key in totals}
-    return {"metrics": metrics, "counts": counts, "replies": records}
-
-
-def results_table(before, after):
-    """The markdown table: one row per metric, base model vs after SFT."""
-    lines = ["| measured on the held-out split | n | base model | after SFT |", "|---|---:|---:|---:|"]
-    for key, label, _ in METRICS:
-        if key in after["metrics"]:
-            label = label.replace("<|end|>", "`<|end|>`")
-            lines.append(f"| {label} | {after['counts'][key]} | {100 * before['metrics'][key]:.0f}% | "
-                         f"{100 * after['metrics'][key]:.0f}% |")
-    return "\n".join(lines)
-
-
-def write_report(before, after, out_dir, settings, wall_seconds):
-    """sft_eval.md (table + a few replies per task), sft_eval.json (everything), sft_eval.png (bars)."""
-    out_dir = Path(out_dir)
-    table = results_table(before, after)
-    lines = ["# SFT evaluation", "", f"Greedy replies (temperature 0, at most {settings['max_new_tokens']} tokens) "
-             f"to held-out prompts the model never saw in training. Base: `{settings['base']}`; "
-             f"{settings['steps']} steps; {wall_seconds:.0f} s.", "", table, "", "## Example replies", ""]
-    shown = {}
-    for b, a in zip(before["replies"], after["replies"]):
-        if shown.get(a["task"], 0) >= 2:
-            continue
-        shown[a["task"]] = shown.get(a["task"], 0) + 1
-        lines += [f"**{a['task']}**: {a['prompt']!r}", "",
-                  f"- base model: {b['reply'][:300]!r}" + ("" if b["ended"] else " (no <|end|>)"),
-                  f"- after SFT: {a['reply'][:300]!r}" + ("" if a["ended"] else " (no <|end|>)"),
-                  f"- reference: {a['reference'][:300]!r}", ""]
-    (out_dir / "sft_eval.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    (out_dir / "sft_eval.json").write_text(json.dumps({"before": before, "after": after}, indent=1) + "\n",
-                                           encoding="utf-8")
-    plot_results(before, after, out_dir / "sft_eval.png")
-    return table
-
-
-def plot_results(before, after, path):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    keys = [(k, label) for k, label, _ in METRICS if k in after["metrics"]]
-    fig, ax = plt.subplots(figsize=(10, 4.5))
-    xs = range(len(keys))
-    ax.bar([x - 0.2 for x in xs], [100 * before["metrics"][k] for k, _ in keys], 0.4, label="base model")
-    ax.bar([x + 0.2 for x in xs], [100 * after["metrics"][k] for k, _ in keys], 0.4, label="after SFT")
-    ax.set_xticks(list(xs), [label.replace(" (", "\n(").replace(": ", ":\n") for _, label in keys], fontsize=7)
-    ax.set(ylabel="% of held-out prompts", ylim=(0, 105), title="Before and after supervised fine-tuning")
-    ax.grid(axis="y", alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
+    x, y, *doc_ids = batch
+    logits, _ = model(x, doc_ids=doc_ids[0] if doc_ids else None)  # (B, T, vocab)
+    mask = (y != -1).float()  # (B, T): 1 on A, the assistant's tokens
+    per_token = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten().clamp(min=0), reduction="none")
+    loss = (per_token.view_as(mask) * mask).sum() / mask.sum()  # the mean over A (no GPU sync: no indexing)
+    return loss, {"assistant_tokens": mask.sum()}
 
 # ----------------------------------------------------------------------------------------------------
 # The script
@@ -292,10 +170,7 @@ def build_data(settings, tokenizer, block_size, log=print):
             train_conversations += world_examples(w, "train", mix, seed=seed, multi_turn=MULTI_TURN_FRACTION)
             val_conversations += world_examples(w, "heldout", EVAL_MIX, seed=seed + 1)
         else:
-            try:
-                train_conversations += load_jsonl(source)
-            except (FileNotFoundError, ValueError) as error:
-                raise SystemExit(str(error)) from None
+            train_conversations += load_jsonl(source)  # FileNotFoundError or ValueError naming the line
     if not val_conversations:  # user data only: keep every 20th conversation for the validation loss
         val_conversations = train_conversations[::20]
         train_conversations = [c for i, c in enumerate(train_conversations) if i % 20]
@@ -305,7 +180,7 @@ def build_data(settings, tokenizer, block_size, log=print):
     for split, conversations in (("train", train_conversations), ("val", val_conversations)):
         sequences, dropped = tokenize(conversations, tokenizer, block_size)
         if not sequences:
-            raise SystemExit(f"no {split} conversation fits in the context of {block_size} tokens")
+            raise ValueError(f"no {split} conversation fits in the context of {block_size} tokens")
         rows[split] = make_rows(sequences, block_size, pad_id, settings["packing"])
         n_learned = int((rows[split][1] != -1).sum())
         log(f"{split}: {len(sequences):,} conversations -> {len(rows[split][0]):,} rows of {block_size} tokens "
@@ -319,21 +194,26 @@ def build_data(settings, tokenizer, block_size, log=print):
 
 
 def main(argv=None):
-    args = parse_args(argv)
-    rank, _, world_size = train.setup_ddp()
+    """The script. A library error (a missing file, a bad setting) ends it with its message and exit status 1."""
+    try:
+        return fine_tune(parse_args(argv))
+    except (OSError, ValueError) as error:
+        raise SystemExit(f"error: {error}") from None
+
+
+def fine_tune(args):
+    """Load the base model, build the data, evaluate, train with sft_loss, evaluate again; returns a summary."""
+    rank, _, world_size = hardware.setup_ddp()
     settings, out_dir = resolve_settings(args)
     parse_mix(settings["mix"], settings["mix_scale"])  # a typo in --mix fails now, not after loading the model
     if settings["eval_per_task"] is not None and settings["eval_per_task"] < 1:
-        raise SystemExit(f"--eval-per-task {settings['eval_per_task']}: give at least 1 held-out prompt "
+        raise ValueError(f"--eval-per-task {settings['eval_per_task']}: give at least 1 held-out prompt "
                          f"per task (leave it out to use them all)")
     master = rank == 0
     log = print if master else (lambda *a, **k: None)
     start = time.time()
 
-    device = train.pick_device(settings["device"])
-    if world_size > 1 and device == "cuda":
-        device = f"cuda:{torch.cuda.current_device()}"
-    precision = train.resolve_precision(settings["precision"], torch.device(device).type)
+    device, precision = hardware.place(settings["device"], settings["precision"], world_size)
     model, base_tokenizer, base_checkpoint = load_base(settings["base"])
     tokenizer = add_chat_tokens(base_tokenizer)
     new_ids = add_chat_embeddings(model, base_tokenizer, tokenizer)
@@ -370,7 +250,7 @@ def main(argv=None):
     extra = {"tokenizer": str(out_dir / "tokenizer"), "settings": settings, "base": str(settings["base"]),
              "base_step": base_checkpoint.get("step")}
     summary = train.train(model, batches.get_batch, config, make_sample=make_sample, resume=args.resume,
-                          checkpoint_extra=extra)
+                          checkpoint_extra=extra, loss_fn=sft_loss)
 
     if master:
         if summary["step"] < settings["steps"]:

@@ -1,5 +1,6 @@
 """Chapter 03 tests: the mini-world (world.py), the data pipeline (dataset.py) and the training loop
-(train.py, pretrain.py, scaling.py). Offline and deterministic.
+(optimizer.py, checkpoint.py, hardware.py, train_log.py, train.py, pretrain.py, scaling.py). Offline and
+deterministic.
 
 The default corpus (3 MB) is generated once per module and shared by the tests that read it. The
 training-loop tests mostly use a tiny stand-in language model (TinyLM below) so they do not depend on
@@ -30,10 +31,16 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+import checkpoint
 import dataset
+import hardware
+import optimizer
 import train
+import train_log
 import world
-from train import AdamW, TrainConfig, clip_grad_norm, load_checkpoint, lr_at, param_groups, save_checkpoint
+from checkpoint import load_checkpoint, model_config_dict, save_checkpoint
+from optimizer import AdamW, clip_grad_norm, lr_at, param_groups
+from train import TrainConfig
 
 EOT = world.EOT
 
@@ -472,9 +479,6 @@ def test_get_batch_shifts_by_one_and_is_resumable():
     assert torch.equal(x4[0], torch.arange(10)) and torch.equal(y4[0], torch.arange(1, 11))
     with pytest.raises(ValueError, match="smaller context"):
         dataset.get_batch(tokens[:10], 2, 10)
-    stream = np.array([5, 6, 9, 7, 9, 8, 8, 8])        # 9 = <|endoftext|>: each one starts a new document
-    x, y, doc_ids = dataset.get_batch(stream, 1, 7, torch.Generator().manual_seed(0), eot_id=9)
-    assert doc_ids.tolist() == [[0, 0, 1, 1, 2, 2, 2]]
 
 
 def test_read_text_errors_are_clear(tmp_path):
@@ -548,8 +552,8 @@ def test_prepare_world_end_to_end_with_the_chapter_01_tokenizer(tmp_path, capsys
     assert tokenizer.decode(ids.tolist()) == text
     assert dataset.read_tokens(out / "train.bin")[-1] == meta["eot_id"], "val starts at a document"
     data = dataset.TokenDataset(out)
-    x, y, doc_ids = data.get_batch("val", 4, 64, torch.Generator().manual_seed(0), doc_ids=True)
-    assert torch.equal(x[:, 1:], y[:, :-1]) and x.max() < data.vocab_size and doc_ids.shape == x.shape
+    x, y = data.get_batch("val", 4, 64, torch.Generator().manual_seed(0))
+    assert torch.equal(x[:, 1:], y[:, :-1]) and x.max() < data.vocab_size
     before = (out / "train.bin").stat().st_mtime_ns
     assert dataset.prepare("world", out, vocab_size=300, n_bytes=150_000, verbose=False) == meta
     assert (out / "train.bin").stat().st_mtime_ns == before, "same settings: files reused, not rebuilt"
@@ -729,7 +733,7 @@ def test_resume_equals_uninterrupted_run(tmp_path):
     for key in opt_a:
         assert torch.equal(opt_a[key]["exp_avg_sq"], opt_b[key]["exp_avg_sq"]) and opt_a[key]["step"] == 30
     # the resumed run's log continues the first one: the same training losses as the uninterrupted run
-    logs = [train.read_metrics(tmp_path / d / "metrics.jsonl") for d in ("straight", "resumed")]
+    logs = [train_log.read_metrics(tmp_path / d / "metrics.jsonl") for d in ("straight", "resumed")]
     losses = [[(e["step"], e["loss"]) for e in log if e["kind"] == "train"] for log in logs]
     assert len(losses[0]) == 6 and losses[0] == losses[1]
     evals = [e for e in logs[0] if e["kind"] == "eval"]
@@ -751,7 +755,7 @@ def test_resume_with_another_number_of_processes_says_the_rng_is_fresh(tmp_path,
 
 def test_checkpoint_from_another_model_config_is_a_clear_error(tmp_path):
     model = TinyLM(TinyConfig(n_embd=16))
-    save_checkpoint(tmp_path / "ckpt.pt", {"model": model.state_dict(), "model_config": train.model_config_dict(model)})
+    save_checkpoint(tmp_path / "ckpt.pt", {"model": model.state_dict(), "model_config": model_config_dict(model)})
     with pytest.raises(ValueError, match=r"different model config \(n_embd: checkpoint 16, now 32\)"):
         load_checkpoint(tmp_path / "ckpt.pt", TinyLM(TinyConfig(n_embd=32)))
     # and through the loop's --resume path
@@ -768,12 +772,85 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
         f.write(b"half a checkpoint")
         raise OSError("disk full")
 
-    monkeypatch.setattr(train.torch, "save", save_half_then_crash)
+    monkeypatch.setattr(checkpoint.torch, "save", save_half_then_crash)
     with pytest.raises(OSError, match="disk full"):
         save_checkpoint(path, {"step": 2, "weights": torch.arange(1000)})
     monkeypatch.undo()
     assert torch.load(path)["step"] == 1  # the old checkpoint is intact
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]  # and no temp file is left behind
+
+
+def test_load_checkpoint_restores_the_optimizer_outside_the_loop(tmp_path):
+    config = tiny_train_config(tmp_path, steps=6, eval_interval=3, sample_interval=0)
+    trained = TinyLM(TinyConfig())
+    train.train(trained, make_get_batch(), config, quiet=True)
+    model = TinyLM(TinyConfig())
+    opt = optimizer.make_optimizer(model, lr=config.lr)
+    checkpoint = load_checkpoint(tmp_path / "ckpt.pt", model, opt)
+    assert checkpoint["step"] == 6
+    for a, b in zip(trained.parameters(), model.parameters()):
+        assert torch.equal(a, b)
+    saved = torch.load(tmp_path / "ckpt.pt")["optimizer"]["state"]
+    assert len(opt.state) == len(saved) > 0
+    for param_id, param in enumerate(p for group in opt.param_groups for p in group["params"]):
+        assert opt.state[param]["step"] == 6
+        assert torch.equal(opt.state[param]["exp_avg"], saved[param_id]["exp_avg"])
+    # a checkpoint saved for inference only: the model loads, the optimizer is a clear error
+    save_checkpoint(tmp_path / "weights.pt", {"model": model.state_dict(), "model_config": model_config_dict(model)})
+    load_checkpoint(tmp_path / "weights.pt", TinyLM(TinyConfig()))
+    with pytest.raises(ValueError, match="no optimizer state"):
+        load_checkpoint(tmp_path / "weights.pt", TinyLM(TinyConfig()), opt)
+
+
+def test_library_errors_are_exceptions_with_the_fix(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no checkpoint at .*train first"):
+        load_checkpoint(tmp_path / "missing.pt")
+    (tmp_path / "junk.pt").write_bytes(b"junk")
+    with pytest.raises(ValueError, match="not a checkpoint written by save_checkpoint") as caught:
+        load_checkpoint(tmp_path / "junk.pt")
+    assert "weights_only" not in str(caught.value)
+    with pytest.raises(ValueError, match="--device tpu: unknown device; use cuda, mps or cpu"):
+        hardware.pick_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA GPU .*use --device cpu"):
+            hardware.pick_device("cuda")
+    with pytest.raises(ValueError, match="--precision fp8: use auto, fp32, bf16 or fp16"):
+        hardware.resolve_precision("fp8", "cpu")
+    with pytest.raises(ValueError, match="fp16 needs a CUDA GPU"):
+        hardware.resolve_precision("fp16", "cpu")
+    with pytest.raises(ValueError, match="grad_accum=3 must be a multiple of the number of processes .*--grad-accum 2"):
+        train.check_config(tiny_train_config(tmp_path, grad_accum=3), world_size=2)
+    with pytest.raises(ValueError, match="at least 1"):
+        train.train(TinyLM(TinyConfig()), make_get_batch(), tiny_train_config(tmp_path, steps=0), quiet=True)
+
+
+def test_loss_hook_trains_evaluates_and_logs_its_metrics(tmp_path):
+    inner = make_get_batch()
+    def get_batch(split, g):  # a batch the default loss cannot take: (x, y, weight)
+        return (*inner(split, g), torch.tensor([3.0]))
+    def loss_fn(model, batch):
+        x, y, weight = batch
+        _, loss = model(x, y)
+        return weight[0] * loss, {"unweighted": loss.detach(), "rows": x.shape[0]}
+    torch.manual_seed(0)
+    model = TinyLM(TinyConfig())
+    initial = TinyLM(TinyConfig())
+    initial.load_state_dict(model.state_dict())
+    cfg = tiny_train_config(tmp_path, steps=6, log_interval=3, eval_interval=6, sample_interval=0)
+    train.train(model, get_batch, cfg, quiet=True, loss_fn=loss_fn)
+    records = metrics(tmp_path)
+    logged = [e for e in records if e["kind"] == "train"]
+    assert len(logged) == 2 and logged[-1]["loss"] < logged[0]["loss"]  # it trains on the hook's loss
+    for e in logged:
+        assert e["loss"] == pytest.approx(3 * e["unweighted"], rel=1e-5) and e["rows"] == pytest.approx(4)
+    # the validation loss comes from the same hook (3x the model's own cross-entropy)
+    expected = train.estimate_loss(initial, get_batch, cfg.eval_batches, "cpu", seed=cfg.seed, loss_fn=loss_fn)
+    first_eval = [e for e in records if e["kind"] == "eval"][0]
+    assert first_eval["step"] == 0 and first_eval["val_loss"] == pytest.approx(expected["val"])
+    assert first_eval["val_unweighted"] == pytest.approx(expected["val"] / 3, rel=1e-5)
+    assert first_eval["train_rows"] == pytest.approx(4) and expected["val_rows"] == pytest.approx(4)
+    assert expected["val"] == pytest.approx(3 * train.estimate_loss(initial, inner, cfg.eval_batches, "cpu",
+                                                                    seed=cfg.seed)["val"], rel=1e-5)
 
 
 # ---- data parallel: 2 processes (gloo, CPU) == 1 process with the same global batch
@@ -792,7 +869,7 @@ def test_ddp_two_processes_match_one_process(tmp_path):
                __file__, str(tmp_path / "ddp")]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-    logs = [train.read_metrics(tmp_path / d / "metrics.jsonl") for d in ("single", "ddp")]
+    logs = [train_log.read_metrics(tmp_path / d / "metrics.jsonl") for d in ("single", "ddp")]
     single_losses = [e["loss"] for e in logs[0] if e["kind"] == "train"]
     ddp_losses = [e["loss"] for e in logs[1] if e["kind"] == "train"]
     assert len(single_losses) == 6 and single_losses[-1] < single_losses[0]
@@ -839,8 +916,19 @@ def test_pretrain_script_runs_stops_and_resumes(tmp_path, capsys):
     assert checkpoint["model_config"]["n_embd"] == 32 and checkpoint["train_config"]["steps"] == 6
     assert len(checkpoint["rng"]) == 1 and {"torch", "numpy", "python"} <= set(checkpoint["rng"][0])
     # a different model on the same run folder: a clear error, not a wall of size mismatches
-    with pytest.raises(ValueError, match="different model config.*n_embd: checkpoint 32, now 64"):
-        pretrain.main(["--resume", *out, "--n-embd", "64"])
+    with pytest.raises(SystemExit, match="error: checkpoint .*different model config.*n_embd: checkpoint 32, now 64"):
+        pretrain.main(["--resume", *out, "--n-embd", "64"])  # the script: one message, exit status 1
+
+
+def test_pretrain_script_turns_library_errors_into_one_message(tmp_path):
+    import pretrain
+
+    with pytest.raises(SystemExit, match="^error: --device tpu: unknown device"):
+        pretrain.main(["--preset", "tiny", *SMALL_RUN, "--out-dir", str(tmp_path), "--device", "tpu"])
+    result = subprocess.run([sys.executable, str(REPO / "03_pretrain" / "pretrain.py"), "--preset", "shakespeare-char",
+                             "--out-dir", str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: --preset shakespeare-char needs --data")
 
 
 def test_pretrain_help():
@@ -882,11 +970,11 @@ def metrics(d):
 
 def test_loop_applies_the_schedule_to_every_group(tmp_path, monkeypatch):
     seen = []
-    real_step = train.AdamW.step
+    real_step = optimizer.AdamW.step
     def spy(self, closure=None):
         seen.append([g["lr"] for g in self.param_groups])
         return real_step(self, closure)
-    monkeypatch.setattr(train.AdamW, "step", spy)
+    monkeypatch.setattr(optimizer.AdamW, "step", spy)
     cfg = tiny_train_config(tmp_path, steps=12, warmup_steps=4, log_interval=1, eval_interval=12, sample_interval=0)
     train.train(TinyLM(TinyConfig()), make_get_batch(), cfg, quiet=True)
     expected = [lr_at(s, cfg.lr, cfg.min_lr, cfg.warmup_steps, cfg.steps) for s in range(12)]
@@ -1038,8 +1126,8 @@ def test_resume_after_a_real_interrupt_continues_log_and_tokens(tmp_path):
 def test_peak_flops_table_prefers_the_longest_name(monkeypatch):
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device: names.pop(0))
     names = ["NVIDIA L40", "NVIDIA L4", "NVIDIA H100 NVL", "NVIDIA H100 80GB HBM3", "NVIDIA GeForce RTX 4090"]
-    assert [train.peak_flops_of("cuda") for _ in range(5)] == [181e12, 121e12, 835e12, 989e12, None]
-    assert train.peak_flops_of("cpu") is None
+    assert [hardware.peak_flops_of("cuda") for _ in range(5)] == [181e12, 121e12, 835e12, 989e12, None]
+    assert hardware.peak_flops_of("cpu") is None
 
 
 def test_numpy_generator_can_draw_the_last_window():
@@ -1079,8 +1167,8 @@ def test_adamw_matches_torch_when_eps_matters():
     ours_model, ref_model = TinyLM(TinyConfig()), TinyLM(TinyConfig())
     ref_model.load_state_dict(ours_model.state_dict())
     kw = dict(lr=1e-2, betas=(0.9, 0.95), eps=1e-8)
-    ours = train.AdamW(train.param_groups(ours_model, 0.1), **kw)
-    ref = torch.optim.AdamW(train.param_groups(ref_model, 0.1), foreach=False, **kw)
+    ours = optimizer.AdamW(optimizer.param_groups(ours_model, 0.1), **kw)
+    ref = torch.optim.AdamW(optimizer.param_groups(ref_model, 0.1), foreach=False, **kw)
     g = torch.Generator().manual_seed(1)
     for step in range(50):
         for a, b in zip(ours_model.parameters(), ref_model.parameters()):
@@ -1098,7 +1186,7 @@ def test_power_law_fit_sign():
 
 
 def ddp_worker(out_dir):
-    rank, _, world_size = train.setup_ddp()
+    rank, _, world_size = hardware.setup_ddp()
     assert world_size == 2
     torch.manual_seed(0)  # same initial weights on every process (DDP also broadcasts rank 0's)
     train.train(TinyLM(TinyConfig()), make_get_batch(), ddp_config(out_dir), quiet=True)

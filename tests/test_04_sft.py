@@ -4,6 +4,7 @@ Everything here builds its own small tokenizer and models (nothing is read from 
 deterministic. The script tests run sft.py once on a tiny base model made in a temporary folder, then
 chat.py --prompt on the result.
 """
+import doctest
 import json
 import re
 import subprocess
@@ -16,12 +17,14 @@ import torch
 import torch.nn.functional as F
 
 import bpe
+import chat_format
+import checkpoint
+import grading
 import sft
-import train
 import world
 from chat_format import (ASSISTANT, BOS, CHAT_TOKENS, END, USER, add_chat_embeddings, add_chat_tokens,
-                         extract_answer, is_refusal, load_model_and_tokenizer, render_chat, says_dont_know,
-                         show_mask, to_inputs_and_targets)
+                         load_model_and_tokenizer, render_chat, show_mask, to_inputs_and_targets)
+from grading import extract_answer, is_refusal, says_dont_know
 from gpt import GPT, GPTConfig
 from sft_data import (EVAL_MIX, TRAIN_MIX, SFTBatches, load_jsonl, pack_rows, pad_rows, tokenize, user_prompts,
                       world_examples)
@@ -242,7 +245,7 @@ def test_world_examples_cover_every_task_with_good_replies(w0):
         if e["task"] == "benign":
             assert not is_refusal(first_reply) and not says_dont_know(first_reply)
         if e["task"] == "fact":
-            assert sft.fact_is_correct(first_reply, e["answer"], e["distractors"], e["subject"])
+            assert grading.fact_is_correct(first_reply, e["answer"], e["distractors"], e["subject"])
 
 
 @pytest.mark.parametrize("seeds", [(0, 1), (5, 5)])
@@ -329,12 +332,51 @@ def test_user_data_only_keeps_validation_conversations_out_of_training(tmp_path,
     assert len(eval_examples) == len(EVAL_MIX)  # --eval-per-task 1: one held-out prompt per task
 
 
+def test_sft_loss_counts_only_the_assistant_tokens(tokenizer):
+    model = tiny_gpt(tokenizer.vocab_size)
+    ids, mask = render_chat(chat("What is the capital of Hihodand?", "Sherby."), tokenizer)
+    x, y = (torch.tensor([v]) for v in to_inputs_and_targets(ids, mask))
+    loss, logged = sft.sft_loss(model, (x, y))
+    logits, _ = model(x)
+    learned = [t for t in range(len(y[0])) if y[0, t] != -1]
+    by_hand = -sum(F.log_softmax(logits[0, t], dim=-1)[y[0, t]] for t in learned) / len(learned)
+    assert 0 < len(learned) < len(y[0]) and logged["assistant_tokens"].item() == len(learned)
+    torch.testing.assert_close(loss, by_hand)
+    # the same with packed rows and doc_ids: what train() calls it with
+    x3, y3, doc_ids = pack_rows([(x[0].tolist(), y[0].tolist())] * 2, block_size=2 * len(y[0]) + 3, pad_id=0)
+    torch.testing.assert_close(sft.sft_loss(model, (x3, y3, doc_ids))[0], by_hand)
+
+
+def test_sft_library_functions_raise_clear_exceptions(tmp_path, tokenizer):
+    with pytest.raises(FileNotFoundError, match=r"(?s)no base model at .*python 03_pretrain/pretrain.py --preset tiny"):
+        sft.load_base(tmp_path / "missing.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="cannot use .*junk.pt as the base model: .*not a checkpoint") as caught:
+        sft.load_base(tmp_path / "junk.pt")
+    assert "weights_only" not in str(caught.value)  # never the advice to load untrusted pickles
+    with pytest.raises(ValueError, match="--mix 'fact=lots': write task=count pairs"):
+        sft.parse_mix("fact=lots")
+    settings = dict(data=[str(tmp_path / "mine.jsonl")], seed=1, packing=True, batch_size=2, eval_per_task=1,
+                    mix=None, mix_scale=1.0)
+    with pytest.raises(FileNotFoundError, match="mine.jsonl"):
+        sft.build_data(settings, tokenizer, block_size=64, log=lambda *a: None)
+    (tmp_path / "mine.jsonl").write_text(json.dumps({"instruction": "Say a long thing. " * 40, "output": "No."}) + "\n")
+    with pytest.raises(ValueError, match="no train conversation fits in the context of 64 tokens"):
+        sft.build_data(settings, tokenizer, block_size=64, log=lambda *a: None)
+
+
 def test_eval_per_task_zero_is_rejected(tmp_path):
     with pytest.raises(SystemExit, match="--eval-per-task 0: give at least 1"):
         sft.main(["--base", str(tmp_path / "missing.pt"), "--out-dir", str(tmp_path), "--eval-per-task", "0"])
 
 
-# ---- answer helpers
+# ---- answer helpers (grading.py)
+
+
+@pytest.mark.parametrize("module", [chat_format, grading], ids=lambda m: m.__name__)
+def test_docstring_examples_run_and_hold(module):
+    results = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert results.attempted >= 2 and results.failed == 0, f"{results.failed} doctest(s) of {module.__name__} failed"
 
 
 def test_extract_answer():
@@ -360,11 +402,11 @@ def test_refusal_and_dont_know_detectors(w0):
         assert says_dont_know(probe.honest_answer) and not says_dont_know(probe.invented_answer)
     assert says_dont_know("I do not know who that is.") and not says_dont_know("I know Mia.")
     assert says_dont_know("I'm not sure where Gramford is.") and says_dont_know("I am not sure.")
-    assert sft.fact_is_correct("Sam lives in Trusholm.", "Trusholm", ["Hastead", "Regroton"])
-    assert not sft.fact_is_correct("Sam lives in Trusholm or Hastead.", "Trusholm", ["Hastead", "Regroton"])
-    assert not sft.fact_is_correct("Sam lives in Trusholmby.", "Trusholm", ["Hastead"])  # whole words only
-    assert sft.fact_is_correct("Mandugs are gold.", "gold", ["red"], subject="mandug")  # plural subject
-    assert not sft.fact_is_correct("Drelanels are gold.", "gold", ["red"], subject="mandug")  # wrong subject
+    assert grading.fact_is_correct("Sam lives in Trusholm.", "Trusholm", ["Hastead", "Regroton"])
+    assert not grading.fact_is_correct("Sam lives in Trusholm or Hastead.", "Trusholm", ["Hastead", "Regroton"])
+    assert not grading.fact_is_correct("Sam lives in Trusholmby.", "Trusholm", ["Hastead"])  # whole words only
+    assert grading.fact_is_correct("Mandugs are gold.", "gold", ["red"], subject="mandug")  # plural subject
+    assert not grading.fact_is_correct("Drelanels are gold.", "gold", ["red"], subject="mandug")  # wrong subject
 
 
 # ---- evaluation and chat, with stub models
@@ -413,7 +455,7 @@ def test_evaluate_grades_each_task_and_fills_the_table(tokenizer):
     ]
     examples = [example for example, _ in cases]
     model = StubGenerator([tokens for _, tokens in cases], block_size=8)
-    result = sft.evaluate(model, tokenizer, examples, max_new_tokens=20)
+    result = grading.evaluate(model, tokenizer, examples, max_new_tokens=20)
 
     assert result["metrics"] == {"format": 9 / 10, "fact_accuracy": 0.5, "fact_dont_know": 0.5, "math_accuracy": 0.5,
                                  "unknown_honesty": 0.5, "harmful_refusal": 1.0, "benign_over_refusal": 1 / 3}
@@ -432,7 +474,7 @@ def test_evaluate_grades_each_task_and_fills_the_table(tokenizer):
         assert len(full) > 8 and prompt == full[-8:] and prompt[-1] == tokenizer.special_tokens[ASSISTANT]
 
     before = {"metrics": {key: 0.0 for key in result["metrics"]}, "counts": result["counts"]}
-    table = sft.results_table(before, result).splitlines()
+    table = grading.results_table(before, result).splitlines()
     assert table[0] == "| measured on the held-out split | n | base model | after SFT |"
     assert "| replies that end with `<|end|>` | 10 | 0% | 90% |" in table
     assert "| harmful requests: refused | 1 | 0% | 100% |" in table
@@ -521,8 +563,8 @@ def test_chat_repl_commands(tokenizer, monkeypatch, capsys):
 def test_tokenizer_larger_than_the_model_is_rejected(tmp_path, base_tokenizer, tokenizer):
     tokenizer.save(tmp_path / "tokenizer")  # the chat tokenizer, 4 ids more than the model has rows
     model = tiny_gpt(base_tokenizer.vocab_size)
-    train.save_checkpoint(tmp_path / "ckpt.pt", {"model": model.state_dict(), "model_config":
-                          train.model_config_dict(model), "tokenizer": str(tmp_path / "tokenizer")})
+    checkpoint.save_checkpoint(tmp_path / "ckpt.pt", {"model": model.state_dict(), "model_config":
+                               checkpoint.model_config_dict(model), "tokenizer": str(tmp_path / "tokenizer")})
     with pytest.raises(ValueError, match="do not belong together"):
         load_model_and_tokenizer(tmp_path / "ckpt.pt")
 
@@ -536,8 +578,9 @@ def sft_run(tmp_path_factory, base_tokenizer):
     root = tmp_path_factory.mktemp("sft")
     base_tokenizer.save(root / "base" / "tokenizer")
     model = tiny_gpt(base_tokenizer.vocab_size)
-    train.save_checkpoint(root / "base" / "ckpt.pt", {"model": model.state_dict(), "model_config":
-                          train.model_config_dict(model), "tokenizer": str(root / "base" / "tokenizer"), "step": 0})
+    checkpoint.save_checkpoint(root / "base" / "ckpt.pt", {
+        "model": model.state_dict(), "model_config": checkpoint.model_config_dict(model),
+        "tokenizer": str(root / "base" / "tokenizer"), "step": 0})
     out = root / "sft"
     args = ["--base", str(root / "base" / "ckpt.pt"), "--out-dir", str(out), "--mix", SMALL_MIX,
             "--batch-size", "2", "--eval-interval", "2", "--eval-batches", "1", "--log-interval", "1",
@@ -551,7 +594,7 @@ def test_sft_script_trains_evaluates_and_resumes(sft_run):
     root, out, interrupted, resumed = sft_run
     assert interrupted["step"] == 2 and "after" not in interrupted
     assert resumed["step"] == 4 and set(resumed["after"]) == set(resumed["before"])
-    assert set(resumed["after"]) == {key for key, _, _ in sft.METRICS}
+    assert set(resumed["after"]) == {key for key, _, _ in grading.METRICS}
     for name in ("ckpt.pt", "tokenizer.tiktoken", "tokenizer.json", "metrics.jsonl", "loss.png", "sft_eval.md",
                  "sft_eval.json", "sft_eval.png"):
         assert (out / name).stat().st_size > 0, name
@@ -592,6 +635,11 @@ def test_chat_errors_and_help(sft_run, tmp_path):
     import chat as chat_script
 
     root, _, _, _ = sft_run
+    with pytest.raises(ValueError, match="not a chat model.*sft.py"):  # the library function: an exception
+        chat_script.load_chat_model(root / "base" / "ckpt.pt")
+    with pytest.raises(FileNotFoundError, match="python 04_sft/sft.py --preset tiny"):
+        chat_script.load_chat_model(tmp_path / "none.pt")
+    # the script: one message and a non-zero exit
     with pytest.raises(SystemExit, match="not a chat model.*sft.py"):
         chat_script.main(["--ckpt", str(root / "base" / "ckpt.pt"), "--prompt", "hi"])
     with pytest.raises(SystemExit, match="python 04_sft/sft.py --preset tiny"):
