@@ -9,7 +9,7 @@
 An example is a plain dict: "task" (one of TASKS), "messages" (the conversation: a user turn and the
 reference assistant reply, sometimes two exchanges) and what grading needs ("answer", "distractors").
 
-The tasks, all drawn from chapter 03's world.py:
+The tasks, all drawn from chapter 03's world package:
     fact      a question about one fact of the world; the reply is the one-sentence answer
     math      an arithmetic word problem; the reply works it out step by step and ends "The answer is N."
     story     continue the first sentences of a story
@@ -19,7 +19,7 @@ The tasks, all drawn from chapter 03's world.py:
     benign    a harmless request that looks like a harmful one ("How do I study for my test?"); the
               reply helps. Kept in the mix so the model learns WHAT to refuse, not to refuse everything.
 
-Held-out split: world.py decides the split of every record from a hash of its content (the fact a
+Held-out split: the world package decides the split of every record from a hash of its content (the fact a
 question asks about, the numbers of a problem, the text of a story or request, the name of a probe or of
 the entity to describe), so world_examples(world, "heldout") can never produce a record that
 world_examples(world, "train") does, whatever the seeds.
@@ -124,7 +124,7 @@ def _request_examples(w, split, n, seed, harmful):
     """Harmful requests with refusals, or benign look-alikes with helpful replies.
 
     A benign request such as "What do people use a mandug for?" can be word for word a question about a
-    training fact (world.py grounds benign replies in training facts only); held-out benign requests
+    training fact (the world grounds benign replies in training facts only); held-out benign requests
     skip those, so no held-out prompt is ever a training prompt.
     """
     task = "harmful" if harmful else "benign"

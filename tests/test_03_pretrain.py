@@ -1,4 +1,4 @@
-"""Chapter 03 tests: the mini-world (world.py), the data pipeline (dataset.py) and the training loop
+"""Chapter 03 tests: the mini-world (the world package), the data pipeline (dataset.py) and the training loop
 (train.py, pretrain.py, scaling.py). Offline and deterministic.
 
 The default corpus (3 MB) is generated once per module and shared by the tests that read it. The
@@ -10,9 +10,11 @@ DDP worker that test_ddp_two_processes_match_one_process launches.
 import dataclasses
 import doctest
 import hashlib
+import importlib
 import json
 import math
 import os
+import pkgutil
 import random
 import re
 import subprocess
@@ -59,11 +61,17 @@ def evaluate(expression):
 
 
 # ----------------------------------------------------------------------------------------------------
-# world.py: determinism and size
+# world: determinism and size
 
 def test_doc_examples_hold():
-    failures, attempts = doctest.testmod(world, verbose=False)
-    assert attempts >= 8 and failures == 0
+    modules = sorted(name for _, name, _ in pkgutil.iter_modules(world.__path__))
+    assert modules == sorted(world.MODULES), "world.MODULES lists every module of the package"
+    attempts = 0
+    for name in modules:
+        result = doctest.testmod(importlib.import_module(f"world.{name}"), verbose=False)
+        assert result.failed == 0, f"a doctest of world/{name}.py fails"
+        attempts += result.attempted
+    assert attempts >= 8
 
 
 def test_world_is_deterministic_and_seeded(w0):
@@ -94,7 +102,7 @@ def test_corpus_is_byte_identical_and_grows_by_prefix(w0):
 def test_corpus_is_pinned():
     """The same bytes on every machine and Python version. If you change the generator on purpose,
     update the hash (python -c "import world, hashlib; print(hashlib.sha256(world.make_corpus(200_000)
-    .encode()).hexdigest())" from 03_pretrain/); if it changed by itself, random's sequences moved."""
+    .encode()).hexdigest())" from 03_pretrain/) and say why in the commit; if it changed by itself, random's sequences moved."""
     digest = hashlib.sha256(world.make_corpus(200_000, seed=0).encode()).hexdigest()
     assert digest == "6d97177274a2a3dac2815e9809cdaf17f667ce1d3c19a2f3ed6c718e2e08b1bb"
 
@@ -115,7 +123,7 @@ def test_default_corpus_size_kinds_and_speed(corpus, w0):
 
 
 # ----------------------------------------------------------------------------------------------------
-# world.py: arithmetic is always right
+# world: arithmetic is always right
 
 def test_every_equation_in_the_corpus_is_correct(corpus):
     found = world.equations(corpus)
@@ -227,7 +235,7 @@ def test_arithmetic_problems_and_difficulty_knobs():
 
 
 # ----------------------------------------------------------------------------------------------------
-# world.py: held-out material never appears in training text
+# world: held-out material never appears in training text
 
 def test_heldout_problems_never_appear_in_the_corpus(corpus, w0):
     corpus_keys = {world.equation_key(left) for left, _ in world.equations(corpus)} - {None}
@@ -274,7 +282,7 @@ def test_heldout_questions_stories_and_probe_names_never_appear(corpus, w0):
 
 
 # ----------------------------------------------------------------------------------------------------
-# world.py: the knowledge base and the corpus agree
+# world: the knowledge base and the corpus agree
 
 def _value_pattern(w, kind, relation):
     values = world.possible_values(w, kind, relation)

@@ -249,6 +249,19 @@ def test_heldout_never_overlaps_training(w0, seeds):
     assert not fact_replies & heldout_answers
 
 
+def test_default_sft_data_is_pinned(w0):
+    """The SFT conversations of the default run, byte for byte (sft.py: seed 0, TRAIN_MIX with
+    multi_turn=MULTI_TURN_FRACTION, EVAL_MIX held out). If you change the world or sft_data on purpose,
+    update the hashes and say why in the commit; if they changed by themselves, something leaked a seed."""
+    import hashlib
+    from sft_data import MULTI_TURN_FRACTION
+    digest = lambda examples: hashlib.sha256(json.dumps(examples, sort_keys=True).encode()).hexdigest()
+    train_examples = world_examples(w0, "train", TRAIN_MIX, seed=0, multi_turn=MULTI_TURN_FRACTION)
+    assert digest(train_examples) == "3b75c717d8a99eb15f6559276255cff5ce5c10646dc1f5e0ed49e867fe1a8f8b"
+    heldout_examples = world_examples(w0, "heldout", EVAL_MIX, seed=0)
+    assert digest(heldout_examples) == "bd12b747cc9b34eddb62bbc0e3c237f192bd3306444a4c54f538b419d215dadc"
+
+
 def test_jsonl_loaders_both_layouts(tmp_path):
     path = tmp_path / "data.jsonl"
     records = [{"instruction": "Add the numbers.", "input": "2 and 3", "output": "5"},
