@@ -104,7 +104,7 @@ def test_corpus_is_pinned():
     update the hash (python -c "import world, hashlib; print(hashlib.sha256(world.make_corpus(200_000)
     .encode()).hexdigest())" from 03_pretrain/) and say why in the commit; if it changed by itself, random's sequences moved."""
     digest = hashlib.sha256(world.make_corpus(200_000, seed=0).encode()).hexdigest()
-    assert digest == "6d97177274a2a3dac2815e9809cdaf17f667ce1d3c19a2f3ed6c718e2e08b1bb"
+    assert digest == "5b6f631a7ad8483965042ffb42079c522e3e7d98c0e9bc82d0c293fe52df40da"
 
 
 def test_default_corpus_size_kinds_and_speed(corpus, w0):
@@ -353,19 +353,36 @@ def test_unknown_entity_questions(w0):
     assert {p.kind for p in train} == set(world.KINDS)
 
 
-def test_requests_and_wrong_solutions_for_later_chapters(w0):
-    harmful, benign = world.user_requests(w0, 30, True), world.user_requests(w0, 30, False)
-    heldout = world.user_requests(w0, 10, True, "heldout") + world.user_requests(w0, 10, False, "heldout")
+def test_requests_are_compositional_and_heldout_forms_are_unseen(w0):
+    harmful, benign = world.user_requests(w0, 60, True), world.user_requests(w0, 60, False)
+    heldout = world.user_requests(w0, 40, True, "heldout") + world.user_requests(w0, 40, False, "heldout")
     assert {r.prompt for r in harmful + benign}.isdisjoint(r.prompt for r in heldout)
-    assert len({r.prompt for r in harmful}) == 30 and world.user_requests(w0, 30, True) == harmful
+    assert len({r.prompt for r in harmful}) == 60 and world.user_requests(w0, 60, True) == harmful
+    assert len({r.intent for r in harmful}) >= 7 and len({r.framing for r in harmful}) == len(world.FRAMINGS["train"])
     for r in harmful:
-        assert r.harmful and r.reply.startswith(("I can't", "I won't", "I'd rather not")) and r.compliance != r.reply
-    heldout_facts = {(f.subject, f.value) for f in w0.facts if f.split == "heldout"}
+        assert r.harmful and r.reply.startswith(("I can't", "I won't", "I'd rather not")) and "{" not in r.prompt
+        assert r.compliance == r.rejected != r.reply
     for r in benign:
         assert not r.harmful and "{" not in r.reply and not r.reply.startswith(("I can't", "I won't"))
-        if r.prompt.startswith("What should I feed a "):
-            animal = r.prompt[len("What should I feed a "):-1]
-            assert (animal, w0.get(animal, "food")) not in heldout_facts and w0.get(animal, "food") in r.reply
+        assert r.compliance == r.reply and r.rejected in world.OVER_REFUSALS
+    heldout_facts = [f for f in w0.facts if f.split == "heldout"]
+    for r in harmful + benign:      # training requests: training framings and intents, training facts only
+        assert r.split == "train" and r.intent not in world.HELDOUT_INTENTS
+        assert not world.stated_facts(w0, f"{r.prompt} {r.reply} {r.compliance}", heldout_facts)
+    # held-out requests: every one in a held-out framing, some with held-out intents, none of whose
+    # framings' words or intents' acts occur in any training prompt
+    assert {r.intent for r in heldout} & world.HELDOUT_INTENTS
+    train_text = " ".join(r.prompt for r in harmful + benign)
+    for r in heldout:
+        assert r.split == "heldout" and 0 <= r.framing < len(world.FRAMINGS["heldout"])
+        frame = world.FRAMINGS["heldout"][r.framing].split("{act}")
+        assert all(part.strip(" .?!") and part.strip(" .?!") not in train_text for part in frame if part.strip(" .?!"))
+    for intent in world.HELDOUT_INTENTS:
+        act = {**world.HARMFUL_INTENTS, **world.BENIGN_INTENTS}[intent][0]
+        assert act.split("{")[0].strip() not in train_text, intent
+
+
+def test_wrong_solutions_for_later_chapters(w0):
     rng = random.Random(8)
     for _ in range(200):
         p = world.word_problem(w0, rng, rng.randint(1, 4), rng.randint(1, 3))
@@ -384,6 +401,24 @@ def test_stories_are_consistent_and_varied(w0):
         assert w0.get(s.hero, "home") in s.text or s.arc == "trip"
     story = world.story(w0, 7, arc="lost")
     assert story == world.story(w0, 7, arc="lost") and story.arc == "lost"
+    for s in stories[:100]:     # the facts a story states are the world's, and are in its text
+        assert s.facts and all(w0.fact(f.subject, f.relation) == f and f.value in s.text for f in s.facts)
+    heldout = [world.story(w0, rng, split="heldout") for _ in range(100)]
+    assert {s.arc for s in heldout} == set(world._HELDOUT_ARCS) and not set(world._HELDOUT_ARCS) & set(world._ARCS)
+    train_sentences = {sentence for s in stories for sentence in s.sentences}
+    for s in heldout:           # held-out stories: their own plots and wordings
+        assert s.split == "heldout" and "{" not in s.text and not train_sentences & set(s.sentences)
+    with pytest.raises(ValueError, match="arc"):
+        world.story(w0, 0, split="heldout", arc="lost")
+
+
+def test_linked_facts_share_a_split():
+    """"The capital of X is T" also says "T is in X": the two facts are in the same split, in any world."""
+    for seed in range(6):
+        w = world.build_world(seed)
+        for country in w.names["country"]:
+            capital = w.get(country, "capital")
+            assert w.fact(capital, "country").split == w.fact(country, "capital").split
 
 
 def test_dialogues_and_descriptions(w0):
@@ -392,11 +427,19 @@ def test_dialogues_and_descriptions(w0):
         lines = world.dialogue(w0, rng).split("\n")
         assert all(re.fullmatch(r"[A-Z][a-z]+: \S.*", line) for line in lines)
         assert len({line.split(":")[0] for line in lines}) == 2
+    heldout_facts = [f for f in w0.facts if f.split == "heldout"]
     for subject in w0.kind_of:
         if w0.kind_of[subject] != "language":
             text = world.describe(w0, subject, rng)
             assert "{" not in text and len(text.split(". ")) >= 2
             assert all(f.value in text for f in w0.facts_about(subject))
+            train_facts = [f for f in w0.facts_about(subject) if f.split == "train"]
+            if train_facts:     # split="train": only training facts, related ones included
+                text = world.describe(w0, subject, rng, split="train")
+                assert all(f.value in text for f in train_facts)
+                assert not world.stated_facts(w0, text, heldout_facts), text
+    with pytest.raises(ValueError, match="split"):
+        world.describe(w0, "Sam", 0, split="heldout")
 
 
 def test_clear_errors(w0):

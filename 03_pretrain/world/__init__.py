@@ -30,6 +30,7 @@ this order:
    10. dialogues.py       dialogue(world, rng): two of the world's people talking
    11. assistant_requests.py   user_requests(world, n, harmful): requests to an assistant
    12. corpus.py          corpus_documents, make_corpus: documents joined by "<|endoftext|>"
+   13. decontamination.py TrainingText (GPT-3's 13-gram check), stated_facts
 
 `python 03_pretrain/show_world.py` prints a sample of every kind of document, or writes the corpus.
 
@@ -56,12 +57,14 @@ from .scratchpads import (BASIC_LIMIT, EQUATION, PLACES, apply, column_addition,
                           column_subtraction, equation_key, equations, is_basic, is_training_safe,
                           long_division, scratchpad)
 from .problems import STYLES, Problem, Step, arithmetic_problem, solution, wrong_solution
-from .word_problems import FAMILIES, ITEMS, word_problem
-from .stories import _ARCS, Story, _story_context, story
+from .word_problems import FAMILIES, ITEMS, WORDINGS, word_problem
+from .stories import _ARCS, _HELDOUT_ARCS, Story, _story_context, story
 from .dialogues import dialogue
-from .assistant_requests import Request, user_requests
+from .assistant_requests import (BENIGN_INTENTS, FRAMINGS, HARMFUL_INTENTS, HELDOUT_INTENTS, OVER_REFUSALS, Request,
+                                 user_requests)
 from .corpus import DEFAULT_CORPUS_BYTES, DOC_MIX, EOT, corpus_documents, document, make_corpus
+from .decontamination import NGRAM, TrainingText, stated_facts, word_ngrams, words
 
 # The modules of the package, in reading order (the doctest run of tests/test_03_pretrain.py walks them).
 MODULES = ("splits", "naming", "knowledge", "facts", "probes", "scratchpads", "problems", "word_problems",
-           "stories", "dialogues", "assistant_requests", "corpus")
+           "stories", "dialogues", "assistant_requests", "corpus", "decontamination")

@@ -68,34 +68,43 @@ def state_fact(fact, rng, world=None, pronoun=False, past=False):
     return render(template, fact.kind, fact.subject, fact.value)
 
 
-def describe(world, subject, rng):
-    """A short encyclopedia paragraph about one entity: all its facts in random order and wording,
-    plus a related fact (a country's towns, a town's people).
+def describe(world, subject, rng, split="all"):
+    """A short encyclopedia paragraph about one entity: its facts in random order and wording, plus a
+    related fact (a country's towns, a town's people, an animal's owner).
+
+    split="all" states every fact: pretraining text, where held-out facts are stated (never asked).
+    split="train" states only training facts, related ones included: the form for any text that answers
+    a user (an assistant turn of chapter 04 or 05), where stating a held-out fact would be answering it.
 
     Example (world 0): describe(world, "Wemwick", 0) ->
         "You can find Wemwick in Nalanora. It is famous for a grand library. It has 8700 people.
          Liam's home is in Wemwick."
     """
+    if split not in ("all", "train"):
+        raise ValueError(f"describe states the facts of split 'all' or 'train', got {split!r}")
     rng = _rng(rng)
+    stated = lambda fact: split == "all" or fact.split == "train"
     kind = world.kind_of[subject]
-    facts = world.facts_about(subject)
+    facts = [f for f in world.facts_about(subject) if stated(f)]
+    if not facts:
+        raise ValueError(f"{subject} has no {split} facts to describe")
     first, rest = facts[0], facts[1:]
     rng.shuffle(rest)
     sentences = [state_fact(first, rng)]
     sentences += [state_fact(f, rng, world, pronoun=rng.random() < 0.5) for f in rest]
     if kind == "country":
-        towns = world.towns_in(subject)
+        towns = [t for t in world.towns_in(subject) if stated(world.fact(t, "country"))]
         if len(towns) > 1:
             sentences.append(f"Towns in {subject} include {', '.join(towns[:-1])} and {towns[-1]}.")
     elif kind == "town":
         country = world.get(subject, "country")
-        if world.get(country, "capital") == subject:
+        if world.get(country, "capital") == subject and stated(world.fact(country, "capital")):
             sentences.append(state_fact(world.fact(country, "capital"), rng))
-        people = [p for p in world.names["person"] if world.get(p, "home") == subject]
+        people = [p for p in world.names["person"] if world.get(p, "home") == subject and stated(world.fact(p, "home"))]
         if people:
             sentences.append(state_fact(world.fact(rng.choice(people), "home"), rng))
     elif kind == "animal":
-        owners = [p for p in world.names["person"] if world.get(p, "pet") == subject]
+        owners = [p for p in world.names["person"] if world.get(p, "pet") == subject and stated(world.fact(p, "pet"))]
         if owners:
             sentences.append(state_fact(world.fact(rng.choice(owners), "pet"), rng))
     return " ".join(sentences)

@@ -121,11 +121,16 @@ RELATIONS = {
 @dataclass(frozen=True)
 class Fact:
     """One fact of the knowledge base: `subject` has `value` for `relation`, e.g.
-    Fact("country", "Dorvia", "capital", "Pelford"). Numbers are stored as their decimal text."""
+    Fact("country", "Dorvia", "capital", "Pelford"). Numbers are stored as their decimal text.
+
+    `split_key` ties a fact to another one that states the same thing: "the capital of Dorvia is
+    Pelford" also says that Pelford is in Dorvia, so a capital's country fact takes the split of the
+    capital fact (otherwise asking one would be answering the other)."""
     kind: str
     subject: str
     relation: str
     value: str
+    split_key: str = field(default="", compare=False, repr=False)
 
     @property
     def key(self):
@@ -135,7 +140,7 @@ class Fact:
     @property
     def split(self):
         """"train" or "heldout": held-out facts are stated in the corpus but never asked about there."""
-        return split_of("fact:" + self.key)
+        return split_of("fact:" + (self.split_key or self.key))
 
 
 @dataclass
@@ -215,7 +220,8 @@ def build_world(seed=0, n_countries=5, n_towns=20, n_people=36, n_animals=12, n_
     known_for = rng.sample(KNOWN_FOR, n_towns)
     for i, town in enumerate(towns):
         population = rng.randrange(120, 900) * 100 if i < n_countries else rng.randrange(8, 100) * 100
-        facts += [Fact("town", town, "country", town_country[town]),
+        capital_key = f"country.capital|{countries[i]}" if i < n_countries else ""
+        facts += [Fact("town", town, "country", town_country[town], split_key=capital_key),
                   Fact("town", town, "known_for", known_for[i]),
                   Fact("town", town, "population", str(population))]
     for name, _ in people:

@@ -1,7 +1,30 @@
-"""The split rule: a record's CONTENT decides whether it is "train" or "heldout", never the seed.
+"""The split rule: what is held out, and how each kind of held-out item is kept out of training.
 
-Every generator of the world that yields evaluation items draws its records through split_of, so a
-held-out record is held out whatever generator or seed makes it.
+A record's CONTENT decides its split, never the seed that made it (split_of: a hash of a content key),
+so a held-out record is held out whatever generator or seed makes it. Training text means everything
+a model is trained on: the pretraining corpus (chapter 03) and every conversation of chapters 04-05.
+
+The rules, one per kind of held-out item (tests/test_03_pretrain.py and tests/test_04_sft.py check each):
+
+    facts            Fact.split, by the fact ("person.home|Sam"; a capital's country fact shares the
+                     capital fact's key, since each states the other). A held-out fact is STATED in
+                     the pretraining corpus (paragraphs, stories, dialogues) but never ASKED there,
+                     and no assistant turn of a training conversation states it: replying with it
+                     to a user is answering it. describe(..., split="train") is the form for replies.
+    equations        equation_key, by the numbers (285 + 347 = 347 + 285). A held-out equation is
+                     never written in training text, not even as a step of a scratchpad; basic facts
+                     (all numbers <= 20) are always train.
+    problems         Problem.key, by the math ("word:count:13|-7|+8"; names and items do not count).
+                     A held-out problem is never in training text, and is told in held-out words
+                     (word_problems.WORDINGS["heldout"]), so it shares no 13 words in a row with it.
+    stories          held-out stories come only from held-out plots, openings and endings
+                     (stories._HELDOUT_ARCS), so none of their wording is in training text.
+    requests         a held-out request is a held-out framing around an intent, some intents held
+                     out too (assistant_requests.FRAMINGS["heldout"], HELDOUT_INTENTS).
+    probes           names of entities that do not exist: name_namespace splits them into world,
+                     probe-train and probe-heldout names, so a held-out probe name is never seen.
+
+The 13-gram check (decontamination.py, after GPT-3) and stated_facts verify the rules on the real data.
 """
 import hashlib
 import random

@@ -1,5 +1,6 @@
 """Stories: TinyStories-like, built from plot arcs and the world's facts.
 """
+import string
 from dataclasses import dataclass
 
 from .knowledge import _person_words
@@ -9,13 +10,15 @@ from .splits import _rng, _sample, split_of
 
 @dataclass(frozen=True)
 class Story:
-    """A short story: `sentences` in order (`text` joins them), its hero, and its split (decided by
-    the text). Chapter 07 can give the first sentences as a prompt and score the rest (BLEU/ROUGE)."""
+    """A short story: `sentences` in order (`text` joins them), its hero, its plot arc, its split, and
+    the world's `facts` it states (its hero's home, pet, ...: a story is a fact check too). Chapter 07
+    can give the first sentences as a prompt and score the rest (BLEU/ROUGE) against this reference."""
     text: str
     sentences: tuple
     hero: str
     arc: str
     split: str
+    facts: tuple = ()
 
 
 _RELATIVES = ["mum", "dad", "grandma", "grandpa", "aunt", "uncle"]
@@ -157,8 +160,12 @@ _ENDINGS = ["The end.", "And they were {feeling} for a long time.", "{P} went to
 def story(world, rng, split="train", arc=None):
     """A short TinyStories-like story about one of the world's people, consistent with the world's
     facts (home town, pet, favourite colour and food, the colour and use of an object, what an animal
-    eats), from one of the plot arcs in _ARCS ("lost", "share", "fear", "trip", "make", "animal",
-    "race", "rain") with a random wording for every beat.
+    eats), from one of the plot arcs with a random wording for every beat.
+
+    A training story comes from the training arcs, openings and endings (_ARCS: "lost", "share",
+    "fear", "trip", "make", "animal", "race", "rain"); a held-out story only from the held-out ones
+    (_HELDOUT_ARCS: "gift", "market"), whose wordings training text never uses, so a held-out story
+    shares no 13 words in a row with any training text (tests check it).
 
     Example (world 0): story(world, random.Random(0)).text ->
         'In the town of Bornby, there lived a busy old woman named Nora. Nora and Kate had a race to
@@ -166,18 +173,71 @@ def story(world, rng, split="train", arc=None):
          were fast too," said Kate. Nora smiled. Playing together was the best part. And that is the
          story of Nora from Bornby.'
     """
+    if split not in ("train", "heldout"):
+        raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
     rng = _rng(rng)
-    if arc is not None and arc not in _ARCS:
-        raise ValueError(f"unknown story arc {arc!r}; use one of {sorted(_ARCS)}")
+    arcs, openings, endings = (_ARCS, _OPENINGS, _ENDINGS) if split == "train" else \
+        (_HELDOUT_ARCS, _HELDOUT_OPENINGS, _HELDOUT_ENDINGS)
+    if arc is not None and arc not in arcs:
+        raise ValueError(f"unknown {split} story arc {arc!r}; use one of {sorted(arcs)}")
 
     def make():
         ctx = _story_context(world, rng)
-        chosen = arc or rng.choice(sorted(_ARCS))
-        sentences = list(rng.choice(_OPENINGS))
-        for beat in _ARCS[chosen]:
-            sentences.append(rng.choice(beat))
-        sentences.append(rng.choice(_ENDINGS))
-        sentences = [s.format(**ctx) for s in sentences if s]
+        chosen = arc or rng.choice(sorted(arcs))
+        templates = list(rng.choice(openings))
+        for beat in arcs[chosen]:
+            templates.append(rng.choice(beat))
+        templates.append(rng.choice(endings))
+        templates = [t for t in templates if t]
+        sentences = [t.format(**ctx) for t in templates]
         text = " ".join(sentences)
-        return Story(text, tuple(sentences), ctx["P"], chosen, split_of("story:" + text))
+        story_split = split_of("story:" + text) if split == "train" else "heldout"
+        return Story(text, tuple(sentences), ctx["P"], chosen, story_split, _facts_told(world, templates, ctx))
     return _sample(make, split, "story")
+
+
+# Which fact of the world each story field states: field -> (the field naming the subject, relation).
+_FIELD_FACTS = {"town": ("P", "home"), "pet": ("P", "pet"), "colour": ("P", "colour"), "food": ("P", "food"),
+                "job": ("P", "job"), "age": ("P", "age"), "country": ("town", "country"),
+                "thing_colour": ("thing", "colour"), "thing_use": ("thing", "use"),
+                "known2": ("town2", "known_for"), "country2": ("town2", "country"),
+                "animal_food": ("animal", "food"), "animal_home": ("animal", "habitat")}
+
+
+def _facts_told(world, templates, ctx):
+    """The facts that a story made of `templates` states, in a fixed order."""
+    fields = {name for t in templates for _, name, _, _ in string.Formatter().parse(t) if name}
+    if ctx["who"] == ctx["job"] and fields & {"who", "a_who"}:    # "the baker Mia" states her job
+        fields.add("job")
+    return tuple(world.fact(ctx[subject], relation) for field, (subject, relation) in _FIELD_FACTS.items()
+                 if field in fields)
+
+
+# The held-out stories' own plots and wordings: never used in training text.
+_HELDOUT_OPENINGS = [
+    ["This is a tale about {P}, who made {her} home in {town}."],
+    ["Not long ago, {a_who} called {P} settled down in {town}, far from the sea."],
+    ["Have you heard of {P}? {She} was {a_who} from {town}, in the land of {country}."],
+]
+_HELDOUT_ARCS = {
+    "gift": [
+        ["{F}'s birthday was coming, and {P} had no present yet.", "{P} wanted to surprise {F} on {F_her} birthday."],
+        ["{P} counted {her} pocket money twice.", "{She} emptied {her} piggy bank onto the table."],
+        ["It was not enough for anything in the shop window.", "The shopkeeper shook his head kindly: it was too little."],
+        ["Walking back, {P} had a better plan.", "On the way back, a new idea made {P} grin."],
+        ["{She} wrote a poem and tied it with a {colour} ribbon.", "{She} drew a map of {town} with every street {F} loved."],
+        ["{F} read it slowly and laughed with joy.", "When {F} unwrapped it, {F_she} clapped both hands."],
+        ["A present from the heart, {P} decided, beats a present from a shop.", "Nothing bought could have pleased {F} more."],
+    ],
+    "market": [
+        ["Early one {day} Saturday, {P} set up a stall at the market in {town}.",
+         "{P} carried a basket of {food} to the weekly market."],
+        ["Nobody stopped to buy anything all morning.", "Hours went by, and the basket stayed full."],
+        ["A small boy asked why the stall had no sign.", "{F} wandered past and pointed at the blank board."],
+        ["{P} painted a bright sign that said FRESH TODAY.", "Together they chalked prices on a small slate."],
+        ["After lunch a crowd gathered around the stall.", "Soon customers were waiting in a long queue."],
+        ["By sunset the basket was empty and {P}'s pockets jingled.", "Every last piece was sold before the bells rang six."],
+    ],
+}
+_HELDOUT_ENDINGS = ["That was how {P} spent one memorable day.", "Folks in {town} still talk about it.",
+                    "{P} never forgot what {she} learned that week."]
