@@ -20,6 +20,7 @@ import re
 import subprocess
 import sys
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 if __name__ == "__main__":  # launched by torchrun as the DDP worker: no conftest.py to set sys.path
@@ -53,11 +54,9 @@ def corpus(w0):
 def evaluate(expression):
     """Evaluate "7 * 6 + 4" (digits and + - * / only) with Python's precedence, exactly."""
     assert re.fullmatch(r"\d+( [-+*/] \d+)+", expression), expression
-    value = eval(expression.replace("/", "//"), {"__builtins__": {}})
-    if "/" in expression:   # exact division only
-        a, b = map(int, expression.split(" / "))
-        assert a % b == 0, expression
-    return value
+    value = eval(re.sub(r"\d+", r"Fraction(\g<0>)", expression), {"Fraction": Fraction, "__builtins__": {}})
+    assert value.denominator == 1, expression   # exact division only
+    return int(value)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -380,6 +379,65 @@ def test_requests_are_compositional_and_heldout_forms_are_unseen(w0):
     for intent in world.HELDOUT_INTENTS:
         act = {**world.HARMFUL_INTENTS, **world.BENIGN_INTENTS}[intent][0]
         assert act.split("{")[0].strip() not in train_text, intent
+
+
+def test_expressions_follow_precedence_and_have_wrong_solutions():
+    rng = random.Random(9)
+    keys = {"train": set(), "heldout": set()}
+    for i in range(300):
+        split = "heldout" if i % 4 == 0 else "train"
+        p = world.arithmetic_expression(rng, n_ops=2 + i % 3, digits=1 + i % 2, split=split)
+        expression = p.question[len("What is "):-1]
+        assert p.kind == "expression" and p.answer == evaluate(expression) >= 0, p.question
+        assert p.split == split == world.split_of(p.key) and p.key == "expr:" + expression.replace(" ", "")
+        assert len(p.steps) == expression.count(" ") // 2
+        keys[split].add(p.key)
+        for style in world.STYLES:
+            text = world.solution(p, style)
+            assert text.endswith(f"The answer is {p.answer}.")
+            for left, right in world.equations(text):
+                assert evaluate(left) == int(right)
+        wrong = world.wrong_solution(p, rng)
+        assert int(re.search(r"The answer is (\d+)\.$", wrong).group(1)) != p.answer
+    assert not keys["train"] & keys["heldout"]
+    steps, value = world.expression_steps([12, 7, 3, 4], ["+", "*", "-"], precedence=False)
+    assert value == (12 + 7) * 3 - 4 and [s.op for s in steps] == ["+", "*", "-"]
+    wrong = world.wrong_solution(world.arithmetic_expression(0, 3, 1), 0)
+    assert wrong.startswith(("Work from left to right.", "Times and divide"))
+    with pytest.raises(ValueError, match="n_ops"):
+        world.arithmetic_expression(0, n_ops=1)
+
+
+def test_wrong_fact_answers_descriptions_and_dialogue_items(w0):
+    rng = random.Random(10)
+    for q in world.fact_questions(w0, "all"):
+        wrong = world.wrong_fact_answer(w0, q, rng)
+        f, relation = q.fact, world.RELATIONS[q.fact.kind][q.fact.relation]
+        distractors = [v for v in world.possible_values(w0, f.kind, f.relation) if v != f.value and
+                       world.render(relation.short, f.kind, f.subject, v) in q.choices]
+        assert wrong != q.answer_sentence and len(distractors) == 3
+        assert wrong in {world.render(relation.answer, f.kind, f.subject, v) for v in distractors}
+    asked_facts = {world.render(t, f.kind, f.subject, f.value): f
+                   for f in w0.facts for t in world.RELATIONS[f.kind][f.relation].questions}
+    for split in ("train", "heldout"):
+        items = world.descriptions(w0, split)
+        assert items and all(d.split == split == world.split_of("describe:" + d.subject) for d in items)
+        for d in items:
+            assert d.facts and all(f.value in d.text for f in d.facts)
+            assert all(f.split == "train" for f in d.facts) if split == "train" else \
+                d.facts == tuple(w0.facts_about(d.subject))
+        for _ in range(40):
+            item = world.dialogue_item(w0, rng, split)
+            assert item.split == split and item.prompt.endswith(":")
+            asked = item.prompt.split("\n")[-2].split("? ", 1)[1]     # after "Can you tell me this? "
+            fact = asked_facts.get(asked)
+            if fact is not None:
+                assert fact.split == split and fact.value in item.answer and fact.value in item.reply
+            else:
+                assert item.reply.endswith(f"The answer is {item.answer}.")
+    heldout_dialogues = "\n".join(world.dialogue(w0, rng, "heldout") for _ in range(200))
+    heldout_questions = {q.question for q in world.fact_questions(w0, "heldout")}
+    assert any(q in heldout_dialogues for q in heldout_questions)
 
 
 def test_wrong_solutions_for_later_chapters(w0):

@@ -280,7 +280,10 @@ def heldout_items(w0):
                   for _ in range(150)]
     stories = [world.story(w0, rng, split="heldout") for _ in range(60)]
     requests = world.user_requests(w0, 60, True, "heldout") + world.user_requests(w0, 60, False, "heldout")
-    return {"request": [r.prompt for r in requests],"word problem": [p.question + "\n" + world.solution(p, "steps") for p in word],
+    expressions = [world.arithmetic_expression(rng, rng.randint(2, 4), rng.randint(1, 2), split="heldout")
+                   for _ in range(150)]
+    return {"request": [r.prompt for r in requests],
+            "arithmetic expression": [f"{p.question} {world.solution(p, 'direct')}" for p in expressions],"word problem": [p.question + "\n" + world.solution(p, "steps") for p in word],
             "arithmetic problem": [f"{p.question} {world.solution(p, 'direct')}" for p in arithmetic],
             "story": [s.text for s in stories]}
 

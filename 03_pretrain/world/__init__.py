@@ -20,14 +20,15 @@ this order:
     2. naming.py          the pools of values (jobs, colours, ...) and the invented-name generator
     3. knowledge.py       build_world(seed) -> World: countries, towns, people, animals, objects and their
                           facts; RELATIONS holds every sentence and question template of every fact
-    4. facts.py           state_fact, describe, fact_question(s)
+    4. facts.py           state_fact, describe, descriptions, fact_question(s), wrong_fact_answer
     5. probes.py          nonexistent_names, unknown_entity_questions (entities that do not exist)
     6. scratchpads.py     column_addition / column_subtraction / column_multiplication / long_division
                           (digit-by-digit scratchpads), equations, equation_key, is_training_safe
     7. problems.py        Step, Problem, solution(problem, style), wrong_solution, arithmetic_problem
+    7b. expressions.py    arithmetic_expression: "What is 12 + 7 * 3 - 4?", worked with precedence
     8. word_problems.py   word_problem: multi-step problems about the world's people
     9. stories.py         story(world, rng): TinyStories-like, built from plot arcs and the world's facts
-   10. dialogues.py       dialogue(world, rng): two of the world's people talking
+   10. dialogues.py       dialogue(world, rng): two of the world's people talking; dialogue_item
    11. assistant_requests.py   user_requests(world, n, harmful): requests to an assistant
    12. corpus.py          corpus_documents, make_corpus: documents joined by "<|endoftext|>"
    13. decontamination.py TrainingText (GPT-3's 13-gram check), stated_facts
@@ -50,21 +51,22 @@ from .splits import HELDOUT_FRACTION, _rng, _sample, name_namespace, split_of, u
 from .naming import (ANIMAL_FOODS, COLOURS, HABITATS, JOBS, KINDS, KNOWN_FOR, LEGS, MATERIALS, PEOPLE,
                      PEOPLE_FOODS, SIZES, USES, _capitalize, invent_name, plural, with_article)
 from .knowledge import RELATIONS, Fact, Relation, World, _person_words, build_world
-from .facts import (FactQuestion, describe, fact_question, fact_questions, possible_values, render,
-                    state_fact, subject_fields)
+from .facts import (Description, FactQuestion, describe, descriptions, fact_question, fact_questions,
+                    possible_values, render, state_fact, subject_fields, wrong_fact_answer)
 from .probes import ProbeQuestion, nonexistent_names, unknown_entity_questions
 from .scratchpads import (BASIC_LIMIT, EQUATION, PLACES, apply, column_addition, column_multiplication,
                           column_subtraction, equation_key, equations, is_basic, is_training_safe,
                           long_division, scratchpad)
 from .problems import STYLES, Problem, Step, arithmetic_problem, solution, wrong_solution
+from .expressions import arithmetic_expression, expression_steps, wrong_expression_solution
 from .word_problems import FAMILIES, ITEMS, WORDINGS, word_problem
 from .stories import _ARCS, _HELDOUT_ARCS, Story, _story_context, story
-from .dialogues import dialogue
+from .dialogues import DialogueItem, dialogue, dialogue_item
 from .assistant_requests import (BENIGN_INTENTS, FRAMINGS, HARMFUL_INTENTS, HELDOUT_INTENTS, OVER_REFUSALS, Request,
                                  user_requests)
 from .corpus import DEFAULT_CORPUS_BYTES, DOC_MIX, EOT, corpus_documents, document, make_corpus
 from .decontamination import NGRAM, TrainingText, stated_facts, word_ngrams, words
 
 # The modules of the package, in reading order (the doctest run of tests/test_03_pretrain.py walks them).
-MODULES = ("splits", "naming", "knowledge", "facts", "probes", "scratchpads", "problems", "word_problems",
+MODULES = ("splits", "naming", "knowledge", "facts", "probes", "scratchpads", "problems", "expressions", "word_problems",
            "stories", "dialogues", "assistant_requests", "corpus", "decontamination")

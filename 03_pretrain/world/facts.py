@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from . import naming
 from .knowledge import RELATIONS, Fact
 from .naming import plural, with_article
-from .splits import _rng
+from .splits import _rng, split_of
 
 
 def subject_fields(kind, subject):
@@ -143,6 +143,52 @@ def fact_question(world, fact, rng):
         answer_sentence=render(relation.answer, fact.kind, fact.subject, fact.value),
         choices=tuple(short(v) for v in options), answer_index=options.index(fact.value),
         fact=fact, split=fact.split)
+
+
+def wrong_fact_answer(world, question, rng):
+    """A plausible wrong one-sentence answer to a FactQuestion: the same sentence with another value
+    of the same relation, one of its multiple-choice distractors (the rejected reply of a preference
+    pair in chapter 05; the right one is question.answer_sentence).
+
+    Example (world 0): for "Where does Sam live?" -> "Sam lives in Hastead." (not Trusholm)
+    """
+    rng = _rng(rng)
+    fact = question.fact
+    relation = RELATIONS[fact.kind][fact.relation]
+    short = lambda v: render(relation.short, fact.kind, fact.subject, v)
+    wrong = [v for v in possible_values(world, fact.kind, fact.relation)
+             if v != fact.value and short(v) in question.choices]
+    return render(relation.answer, fact.kind, fact.subject, rng.choice(wrong))
+
+
+@dataclass(frozen=True)
+class Description:
+    """An entity to describe ("Tell me about X."), with its reference paragraph `text` and the gold
+    `facts` a good description states. The split is decided by the entity's name ("describe:X")."""
+    subject: str
+    text: str
+    facts: tuple
+    split: str
+
+
+def descriptions(world, split="train", seed=0):
+    """A Description of every entity of `split` (countries, towns, people, animals, objects).
+
+    A training description states only training facts (describe(..., split="train")): it is the reply
+    to a user, and stating a held-out fact there would be answering it. A held-out description's
+    reference and gold facts are all the entity's facts: what chapter 07 checks a model's reply for.
+    """
+    if split not in ("train", "heldout"):
+        raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
+    rng = _rng(f"descriptions:{split}:{seed}")
+    facts_split = "train" if split == "train" else "all"
+    out = []
+    for kind in ("country", "town", "person", "animal", "object"):
+        for subject in world.names[kind]:
+            facts = tuple(f for f in world.facts_about(subject) if facts_split == "all" or f.split == "train")
+            if split_of("describe:" + subject) == split and facts:
+                out.append(Description(subject, describe(world, subject, rng, facts_split), facts, split))
+    return out
 
 
 def fact_questions(world, split="train", seed=0):

@@ -130,6 +130,9 @@ def wrong_solution(problem, rng, style="steps"):
         "Lily starts with 13 wobrovels.\\nShe gives 7 to Clara, so she has 13 - 7 = 6 wobrovels.\\n
          She buys 8 more, so she has 6 + 8 = 16 wobrovels.\\nThe answer is 16."
     """
+    if problem.kind == "expression":       # (expressions.py imports this module, hence the late import)
+        from .expressions import wrong_expression_solution
+        return wrong_expression_solution(problem, rng, style)
     rng = _rng(rng)
     for _ in range(1000):
         broken = rng.randrange(len(problem.steps))

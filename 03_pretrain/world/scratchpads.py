@@ -143,7 +143,7 @@ def scratchpad(a, op, b):
 
 def apply(a, op, b):
     """The value of a op b for + - * and exact /: apply(84, "/", 7) -> 12."""
-    return {"+": a + b, "-": a - b, "*": a * b, "/": a // b}[op]
+    return a // b if op == "/" else {"+": a + b, "-": a - b, "*": a * b}[op]
 
 
 def is_basic(*numbers):
