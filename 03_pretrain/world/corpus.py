@@ -4,6 +4,7 @@ import random
 
 from .facts import describe, fact_question
 from .dialogues import dialogue
+from .expressions import arithmetic_expression
 from .knowledge import build_world
 from .problems import arithmetic_problem, solution
 from .scratchpads import apply
@@ -50,8 +51,13 @@ def _framed(problem, style, rng):
 
 
 def _arithmetic_document(rng):
-    """Basic-fact tables, drills (direct answers) or worked problems (column scratchpads)."""
-    form = rng.choice(["table", "drill", "drill", "worked", "worked", "worked"])
+    """Basic-fact tables, drills (direct answers), worked problems (column scratchpads), or expressions
+    of several operators worked with precedence ("What is 12 + 7 * 3 - 4?")."""
+    form = rng.choice(["table", "drill", "drill", "worked", "worked", "worked", "expression", "expression"])
+    if form == "expression":
+        problems = [arithmetic_expression(rng, rng.choice([2, 2, 3, 4]), rng.choice([1, 1, 2]))
+                    for _ in range(rng.randint(2, 4))]
+        return "\n\n".join(_framed(p, rng.choice(["steps", "steps", "column", "direct"]), rng) for p in problems)
     if form == "table":
         op = rng.choice("+*-")
         n = rng.randrange(2, 13)
