@@ -7,31 +7,33 @@ Every later chapter draws its data from here, offline and in seconds:
                 (continue a story, describe an animal), unknown entities, requests        story, describe,
                                                                                           unknown_entity_questions,
                                                                                           user_requests
-    chapter 05  preference pairs: right vs wrong answer (FactQuestion.choices,            the same records, and
-                wrong_solution), honest "I don't know" vs invented fact (ProbeQuestion),  wrong_solution
-                refusal vs compliance (Request)
-    chapter 07  held-out evaluation sets: split="heldout" in every generator              the same records
+    chapter 05  preference pairs: the right answer vs a wrong-but-plausible one: a       wrong_fact_answer, wrong_solution,
+                wrong value, a worked slip, an invented fact about an unknown entity,     ProbeQuestion.invented_answer,
+                compliance with a harmful request, over-refusal of a benign one           Request.rejected
+    chapter 07  held-out evaluation sets with gold answers: split="heldout" in every     fact_questions, word_problem,
+                generator (facts, problems, expressions, stories, descriptions,           arithmetic_expression, story,
+                dialogues, requests, unknown entities); the decontamination checks        descriptions, dialogue_item, ...
 
 `import world` gives every name below; each idea lives in one module of this package. Read them in
 this order:
 
-    1. splits.py          split_of(key): a hash of a record's CONTENT puts it in "train" or "heldout",
-                          the same for every seed, so a held-out problem can never appear in training text
-    2. naming.py          the pools of values (jobs, colours, ...) and the invented-name generator
-    3. knowledge.py       build_world(seed) -> World: countries, towns, people, animals, objects and their
-                          facts; RELATIONS holds every sentence and question template of every fact
-    4. facts.py           state_fact, describe, descriptions, fact_question(s), wrong_fact_answer
-    5. probes.py          nonexistent_names, unknown_entity_questions (entities that do not exist)
-    6. scratchpads.py     column_addition / column_subtraction / column_multiplication / long_division
-                          (digit-by-digit scratchpads), equations, equation_key, is_training_safe
-    7. problems.py        Step, Problem, solution(problem, style), wrong_solution, arithmetic_problem
-    7b. expressions.py    arithmetic_expression: "What is 12 + 7 * 3 - 4?", worked with precedence
-    8. word_problems.py   word_problem: multi-step problems about the world's people
-    9. stories.py         story(world, rng): TinyStories-like, built from plot arcs and the world's facts
-   10. dialogues.py       dialogue(world, rng): two of the world's people talking; dialogue_item
-   11. assistant_requests.py   user_requests(world, n, harmful): requests to an assistant
-   12. corpus.py          corpus_documents, make_corpus: documents joined by "<|endoftext|>"
-   13. decontamination.py TrainingText (GPT-3's 13-gram check), stated_facts
+    1. splits.py           split_of(key): a hash of a record's CONTENT puts it in "train" or "heldout",
+                           the same for every seed, so a held-out problem can never appear in training text
+    2. naming.py           the pools of values (jobs, colours, ...) and the invented-name generator
+    3. knowledge.py        build_world(seed) -> World: countries, towns, people, animals, objects and their
+                           facts; RELATIONS holds every sentence and question template of every fact
+    4. facts.py            state_fact, describe, descriptions, fact_question(s), wrong_fact_answer
+    5. probes.py           nonexistent_names, unknown_entity_questions (entities that do not exist)
+    6. scratchpads.py      column_addition / column_subtraction / column_multiplication / long_division
+                           (digit-by-digit scratchpads), equations, equation_key, is_training_safe
+    7. problems.py         Step, Problem, solution(problem, style), wrong_solution, arithmetic_problem
+    8. expressions.py      arithmetic_expression: "What is 12 + 7 * 3 - 4?", worked with precedence
+    9. word_problems.py    word_problem: multi-step problems about the world's people
+   10. stories.py          story(world, rng): TinyStories-like, built from plot arcs and the world's facts
+   11. dialogues.py        dialogue(world, rng): two of the world's people talking; dialogue_item
+   12. assistant_requests.py user_requests(world, n, harmful): requests to an assistant
+   13. corpus.py           corpus_documents, make_corpus: documents joined by "<|endoftext|>"
+   14. decontamination.py  TrainingText (GPT-3's 13-gram check), stated_facts
 
 `python 03_pretrain/show_world.py` prints a sample of every kind of document, or writes the corpus.
 

@@ -17,6 +17,11 @@ The rules, one per kind of held-out item (tests/test_03_pretrain.py and tests/te
     problems         Problem.key, by the math ("word:count:13|-7|+8"; names and items do not count).
                      A held-out problem is never in training text, and is told in held-out words
                      (word_problems.WORDINGS["heldout"]), so it shares no 13 words in a row with it.
+    expressions      by the expression ("expr:12+7*3-4"); a held-out expression is never in training
+                     text, and the steps of a training one are never held-out equations.
+    descriptions     by the entity's name ("describe:Sam"); a training description states only
+                     training facts (the facts rule above), a held-out one is graded on all of them.
+    dialogues        a held-out dialogue (dialogue_item) asks a held-out fact or problem.
     stories          held-out stories come only from held-out plots, openings and endings
                      (stories._HELDOUT_ARCS), so none of their wording is in training text.
     requests         a held-out request is a held-out framing around an intent, some intents held
