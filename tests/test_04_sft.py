@@ -258,7 +258,7 @@ def test_default_sft_data_is_pinned(w0):
     from sft_data import MULTI_TURN_FRACTION
     digest = lambda examples: hashlib.sha256(json.dumps(examples, sort_keys=True).encode()).hexdigest()
     train_examples = world_examples(w0, "train", TRAIN_MIX, seed=0, multi_turn=MULTI_TURN_FRACTION)
-    assert digest(train_examples) == "13bf51f504201d0702abc04c082a74234f0720eeee0ce516aa10da0d729cf1a5"
+    assert digest(train_examples) == "ab59e0c45b344292b992b6c6ead4baa62b8c5f18ccac2f8989091ddd2beb76ca"
     heldout_examples = world_examples(w0, "heldout", EVAL_MIX, seed=0)
     assert digest(heldout_examples) == "053062011921ba25a6a5bb0ba47524bf73a6ed0ba66d2272d32f8c151ecef81a"
 
