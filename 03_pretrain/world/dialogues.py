@@ -88,7 +88,7 @@ def dialogue_item(world, rng, split="train"):
     the other: an evaluation item in the dialogue format of the corpus (chapter 07).
 
     Example (world 0): dialogue_item(world, 0, "heldout").prompt ->
-        "Nora: Hello Oscar!\nOscar: Hello Nora! How nice to see you.\nNora: Can you tell me this? ...\nOscar:"
+        "Nora: Hi Oscar! How are you?\nOscar: Hi Nora! I am fine, thank you.\nNora: Can you tell me this? ...\nOscar:"
     """
     if split not in ("train", "heldout"):
         raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
