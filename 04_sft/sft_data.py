@@ -88,12 +88,16 @@ def _story_examples(w, split, n, seed):
     wordings (world.story), so their openings are never training prompts; a training story must state
     only training facts, since its continuation is an assistant turn."""
     rng = random.Random(f"sft-story:{split}:{seed}")
+    heldout_facts = [f for f in w.facts if f.split == "heldout"]
     out = []
     while len(out) < n:
         story = world.story(w, rng, split=split)
         start, rest = " ".join(story.sentences[:2]), " ".join(story.sentences[2:])
+        # a training reply states no held-out fact, not even by a chance pairing ("Anna saw a dalanoo"
+        # in a story whose hero Anna has a held-out pet dalanoo)
         if split == "train" and (world.split_of("story-start:" + start) != "train"
-                                 or any(f.split == "heldout" for f in story.facts)):
+                                 or any(f.split == "heldout" for f in story.facts)
+                                 or world.stated_facts(w, rest, heldout_facts)):
             continue
         out.append({"task": "story", "messages": _exchange(rng.choice(_STORY_PROMPTS).format(start=start), rest)})
     return out
