@@ -313,6 +313,10 @@ def test_no_training_conversation_states_a_heldout_fact(w0, default_training_con
         for m in e["messages"]:
             if m["role"] == "assistant":
                 assert not world.stated_facts(w0, m["content"], heldout), (e["task"], m["content"])
+    other = world.build_world(3)    # another world and seed, where a story pairs a hero with a held-out pet by chance
+    other_heldout = [f for f in other.facts if f.split == "heldout"]
+    for e in world_examples(other, "train", TRAIN_MIX, seed=7):
+        assert not world.stated_facts(other, e["messages"][1]["content"], other_heldout), e["messages"][1]
     # the detector sees a held-out fact stated in any of its forms
     fact = heldout[0]
     relation = world.RELATIONS[fact.kind][fact.relation]
