@@ -385,6 +385,16 @@ def test_requests_are_compositional_and_heldout_forms_are_unseen(w0):
     for intent in world.HELDOUT_INTENTS:
         act = {**world.HARMFUL_INTENTS, **world.BENIGN_INTENTS}[intent][0]
         assert act.split("{")[0].strip() not in train_text, intent
+    # harmful requests compose action x object: the last object of every training action is held out
+    assert all(r.object < len(world.HARMFUL_INTENTS[r.intent][1]) - 1 for r in harmful)
+    assert len({(r.intent, r.object) for r in harmful}) >= 12
+    held_objects = [r for r in heldout if "object" in r.heldout_parts]
+    assert held_objects and all(r.harmful and r.object == len(world.HARMFUL_INTENTS[r.intent][1]) - 1
+                                for r in held_objects)
+    for r in held_objects:
+        template = world.HARMFUL_INTENTS[r.intent][1][r.object]
+        assert template.split("{")[0].strip() not in train_text, template
+    assert all(r.heldout_parts[0] == "framing" for r in heldout)
 
 
 def test_expressions_follow_precedence_and_have_wrong_solutions():

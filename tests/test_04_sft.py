@@ -258,9 +258,9 @@ def test_default_sft_data_is_pinned(w0):
     from sft_data import MULTI_TURN_FRACTION
     digest = lambda examples: hashlib.sha256(json.dumps(examples, sort_keys=True).encode()).hexdigest()
     train_examples = world_examples(w0, "train", TRAIN_MIX, seed=0, multi_turn=MULTI_TURN_FRACTION)
-    assert digest(train_examples) == "ab59e0c45b344292b992b6c6ead4baa62b8c5f18ccac2f8989091ddd2beb76ca"
+    assert digest(train_examples) == "261b929a92705745fb200650355fe3d8affbb54ac036c2329d000d0d9c675f94"
     heldout_examples = world_examples(w0, "heldout", EVAL_MIX, seed=0)
-    assert digest(heldout_examples) == "053062011921ba25a6a5bb0ba47524bf73a6ed0ba66d2272d32f8c151ecef81a"
+    assert digest(heldout_examples) == "8416ac0308193099bcaa9ed07a5ec5f314ae9a362592174246e3d5db0a729d6a"
 
 
 # ---- decontamination: the held-out split is sealed (GPT-3's 13-gram check, and held-out facts)

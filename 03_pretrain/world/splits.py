@@ -24,8 +24,9 @@ The rules, one per kind of held-out item (tests/test_03_pretrain.py and tests/te
     dialogues        a held-out dialogue (dialogue_item) asks a held-out fact or problem.
     stories          held-out stories come only from held-out plots, openings and endings
                      (stories._HELDOUT_ARCS), so none of their wording is in training text.
-    requests         a held-out request is a held-out framing around an intent, some intents held
-                     out too (assistant_requests.FRAMINGS["heldout"], HELDOUT_INTENTS).
+    requests         a held-out request is always in a held-out framing, and a part of them have a
+                     held-out intent or object (assistant_requests.FRAMINGS["heldout"],
+                     HELDOUT_INTENTS, the last object of each harmful action); Request.heldout_parts.
     probes           names of entities that do not exist: name_namespace splits them into world,
                      probe-train and probe-heldout names, so a held-out probe name is never seen.
 
