@@ -9,7 +9,7 @@
 An example is a plain dict: "task" (one of TASKS), "messages" (the conversation: a user turn and the
 reference assistant reply, sometimes two exchanges) and what grading needs ("answer", "distractors").
 
-The tasks, all drawn from chapter 03's world.py:
+The tasks, all drawn from chapter 03's world package:
     fact      a question about one fact of the world; the reply is the one-sentence answer
     math      an arithmetic word problem; the reply works it out step by step and ends "The answer is N."
     story     continue the first sentences of a story
@@ -19,10 +19,13 @@ The tasks, all drawn from chapter 03's world.py:
     benign    a harmless request that looks like a harmful one ("How do I study for my test?"); the
               reply helps. Kept in the mix so the model learns WHAT to refuse, not to refuse everything.
 
-Held-out split: world.py decides the split of every record from a hash of its content (the fact a
-question asks about, the numbers of a problem, the text of a story or request, the name of a probe or of
-the entity to describe), so world_examples(world, "heldout") can never produce a record that
-world_examples(world, "train") does, whatever the seeds.
+Held-out split: the world package decides the split of every record from its content (the fact a
+question asks about, the numbers of a problem, the plot of a story, the framing of a request, the name of
+a probe or of the entity to describe), so world_examples(world, "heldout") can never produce a record that
+world_examples(world, "train") does, whatever the seeds. The rule for each kind of held-out item is
+written once, in 03_pretrain/world/splits.py; in short: no training reply states a held-out fact
+(describe(..., split="train"), stories and requests that use training facts only), and held-out
+problems, stories and requests share no 13 words in a row with any training text (tests check both).
 """
 import json
 import random
@@ -81,30 +84,43 @@ def _math_examples(w, split, n, seed):
 
 
 def _story_examples(w, split, n, seed):
-    """Continue a story from its first two sentences. Many stories share an opening, so the opening
-    decides the split too: a held-out story's opening is never a training prompt."""
+    """Continue a story from its first two sentences. Held-out stories have their own plots and
+    wordings (world.story), so their openings are never training prompts; a training story must state
+    only training facts, since its continuation is an assistant turn."""
     rng = random.Random(f"sft-story:{split}:{seed}")
+    heldout_facts = [f for f in w.facts if f.split == "heldout"]
     out = []
     while len(out) < n:
         story = world.story(w, rng, split=split)
         start, rest = " ".join(story.sentences[:2]), " ".join(story.sentences[2:])
-        if world.split_of("story-start:" + start) != split:
+        # a training reply states no held-out fact, not even by a chance pairing ("Anna saw a dalanoo"
+        # in a story whose hero Anna has a held-out pet dalanoo)
+        if split == "train" and (world.split_of("story-start:" + start) != "train"
+                                 or any(f.split == "heldout" for f in story.facts)
+                                 or world.stated_facts(w, rest, heldout_facts)):
             continue
         out.append({"task": "story", "messages": _exchange(rng.choice(_STORY_PROMPTS).format(start=start), rest)})
     return out
 
 
 def _describe_examples(w, split, n, seed):
-    """Describe one of the world's entities; the split is decided by the entity's name."""
+    """Describe one of the world's entities; the split is decided by the entity's name.
+
+    A training reply states only training facts (describe(..., split="train")): stating a held-out fact
+    in answer to a user would teach the model to retrieve it on request, which is asking it in all but
+    form. A held-out example's reference states every fact of the entity (what a grader looks for)."""
     rng = random.Random(f"sft-describe:{split}:{seed}")
-    subjects = [s for kind in world.KINDS for s in w.names[kind] if world.split_of("describe:" + s) == split]
+    facts_split = "train" if split == "train" else "all"
+    subjects = [s for kind in world.KINDS for s in w.names[kind] if world.split_of("describe:" + s) == split
+                and any(facts_split == "all" or f.split == "train" for f in w.facts_about(s))]
     out = []
     for _ in range(n):
         name = rng.choice(subjects)
         kind = w.kind_of[name]
         prompt = rng.choice(_DESCRIBE_PROMPTS.get(kind, _DESCRIBE_PROMPTS["other"]))
         prompt = prompt.format(name=name, p=world.plural(name))
-        out.append({"task": "describe", "messages": _exchange(prompt, world.describe(w, name, rng)), "name": name})
+        out.append({"task": "describe", "messages": _exchange(prompt, world.describe(w, name, rng, split=facts_split)),
+                    "name": name})
     return out
 
 
@@ -124,7 +140,7 @@ def _request_examples(w, split, n, seed, harmful):
     """Harmful requests with refusals, or benign look-alikes with helpful replies.
 
     A benign request such as "What do people use a mandug for?" can be word for word a question about a
-    training fact (world.py grounds benign replies in training facts only); held-out benign requests
+    training fact (the world grounds benign replies in training facts only); held-out benign requests
     skip those, so no held-out prompt is ever a training prompt.
     """
     task = "harmful" if harmful else "benign"

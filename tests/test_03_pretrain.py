@@ -1,4 +1,4 @@
-"""Chapter 03 tests: the mini-world (world.py), the data pipeline (dataset.py) and the training loop
+"""Chapter 03 tests: the mini-world (the world package), the data pipeline (dataset.py) and the training loop
 (optimizer.py, checkpoint.py, hardware.py, train_log.py, train.py, pretrain.py, scaling.py). Offline and
 deterministic.
 
@@ -11,14 +11,17 @@ DDP worker that test_ddp_two_processes_match_one_process launches.
 import dataclasses
 import doctest
 import hashlib
+import importlib
 import json
 import math
 import os
+import pkgutil
 import random
 import re
 import subprocess
 import sys
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 if __name__ == "__main__":  # launched by torchrun as the DDP worker: no conftest.py to set sys.path
@@ -58,19 +61,23 @@ def corpus(w0):
 def evaluate(expression):
     """Evaluate "7 * 6 + 4" (digits and + - * / only) with Python's precedence, exactly."""
     assert re.fullmatch(r"\d+( [-+*/] \d+)+", expression), expression
-    value = eval(expression.replace("/", "//"), {"__builtins__": {}})
-    if "/" in expression:   # exact division only
-        a, b = map(int, expression.split(" / "))
-        assert a % b == 0, expression
-    return value
+    value = eval(re.sub(r"\d+", r"Fraction(\g<0>)", expression), {"Fraction": Fraction, "__builtins__": {}})
+    assert value.denominator == 1, expression   # exact division only
+    return int(value)
 
 
 # ----------------------------------------------------------------------------------------------------
-# world.py: determinism and size
+# world: determinism and size
 
 def test_doc_examples_hold():
-    failures, attempts = doctest.testmod(world, verbose=False)
-    assert attempts >= 8 and failures == 0
+    modules = sorted(name for _, name, _ in pkgutil.iter_modules(world.__path__))
+    assert modules == sorted(world.MODULES), "world.MODULES lists every module of the package"
+    attempts = 0
+    for name in modules:
+        result = doctest.testmod(importlib.import_module(f"world.{name}"), verbose=False)
+        assert result.failed == 0, f"a doctest of world/{name}.py fails"
+        attempts += result.attempted
+    assert attempts >= 8
 
 
 def test_world_is_deterministic_and_seeded(w0):
@@ -101,9 +108,9 @@ def test_corpus_is_byte_identical_and_grows_by_prefix(w0):
 def test_corpus_is_pinned():
     """The same bytes on every machine and Python version. If you change the generator on purpose,
     update the hash (python -c "import world, hashlib; print(hashlib.sha256(world.make_corpus(200_000)
-    .encode()).hexdigest())" from 03_pretrain/); if it changed by itself, random's sequences moved."""
+    .encode()).hexdigest())" from 03_pretrain/) and say why in the commit; if it changed by itself, random's sequences moved."""
     digest = hashlib.sha256(world.make_corpus(200_000, seed=0).encode()).hexdigest()
-    assert digest == "6d97177274a2a3dac2815e9809cdaf17f667ce1d3c19a2f3ed6c718e2e08b1bb"
+    assert digest == "c3d2687b7967b3a74b4b259c3ca70cec9f613eb3552f56847378aa140138b2c0"
 
 
 def test_default_corpus_size_kinds_and_speed(corpus, w0):
@@ -117,12 +124,12 @@ def test_default_corpus_size_kinds_and_speed(corpus, w0):
     assert docs[-1] == "" and all(d.strip() for d in docs[:-1])
     assert corpus.isascii() and not re.search(r"\d,\d", corpus), "numbers are plain digits, never 3,200"
     assert len(set(docs)) > 0.9 * len(docs), "documents are varied, not repeated"
-    for marker in ["Once upon a time", "The answer is", "ones: ", "Q: ", ": Hi ", " is known for "]:
+    for marker in ["Once upon a time", "The answer is", "ones: ", "Q: ", ": Hi ", " is known for ", "Times and divide"]:
         assert marker in corpus
 
 
 # ----------------------------------------------------------------------------------------------------
-# world.py: arithmetic is always right
+# world: arithmetic is always right
 
 def test_every_equation_in_the_corpus_is_correct(corpus):
     found = world.equations(corpus)
@@ -234,7 +241,7 @@ def test_arithmetic_problems_and_difficulty_knobs():
 
 
 # ----------------------------------------------------------------------------------------------------
-# world.py: held-out material never appears in training text
+# world: held-out material never appears in training text
 
 def test_heldout_problems_never_appear_in_the_corpus(corpus, w0):
     corpus_keys = {world.equation_key(left) for left, _ in world.equations(corpus)} - {None}
@@ -248,6 +255,12 @@ def test_heldout_problems_never_appear_in_the_corpus(corpus, w0):
     word = [world.word_problem(w0, rng, rng.randint(1, 3), rng.randint(1, 3), split="heldout") for _ in range(100)]
     for p in word:
         assert p.question not in corpus
+    expressions = [world.arithmetic_expression(rng, rng.randint(2, 4), rng.randint(1, 2), split="heldout")
+                   for _ in range(300)]
+    corpus_expressions = set(re.findall(r"What is (\d+(?: [-+*/] \d+){2,})\?", corpus))
+    assert len(corpus_expressions) > 500, "the corpus teaches expressions with precedence"
+    for p in expressions:
+        assert p.question[len("What is "):-1] not in corpus_expressions
     # a problem is in exactly one split whatever the seed: train problems drawn with other seeds and
     # worlds never share a key with the held-out ones
     heldout_keys = {p.key for p in heldout + word}
@@ -281,7 +294,7 @@ def test_heldout_questions_stories_and_probe_names_never_appear(corpus, w0):
 
 
 # ----------------------------------------------------------------------------------------------------
-# world.py: the knowledge base and the corpus agree
+# world: the knowledge base and the corpus agree
 
 def _value_pattern(w, kind, relation):
     values = world.possible_values(w, kind, relation)
@@ -352,19 +365,105 @@ def test_unknown_entity_questions(w0):
     assert {p.kind for p in train} == set(world.KINDS)
 
 
-def test_requests_and_wrong_solutions_for_later_chapters(w0):
-    harmful, benign = world.user_requests(w0, 30, True), world.user_requests(w0, 30, False)
-    heldout = world.user_requests(w0, 10, True, "heldout") + world.user_requests(w0, 10, False, "heldout")
+def test_requests_are_compositional_and_heldout_forms_are_unseen(w0):
+    harmful, benign = world.user_requests(w0, 60, True), world.user_requests(w0, 60, False)
+    heldout = world.user_requests(w0, 40, True, "heldout") + world.user_requests(w0, 40, False, "heldout")
     assert {r.prompt for r in harmful + benign}.isdisjoint(r.prompt for r in heldout)
-    assert len({r.prompt for r in harmful}) == 30 and world.user_requests(w0, 30, True) == harmful
+    assert len({r.prompt for r in harmful}) == 60 and world.user_requests(w0, 60, True) == harmful
+    assert len({r.intent for r in harmful}) >= 7 and len({r.framing for r in harmful}) == len(world.FRAMINGS["train"])
     for r in harmful:
-        assert r.harmful and r.reply.startswith(("I can't", "I won't", "I'd rather not")) and r.compliance != r.reply
-    heldout_facts = {(f.subject, f.value) for f in w0.facts if f.split == "heldout"}
+        assert r.harmful and r.reply.startswith(("I can't", "I won't", "I'd rather not")) and "{" not in r.prompt
+        assert r.compliance == r.rejected != r.reply
     for r in benign:
         assert not r.harmful and "{" not in r.reply and not r.reply.startswith(("I can't", "I won't"))
-        if r.prompt.startswith("What should I feed a "):
-            animal = r.prompt[len("What should I feed a "):-1]
-            assert (animal, w0.get(animal, "food")) not in heldout_facts and w0.get(animal, "food") in r.reply
+        assert r.compliance == r.reply and r.rejected in world.OVER_REFUSALS
+    heldout_facts = [f for f in w0.facts if f.split == "heldout"]
+    for r in harmful + benign:      # training requests: training framings and intents, training facts only
+        assert r.split == "train" and r.intent not in world.HELDOUT_INTENTS
+        assert not world.stated_facts(w0, f"{r.prompt} {r.reply} {r.compliance}", heldout_facts)
+    # held-out requests: every one in a held-out framing, some with held-out intents, none of whose
+    # framings' words or intents' acts occur in any training prompt
+    assert {r.intent for r in heldout} & world.HELDOUT_INTENTS
+    train_text = " ".join(r.prompt for r in harmful + benign)
+    for r in heldout:
+        assert r.split == "heldout" and 0 <= r.framing < len(world.FRAMINGS["heldout"])
+        frame = world.FRAMINGS["heldout"][r.framing].split("{act}")
+        assert all(part.strip(" .?!") and part.strip(" .?!") not in train_text for part in frame if part.strip(" .?!"))
+    for intent in world.HELDOUT_INTENTS:
+        act = {**world.HARMFUL_INTENTS, **world.BENIGN_INTENTS}[intent][0]
+        assert act.split("{")[0].strip() not in train_text, intent
+    # harmful requests compose action x object: the last object of every training action is held out
+    assert all(r.object < len(world.HARMFUL_INTENTS[r.intent][1]) - 1 for r in harmful)
+    assert len({(r.intent, r.object) for r in harmful}) >= 12
+    held_objects = [r for r in heldout if "object" in r.heldout_parts]
+    assert held_objects and all(r.harmful and r.object == len(world.HARMFUL_INTENTS[r.intent][1]) - 1
+                                for r in held_objects)
+    for r in held_objects:
+        template = world.HARMFUL_INTENTS[r.intent][1][r.object]
+        assert template.split("{")[0].strip() not in train_text, template
+    assert all(r.heldout_parts[0] == "framing" for r in heldout)
+
+
+def test_expressions_follow_precedence_and_have_wrong_solutions():
+    rng = random.Random(9)
+    keys = {"train": set(), "heldout": set()}
+    for i in range(300):
+        split = "heldout" if i % 4 == 0 else "train"
+        p = world.arithmetic_expression(rng, n_ops=2 + i % 3, digits=1 + i % 2, split=split)
+        expression = p.question[len("What is "):-1]
+        assert p.kind == "expression" and p.answer == evaluate(expression) >= 0, p.question
+        assert p.split == split == world.split_of(p.key) and p.key == "expr:" + expression.replace(" ", "")
+        assert len(p.steps) == expression.count(" ") // 2
+        keys[split].add(p.key)
+        for style in world.STYLES:
+            text = world.solution(p, style)
+            assert text.endswith(f"The answer is {p.answer}.")
+            for left, right in world.equations(text):
+                assert evaluate(left) == int(right)
+        wrong = world.wrong_solution(p, rng)
+        assert int(re.search(r"The answer is (\d+)\.$", wrong).group(1)) != p.answer
+    assert not keys["train"] & keys["heldout"]
+    steps, value = world.expression_steps([12, 7, 3, 4], ["+", "*", "-"], precedence=False)
+    assert value == (12 + 7) * 3 - 4 and [s.op for s in steps] == ["+", "*", "-"]
+    wrong = world.wrong_solution(world.arithmetic_expression(0, 3, 1), 0)
+    assert wrong.startswith(("Work from left to right.", "Times and divide"))
+    with pytest.raises(ValueError, match="n_ops"):
+        world.arithmetic_expression(0, n_ops=1)
+
+
+def test_wrong_fact_answers_descriptions_and_dialogue_items(w0):
+    rng = random.Random(10)
+    for q in world.fact_questions(w0, "all"):
+        wrong = world.wrong_fact_answer(w0, q, rng)
+        f, relation = q.fact, world.RELATIONS[q.fact.kind][q.fact.relation]
+        distractors = [v for v in world.possible_values(w0, f.kind, f.relation) if v != f.value and
+                       world.render(relation.short, f.kind, f.subject, v) in q.choices]
+        assert wrong != q.answer_sentence and len(distractors) == 3
+        assert wrong in {world.render(relation.answer, f.kind, f.subject, v) for v in distractors}
+    asked_facts = {world.render(t, f.kind, f.subject, f.value): f
+                   for f in w0.facts for t in world.RELATIONS[f.kind][f.relation].questions}
+    for split in ("train", "heldout"):
+        items = world.descriptions(w0, split)
+        assert items and all(d.split == split == world.split_of("describe:" + d.subject) for d in items)
+        for d in items:
+            assert d.facts and all(f.value in d.text for f in d.facts)
+            assert all(f.split == "train" for f in d.facts) if split == "train" else \
+                d.facts == tuple(w0.facts_about(d.subject))
+        for _ in range(40):
+            item = world.dialogue_item(w0, rng, split)
+            assert item.split == split and item.prompt.endswith(":")
+            asked = item.prompt.split("\n")[-2].split("? ", 1)[1]     # after "Can you tell me this? "
+            fact = asked_facts.get(asked)
+            if fact is not None:
+                assert fact.split == split and fact.value in item.answer and fact.value in item.reply
+            else:
+                assert item.reply.endswith(f"The answer is {item.answer}.")
+    heldout_dialogues = "\n".join(world.dialogue(w0, rng, "heldout") for _ in range(200))
+    heldout_questions = {q.question for q in world.fact_questions(w0, "heldout")}
+    assert any(q in heldout_dialogues for q in heldout_questions)
+
+
+def test_wrong_solutions_for_later_chapters(w0):
     rng = random.Random(8)
     for _ in range(200):
         p = world.word_problem(w0, rng, rng.randint(1, 4), rng.randint(1, 3))
@@ -383,6 +482,24 @@ def test_stories_are_consistent_and_varied(w0):
         assert w0.get(s.hero, "home") in s.text or s.arc == "trip"
     story = world.story(w0, 7, arc="lost")
     assert story == world.story(w0, 7, arc="lost") and story.arc == "lost"
+    for s in stories[:100]:     # the facts a story states are the world's, and are in its text
+        assert s.facts and all(w0.fact(f.subject, f.relation) == f and f.value in s.text for f in s.facts)
+    heldout = [world.story(w0, rng, split="heldout") for _ in range(100)]
+    assert {s.arc for s in heldout} == set(world._HELDOUT_ARCS) and not set(world._HELDOUT_ARCS) & set(world._ARCS)
+    train_sentences = {sentence for s in stories for sentence in s.sentences}
+    for s in heldout:           # held-out stories: their own plots and wordings
+        assert s.split == "heldout" and "{" not in s.text and not train_sentences & set(s.sentences)
+    with pytest.raises(ValueError, match="arc"):
+        world.story(w0, 0, split="heldout", arc="lost")
+
+
+def test_linked_facts_share_a_split():
+    """"The capital of X is T" also says "T is in X": the two facts are in the same split, in any world."""
+    for seed in range(6):
+        w = world.build_world(seed)
+        for country in w.names["country"]:
+            capital = w.get(country, "capital")
+            assert w.fact(capital, "country").split == w.fact(country, "capital").split
 
 
 def test_dialogues_and_descriptions(w0):
@@ -391,11 +508,19 @@ def test_dialogues_and_descriptions(w0):
         lines = world.dialogue(w0, rng).split("\n")
         assert all(re.fullmatch(r"[A-Z][a-z]+: \S.*", line) for line in lines)
         assert len({line.split(":")[0] for line in lines}) == 2
+    heldout_facts = [f for f in w0.facts if f.split == "heldout"]
     for subject in w0.kind_of:
         if w0.kind_of[subject] != "language":
             text = world.describe(w0, subject, rng)
             assert "{" not in text and len(text.split(". ")) >= 2
             assert all(f.value in text for f in w0.facts_about(subject))
+            train_facts = [f for f in w0.facts_about(subject) if f.split == "train"]
+            if train_facts:     # split="train": only training facts, related ones included
+                text = world.describe(w0, subject, rng, split="train")
+                assert all(f.value in text for f in train_facts)
+                assert not world.stated_facts(w0, text, heldout_facts), text
+    with pytest.raises(ValueError, match="split"):
+        world.describe(w0, "Sam", 0, split="heldout")
 
 
 def test_clear_errors(w0):

@@ -6,6 +6,7 @@ chat.py --prompt on the result.
 """
 import doctest
 import json
+import random
 import re
 import subprocess
 import sys
@@ -269,6 +270,87 @@ def test_heldout_never_overlaps_training(w0, seeds):
                        for f in w0.facts if (f.subject, f.relation) in heldout_facts}
     fact_replies = {e["messages"][1]["content"] for e in trained if e["task"] == "fact"}
     assert not fact_replies & heldout_answers
+
+
+def test_default_sft_data_is_pinned(w0):
+    """The SFT conversations of the default run, byte for byte (sft.py: seed 0, TRAIN_MIX with
+    multi_turn=MULTI_TURN_FRACTION, EVAL_MIX held out). If you change the world or sft_data on purpose,
+    update the hashes and say why in the commit; if they changed by themselves, something leaked a seed."""
+    import hashlib
+    from sft_data import MULTI_TURN_FRACTION
+    digest = lambda examples: hashlib.sha256(json.dumps(examples, sort_keys=True).encode()).hexdigest()
+    train_examples = world_examples(w0, "train", TRAIN_MIX, seed=0, multi_turn=MULTI_TURN_FRACTION)
+    assert digest(train_examples) == "261b929a92705745fb200650355fe3d8affbb54ac036c2329d000d0d9c675f94"
+    heldout_examples = world_examples(w0, "heldout", EVAL_MIX, seed=0)
+    assert digest(heldout_examples) == "8416ac0308193099bcaa9ed07a5ec5f314ae9a362592174246e3d5db0a729d6a"
+
+
+# ---- decontamination: the held-out split is sealed (GPT-3's 13-gram check, and held-out facts)
+
+
+@pytest.fixture(scope="module")
+def default_training_conversations(w0):
+    from sft_data import MULTI_TURN_FRACTION
+    return world_examples(w0, "train", TRAIN_MIX, seed=0, multi_turn=MULTI_TURN_FRACTION)
+
+
+def heldout_items(w0):
+    """Held-out evaluation texts of every kind that must be unseen: {kind: [text, ...]}."""
+    rng = random.Random(12)
+    word = [world.word_problem(w0, rng, rng.randint(1, 4), rng.randint(1, 3), split="heldout") for _ in range(150)]
+    arithmetic = [world.arithmetic_problem(rng, rng.choice("+-*/"), rng.choice([2, 3]), split="heldout")
+                  for _ in range(150)]
+    stories = [world.story(w0, rng, split="heldout") for _ in range(60)]
+    requests = world.user_requests(w0, 60, True, "heldout") + world.user_requests(w0, 60, False, "heldout")
+    expressions = [world.arithmetic_expression(rng, rng.randint(2, 4), rng.randint(1, 2), split="heldout")
+                   for _ in range(150)]
+    return {"request": [r.prompt for r in requests],
+            "arithmetic expression": [f"{p.question} {world.solution(p, 'direct')}" for p in expressions],"word problem": [p.question + "\n" + world.solution(p, "steps") for p in word],
+            "arithmetic problem": [f"{p.question} {world.solution(p, 'direct')}" for p in arithmetic],
+            "story": [s.text for s in stories]}
+
+
+def test_heldout_items_share_no_13_gram_with_training_text(w0, default_training_conversations):
+    """Like GPT-3's contamination check: no held-out item shares 13 words in a row (or, when shorter,
+    all its words in a row) with the text chapter 03 pretrains on (the tiny preset's default corpus)
+    or the conversations chapter 04 trains on (the default mix)."""
+    items = heldout_items(w0)
+    heldout_sft = world_examples(w0, "heldout", EVAL_MIX, seed=1)
+    items["held-out SFT prompt"] = [e["messages"][0]["content"] for e in heldout_sft
+                                    if e["task"] in ("math", "story", "harmful", "benign")]
+    items["held-out story continuation"] = [e["messages"][1]["content"] for e in heldout_sft if e["task"] == "story"]
+    training = world.make_corpus().split(world.EOT)
+    training += [m["content"] for e in default_training_conversations for m in e["messages"]]
+    seen = world.TrainingText(training)
+    for kind, texts in items.items():
+        assert texts
+        leaked = [t for t in texts if seen.shares_ngram(t)]
+        assert not leaked, f"{len(leaked)} held-out {kind} items share a 13-gram with training text: {leaked[0]!r}"
+
+
+def test_no_training_conversation_states_a_heldout_fact(w0, default_training_conversations):
+    heldout = [f for f in w0.facts if f.split == "heldout"]
+    assert heldout
+    for e in default_training_conversations:
+        for m in e["messages"]:
+            if m["role"] == "assistant":
+                assert not world.stated_facts(w0, m["content"], heldout), (e["task"], m["content"])
+    other = world.build_world(3)    # another world and seed, where a story pairs a hero with a held-out pet by chance
+    other_heldout = [f for f in other.facts if f.split == "heldout"]
+    for e in world_examples(other, "train", TRAIN_MIX, seed=7):
+        assert not world.stated_facts(other, e["messages"][1]["content"], other_heldout), e["messages"][1]
+    # the detector sees a held-out fact stated in any of its forms
+    fact = heldout[0]
+    relation = world.RELATIONS[fact.kind][fact.relation]
+    for template in relation.statements + (relation.answer,):
+        assert fact in world.stated_facts(w0, world.render(template, fact.kind, fact.subject, fact.value), heldout)
+    # describe(..., split="train") states no held-out fact, describe(...) states them all
+    for subject, kind in w0.kind_of.items():
+        if kind != "language" and any(f.split == "train" for f in w0.facts_about(subject)):
+            assert not world.stated_facts(w0, world.describe(w0, subject, 0, split="train"), heldout), subject
+    told = [f for s in w0.kind_of if w0.kind_of[s] != "language" for f in world.stated_facts(
+        w0, world.describe(w0, s, 0), [f for f in heldout if f.subject == s])]
+    assert len(told) >= len(heldout) * 3 // 4
 
 
 def test_jsonl_loaders_both_layouts(tmp_path):

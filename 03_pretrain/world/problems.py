@@ -1,0 +1,154 @@
+"""Problems with worked solutions as data: Step, Problem, solution(problem, style), wrong_solution,
+and bare arithmetic problems "What is a op b?".
+"""
+from dataclasses import dataclass
+
+from .naming import _capitalize
+from .scratchpads import apply, equation_key, is_training_safe, scratchpad
+from .splits import _rng, _sample, split_of
+
+
+@dataclass(frozen=True)
+class Step:
+    """One operation of a worked solution: a op b = result. `action` is what happens in the story
+    ("She buys 285 more", or "" for a pure computation) and `says` the sentence around the
+    equation, with {eq} where it goes ("so she has {eq} apples")."""
+    a: int
+    op: str
+    b: int
+    result: int
+    action: str = ""
+    says: str = "{eq}"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A problem with its worked solution as data: render it with solution(problem, style).
+
+    kind "arithmetic" or "word"; `question` the text to answer; `opening` the solution's first
+    sentence ("Mia starts with 12 apples.", or ""); `steps` the operations; `answer` the final number;
+    `key` the content key that decides `split`.
+    """
+    kind: str
+    question: str
+    steps: tuple
+    answer: int
+    key: str
+    split: str
+    opening: str = ""
+    digits: int = 0
+
+
+STYLES = ("direct", "steps", "column")
+
+
+def solution(problem, style="steps"):
+    """The worked solution of a Problem, ending in "The answer is N.".
+
+    style "direct": only the final line; "steps": one line per operation; "column": the same, with the
+    digit-by-digit scratchpad (column_addition etc.) before every operation that is not a basic fact.
+
+    Example, the word problem "Lily has 13 wobrovels. She gives 7 to Clara. Then she buys 8 more.
+    How many wobrovels does Lily have in the end?" (see word_problem):
+        direct:  The answer is 14.
+        steps:   Lily starts with 13 wobrovels.
+                 She gives 7 to Clara, so she has 13 - 7 = 6 wobrovels.
+                 She buys 8 more, so she has 6 + 8 = 14 wobrovels.
+                 The answer is 14.
+        column:  the same here (every step is a basic fact); for 347 + 285 the step would be
+                 preceded by the lines of column_addition(347, 285).
+    """
+    if style not in STYLES:
+        raise ValueError(f"unknown solution style {style!r}; use one of {STYLES}")
+    lines = [] if style == "direct" or not problem.opening else [problem.opening]
+    for step in problem.steps if style != "direct" else ():
+        eq = f"{step.a} {step.op} {step.b} = {step.result}"
+        work = scratchpad(step.a, step.op, step.b) if style == "column" else []
+        if work:
+            if step.action:
+                lines.append(f"{step.action}. Work out {step.a} {step.op} {step.b}:")
+            lines += work[:-1]
+            says = step.says.format(eq=eq)
+            lines.append(_capitalize(says if says.startswith("so ") else "so " + says) + ".")
+        else:
+            sentence = f"{step.action}, {step.says.format(eq=eq)}" if step.action else step.says.format(eq=eq)
+            lines.append(_capitalize(sentence) + ".")
+    lines.append(f"The answer is {problem.answer}.")
+    return "\n".join(lines)
+
+
+def _number(rng, digits):
+    """A random number with exactly `digits` digits (2..9 for one digit)."""
+    return rng.randrange(2, 10) if digits == 1 else rng.randrange(10 ** (digits - 1), 10 ** digits)
+
+
+def arithmetic_problem(rng, op="+", digits=3, split="train"):
+    """A bare arithmetic problem "What is a op b?" whose numbers have `digits` digits.
+
+    "+", "-" (a >= b), "*" (b has one digit when digits > 1) and "/" (exact, one-digit divisor).
+    The split is decided by the equation (equation_key), so "What is 347 + 285?" is held out exactly
+    when "285 + 347" is; basic facts are always "train" (asking for a held-out one raises). A "train"
+    problem is drawn again if a step of its scratchpad (say 27 - 27 = 0 in a long division) is a
+    held-out equation: no held-out equation is ever written in training text.
+
+    Example: p = arithmetic_problem(random.Random(0), "+", 3)
+        p.question -> "What is 964 + 494?"; p.answer -> 1458
+        solution(p, "column") -> "ones: 4 + 4 + 0 = 8, write 8, carry 0.\\n...\\nThe answer is 1458."
+    """
+    if op not in "+-*/" or len(op) != 1:
+        raise ValueError(f"unknown operation {op!r}; use one of + - * /")
+    if split not in ("train", "heldout"):
+        raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
+    rng = _rng(rng)
+
+    def make():
+        a, b = _number(rng, digits), _number(rng, digits)
+        if op == "-" and a < b:
+            a, b = b, a
+        if op == "*" and digits > 1:
+            b = rng.randrange(2, 10)
+        if op == "/":
+            b = rng.randrange(2, 10)
+            a = b * max(1, _number(rng, digits) // b)
+        key = equation_key(f"{a} {op} {b}")
+        step = Step(a, op, b, apply(a, op, b))
+        problem = Problem("arithmetic", f"What is {a} {op} {b}?", (step,), step.result,
+                          key or f"eq:{a}{op}{b}", "train" if key is None else split_of(key), digits=digits)
+        if problem.split == "train" and not is_training_safe(solution(problem, "column")):
+            return None     # a step of its scratchpad is a held-out equation
+        return problem
+    return _sample(make, split, f"{digits}-digit {op} problem")
+
+
+def wrong_solution(problem, rng, style="steps"):
+    """A plausible but wrong worked solution of `problem`: one step's result is off by a little, and
+    every later step that uses it carries the error on, so the final answer is wrong too. The
+    rejected side of a preference pair (chapter 05) next to solution(problem, style).
+
+    Example (world 0), for "Lily has 13 wobrovels. She gives 7 to Clara. Then she buys 8 more. ..."
+    (see word_problem), wrong_solution(problem, 0) ->
+        "Lily starts with 13 wobrovels.\\nShe gives 7 to Clara, so she has 13 - 7 = 6 wobrovels.\\n
+         She buys 8 more, so she has 6 + 8 = 16 wobrovels.\\nThe answer is 16."
+    """
+    if problem.kind == "expression":       # (expressions.py imports this module, hence the late import)
+        from .expressions import wrong_expression_solution
+        return wrong_expression_solution(problem, rng, style)
+    rng = _rng(rng)
+    for _ in range(1000):
+        broken = rng.randrange(len(problem.steps))
+        changed, steps = {}, []
+        for i, step in enumerate(problem.steps):
+            a, b = changed.get(step.a, step.a), changed.get(step.b, step.b)
+            result = apply(a, step.op, b)      # (a division left inexact by the slip rounds down)
+            if i == broken:
+                result += rng.choice([-2, -1, 1, 2, 10]) if result > 2 else rng.choice([1, 2, 10])
+            changed[step.result] = result
+            steps.append(Step(a, step.op, b, result, step.action, step.says))
+        # a later division could round the slip away, or a subtraction go below zero: draw again
+        if steps[-1].result != problem.answer and all(s.result >= 0 for s in steps):
+            break
+    else:
+        raise ValueError(f"could not make a wrong solution for {problem.key}")
+    wrong = Problem(problem.kind, problem.question, tuple(steps), steps[-1].result, problem.key, problem.split,
+                    problem.opening, problem.digits)
+    return solution(wrong, style)
