@@ -472,6 +472,23 @@ def test_wrong_solutions_for_later_chapters(w0):
         assert final != p.answer and wrong.count("\n") == world.solution(p).count("\n")
 
 
+def test_wrong_solutions_never_misquote_the_question(w0):
+    """The slip is carried on through earlier results only: a number the question gives stays as it is
+    in the wrong solution, and no draw crashes. (Carrying by value once rewrote a "2" of the question
+    with the slipped result and divided by zero: word problems of Random(1), draw 587, seed 2.)"""
+    equation = r"(\d+) [-+*/] (\d+) = (\d+)"
+    rng = random.Random(1)
+    for _ in range(700):
+        p = world.word_problem(w0, rng, rng.randint(1, 4), 1, family="count")
+        right = re.findall(equation, world.solution(p))
+        for seed in range(4):
+            wrong, results = re.findall(equation, world.wrong_solution(p, seed)), set()
+            for (a, b, result), (wrong_a, wrong_b, _) in zip(right, wrong):
+                for given, written in ((a, wrong_a), (b, wrong_b)):
+                    assert int(given) in results or given == written, (p.question, wrong)
+                results.add(int(result))
+
+
 def test_stories_are_consistent_and_varied(w0):
     rng = random.Random(5)
     stories = [world.story(w0, rng) for _ in range(300)]

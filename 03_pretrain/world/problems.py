@@ -1,6 +1,7 @@
 """Problems with worked solutions as data: Step, Problem, solution(problem, style), wrong_solution,
 and bare arithmetic problems "What is a op b?".
 """
+import re
 from dataclasses import dataclass
 
 from .naming import _capitalize
@@ -134,18 +135,30 @@ def wrong_solution(problem, rng, style="steps"):
         from .expressions import wrong_expression_solution
         return wrong_expression_solution(problem, rng, style)
     rng = _rng(rng)
+    # The slip is carried on by value: a later operand equal to an earlier step's result is that
+    # result. A number the question itself states must never change ("She buys 2 more" stays 2),
+    # so only a step whose result is not such a number may slip (the last step always may).
+    literals = {int(n) for n in re.findall(r"\d+", problem.question)}
+    last = len(problem.steps) - 1
+    may_slip = [i for i, s in enumerate(problem.steps) if i == last or s.result not in literals]
     for _ in range(1000):
-        broken = rng.randrange(len(problem.steps))
+        broken = rng.choice(may_slip)
         changed, steps = {}, []
-        for i, step in enumerate(problem.steps):
-            a, b = changed.get(step.a, step.a), changed.get(step.b, step.b)
-            result = apply(a, step.op, b)      # (a division left inexact by the slip rounds down)
-            if i == broken:
-                result += rng.choice([-2, -1, 1, 2, 10]) if result > 2 else rng.choice([1, 2, 10])
-            changed[step.result] = result
-            steps.append(Step(a, step.op, b, result, step.action, step.says))
-        # a later division could round the slip away, or a subtraction go below zero: draw again
-        if steps[-1].result != problem.answer and all(s.result >= 0 for s in steps):
+        try:
+            for i, step in enumerate(problem.steps):
+                a, b = changed.get(step.a, step.a), changed.get(step.b, step.b)
+                result = apply(a, step.op, b)      # (a division left inexact by the slip rounds down)
+                if i == broken:
+                    result += rng.choice([-2, -1, 1, 2, 10]) if result > 2 else rng.choice([1, 2, 10])
+                if result != step.result:
+                    changed[step.result] = result
+                steps.append(Step(a, step.op, b, result, step.action, step.says))
+        except ZeroDivisionError:      # the slip made a later divisor 0: draw again
+            continue
+        # only earlier results may have changed, never a number of the question; a later division
+        # could round the slip away, or a subtraction go below zero: draw again
+        moved = {old for s, w in zip(problem.steps, steps) for old, new in ((s.a, w.a), (s.b, w.b)) if old != new}
+        if (not moved & literals and steps[-1].result != problem.answer and all(s.result >= 0 for s in steps)):
             break
     else:
         raise ValueError(f"could not make a wrong solution for {problem.key}")
