@@ -110,7 +110,7 @@ def test_corpus_is_pinned():
     update the hash (python -c "import world, hashlib; print(hashlib.sha256(world.make_corpus(200_000)
     .encode()).hexdigest())" from 03_pretrain/) and say why in the commit; if it changed by itself, random's sequences moved."""
     digest = hashlib.sha256(world.make_corpus(200_000, seed=0).encode()).hexdigest()
-    assert digest == "c3d2687b7967b3a74b4b259c3ca70cec9f613eb3552f56847378aa140138b2c0"
+    assert digest == "85e397bf9d598f84368ba6af72e9b0e5bfcd69a49ff07e23b888220caec0e7f4"
 
 
 def test_default_corpus_size_kinds_and_speed(corpus, w0):
@@ -269,6 +269,16 @@ def test_heldout_problems_never_appear_in_the_corpus(corpus, w0):
         train = [world.arithmetic_problem(r, r.choice("+-*/"), r.choice([2, 3])) for _ in range(300)]
         train += [world.word_problem(other_world, r, r.randint(1, 3), r.randint(1, 3)) for _ in range(100)]
         assert not heldout_keys & {p.key for p in train}
+
+
+def test_dialogues_never_ask_a_heldout_known_for(corpus, w0):
+    """A town's held-out "known for" fact may be stated in a dialogue but never asked (review of issue 12:
+    world 0's corpus asked Wemwick's 18 times)."""
+    asked = re.findall(r"I live in (\w+)\. [^\n]*\n\w+: Is that the town that is known for ([^?]+)\?", corpus)
+    assert len(asked) > 50
+    for town, value in asked:
+        fact = w0.fact(town, "known_for")
+        assert fact.value == value and fact.split == "train", (town, value)
 
 
 def test_heldout_questions_stories_and_probe_names_never_appear(corpus, w0):

@@ -34,9 +34,13 @@ def dialogue(world, rng, split="train"):
         fact = world.fact(b, "home")
         if fact.split == "train":
             lines.append((a, rng.choice(["Where do you live now?", "Which town do you live in?"])))
-        lines += [(b, f"I live in {home_b}. It is a town in {world.get(home_b, 'country')}."),
-                  (a, f"Is that the town that is known for {world.get(home_b, 'known_for')}?"),
-                  (b, f"Yes! {home_b} is known for {world.get(home_b, 'known_for')}.")]
+        known_for = world.get(home_b, "known_for")
+        lines.append((b, f"I live in {home_b}. It is a town in {world.get(home_b, 'country')}."))
+        if world.fact(home_b, "known_for").split == "train":   # held-out facts are stated, never asked
+            lines += [(a, f"Is that the town that is known for {known_for}?"),
+                      (b, f"Yes! {home_b} is known for {known_for}.")]
+        else:
+            lines += [(a, "I have never been there."), (b, f"You should come! {home_b} is known for {known_for}.")]
     elif topic == "pet":
         pet = world.get(b, "pet")
         lines += [(a, "Do you have a pet?"), (b, f"Yes, I have a pet {pet}.")]
