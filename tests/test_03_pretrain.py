@@ -271,6 +271,26 @@ def test_heldout_problems_never_appear_in_the_corpus(corpus, w0):
         assert not heldout_keys & {p.key for p in train}
 
 
+def test_thirteen_gram_check_finds_shared_runs_and_only_those(w0):
+    """The checker the decontamination tests rely on: a 13-word run of a training text is found
+    wherever it sits in an item, a short item is found only as a whole run of words, and one changed
+    word in the run is enough to miss it."""
+    training = ("Mia has 12 red apples and she gives 5 of them to her friend Leo who lives in the big town. "
+                "The end.")
+    seen = world.TrainingText([training, "A short line."])
+    run = "has 12 red apples and she gives 5 of them to her friend"               # 13 words
+    assert len(world.words(run)) == 13
+    assert seen.shares_ngram(f"Question: {run.upper()}, then what?")              # case and punctuation ignored
+    assert not seen.shares_ngram(run.replace("gives", "takes"))
+    assert not seen.shares_ngram(run.rsplit(" ", 1)[0] + " cousin")
+    assert seen.shares_ngram("a short line")                                      # a whole short training line
+    assert not seen.shares_ngram("short line a") and not seen.shares_ngram("")
+    fact = next(f for f in w0.facts if f.relation == "job" and f.split == "heldout")
+    stated = f"{fact.subject} is {world.with_article(fact.value)}."
+    assert fact in world.stated_facts(w0, stated)
+    assert fact not in world.stated_facts(w0, f"Somebody is {world.with_article(fact.value)}.")
+
+
 def test_dialogues_never_ask_a_heldout_known_for(corpus, w0):
     """A town's held-out "known for" fact may be stated in a dialogue but never asked (review of issue 12:
     world 0's corpus asked Wemwick's 18 times)."""
