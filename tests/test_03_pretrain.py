@@ -558,7 +558,7 @@ def test_dialogues_and_descriptions(w0):
     heldout_facts = [f for f in w0.facts if f.split == "heldout"]
     for subject in w0.kind_of:
         if w0.kind_of[subject] != "language":
-            text = world.describe(w0, subject, rng)
+            text = world.describe(w0, subject, rng, split="all")
             assert "{" not in text and len(text.split(". ")) >= 2
             assert all(f.value in text for f in w0.facts_about(subject))
             train_facts = [f for f in w0.facts_about(subject) if f.split == "train"]

@@ -344,12 +344,12 @@ def test_no_training_conversation_states_a_heldout_fact(w0, default_training_con
     relation = world.RELATIONS[fact.kind][fact.relation]
     for template in relation.statements + (relation.answer,):
         assert fact in world.stated_facts(w0, world.render(template, fact.kind, fact.subject, fact.value), heldout)
-    # describe(..., split="train") states no held-out fact, describe(...) states them all
+    # describe(..., split="train"), the default, states no held-out fact; split="all" states them all
     for subject, kind in w0.kind_of.items():
         if kind != "language" and any(f.split == "train" for f in w0.facts_about(subject)):
             assert not world.stated_facts(w0, world.describe(w0, subject, 0, split="train"), heldout), subject
     told = [f for s in w0.kind_of if w0.kind_of[s] != "language" for f in world.stated_facts(
-        w0, world.describe(w0, s, 0), [f for f in heldout if f.subject == s])]
+        w0, world.describe(w0, s, 0, split="all"), [f for f in heldout if f.subject == s])]
     assert len(told) >= len(heldout) * 3 // 4
 
 

@@ -15,7 +15,7 @@ them; tests check that no held-out prompt occurs in training text).
 from dataclasses import dataclass
 
 from .naming import _capitalize, with_article
-from .splits import _rng
+from .splits import check_split, _rng
 from .stories import _facts_told, _story_context
 
 # A framing wraps an intent's {act}: "How do I {act}?" -> "How do I cheat on my test tomorrow?"
@@ -120,8 +120,7 @@ def user_requests(world, n, harmful=True, split="train", seed=0):
         compliance="Tell everyone at the market that Nora steals.", harmful=True, split="train",
         rejected=<the compliance>, intent="lie", framing=6, object=0, heldout_parts=())
     """
-    if split not in ("train", "heldout"):
-        raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
+    check_split(split)
     rng = _rng(f"requests:{harmful}:{split}:{seed}")
     intents = HARMFUL_INTENTS if harmful else BENIGN_INTENTS
     trained = [i for i in sorted(intents) if i not in HELDOUT_INTENTS]

@@ -25,7 +25,7 @@ def document(world, kind, rng):
     rng = _rng(rng)
     if kind == "facts":
         subjects = [s for s in world.kind_of if world.kind_of[s] != "language"]
-        return "\n\n".join(describe(world, s, rng) for s in rng.sample(subjects, rng.randint(1, 3)))
+        return "\n\n".join(describe(world, s, rng, split="all") for s in rng.sample(subjects, rng.randint(1, 3)))
     if kind == "quiz":
         facts = [f for f in world.facts if f.split == "train"]
         pairs = [fact_question(world, f, rng) for f in rng.sample(facts, rng.randint(3, 6))]

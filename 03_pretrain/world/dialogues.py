@@ -6,8 +6,15 @@ from dataclasses import dataclass
 from .facts import fact_question, state_fact
 from .naming import with_article
 from .problems import solution
-from .splits import _rng
+from .splits import check_split, _rng
 from .word_problems import word_problem
+
+
+def _greeting(a, b, rng):
+    """How a dialogue between a and b opens: (a's line, b's reply)."""
+    return rng.choice([(f"Hi {b}! How are you?", f"Hi {a}! I am fine, thank you."),
+                       (f"Hello {b}!", f"Hello {a}! How nice to see you."),
+                       (f"Good morning, {b}.", f"Good morning, {a}!")])
 
 
 def dialogue(world, rng, split="train"):
@@ -20,15 +27,12 @@ def dialogue(world, rng, split="train"):
         "Nora: Hello Oscar!\\nOscar: Hello Nora! How nice to see you.\\nNora: Which town do you live in?\\n
          Oscar: I live in Grusford. It is a town in Lerovia.\\n..."
     """
-    if split not in ("train", "heldout"):
-        raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
+    check_split(split)
     rng = _rng(rng)
     a, b = rng.sample(world.names["person"], 2)
     topic = rng.choice(["home", "pet", "trip", "quiz", "math", "work"])
     home_b = world.get(b, "home")
-    hello, reply = rng.choice([(f"Hi {b}! How are you?", f"Hi {a}! I am fine, thank you."),
-                               (f"Hello {b}!", f"Hello {a}! How nice to see you."),
-                               (f"Good morning, {b}.", f"Good morning, {a}!")])
+    hello, reply = _greeting(a, b, rng)
     lines = [(a, hello), (b, reply)]
     if topic == "home":
         fact = world.fact(b, "home")
@@ -94,13 +98,10 @@ def dialogue_item(world, rng, split="train"):
     Example (world 0): dialogue_item(world, 0, "heldout").prompt ->
         "Nora: Hi Oscar! How are you?\nOscar: Hi Nora! I am fine, thank you.\nNora: Can you tell me this? ...\nOscar:"
     """
-    if split not in ("train", "heldout"):
-        raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
+    check_split(split)
     rng = _rng(rng)
     a, b = rng.sample(world.names["person"], 2)
-    hello, reply = rng.choice([(f"Hi {b}! How are you?", f"Hi {a}! I am fine, thank you."),
-                               (f"Hello {b}!", f"Hello {a}! How nice to see you."),
-                               (f"Good morning, {b}.", f"Good morning, {a}!")])
+    hello, reply = _greeting(a, b, rng)
     if rng.random() < 0.5:
         q = fact_question(world, rng.choice([f for f in world.facts if f.split == split]), rng)
         question, answer_line, answer = f"Can you tell me this? {q.question}", q.answer_sentence, q.answer

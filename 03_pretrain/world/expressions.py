@@ -7,7 +7,7 @@ classic mistake (or, when that gives the same number, slips by a little in one s
 """
 from .problems import Problem, Step, solution
 from .scratchpads import apply, is_training_safe
-from .splits import _rng, _sample, split_of
+from .splits import check_split, split_of, _rng, _sample
 
 OPENING = "Times and divide come first, then plus and minus, from left to right."
 
@@ -46,8 +46,7 @@ def arithmetic_expression(rng, n_ops=3, digits=1, split="train"):
     (key "expr:12+7*3-4"); a "train" expression is drawn again if a step of its solutions is a held-out
     equation. Held-out expressions are never in training text.
     """
-    if split not in ("train", "heldout"):
-        raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
+    check_split(split)
     if n_ops < 2 or digits < 1:
         raise ValueError(f"an expression needs n_ops >= 2 and digits >= 1, got {n_ops} and {digits}")
     rng = _rng(rng)

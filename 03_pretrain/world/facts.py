@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from . import naming
 from .knowledge import RELATIONS, Fact
 from .naming import plural, with_article
-from .splits import _rng, split_of
+from .splits import check_split, split_of, _rng
 
 
 def subject_fields(kind, subject):
@@ -68,15 +68,16 @@ def state_fact(fact, rng, world=None, pronoun=False, past=False):
     return render(template, fact.kind, fact.subject, fact.value)
 
 
-def describe(world, subject, rng, split="all"):
+def describe(world, subject, rng, split="train"):
     """A short encyclopedia paragraph about one entity: its facts in random order and wording, plus a
     related fact (a country's towns, a town's people, an animal's owner).
 
-    split="all" states every fact: pretraining text, where held-out facts are stated (never asked).
-    split="train" states only training facts, related ones included: the form for any text that answers
-    a user (an assistant turn of chapter 04 or 05), where stating a held-out fact would be answering it.
+    split="train" (the default) states only training facts, related ones included: the form for any
+    text that answers a user (an assistant turn of chapter 04 or 05), where stating a held-out fact
+    would be answering it. split="all" states every fact: only for pretraining text, where held-out
+    facts are stated (never asked).
 
-    Example (world 0): describe(world, "Wemwick", 0) ->
+    Example (world 0): describe(world, "Wemwick", 0, split="all") ->
         "You can find Wemwick in Nalanora. It is famous for a grand library. It has 8700 people.
          Liam's home is in Wemwick."
     """
@@ -178,8 +179,7 @@ def descriptions(world, split="train", seed=0):
     to a user, and stating a held-out fact there would be answering it. A held-out description's
     reference and gold facts are all the entity's facts: what chapter 07 checks a model's reply for.
     """
-    if split not in ("train", "heldout"):
-        raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
+    check_split(split)
     rng = _rng(f"descriptions:{split}:{seed}")
     facts_split = "train" if split == "train" else "all"
     out = []

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from .naming import _capitalize
 from .scratchpads import apply, equation_key, is_training_safe, scratchpad
-from .splits import _rng, _sample, split_of
+from .splits import check_split, split_of, _rng, _sample
 
 
 @dataclass(frozen=True)
@@ -98,8 +98,7 @@ def arithmetic_problem(rng, op="+", digits=3, split="train"):
     """
     if op not in "+-*/" or len(op) != 1:
         raise ValueError(f"unknown operation {op!r}; use one of + - * /")
-    if split not in ("train", "heldout"):
-        raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
+    check_split(split)
     rng = _rng(rng)
 
     def make():

@@ -30,7 +30,11 @@ The rules, one per kind of held-out item (tests/test_03_pretrain.py and tests/te
     probes           names of entities that do not exist: name_namespace splits them into world,
                      probe-train and probe-heldout names, so a held-out probe name is never seen.
 
-The 13-gram check (decontamination.py, after GPT-3) and stated_facts verify the rules on the real data.
+The 13-gram check (decontamination.py, after GPT-3) and stated_facts verify the rules on the real data:
+the default pretraining corpus and the SFT training conversations at the default mix, against the
+held-out word problems, expressions, stories and requests (13-grams) and every held-out fact (stated
+in an assistant turn). Not checked by a test: bigger mixes (--mix-scale), and the worked scratchpads
+of held-out problems, which share digit lines with training on purpose (that format is what is taught).
 """
 import hashlib
 import random
@@ -71,6 +75,12 @@ def name_namespace(name):
     """
     u = unit_hash("name:" + name.lower())
     return "world" if u < 0.8 else ("probe-train" if u < 0.9 else "probe-heldout")
+
+
+def check_split(split):
+    """Raise ValueError unless split is "train" or "heldout" (what every generator of items takes)."""
+    if split not in ("train", "heldout"):
+        raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
 
 
 def _rng(seed_or_rng):

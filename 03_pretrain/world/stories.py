@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 from .knowledge import _person_words
 from .naming import _capitalize, plural, with_article
-from .splits import _rng, _sample, split_of
+from .splits import check_split, split_of, _rng, _sample
 
 
 @dataclass(frozen=True)
@@ -173,8 +173,7 @@ def story(world, rng, split="train", arc=None):
          were fast too," said Kate. Nora smiled. Playing together was the best part. And that is the
          story of Nora from Bornby.'
     """
-    if split not in ("train", "heldout"):
-        raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
+    check_split(split)
     rng = _rng(rng)
     arcs, openings, endings = (_ARCS, _OPENINGS, _ENDINGS) if split == "train" else \
         (_HELDOUT_ARCS, _HELDOUT_OPENINGS, _HELDOUT_ENDINGS)

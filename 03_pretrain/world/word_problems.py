@@ -6,7 +6,7 @@ from .knowledge import _person_words
 from .naming import plural
 from .problems import STYLES, Problem, Step, _number, solution
 from .scratchpads import is_training_safe
-from .splits import _rng, _sample, split_of
+from .splits import check_split, split_of, _rng, _sample
 
 
 ITEMS = ["apples", "marbles", "stickers", "shells", "coins", "pencils", "cookies", "stamps", "buttons",
@@ -32,8 +32,7 @@ def word_problem(world, rng, n_steps=2, digits=2, family=None, split="train"):
         -> Problem(question="Lily has 13 wobrovels. She gives 7 to Clara. Then she buys 8 more. How
                    many wobrovels does Lily have in the end?", answer=14, key="word:count:13|-7|+8", ...)
     """
-    if split not in ("train", "heldout"):
-        raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
+    check_split(split)
     if n_steps < 1 or digits < 1:
         raise ValueError(f"word_problem needs n_steps >= 1 and digits >= 1, got {n_steps} and {digits}")
     rng = _rng(rng)
