@@ -100,7 +100,7 @@ def generate_steps(model, idx, max_new_tokens, attention_mask=None, temperature=
     that is done still gets tokens, which change nothing in the other rows.
     """
     block_size = model.config.block_size
-    model._check_length(idx.size(1))
+    model.check_length(idx.size(1))
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0 (0 means greedy), got {temperature}")
     if top_k is not None and top_k < 1:
@@ -198,6 +198,9 @@ def _sample_rows(model, prompts, max_new_tokens, temperature, top_k, top_p, stop
     budgets = row_budgets(max_new_tokens, len(prompts))
     idx, attention_mask, _ = left_pad(prompts, device=model.lm_head.weight.device)
     stop_set = token_set(stop_tokens)
+    # A stop string completed by the newest token lies within its row's last 4 * len tokens (a character
+    # is at most 4 UTF-8 bytes, a token at least one byte): decode only that tail, not the whole reply.
+    tail = 4 * max(len(s) for s in stop_strings) + 1 if stop_strings else 0
     responses, logprobs = [[] for _ in prompts], [[] for _ in prompts]
     done = [n == 0 for n in budgets]
     if all(done):
@@ -212,7 +215,7 @@ def _sample_rows(model, prompts, max_new_tokens, temperature, top_k, top_p, stop
                 responses[row].append(t)
                 logprobs[row].append(token_logprobs[row])
                 done[row] = (t in stop_set or len(responses[row]) >= budgets[row]
-                             or bool(stop_strings) and any(s in decode(responses[row]) for s in stop_strings))
+                             or bool(stop_strings) and any(s in decode(responses[row][-tail:]) for s in stop_strings))
             if all(done):
                 break
     return responses, logprobs

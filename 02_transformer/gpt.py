@@ -240,7 +240,7 @@ class GPT(nn.Module):
 
     # ------------------------------------------------------------------ forward
 
-    def _check_length(self, T):
+    def check_length(self, T):
         if T > self.config.block_size:
             raise ValueError(f"sequence of {T} tokens is longer than the context (block_size="
                              f"{self.config.block_size}); keep the last {self.config.block_size} tokens "
@@ -276,7 +276,7 @@ class GPT(nn.Module):
         the masks imply. Default 0 .. T-1 (after the cached ones).
         """
         past = 0 if kv_cache is None else kv_cache.length
-        self._check_length(past + idx.size(1))
+        self.check_length(past + idx.size(1))
         attn_mask, implied = None, None
         if doc_ids is not None:
             if doc_ids.shape != idx.shape or attention_mask is not None or kv_cache is not None:

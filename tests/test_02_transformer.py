@@ -788,3 +788,32 @@ def test_stop_strings_and_per_row_budgets():
         model.generate_batch([prompt], 5, stop_strings=["x"])
     with pytest.raises(ValueError, match="one per prompt"):
         model.generate_batch([prompt, other], [3], temperature=0)
+
+
+@pytest.mark.parametrize("overrides", [{}, LLAMA], ids=["gpt2", "llama"])
+def test_padded_batch_past_the_context_equals_each_prompt_alone(overrides):
+    """Past block_size the cached loop slides a window over a padded batch (its mask cut to the window):
+    every row must still generate what it generates alone (review of issue 12: untested path)."""
+    model = lively_model(**overrides)
+    block_size = model.config.block_size
+    gen = torch.Generator().manual_seed(16)
+    prompts = [torch.randint(0, 64, (n,), generator=gen).tolist() for n in (2, 9, 5)]
+    n_new = block_size + 6 - 2  # the longest row runs 15 tokens past the context
+    for use_cache in (True, False):
+        alone = [model.generate_batch([p], n_new, temperature=0, use_cache=use_cache)[0] for p in prompts]
+        assert model.generate_batch(prompts, n_new, temperature=0, use_cache=use_cache) == alone
+
+
+@pytest.mark.parametrize("overrides", [{}, LLAMA], ids=["gpt2", "llama"])
+def test_masked_prefill_in_chunks_equals_one_forward_pass(overrides):
+    """hidden() with a KV cache and the mask of all positions so far (B, cached + T) gives, chunk by
+    chunk, the logits of one full forward pass over the padded batch."""
+    model = lively_model(**overrides)
+    gen = torch.Generator().manual_seed(17)
+    ids, mask, _ = left_pad([torch.randint(0, 64, (n,), generator=gen).tolist() for n in (11, 4, 8)])
+    full, _ = model(ids, attention_mask=mask)
+    kv_cache = KVCache(model.config.n_layer, max_len=ids.size(1))
+    chunks = [model.lm_head(model.hidden(ids[:, a:b], attention_mask=mask[:, :b], kv_cache=kv_cache))
+              for a, b in ((0, 5), (5, 6), (6, 11))]
+    chunked = torch.cat(chunks, dim=1)
+    assert torch.allclose(chunked[mask], full[mask], atol=1e-4)
