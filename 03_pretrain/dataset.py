@@ -228,12 +228,16 @@ def _reusable(train_path, val_path, key):
 def check_same_data(expect, corpus_sha256, tokenizer_sha256, source):
     """Raise ValueError if the corpus or the tokenizer is not the one of the run being resumed (`expect`:
     {"corpus_sha256": ..., "tokenizer_sha256": ...} from its checkpoint; a missing entry is not checked)."""
-    for what, saved, now, fix in (("corpus", expect.get("corpus_sha256"), corpus_sha256, f"--data {source}"),
-                                  ("tokenizer", expect.get("tokenizer_sha256"), tokenizer_sha256, "the tokenizer")):
-        if saved is not None and saved != now:
-            raise ValueError(f"--resume: {fix} is not the {what} this run was trained on (sha256 {now[:12]}, the "
-                             f"checkpoint's {saved[:12]}): resume with the same --data, --bytes and tokenizer "
-                             f"settings, or start a new run with --overwrite or another --out-dir")
+    fix = ("resume with the same --data, --bytes, --tokenizer and --vocab-size as that run, or start a new run "
+           "with --overwrite or another --out-dir")
+    saved = expect.get("corpus_sha256")
+    if saved is not None and saved != corpus_sha256:
+        raise ValueError(f"--resume: --data {source} is not the corpus this run was trained on (sha256 "
+                         f"{corpus_sha256[:12]}, the checkpoint's {saved[:12]}): {fix}")
+    saved = expect.get("tokenizer_sha256")
+    if saved is not None and tokenizer_sha256 is not None and saved != tokenizer_sha256:
+        raise ValueError(f"--resume: this tokenizer is not the one this run was trained on (sha256 "
+                         f"{tokenizer_sha256[:12]}, the checkpoint's {saved[:12]}): {fix}")
 
 
 def token_dtype(vocab_size):
@@ -334,6 +338,15 @@ def split_tokens(tokens, val_fraction, eot_id=None):
     return tokens[:cut], tokens[cut:]
 
 
+def check_split_sizes(n_train, n_val, context=None):
+    """ValueError unless each split holds at least one window of `context` + 1 tokens (at least 2)."""
+    need = max(2, (context or 0) + 1)
+    if n_train < need or n_val < need:
+        raise ValueError(f"the corpus gives {n_train} train and {n_val} val tokens, but each split needs at "
+                         f"least {need}" + (f" (a window of context {context} + 1)" if context else "")
+                         + ": use a bigger corpus" + (" or a smaller --context" if context else ""))
+
+
 def prepare(source="world", out_dir=REPO / "runs" / "03_pretrain" / "data", tokenizer=None, vocab_size=2048,
             val_fraction=0.1, n_bytes=None, seed=0, data_dir=None, reuse=True, verbose=True, expect=None,
             context=None):
@@ -366,6 +379,7 @@ def prepare(source="world", out_dir=REPO / "runs" / "03_pretrain" / "data", toke
     meta = _reusable(train_path, val_path, key) if reuse else None
     if meta is not None:
         check_same_data(expect or {}, corpus_sha256, meta["tokenizer_sha256"], source)
+        check_split_sizes(meta["tokens"], meta["val_tokens"], context)
         if verbose:
             print(f"reusing {train_path} and {val_path} ({meta['tokens']:,} + {meta['val_tokens']:,} tokens: "
                   f"the same corpus and tokenizer)")
@@ -385,11 +399,7 @@ def prepare(source="world", out_dir=REPO / "runs" / "03_pretrain" / "data", toke
     tokens = encode_text(text, tokenizer)
     eot_id = tokenizer.special_tokens.get(EOT)
     train, val = split_tokens(tokens, val_fraction, eot_id)
-    need = max(2, (context or 0) + 1)
-    if len(val) < need or len(train) < need:
-        raise ValueError(f"the corpus gives {len(train)} train and {len(val)} val tokens, but each split needs at "
-                         f"least {need}" + (f" (a window of context {context} + 1)" if context else "")
-                         + ": use a bigger corpus" + (" or a smaller --context" if context else ""))
+    check_split_sizes(len(train), len(val), context)
     # every input is good: only now write (tokenizer first, the train sidecar, which makes the set valid, last)
     tokenizer_prefix = str(out_dir.absolute() / "tokenizer")
     out_dir.mkdir(parents=True, exist_ok=True)

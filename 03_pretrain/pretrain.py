@@ -133,6 +133,10 @@ def resolve_settings(args):
     saved = {}
     if args.resume:
         checkpoint = read_checkpoint(out_dir / "ckpt.pt", mmap=True)  # one clear line for a damaged file
+        if not {"model", "settings"} <= set(checkpoint):
+            raise ValueError(f"{out_dir / 'ckpt.pt'} is not a checkpoint of pretrain.py (it has no 'model' and "
+                             f"'settings'): --resume continues a run of this script; start a new one with "
+                             f"--overwrite or another --out-dir")
         settings.update({k: v for k, v in checkpoint.get("settings", {}).items() if k not in ("device", "stop_at")})
         saved = dict(checkpoint.get("data") or {}, tokenizer_sha256=checkpoint.get("tokenizer_sha256"))
         if settings["tokenizer"] not in (None, "gpt2"):  # a given tokenizer: the run folder holds its copy

@@ -203,7 +203,7 @@ def load_model_and_tokenizer(ckpt_path, device="cpu"):
         raise ValueError(f"{ckpt_path} is not a bytes2chat checkpoint (it needs 'model' and 'model_config')")
     candidates = [Path(checkpoint["tokenizer"])] if checkpoint.get("tokenizer") else []
     candidates.append(ckpt_path.parent / "tokenizer")
-    found = [p for p in candidates if p.with_name(p.name + ".tiktoken").is_file()]
+    found = [p for p in dict.fromkeys(candidates) if p.with_name(p.name + ".tiktoken").is_file()]
     if not found:
         raise FileNotFoundError(f"no tokenizer for {ckpt_path}: looked for "
                                 + " and ".join(f"{p}.tiktoken" for p in candidates))

@@ -118,6 +118,10 @@ def resolve_settings(args):
     saved_sha256 = None
     if args.resume:
         checkpoint = read_checkpoint(out_dir / "ckpt.pt", mmap=True)  # one clear line for a damaged file
+        if not {"model", "settings"} <= set(checkpoint):
+            raise ValueError(f"{out_dir / 'ckpt.pt'} is not a checkpoint of sft.py (it has no 'model' and "
+                             f"'settings'): --resume continues a run of this script; start a new one with "
+                             f"--overwrite or another --out-dir")
         settings.update({k: v for k, v in checkpoint.get("settings", {}).items() if k not in ("device", "stop_at")})
         saved_sha256 = checkpoint.get("tokenizer_sha256")
     settings.update({k: v for k, v in vars(args).items() if v is not None and k in settings})
@@ -157,6 +161,8 @@ def load_base(path, device="cpu"):
     """The base model and its tokenizer: FileNotFoundError saying what to run when chapter 03 has not
     been run, ValueError when the file is not a usable base model."""
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"--base {path} is a folder, not a checkpoint: give the ckpt.pt file in it")
     if not path.is_file():
         raise FileNotFoundError(f"no base model at {path}. Pretrain one first:\n    python 03_pretrain/pretrain.py "
                                 f"--preset tiny\n(or pass --base PATH to a chapter-03 checkpoint)")
