@@ -5,11 +5,14 @@
     python 03_pretrain/pretrain.py --preset gpt2 --data tinystories          # 124M, one GPU
     torchrun --standalone --nproc_per_node 8 03_pretrain/pretrain.py --preset gpt2 --data PATH
     python 03_pretrain/pretrain.py --resume                 # continue the run in --out-dir where it stopped
+    python 03_pretrain/pretrain.py --overwrite              # start over in an --out-dir that holds a run
 
 Steps: (1) dataset.prepare turns the corpus into train.bin/val.bin, training a chapter-01 BPE tokenizer
 on it unless --tokenizer is given; (2) a chapter-02 GPT of the preset's shape; (3) train.train runs the
 loop (optimizer.py: AdamW, warmup + cosine, clipping; checkpoint.py; evaluation, samples). A flag you pass
 overrides the preset; with --resume, the settings saved in the checkpoint fill in the flags you did not pass.
+A run never replaces an earlier one: an --out-dir that holds a checkpoint needs --resume or --overwrite, and
+--resume refuses other data or another tokenizer (the checkpoint records both by their sha256).
 
 Outputs, in --out-dir (default runs/03_pretrain/): ckpt.pt, tokenizer.tiktoken + tokenizer.json,
 train.bin + val.bin (+ .json), metrics.jsonl, loss.png, sample.txt.
@@ -282,7 +285,7 @@ def pretrain(args):
               f"({summary['tokens_per_sec'] or 0:,.0f} training tokens/s, evaluation excluded); "
               f"final train loss {summary['train_loss']:.4f}, val loss {summary['val_loss']:.4f}")
         print(f"outputs in {out_dir}/:")
-        print("  ckpt.pt                   model, optimizer, step, RNG and data state, configs, tokenizer path")
+        print("  ckpt.pt                   model, optimizer, step, RNG and data state, configs, tokenizer (path, hash)")
         print("  tokenizer.tiktoken/.json  the tokenizer;  train.bin, val.bin  the tokens")
         print("  metrics.jsonl             one record per progress line and evaluation")
         print("  loss.png, sample.txt      open these next: the loss curve, and what the model writes")

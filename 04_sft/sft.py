@@ -5,6 +5,7 @@
     python 04_sft/sft.py --mix benign=0         # change the data mix (here: no benign look-alikes)
     python 04_sft/sft.py --preset gpt2          # GPT-2 small from `03_pretrain/pretrain.py --preset gpt2`, one GPU
     python 04_sft/sft.py --resume               # continue an interrupted run in --out-dir
+    python 04_sft/sft.py --overwrite            # start over in an --out-dir that holds a run
 
 Steps: (1) load the base checkpoint and its tokenizer (default runs/03_pretrain/); (2) add the chat tokens
 to the tokenizer and the embedding (chat_format.py); (3) build instruction conversations from the
