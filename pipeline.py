@@ -46,7 +46,8 @@ def main(argv=None):
     parser.add_argument("--preset", default="tiny", help="preset passed to every chapter script (default: tiny)")
     parser.add_argument("--start", type=cli.positive_int, default=1,
                         help="first chapter to run, e.g. 3 to skip 01-02 (default: 1)")
-    parser.add_argument("--stop", type=cli.positive_int, default=len(CHAPTERS), help="last chapter to run (default: all)")
+    parser.add_argument("--stop", type=cli.positive_int, default=len(CHAPTERS),
+                        help="last chapter to run (default: all)")
     parser.add_argument("--device", default=None, help="passed to the scripts that train (cuda, mps, cpu)")
     parser.add_argument("--overwrite", action="store_true",
                         help="redo chapters whose outputs exist, replacing them (passed to every script that has it)")

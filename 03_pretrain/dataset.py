@@ -477,7 +477,8 @@ def main(argv=None):
     parser.add_argument("--out-dir", default=str(REPO / "runs" / "03_pretrain" / "data"))
     parser.add_argument("--overwrite", action="store_true", help="replace the token files already in --out-dir")
     parser.add_argument("--tokenizer", default=None, help="a saved chapter-01 tokenizer (default: train one)")
-    parser.add_argument("--vocab-size", type=cli.positive_int, default=2048, help="vocab size when training a tokenizer")
+    parser.add_argument("--vocab-size", type=cli.positive_int, default=2048,
+                        help="vocab size when training a tokenizer")
     parser.add_argument("--bytes", type=cli.positive_int, default=None, help="use only this many bytes of the corpus")
     parser.add_argument("--seed", type=int, default=0, help="seed of the mini-world corpus")
     args = parser.parse_args(argv)

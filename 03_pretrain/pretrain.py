@@ -188,8 +188,9 @@ def prepare_data(settings, out_dir, rank=0, verbose=True, expect=None):
                 tokenizer = str(saved)  # the copy a run saved: no download needed to resume it
             else:
                 tokenizer = load_gpt2_tokenizer()
-        meta = dataset.prepare(settings["data"], out_dir, tokenizer=tokenizer, vocab_size=settings["vocab_size"] or 2048,
-                               n_bytes=settings["bytes"], verbose=verbose, expect=expect, context=settings["context"])
+        meta = dataset.prepare(settings["data"], out_dir, tokenizer=tokenizer,
+                               vocab_size=settings["vocab_size"] or 2048, n_bytes=settings["bytes"], verbose=verbose,
+                               expect=expect, context=settings["context"])
     if dist.is_initialized():
         dist.barrier()
     if rank != 0:

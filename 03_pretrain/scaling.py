@@ -126,7 +126,8 @@ def main(argv=None):
     parser.add_argument("--steps", type=cli.positive_int, help="steps per size (default 400; --quick 20)")
     parser.add_argument("--batch-size", type=cli.positive_int, help="sequences per step (default 16; --quick 8)")
     parser.add_argument("--context", type=cli.positive_int, help="tokens per sequence (default 128; --quick 64)")
-    parser.add_argument("--lr", type=cli.positive_float, default=2e-3, help="peak learning rate, the same for every size")
+    parser.add_argument("--lr", type=cli.positive_float, default=2e-3,
+                        help="peak learning rate, the same for every size")
     parser.add_argument("--precision", default="bf16", choices=["auto", "fp32", "bf16"],
                         help="bf16 autocast (default: faster on this 2-core CPU at these sizes); auto on a GPU")
     parser.add_argument("--device", default=None, help="cuda, mps or cpu (default: the first available)")

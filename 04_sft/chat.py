@@ -109,8 +109,10 @@ def parse_args(argv=None):
     parser.add_argument("--system", help="a system message that opens the conversation")
     parser.add_argument("--temp", type=cli.non_negative_float, default=0.7,
                         help="sampling temperature, 0 = greedy (default 0.7)")
-    parser.add_argument("--top-k", type=cli.positive_int, default=50, help="sample among the k likeliest tokens (default 50)")
-    parser.add_argument("--max-new-tokens", type=cli.positive_int, default=128, help="longest reply, in tokens (default 128)")
+    parser.add_argument("--top-k", type=cli.positive_int, default=50,
+                        help="sample among the k likeliest tokens (default 50)")
+    parser.add_argument("--max-new-tokens", type=cli.positive_int, default=128,
+                        help="longest reply, in tokens (default 128)")
     parser.add_argument("--seed", type=int, default=None, help="make sampling repeatable")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda or mps")
     return parser.parse_args(argv)
