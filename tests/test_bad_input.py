@@ -328,6 +328,19 @@ def test_pretrain_bad_input_is_one_line_and_keeps_the_run(runs, capsys, argv, me
     assert not (runs / "new").exists()
 
 
+def test_overwrite_starts_a_new_run_in_place_of_the_old_one(runs, tmp_path):
+    shutil.copytree(runs / "base", tmp_path / "base")
+    (tmp_path / "base" / "sample.txt").write_text("a sample of the old run\n")
+    summary = pretrain.main(PRETRAIN_SMALL + ["--out-dir", str(tmp_path / "base"), "--overwrite", "--data",
+                                              str(runs / "other.txt"), "--vocab-size", "300", "--steps", "1"])
+    saved = torch.load(tmp_path / "base" / "ckpt.pt", weights_only=True)
+    new_corpus = dataset.read_meta(tmp_path / "base" / "train.bin")["corpus_sha256"]
+    assert summary["step"] == 1 and saved["data"]["corpus_sha256"] == new_corpus
+    assert new_corpus != dataset.read_meta(runs / "base" / "train.bin")["corpus_sha256"]
+    assert saved["tokenizer_sha256"] == dataset.tokenizer_fingerprint(tmp_path / "base" / "tokenizer")
+    assert "old run" not in (tmp_path / "base" / "sample.txt").read_text()  # a new run, new samples and log
+
+
 def test_resume_on_other_data_is_refused_before_a_tokenizer_is_trained_on_it(runs, capsys, monkeypatch):
     def no_training(*args, **kwargs):
         raise AssertionError("a tokenizer was trained on the wrong corpus before the refusal")
