@@ -15,7 +15,9 @@ Every script writes its outputs under runs/<chapter>/. What reads what, by path:
                            with chapter 01's train_bpe (not runs/01_tokenizer; --tokenizer PATH for that)
                            -> runs/03_pretrain/ (tokenizer, train.bin/val.bin, ckpt.pt)
     04 sft.py              reads runs/03_pretrain/ckpt.pt and the tokenizer it names -> runs/04_sft/
-The pipeline stops with a message at the first chapter not built yet.
+The pipeline stops with a message at the first chapter not built yet. Run again after a finished run, a
+chapter refuses to replace its outputs and the pipeline says how to go on: --overwrite redoes the
+chapters (passed to every script that has the flag), --start N goes on from chapter N.
 """
 import argparse
 import subprocess
@@ -24,6 +26,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent
+sys.path.append(str(REPO / "01_tokenizer"))
+import cli  # noqa: E402  (one clear line for bad input)
 
 # (chapter folder, its main script): the order is the order of the pipeline.
 CHAPTERS = [
@@ -37,13 +41,17 @@ CHAPTERS = [
 ]
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv=None):
+    parser = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="tiny", help="preset passed to every chapter script (default: tiny)")
-    parser.add_argument("--start", type=int, default=1, help="first chapter to run, e.g. 3 to skip 01-02 (default: 1)")
-    parser.add_argument("--stop", type=int, default=len(CHAPTERS), help="last chapter to run (default: all)")
+    parser.add_argument("--start", type=cli.positive_int, default=1,
+                        help="first chapter to run, e.g. 3 to skip 01-02 (default: 1)")
+    parser.add_argument("--stop", type=cli.positive_int, default=len(CHAPTERS),
+                        help="last chapter to run (default: all)")
     parser.add_argument("--device", default=None, help="passed to the scripts that train (cuda, mps, cpu)")
-    args = parser.parse_args()
+    parser.add_argument("--overwrite", action="store_true",
+                        help="redo chapters whose outputs exist, replacing them (passed to every script that has it)")
+    args = parser.parse_args(argv)
 
     timings = []
     for number, (chapter, script) in enumerate(CHAPTERS, start=1):
@@ -56,13 +64,20 @@ def main():
         command = [sys.executable, str(path), "--preset", args.preset]
         if args.device and number >= 2:
             command += ["--device", args.device]
+        if args.overwrite and "--overwrite" in path.read_text(encoding="utf-8"):  # the scripts that have the flag
+            command += ["--overwrite"]
         print(f"\n== {chapter}: {' '.join(command[1:])}", flush=True)
         start = time.time()
-        result = subprocess.run(command, cwd=REPO)
+        returncode, last_error = run_script(command)
         timings.append((chapter, time.time() - start))
-        if result.returncode != 0:
-            print(f"\n== {chapter} failed (exit code {result.returncode}); fix it and rerun with --start {number}.")
-            sys.exit(result.returncode)
+        if returncode != 0:
+            if "already holds a run" in last_error:  # a chapter refused to replace its earlier outputs
+                print(f"\n== {chapter} has run before and its outputs are kept. Rerun with --overwrite to redo "
+                      f"the chapters (replacing their outputs), or with --start {number + 1} to go on from the "
+                      f"next chapter with these outputs.")
+            else:
+                print(f"\n== {chapter} failed (exit code {returncode}); fix it and rerun with --start {number}.")
+            sys.exit(returncode)
 
     print("\n== pipeline summary")
     for chapter, seconds in timings:
@@ -70,5 +85,15 @@ def main():
     print(f"  outputs are under {REPO / 'runs'}")
 
 
+def run_script(command):
+    """Run one chapter's script; its output goes straight through. Returns (exit code, its last stderr line)."""
+    process = subprocess.Popen(command, cwd=REPO, stderr=subprocess.PIPE, text=True)
+    last = ""
+    for line in process.stderr:
+        sys.stderr.write(line)
+        last = line.strip() or last
+    return process.wait(), last
+
+
 if __name__ == "__main__":
-    main()
+    cli.run(main)

@@ -49,21 +49,29 @@ def model_config_dict(model):
     return dataclasses.asdict(config) if dataclasses.is_dataclass(config) else None
 
 
-def read_checkpoint(path):
+def read_checkpoint(path, mmap=False):
     """torch.load(path) onto the CPU with weights_only=True: tensors and plain Python data only, never
     arbitrary objects (a checkpoint from elsewhere cannot run code). FileNotFoundError if it is missing,
-    ValueError if it is not a checkpoint this way can read (another format, or a damaged file)."""
+    ValueError if it is not a checkpoint this way can read (another format, a damaged, cut-short or empty
+    file, or a file that holds something other than a dict). mmap=True maps the tensors instead of reading
+    them (cheap when only the settings are wanted)."""
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder, not a checkpoint: give the ckpt.pt file in it")
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}: train first, or point --out-dir/--resume at a run folder")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except OSError:
         raise
     except Exception as error:  # UnpicklingError, RuntimeError (not a zip), EOFError, struct.error, ...
         raise ValueError(f"{path} is not a checkpoint written by save_checkpoint: torch.load failed with "
                          f"{type(error).__name__} (a damaged or cut-short file, another format, or objects other "
                          f"than tensors and plain data, which are never loaded)") from None
+    if not isinstance(checkpoint, dict):
+        raise ValueError(f"{path} is not a checkpoint written by save_checkpoint: it holds a "
+                         f"{type(checkpoint).__name__}, not a dict of model, optimizer, step, ...")
+    return checkpoint
 
 
 def load_checkpoint(path, model=None, optimizer=None, scaler=None):
@@ -78,6 +86,9 @@ def load_checkpoint(path, model=None, optimizer=None, scaler=None):
     "size mismatch for transformer.h.0...". Loads with weights_only=True: tensors and plain data only.
     """
     checkpoint = read_checkpoint(path)
+    if model is not None and not isinstance(checkpoint.get("model"), dict):
+        raise ValueError(f"{path} is not a checkpoint written by save_checkpoint (it has no 'model' weights; its "
+                         f"keys: {', '.join(map(str, list(checkpoint)[:6])) or 'none'}): point at a run's ckpt.pt")
     if model is not None:
         saved, current = checkpoint.get("model_config"), model_config_dict(model)
         if saved is not None and current is not None and saved != current:
@@ -162,6 +173,10 @@ def resume_from(path, model, optimizer, scaler, train_config, rank=0, world_size
     of processes, the RNGs keep their fresh seeds: only dropout draws from them (the batches are drawn by
     index), so training goes on correctly, just not bit for bit as the uninterrupted run would have."""
     checkpoint = load_checkpoint(path, model, optimizer, scaler)  # a clear error if the model config differs
+    missing = [key for key in ("step", "rng", "train_config", "data_position") if key not in checkpoint]
+    if missing:
+        raise ValueError(f"cannot resume from {path}: it lacks {', '.join(missing)} (it was not written by "
+                         f"train()); start a new run with --overwrite or another --out-dir")
     if len(checkpoint["rng"]) == world_size:
         set_rng_states(checkpoint["rng"][rank])
     else:

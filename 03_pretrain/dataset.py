@@ -17,7 +17,6 @@ training loop can save its state in a checkpoint and resume onto exactly the sam
 Run it to prepare data by hand and see what it made:
     python 03_pretrain/dataset.py --data world --out-dir runs/03_pretrain/data
 """
-import argparse
 import hashlib
 import json
 import os
@@ -38,6 +37,7 @@ for chapter in ["01_tokenizer"]:  # the earlier chapters this file builds on
     if str(REPO / chapter) not in sys.path:
         sys.path.append(str(REPO / chapter))
 
+import cli  # noqa: E402  (chapter 01: one clear line for bad input)
 import world  # noqa: E402  (same chapter folder)
 
 EOT = world.EOT                       # "<|endoftext|>": the document separator, a special token
@@ -156,6 +156,8 @@ def load_text(source="world", n_bytes=None, seed=0, data_dir=None):
     """The training text of `source`: "world" (make_corpus(n_bytes or 3 MB, seed)), "tinyshakespeare",
     "tinystories" (downloaded on first use), or a path. `n_bytes` also truncates downloaded or file
     corpora (at a character boundary), which is handy for quick runs."""
+    if n_bytes is not None and n_bytes < 1:
+        raise ValueError(f"n_bytes={n_bytes}: give a positive number of bytes, or None for the whole corpus")
     if source == "world":
         return world.make_corpus(n_bytes or world.DEFAULT_CORPUS_BYTES, seed=seed)
     text = read_text(download(source, data_dir) if source in DOWNLOADS else source)
@@ -201,29 +203,41 @@ def _tokenizer_prefix(path):
 
 
 def tokenizer_fingerprint(tokenizer):
-    """sha256 of a tokenizer's saved files (.tiktoken then .json): equal for equal tokenizers, whether
-    given as a Tokenizer or as the path where one was saved."""
-    if not isinstance(tokenizer, (str, Path)):
-        with tempfile.TemporaryDirectory() as tmp:
-            tokenizer.save(str(Path(tmp) / "tokenizer"))
-            return tokenizer_fingerprint(Path(tmp) / "tokenizer")
-    prefix = _tokenizer_prefix(tokenizer)
-    digest = hashlib.sha256()
-    for suffix in (".tiktoken", ".json"):
-        digest.update(Path(prefix + suffix).read_bytes())
-    return digest.hexdigest()
+    """sha256 of the files Tokenizer.save writes for this tokenizer (.tiktoken then .json): equal for equal
+    tokenizers, whether given as a Tokenizer or as the path of a saved one."""
+    tokenizer = load_tokenizer(tokenizer)
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = tokenizer.save(str(Path(tmp) / "tokenizer"))
+        return hashlib.sha256(b"".join(Path(path).read_bytes() for path in paths)).hexdigest()
 
 
-def _reusable(train_path, val_path, settings):
-    """The train sidecar if both token files exist, are complete and were made with `settings`."""
+def _reusable(train_path, val_path, key):
+    """The train sidecar if both token files exist, are complete, were made with `key` (the hashes of the
+    corpus and the tokenizer), and the tokenizer saved beside them is still that tokenizer."""
     try:
         meta = read_meta(train_path)
-        if meta.get("settings") != settings or not Path(meta["tokenizer"] + ".tiktoken").exists():
+        saved_tokenizer = Path(train_path).parent / "tokenizer"  # the run folder's own copy
+        if meta.get("settings") != key or tokenizer_fingerprint(saved_tokenizer) != meta.get("tokenizer_sha256"):
             return None
         read_tokens(train_path), read_tokens(val_path)      # raises if either file is incomplete
         return meta
-    except (FileNotFoundError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def check_same_data(expect, corpus_sha256, tokenizer_sha256, source):
+    """Raise ValueError if the corpus or the tokenizer is not the one of the run being resumed (`expect`:
+    {"corpus_sha256": ..., "tokenizer_sha256": ...} from its checkpoint; a missing entry is not checked)."""
+    fix = ("resume with the same --data, --bytes, --tokenizer and --vocab-size as that run, or start a new run "
+           "with --overwrite or another --out-dir")
+    saved = expect.get("corpus_sha256")
+    if saved is not None and saved != corpus_sha256:
+        raise ValueError(f"--resume: --data {source} is not the corpus this run was trained on (sha256 "
+                         f"{corpus_sha256[:12]}, the checkpoint's {saved[:12]}): {fix}")
+    saved = expect.get("tokenizer_sha256")
+    if saved is not None and tokenizer_sha256 is not None and saved != tokenizer_sha256:
+        raise ValueError(f"--resume: this tokenizer is not the one this run was trained on (sha256 "
+                         f"{tokenizer_sha256[:12]}, the checkpoint's {saved[:12]}): {fix}")
 
 
 def token_dtype(vocab_size):
@@ -324,56 +338,74 @@ def split_tokens(tokens, val_fraction, eot_id=None):
     return tokens[:cut], tokens[cut:]
 
 
-def prepare(source="world", out_dir=REPO / "runs" / "03_pretrain" / "data", tokenizer=None, vocab_size=2048,
-            val_fraction=0.1, n_bytes=None, seed=0, data_dir=None, reuse=True, verbose=True):
-    """Turn `source` into out_dir/train.bin and out_dir/val.bin (+ .json sidecars); return the train
-    sidecar (a dict: dtype, vocab_size, tokens, val_tokens, tokenizer, source, ...).
+def check_split_sizes(n_train, n_val, context=None):
+    """ValueError unless each split holds at least one window of `context` + 1 tokens (at least 2)."""
+    need = max(2, (context or 0) + 1)
+    if n_train < need or n_val < need:
+        raise ValueError(f"the corpus gives {n_train} train and {n_val} val tokens, but each split needs at "
+                         f"least {need}" + (f" (a window of context {context} + 1)" if context else "")
+                         + ": use a bigger corpus" + (" or a smaller --context" if context else ""))
 
-    tokenizer: a chapter-01 Tokenizer, or the path of a saved one; None trains one with `vocab_size`
-    on the corpus and saves it as out_dir/tokenizer.tiktoken + .json. With reuse=True, files already
-    made from the same source and settings are kept (a resumed run skips the work).
+
+def prepare(source="world", out_dir=REPO / "runs" / "03_pretrain" / "data", tokenizer=None, vocab_size=2048,
+            val_fraction=0.1, n_bytes=None, seed=0, data_dir=None, reuse=True, verbose=True, expect=None,
+            context=None):
+    """Turn `source` into out_dir/train.bin and out_dir/val.bin (+ .json sidecars) and save the tokenizer as
+    out_dir/tokenizer.tiktoken + .json; return the train sidecar (a dict: dtype, vocab_size, tokens,
+    val_tokens, tokenizer (its absolute path prefix), tokenizer_sha256, corpus_sha256, source, ...).
+
+    tokenizer: a chapter-01 Tokenizer, or the path of a saved one (copied into out_dir, so the run folder
+    holds all it needs and a relative path may change meaning later); None trains one with `vocab_size`.
+    The token files are a cache keyed on CONTENT: the sha256 of the corpus text and of the tokenizer (or
+    the vocab size to train one). With reuse=True the files of the same content are kept; a corpus edited
+    in place is tokenized again. expect: the hashes of a run being resumed; if the corpus or the
+    tokenizer differs, ValueError. context: each split must hold more than this many tokens.
+    Everything is checked before anything is written, so a bad input leaves out_dir as it was.
     """
     out_dir = Path(out_dir)
-    given = isinstance(tokenizer, (str, Path))
-    if given and not Path(_tokenizer_prefix(tokenizer) + ".tiktoken").exists():
-        raise FileNotFoundError(f"no tokenizer at {_tokenizer_prefix(tokenizer)}.tiktoken: give the prefix or "
-                                f".tiktoken file of a tokenizer saved by chapter 01, or none to train one")
-    # what the token files depend on; a tokenizer is known by the bytes of its saved files
-    settings = {"source": str(source), "n_bytes": n_bytes, "seed": seed, "val_fraction": val_fraction,
-                "tokenizer_sha256": None if tokenizer is None else tokenizer_fingerprint(tokenizer),
-                "vocab_size": vocab_size if tokenizer is None else None}
-    train_path, val_path = out_dir / "train.bin", out_dir / "val.bin"
-    if reuse:
-        meta = _reusable(train_path, val_path, settings)
-        if meta is not None:
-            if verbose:
-                print(f"reusing {train_path} and {val_path} ({meta['tokens']:,} + {meta['val_tokens']:,} tokens)")
-            return meta
+    if isinstance(tokenizer, (str, Path)):
+        if not Path(_tokenizer_prefix(tokenizer) + ".tiktoken").exists():
+            raise FileNotFoundError(f"no tokenizer at {_tokenizer_prefix(tokenizer)}.tiktoken: give the prefix or "
+                                    f".tiktoken file of a tokenizer saved by chapter 01, or none to train one")
+        tokenizer = load_tokenizer(tokenizer)
     start = time.time()
     text = load_text(source, n_bytes=n_bytes, seed=seed, data_dir=data_dir)
+    corpus_sha256 = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    # what the token files depend on: the corpus and the tokenizer, by content
+    key = {"corpus_sha256": corpus_sha256, "val_fraction": val_fraction,
+           "tokenizer_sha256": None if tokenizer is None else tokenizer_fingerprint(tokenizer),
+           "vocab_size": vocab_size if tokenizer is None else None}
+    train_path, val_path = out_dir / "train.bin", out_dir / "val.bin"
+    meta = _reusable(train_path, val_path, key) if reuse else None
+    if meta is not None:
+        check_same_data(expect or {}, corpus_sha256, meta["tokenizer_sha256"], source)
+        check_split_sizes(meta["tokens"], meta["val_tokens"], context)
+        if verbose:
+            print(f"reusing {train_path} and {val_path} ({meta['tokens']:,} + {meta['val_tokens']:,} tokens: "
+                  f"the same corpus and tokenizer)")
+        return meta
     if verbose:
         print(f"corpus {source}: {len(text.encode('utf-8')):,} bytes ({time.time() - start:.1f} s)", flush=True)
-    if given:
-        tokenizer_prefix = _tokenizer_prefix(tokenizer)
-        tokenizer = load_tokenizer(tokenizer)
-    else:
-        tokenizer_prefix = str(out_dir / "tokenizer")
-        if tokenizer is None:
-            start = time.time()
-            tokenizer = train_tokenizer(text, vocab_size)
-            if verbose:
-                print(f"trained a {tokenizer.vocab_size}-token BPE tokenizer ({time.time() - start:.1f} s)", flush=True)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        tokenizer.save(tokenizer_prefix)
+    if expect:  # a resumed run: a different corpus is refused before a tokenizer is trained on it
+        check_same_data({"corpus_sha256": expect.get("corpus_sha256")}, corpus_sha256, None, source)
+    if tokenizer is None:
+        start = time.time()
+        tokenizer = train_tokenizer(text, vocab_size)
+        if verbose:
+            print(f"trained a {tokenizer.vocab_size}-token BPE tokenizer ({time.time() - start:.1f} s)", flush=True)
+    tokenizer_sha256 = tokenizer_fingerprint(tokenizer)
+    check_same_data(expect or {}, corpus_sha256, tokenizer_sha256, source)
     start = time.time()
     tokens = encode_text(text, tokenizer)
     eot_id = tokenizer.special_tokens.get(EOT)
     train, val = split_tokens(tokens, val_fraction, eot_id)
-    if len(val) < 2 or len(train) < 2:
-        raise ValueError(f"the corpus gives only {len(tokens)} tokens, too few to split into train and val; "
-                         f"use a bigger corpus")
-    common = {"source": str(source), "tokenizer": tokenizer_prefix, "eot_id": eot_id, "settings": settings,
-              "bytes": len(text.encode("utf-8"))}
+    check_split_sizes(len(train), len(val), context)
+    # every input is good: only now write (tokenizer first, the train sidecar, which makes the set valid, last)
+    tokenizer_prefix = str(out_dir.absolute() / "tokenizer")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tokenizer.save(tokenizer_prefix)
+    common = {"source": str(source), "tokenizer": tokenizer_prefix, "tokenizer_sha256": tokenizer_sha256,
+              "corpus_sha256": corpus_sha256, "eot_id": eot_id, "settings": key, "bytes": len(text.encode("utf-8"))}
     write_tokens(val, val_path, tokenizer.vocab_size, split="val", **common)
     meta = write_tokens(train, train_path, tokenizer.vocab_size, split="train", val_tokens=int(len(val)), **common)
     if verbose:
@@ -438,16 +470,20 @@ class TokenDataset:
         return get_batch(self.tokens(split), batch_size, context, generator, device)
 
 
-def main():
-    parser = argparse.ArgumentParser(description="Prepare token files for pretraining and show a batch.")
+def main(argv=None):
+    parser = cli.ArgumentParser(description="Prepare token files for pretraining and show a batch.")
     parser.add_argument("--data", default="world",
                         help=f"a source ({', '.join(SOURCES)}) or a path to a UTF-8 file or folder (default: world)")
     parser.add_argument("--out-dir", default=str(REPO / "runs" / "03_pretrain" / "data"))
+    parser.add_argument("--overwrite", action="store_true", help="replace the token files already in --out-dir")
     parser.add_argument("--tokenizer", default=None, help="a saved chapter-01 tokenizer (default: train one)")
-    parser.add_argument("--vocab-size", type=int, default=2048, help="vocab size when training a tokenizer")
-    parser.add_argument("--bytes", type=int, default=None, help="use only this many bytes of the corpus")
+    parser.add_argument("--vocab-size", type=cli.positive_int, default=2048,
+                        help="vocab size when training a tokenizer")
+    parser.add_argument("--bytes", type=cli.positive_int, default=None, help="use only this many bytes of the corpus")
     parser.add_argument("--seed", type=int, default=0, help="seed of the mini-world corpus")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    # a folder with token files (a pretraining run's folder among them) is replaced only when asked
+    cli.check_out_dir(args.out_dir, overwrite=args.overwrite, marker="train.bin", resumable=False)
     meta = prepare(args.data, args.out_dir, args.tokenizer, args.vocab_size, n_bytes=args.bytes, seed=args.seed,
                    reuse=False)
     data = TokenDataset(args.out_dir)
@@ -460,4 +496,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

@@ -5,11 +5,14 @@
     python 03_pretrain/pretrain.py --preset gpt2 --data tinystories          # 124M, one GPU
     torchrun --standalone --nproc_per_node 8 03_pretrain/pretrain.py --preset gpt2 --data PATH
     python 03_pretrain/pretrain.py --resume                 # continue the run in --out-dir where it stopped
+    python 03_pretrain/pretrain.py --overwrite              # start over in an --out-dir that holds a run
 
 Steps: (1) dataset.prepare turns the corpus into train.bin/val.bin, training a chapter-01 BPE tokenizer
 on it unless --tokenizer is given; (2) a chapter-02 GPT of the preset's shape; (3) train.train runs the
 loop (optimizer.py: AdamW, warmup + cosine, clipping; checkpoint.py; evaluation, samples). A flag you pass
 overrides the preset; with --resume, the settings saved in the checkpoint fill in the flags you did not pass.
+A run never replaces an earlier one: an --out-dir that holds a checkpoint needs --resume or --overwrite, and
+--resume refuses other data or another tokenizer (the checkpoint records both by their sha256).
 
 Outputs, in --out-dir (default runs/03_pretrain/): ckpt.pt, tokenizer.tiktoken + tokenizer.json,
 train.bin + val.bin (+ .json), metrics.jsonl, loss.png, sample.txt.
@@ -27,12 +30,15 @@ for chapter in ["01_tokenizer", "02_transformer"]:  # the earlier chapters this 
     if str(REPO / chapter) not in sys.path:
         sys.path.append(str(REPO / chapter))
 
+import cli  # noqa: E402  (chapter 01: one clear line for bad input)
 import dataset  # noqa: E402  (this chapter)
 import hardware  # noqa: E402
 import train  # noqa: E402
+from checkpoint import read_checkpoint  # noqa: E402
 from gpt import GPT, GPTConfig  # noqa: E402
 
 DEFAULT_OUT_DIR = REPO / "runs" / "03_pretrain"
+GPT2_VOCAB_SIZE = 50257
 
 # Every preset sets every setting below; a command-line flag overrides one. Measured on this project's
 # 2-core CPU (same process, alternating): at the tiny preset's size (2.2M parameters, 16 x 256 tokens) bf16
@@ -72,64 +78,77 @@ PRESETS = {
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add = parser.add_argument
+    count, positive, non_negative = cli.positive_int, cli.positive_float, cli.non_negative_float
     add("--preset", default="tiny", choices=sorted(PRESETS), help="the settings to start from (default: tiny)")
     add("--resume", action="store_true", help="continue from --out-dir/ckpt.pt (its settings fill in missing flags)")
+    add("--overwrite", action="store_true", help="start a new run in an --out-dir that holds one (replacing it)")
     add("--out-dir", default=None, help=f"where everything goes (default: {DEFAULT_OUT_DIR})")
     data = parser.add_argument_group("data")
     data.add_argument("--data", help=f"corpus: one of {dataset.SOURCES}, or a UTF-8 file or folder of .txt files")
-    data.add_argument("--bytes", type=int, help="use only the first N bytes of the corpus")
+    data.add_argument("--bytes", type=count, help="use only the first N bytes of the corpus")
     data.add_argument("--tokenizer", help="a saved chapter-01 tokenizer (prefix or .tiktoken), 'gpt2' for "
                                           "GPT-2's, or none to train a BPE on the corpus")
-    data.add_argument("--vocab-size", type=int, help="vocab size of the BPE trained when --tokenizer is not given")
+    data.add_argument("--vocab-size", type=count, help="vocab size of the BPE trained when --tokenizer is not given")
     model = parser.add_argument_group("model (chapter 02's GPT)")
     model.add_argument("--model", help="a GPTConfig preset of chapter 02 (tiny, llama-tiny, gpt2, ...)")
-    model.add_argument("--n-layer", type=int)
-    model.add_argument("--n-head", type=int)
-    model.add_argument("--n-embd", type=int)
+    model.add_argument("--n-layer", type=count)
+    model.add_argument("--n-head", type=count)
+    model.add_argument("--n-embd", type=count)
     model.add_argument("--gelu", choices=["tanh", "erf"], help="GPT-2's tanh GELU or the exact (erf) one")
-    model.add_argument("--dropout", type=float)
-    model.add_argument("--context", type=int, help="tokens per training sequence (= the model's block_size)")
+    model.add_argument("--dropout", type=cli.fraction)
+    model.add_argument("--context", type=count, help="tokens per training sequence (= the model's block_size)")
     opt = parser.add_argument_group("optimization")
-    opt.add_argument("--steps", type=int, help="optimizer steps")
-    opt.add_argument("--batch-size", type=int, help="sequences per micro-batch (per process)")
-    opt.add_argument("--grad-accum", type=int, help="micro-batches per step, for the whole job (DDP divides it)")
-    opt.add_argument("--lr", type=float, help="peak learning rate")
-    opt.add_argument("--min-lr", type=float, help="learning rate at the end of the cosine")
-    opt.add_argument("--warmup-steps", type=int)
-    opt.add_argument("--weight-decay", type=float)
+    opt.add_argument("--steps", type=count, help="optimizer steps")
+    opt.add_argument("--batch-size", type=count, help="sequences per micro-batch (per process)")
+    opt.add_argument("--grad-accum", type=count, help="micro-batches per step, for the whole job (DDP divides it)")
+    opt.add_argument("--lr", type=positive, help="peak learning rate")
+    opt.add_argument("--min-lr", type=non_negative, help="learning rate at the end of the cosine")
+    opt.add_argument("--warmup-steps", type=cli.non_negative_int)
+    opt.add_argument("--weight-decay", type=non_negative)
     opt.add_argument("--optimizer", choices=["ours", "torch"], help="our AdamW or torch's fused one (the fast path)")
     run = parser.add_argument_group("running")
     run.add_argument("--device", help="cuda, mps or cpu (default: the first available)")
     run.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"],
                      help="auto: bf16 on a GPU (fp16 on old ones), fp32 elsewhere")
     run.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the model")
-    run.add_argument("--eval-interval", type=int, help="steps between val-loss estimates and checkpoints")
-    run.add_argument("--eval-batches", type=int, help="batches per val-loss estimate")
-    run.add_argument("--log-interval", type=int, help="steps between progress lines")
-    run.add_argument("--sample-interval", type=int, help="steps between samples (0: only at the end)")
+    run.add_argument("--eval-interval", type=count, help="steps between val-loss estimates and checkpoints")
+    run.add_argument("--eval-batches", type=count, help="batches per val-loss estimate")
+    run.add_argument("--log-interval", type=count, help="steps between progress lines")
+    run.add_argument("--sample-interval", type=cli.non_negative_int, help="steps between samples (0: only at the end)")
     run.add_argument("--prompt", help="the start of every sample")
-    run.add_argument("--sample-tokens", type=int, help="tokens per sample")
+    run.add_argument("--sample-tokens", type=count, help="tokens per sample")
     run.add_argument("--seed", type=int, default=None, help="seed of the model init and the batches (default 1337)")
-    run.add_argument("--peak-flops", type=float, help="peak FLOP/s of one device, for MFU (default: a GPU table)")
-    run.add_argument("--stop-at", type=int, help="stop after this step as if interrupted (to try --resume)")
+    run.add_argument("--peak-flops", type=positive, help="peak FLOP/s of one device, for MFU (default: a GPU table)")
+    run.add_argument("--stop-at", type=count, help="stop after this step as if interrupted (to try --resume)")
     return parser.parse_args(argv)
 
 
 def resolve_settings(args):
-    """Flags you passed > settings saved in the checkpoint (with --resume) > the preset's."""
-    out_dir = Path(args.out_dir or DEFAULT_OUT_DIR)
+    """Flags you passed > settings saved in the checkpoint (with --resume) > the preset's.
+
+    Returns (settings, out_dir, saved): saved is the resumed checkpoint's record of its data (the hashes of
+    its corpus and tokenizer), {} for a new run. Refuses, before anything is written, a new run in a folder
+    that holds one (cli.check_out_dir) and --resume where there is nothing to resume."""
+    out_dir = cli.check_out_dir(args.out_dir or DEFAULT_OUT_DIR, args.resume, args.overwrite)
     settings = dict(PRESETS[args.preset], seed=1337, device=None, peak_flops=None, stop_at=None)
-    ckpt_path = out_dir / "ckpt.pt"
-    if args.resume and ckpt_path.exists():
-        saved = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True).get("settings", {})
-        settings.update({k: v for k, v in saved.items() if k not in ("device", "stop_at")})
+    saved = {}
+    if args.resume:
+        checkpoint = read_checkpoint(out_dir / "ckpt.pt", mmap=True)  # one clear line for a damaged file
+        if not {"model", "settings"} <= set(checkpoint):
+            raise ValueError(f"{out_dir / 'ckpt.pt'} is not a checkpoint of pretrain.py (it has no 'model' and "
+                             f"'settings'): --resume continues a run of this script; start a new one with "
+                             f"--overwrite or another --out-dir")
+        settings.update({k: v for k, v in checkpoint.get("settings", {}).items() if k not in ("device", "stop_at")})
+        saved = dict(checkpoint.get("data") or {}, tokenizer_sha256=checkpoint.get("tokenizer_sha256"))
+        if settings["tokenizer"] not in (None, "gpt2"):  # a given tokenizer: the run folder holds its copy
+            settings["tokenizer"] = str(out_dir.absolute() / "tokenizer")
     settings.update({k: v for k, v in vars(args).items() if v is not None and k in settings})
     if settings["data"] is None:
         raise ValueError(f"--preset {args.preset} needs --data: the path of the text to train on "
                          f"(e.g. --data /path/to/tinyshakespeare.txt) or one of {dataset.SOURCES}")
-    return settings, out_dir
+    return settings, out_dir, saved
 
 
 def cpu_has_fast_bf16():
@@ -155,20 +174,23 @@ def load_gpt2_tokenizer():
                          f"set TIKTOKEN_CACHE_DIR to a folder that holds it, or pass --tokenizer PATH") from None
 
 
-def prepare_data(settings, out_dir, rank=0, verbose=True):
+def prepare_data(settings, out_dir, rank=0, verbose=True, expect=None):
     """Tokenize the corpus into out_dir; returns the train sidecar (dataset.prepare's dict).
 
+    expect: the resumed run's corpus and tokenizer hashes (a different corpus or tokenizer is refused).
     Under DDP only rank 0 does the work; the others wait at a barrier, then read what it wrote.
     """
     if rank == 0:
         tokenizer = settings["tokenizer"]
         if tokenizer == "gpt2":
-            tokenizer = load_gpt2_tokenizer()
             saved = out_dir / "tokenizer.tiktoken"
-            if saved.exists() and dataset.load_tokenizer(str(saved)).vocab_size == tokenizer.vocab_size:
-                tokenizer = str(saved)  # a path lets prepare() reuse the token files of an earlier run
-        meta = dataset.prepare(settings["data"], out_dir, tokenizer=tokenizer, vocab_size=settings["vocab_size"] or 2048,
-                               n_bytes=settings["bytes"], verbose=verbose)
+            if saved.exists() and dataset.load_tokenizer(str(saved)).vocab_size == GPT2_VOCAB_SIZE:
+                tokenizer = str(saved)  # the copy a run saved: no download needed to resume it
+            else:
+                tokenizer = load_gpt2_tokenizer()
+        meta = dataset.prepare(settings["data"], out_dir, tokenizer=tokenizer,
+                               vocab_size=settings["vocab_size"] or 2048, n_bytes=settings["bytes"], verbose=verbose,
+                               expect=expect, context=settings["context"])
     if dist.is_initialized():
         dist.barrier()
     if rank != 0:
@@ -176,37 +198,55 @@ def prepare_data(settings, out_dir, rank=0, verbose=True):
     return meta
 
 
-def build_model(settings, vocab_size):
-    """Chapter 02's GPT: the --model preset's shape with our context, vocab and any overrides."""
+def model_config(settings, vocab_size):
+    """Chapter 02's GPTConfig: the --model preset's shape with our context, vocab and any overrides
+    (ValueError for an impossible shape, e.g. --n-embd not a multiple of --n-head)."""
     overrides = {k: settings[k] for k in ("n_layer", "n_head", "n_embd") if settings[k] is not None}
     if settings["model"].startswith("gpt2"):
         vocab_size = 64 * -(-vocab_size // 64)  # pad to a multiple of 64: faster matmuls on a GPU (50257 -> 50304)
-    config = GPTConfig.from_preset(settings["model"], vocab_size=vocab_size, block_size=settings["context"],
-                                   gelu=settings["gelu"], dropout=settings["dropout"], bias=settings["bias"],
-                                   **overrides)
-    return GPT(config)
+    return GPTConfig.from_preset(settings["model"], vocab_size=vocab_size, block_size=settings["context"],
+                                 gelu=settings["gelu"], dropout=settings["dropout"], bias=settings["bias"], **overrides)
+
+
+def build_model(settings, vocab_size):
+    """Chapter 02's GPT of model_config's shape."""
+    return GPT(model_config(settings, vocab_size))
+
+
+def train_config(settings, out_dir):
+    """train.TrainConfig of these settings."""
+    return train.TrainConfig(
+        steps=settings["steps"], batch_size=settings["batch_size"], grad_accum=settings["grad_accum"],
+        lr=settings["lr"], min_lr=settings["min_lr"], warmup_steps=settings["warmup_steps"],
+        weight_decay=settings["weight_decay"], beta2=settings["beta2"], optimizer=settings["optimizer"],
+        precision=settings["precision"], compile=settings["compile"], device=settings["device"],
+        seed=settings["seed"], eval_interval=settings["eval_interval"], eval_batches=settings["eval_batches"],
+        log_interval=settings["log_interval"], sample_interval=settings["sample_interval"], out_dir=str(out_dir),
+        stop_at=settings["stop_at"], peak_flops=settings["peak_flops"])
 
 
 def main(argv=None):
-    """The script. A library error (a missing file, a bad setting) ends it with its message and exit status 1."""
-    try:
-        return pretrain(parse_args(argv))
-    except (OSError, ValueError) as error:
-        raise SystemExit(f"error: {error}") from None
+    """The script: `python pretrain.py ...` runs it through cli.run (a bad input is one line, exit code 2)."""
+    return pretrain(parse_args(argv))
 
 
 def pretrain(args):
     """Prepare the data, build the model, train it; returns train()'s summary."""
     rank, _, world_size = hardware.setup_ddp()
-    settings, out_dir = resolve_settings(args)
+    settings, out_dir, saved = resolve_settings(args)
     log = print if rank == 0 else (lambda *a, **k: None)
     start = time.time()
     on_cpu = hardware.pick_device(settings["device"]) == "cpu"
     if on_cpu and settings["precision"] == "bf16" and args.precision is None and not cpu_has_fast_bf16():
         settings["precision"] = "fp32"
         log("this CPU has no bf16 instructions, so fp32 is faster here than the preset's bf16: using fp32")
+    # check every setting before anything is written: a bad one must not touch the run in out_dir
+    hardware.place(settings["device"], settings["precision"], world_size)
+    model_config(settings, vocab_size=settings["vocab_size"] or 2048)
+    config = train_config(settings, out_dir)
+    train.check_config(config, world_size)
 
-    meta = prepare_data(settings, out_dir, rank)
+    meta = prepare_data(settings, out_dir, rank, expect=saved)
     data = dataset.TokenDataset(out_dir)
     tokenizer = dataset.load_tokenizer(meta["tokenizer"])
     B, T = settings["batch_size"], settings["context"]
@@ -233,15 +273,10 @@ def pretrain(args):
         # ids past the tokenizer's vocabulary (the gpt2 preset pads 50257 to 50304) have no text: drop them
         return tokenizer.decode([i for i in out[0].tolist() if i < tokenizer.vocab_size])
 
-    config = train.TrainConfig(
-        steps=settings["steps"], batch_size=B, grad_accum=settings["grad_accum"], lr=settings["lr"],
-        min_lr=settings["min_lr"], warmup_steps=settings["warmup_steps"], weight_decay=settings["weight_decay"],
-        beta2=settings["beta2"], optimizer=settings["optimizer"], precision=settings["precision"],
-        compile=settings["compile"], device=settings["device"], seed=settings["seed"],
-        eval_interval=settings["eval_interval"], eval_batches=settings["eval_batches"],
-        log_interval=settings["log_interval"], sample_interval=settings["sample_interval"], out_dir=str(out_dir),
-        stop_at=settings["stop_at"], peak_flops=settings["peak_flops"])
-    extra = {"tokenizer": meta["tokenizer"], "data": {"source": str(settings["data"]), "dir": str(out_dir)},
+    # the checkpoint names its tokenizer (the run folder's copy) and the hashes of tokenizer and corpus:
+    # a checkpoint is never loaded with another tokenizer, nor resumed on other data
+    extra = {"tokenizer": meta["tokenizer"], "tokenizer_sha256": meta["tokenizer_sha256"],
+             "data": {"source": str(settings["data"]), "dir": str(out_dir), "corpus_sha256": meta["corpus_sha256"]},
              "settings": settings}
     summary = train.train(model, get_batch, config, make_sample=make_sample, resume=args.resume,
                           checkpoint_extra=extra)
@@ -251,7 +286,7 @@ def pretrain(args):
               f"({summary['tokens_per_sec'] or 0:,.0f} training tokens/s, evaluation excluded); "
               f"final train loss {summary['train_loss']:.4f}, val loss {summary['val_loss']:.4f}")
         print(f"outputs in {out_dir}/:")
-        print("  ckpt.pt                   model, optimizer, step, RNG and data state, configs, tokenizer path")
+        print("  ckpt.pt                   model, optimizer, step, RNG and data state, configs, tokenizer (path, hash)")
         print("  tokenizer.tiktoken/.json  the tokenizer;  train.bin, val.bin  the tokens")
         print("  metrics.jsonl             one record per progress line and evaluation")
         print("  loss.png, sample.txt      open these next: the loss curve, and what the model writes")
@@ -267,4 +302,4 @@ def pretrain(args):
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

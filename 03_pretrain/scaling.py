@@ -31,7 +31,9 @@ for chapter in ["01_tokenizer", "02_transformer"]:  # the earlier chapters this 
     if str(REPO / chapter) not in sys.path:
         sys.path.append(str(REPO / chapter))
 
+import cli  # noqa: E402  (chapter 01: one clear line for bad input)
 import dataset  # noqa: E402  (this chapter)
+import hardware  # noqa: E402
 import train  # noqa: E402
 import train_log  # noqa: E402
 from gpt import GPT, GPTConfig  # noqa: E402
@@ -119,23 +121,29 @@ def plot(records, fit, fit_c, path):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="3 small sizes, a small corpus, 20 steps (seconds)")
-    parser.add_argument("--steps", type=int, help="steps per size (default 400; --quick 20)")
-    parser.add_argument("--batch-size", type=int, help="sequences per step (default 16; --quick 8)")
-    parser.add_argument("--context", type=int, help="tokens per sequence (default 128; --quick 64)")
-    parser.add_argument("--lr", type=float, default=2e-3, help="peak learning rate, the same for every size")
+    parser.add_argument("--steps", type=cli.positive_int, help="steps per size (default 400; --quick 20)")
+    parser.add_argument("--batch-size", type=cli.positive_int, help="sequences per step (default 16; --quick 8)")
+    parser.add_argument("--context", type=cli.positive_int, help="tokens per sequence (default 128; --quick 64)")
+    parser.add_argument("--lr", type=cli.positive_float, default=2e-3,
+                        help="peak learning rate, the same for every size")
     parser.add_argument("--precision", default="bf16", choices=["auto", "fp32", "bf16"],
                         help="bf16 autocast (default: faster on this 2-core CPU at these sizes); auto on a GPU")
     parser.add_argument("--device", default=None, help="cuda, mps or cpu (default: the first available)")
     parser.add_argument("--seed", type=int, default=1337)
     parser.add_argument("--out-dir", default=str(REPO / "runs" / "03_pretrain" / "scaling"))
+    parser.add_argument("--overwrite", action="store_true", help="replace the results and runs already in --out-dir")
     args = parser.parse_args(argv)
     quick = args.quick
     settings = {"steps": args.steps or (20 if quick else 400), "batch_size": args.batch_size or (8 if quick else 16),
                 "context": args.context or (64 if quick else 128), "lr": args.lr, "seed": args.seed,
                 "precision": args.precision, "device": args.device, "eval_batches": 2 if quick else 20}
-    out_dir = Path(args.out_dir)
+    # an earlier study (its results, or the run of any size) is replaced only when asked
+    out_dir = cli.check_out_dir(args.out_dir, overwrite=args.overwrite, marker="scaling.json", resumable=False)
+    for layers, heads, width in SIZES:
+        cli.check_out_dir(out_dir / f"L{layers}_H{heads}_C{width}", overwrite=args.overwrite, resumable=False)
+    hardware.place(args.device, args.precision)  # a device this machine lacks: one line, before any work
     start = time.time()
 
     # the mini-world and a BPE trained on it, as in pretrain.py's tiny preset (smaller with --quick)
@@ -164,7 +172,7 @@ def main(argv=None):
     results = {"settings": settings, "runs": records, "fit": {"a": fit[0], "alpha": fit[1]},
                "fit_with_constant": {"a": fit_c[0], "alpha": fit_c[1], "c": fit_c[2]},
                "fit_compute": {"a": compute_fit[0], "alpha": compute_fit[1]}}
-    (out_dir / "scaling.json").write_text(json.dumps(results, indent=2) + "\n")
+    cli.write_text_atomic(out_dir / "scaling.json", json.dumps(results, indent=2) + "\n")
     plot(records, fit, fit_c, out_dir / "scaling.png")
     print(f"\n{time.time() - start:.0f} s. Wrote {out_dir / 'scaling.png'} (open it: the points should lie near a "
           f"straight line) and {out_dir / 'scaling.json'}")
@@ -172,4 +180,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

@@ -84,8 +84,13 @@ class TrainConfig:
 
 def check_config(config, world_size):
     """Raise ValueError for settings the loop cannot run; returns the micro-batches per process."""
-    if min(config.steps, config.batch_size, config.grad_accum, config.eval_interval, config.log_interval) < 1:
-        raise ValueError("steps, batch_size, grad_accum, eval_interval and log_interval must be at least 1")
+    if min(config.steps, config.batch_size, config.grad_accum, config.eval_interval, config.log_interval,
+           config.eval_batches) < 1:
+        raise ValueError("steps, batch_size, grad_accum, eval_interval, eval_batches and log_interval must be at "
+                         "least 1")
+    if config.warmup_steps < 0 or config.sample_interval < 0 or not config.lr > 0 or not config.min_lr >= 0 \
+            or not config.weight_decay >= 0:
+        raise ValueError("warmup_steps, sample_interval, min_lr and weight_decay must be 0 or more, and lr more than 0")
     if config.grad_accum % world_size:
         raise ValueError(f"grad_accum={config.grad_accum} must be a multiple of the number of processes "
                          f"({world_size}) so the global batch stays the same: pass --grad-accum "
@@ -311,8 +316,9 @@ def start_or_resume(resume, ckpt_path, model, optimizer, scaler, config, log):
         return step, tokens_done
     if resume:
         log(f"no checkpoint at {ckpt_path} yet: starting from step 0")
-    if rank == 0:
+    if rank == 0:  # a fresh run starts a fresh log and fresh samples (never those of a run it replaces)
         metrics_path.unlink(missing_ok=True)
+        metrics_path.with_name("sample.txt").unlink(missing_ok=True)
     return 0, 0
 
 

@@ -22,7 +22,9 @@ for chapter in ["01_tokenizer", "02_transformer", "03_pretrain"]:  # the earlier
     if str(REPO / chapter) not in sys.path:
         sys.path.append(str(REPO / chapter))
 
+import cli  # noqa: E402  (chapter 01: one clear line for bad input)
 from chat_format import END, load_model_and_tokenizer, render_chat  # noqa: E402  (this chapter)
+from hardware import pick_device  # noqa: E402  (chapter 03)
 
 DEFAULT_CKPT = REPO / "runs" / "04_sft" / "ckpt.pt"
 HELP = "commands: /reset (new conversation), /temp X (temperature, 0 = greedy), /quit"
@@ -101,13 +103,16 @@ class ChatSession:
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ckpt", default=str(DEFAULT_CKPT), help=f"the chat model (default: {DEFAULT_CKPT})")
     parser.add_argument("--prompt", help="answer this one message and exit (no REPL)")
     parser.add_argument("--system", help="a system message that opens the conversation")
-    parser.add_argument("--temp", type=float, default=0.7, help="sampling temperature, 0 = greedy (default 0.7)")
-    parser.add_argument("--top-k", type=int, default=50, help="sample among the k likeliest tokens (default 50)")
-    parser.add_argument("--max-new-tokens", type=int, default=128, help="longest reply, in tokens (default 128)")
+    parser.add_argument("--temp", type=cli.non_negative_float, default=0.7,
+                        help="sampling temperature, 0 = greedy (default 0.7)")
+    parser.add_argument("--top-k", type=cli.positive_int, default=50,
+                        help="sample among the k likeliest tokens (default 50)")
+    parser.add_argument("--max-new-tokens", type=cli.positive_int, default=128,
+                        help="longest reply, in tokens (default 128)")
     parser.add_argument("--seed", type=int, default=None, help="make sampling repeatable")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda or mps")
     return parser.parse_args(argv)
@@ -150,13 +155,10 @@ def repl(session):
                 print("[new conversation]")
             elif command == "/temp":
                 try:
-                    temperature = float(value)
-                    if temperature < 0:
-                        raise ValueError
-                    session.temperature = temperature
-                    print(f"[temperature {temperature}]")
-                except ValueError:
-                    print("[/temp needs a number >= 0, e.g. /temp 0.7 (0 = greedy)]")
+                    session.temperature = cli.non_negative_float(value.strip())  # refuses nan and inf too
+                    print(f"[temperature {session.temperature}]")
+                except argparse.ArgumentTypeError as error:
+                    print(f"[/temp needs a number >= 0, e.g. /temp 0.7 (0 = greedy): {error}]")
             else:
                 print(f"[unknown command {command}] {HELP}")
             continue
@@ -179,22 +181,18 @@ def repl(session):
 
 
 def main(argv=None):
-    """The script. A library error (a missing file, a bad setting) ends it with its message and exit status 1."""
+    """The script: `python chat.py ...` runs it through cli.run (a bad input is one line, exit code 2)."""
     args = parse_args(argv)
-    try:
-        if args.temp < 0:
-            raise ValueError("--temp must be >= 0 (0 = greedy)")
-        model, tokenizer = load_chat_model(args.ckpt, args.device)
-        session = ChatSession(model, tokenizer, args.temp, args.top_k, args.max_new_tokens, args.seed, args.system,
-                              notify=lambda message: print(message, file=sys.stderr))
-        if args.prompt is not None:
-            reply, _ = session.respond(args.prompt, on_text=lambda piece: print(piece, end="", flush=True))
-            print()
-            return reply
-    except (OSError, ValueError) as error:
-        raise SystemExit(f"error: {error}") from None
+    device = pick_device(args.device)  # one clear line for a device this machine lacks
+    model, tokenizer = load_chat_model(args.ckpt, device)
+    session = ChatSession(model, tokenizer, args.temp, args.top_k, args.max_new_tokens, args.seed, args.system,
+                          notify=lambda message: print(message, file=sys.stderr))
+    if args.prompt is not None:
+        reply, _ = session.respond(args.prompt, on_text=lambda piece: print(piece, end="", flush=True))
+        print()
+        return reply
     repl(session)
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

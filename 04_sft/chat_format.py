@@ -188,10 +188,13 @@ def load_model_and_tokenizer(ckpt_path, device="cpu"):
     """(model, tokenizer, checkpoint) from a checkpoint written by chapter 03's train() (pretrain or SFT).
 
     The tokenizer is the one the checkpoint names under "tokenizer" (a saved chapter-01 tokenizer's
-    path prefix), or tokenizer.tiktoken/.json next to the checkpoint. The model is in eval mode.
+    path prefix), or tokenizer.tiktoken/.json next to the checkpoint; when the checkpoint records the
+    tokenizer's sha256 (dataset.tokenizer_fingerprint), only a tokenizer with that hash is accepted
+    (ValueError otherwise). The model is in eval mode.
     """
     from bpe import Tokenizer
     from checkpoint import read_checkpoint
+    from dataset import tokenizer_fingerprint
     from gpt import GPT, GPTConfig
 
     ckpt_path = Path(ckpt_path)
@@ -200,13 +203,27 @@ def load_model_and_tokenizer(ckpt_path, device="cpu"):
         raise ValueError(f"{ckpt_path} is not a bytes2chat checkpoint (it needs 'model' and 'model_config')")
     candidates = [Path(checkpoint["tokenizer"])] if checkpoint.get("tokenizer") else []
     candidates.append(ckpt_path.parent / "tokenizer")
-    prefix = next((p for p in candidates if p.with_name(p.name + ".tiktoken").is_file()), None)
-    if prefix is None:
+    found = [p for p in dict.fromkeys(candidates) if p.with_name(p.name + ".tiktoken").is_file()]
+    if not found:
         raise FileNotFoundError(f"no tokenizer for {ckpt_path}: looked for "
                                 + " and ".join(f"{p}.tiktoken" for p in candidates))
-    tokenizer = Tokenizer.load(prefix)
-    model = GPT(GPTConfig(**checkpoint["model_config"]))
-    model.load_state_dict(checkpoint["model"])
+    # a checkpoint that records its tokenizer's hash is only ever loaded with that tokenizer
+    expected = checkpoint.get("tokenizer_sha256")
+    tokenizer = None
+    for prefix in found:
+        candidate = Tokenizer.load(prefix)
+        if expected is None or tokenizer_fingerprint(candidate) == expected:
+            tokenizer = candidate
+            break
+    if tokenizer is None:
+        raise ValueError(f"{ckpt_path} was trained with another tokenizer than {' or '.join(map(str, found))} "
+                         f"(its sha256 differs from the one the checkpoint records): put back the run's own "
+                         f"tokenizer.tiktoken/.json next to ckpt.pt, or train again")
+    try:
+        model = GPT(GPTConfig(**checkpoint["model_config"]))
+        model.load_state_dict(checkpoint["model"])
+    except (TypeError, RuntimeError) as error:  # unknown config fields, missing or misshapen weights
+        raise ValueError(f"{ckpt_path} does not hold a chapter-02 GPT: {str(error).splitlines()[0]}") from None
     model.to(device).eval()
     if tokenizer.vocab_size > model.config.vocab_size:
         raise ValueError(f"{ckpt_path}: the tokenizer has {tokenizer.vocab_size} ids but the model only "

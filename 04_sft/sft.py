@@ -5,6 +5,7 @@
     python 04_sft/sft.py --mix benign=0         # change the data mix (here: no benign look-alikes)
     python 04_sft/sft.py --preset gpt2          # GPT-2 small from `03_pretrain/pretrain.py --preset gpt2`, one GPU
     python 04_sft/sft.py --resume               # continue an interrupted run in --out-dir
+    python 04_sft/sft.py --overwrite            # start over in an --out-dir that holds a run
 
 Steps: (1) load the base checkpoint and its tokenizer (default runs/03_pretrain/); (2) add the chat tokens
 to the tokenizer and the embedding (chat_format.py); (3) build instruction conversations from the
@@ -24,7 +25,6 @@ import sys
 import time
 from pathlib import Path
 
-import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
@@ -33,9 +33,12 @@ for chapter in ["01_tokenizer", "02_transformer", "03_pretrain"]:  # the earlier
     if str(REPO / chapter) not in sys.path:
         sys.path.append(str(REPO / chapter))
 
+import cli  # noqa: E402  (chapter 01: one clear line for bad input)
+import dataset  # noqa: E402  (chapter 03: the tokenizer's fingerprint)
 import hardware  # noqa: E402  (chapter 03: device, precision, DDP)
 import train  # noqa: E402  (chapter 03: the training loop)
 import world  # noqa: E402  (chapter 03: the mini-world)
+from checkpoint import read_checkpoint  # noqa: E402  (chapter 03)
 from chat_format import add_chat_embeddings, add_chat_tokens, load_model_and_tokenizer  # noqa: E402
 from grading import METRICS, evaluate, generate_replies, write_report  # noqa: E402  (this chapter)
 from sft_data import (EVAL_MIX, MULTI_TURN_FRACTION, TASKS, TRAIN_MIX, SFTBatches, fill_ratio,  # noqa: E402
@@ -65,54 +68,83 @@ WORLD_SEED = 0  # build_world(0): the world chapter 03's corpus describes
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add = parser.add_argument
+    count, positive, non_negative = cli.positive_int, cli.positive_float, cli.non_negative_float
     add("--preset", default="tiny", choices=sorted(PRESETS), help="the settings to start from (default: tiny)")
     add("--base", help=f"the base model's checkpoint (default: {DEFAULT_BASE}); its tokenizer is found through it")
     add("--out-dir", default=None, help=f"where everything goes (default: {DEFAULT_OUT_DIR})")
     add("--resume", action="store_true", help="continue from --out-dir/ckpt.pt (its settings fill in missing flags)")
+    add("--overwrite", action="store_true", help="start a new run in an --out-dir that holds one (replacing it)")
     data = parser.add_argument_group("data")
     data.add_argument("--data", action="append",
                       help="'world' (the mini-world instruction mix) or a JSONL file; repeat to combine "
                            "(default: world)")
     data.add_argument("--mix", help="override task counts of the world mix, e.g. 'benign=0,math=3000' "
                                     f"(tasks: {', '.join(TASKS)}; defaults: {TRAIN_MIX})")
-    data.add_argument("--mix-scale", type=float, help="multiply every count of the world mix")
+    data.add_argument("--mix-scale", type=positive, help="multiply every count of the world mix")
     data.add_argument("--packing", action=argparse.BooleanOptionalAction, default=None,
                       help="pack several conversations per row (default) or pad one per row (--no-packing)")
-    data.add_argument("--eval-per-task", type=int, help="at most this many held-out prompts per task")
+    data.add_argument("--eval-per-task", type=count, help="at most this many held-out prompts per task")
     opt = parser.add_argument_group("optimization")
-    opt.add_argument("--steps", type=int)
-    opt.add_argument("--batch-size", type=int, help="rows per micro-batch (per process)")
-    opt.add_argument("--grad-accum", type=int)
-    opt.add_argument("--lr", type=float)
-    opt.add_argument("--min-lr", type=float)
-    opt.add_argument("--warmup-steps", type=int)
-    opt.add_argument("--weight-decay", type=float)
+    opt.add_argument("--steps", type=count)
+    opt.add_argument("--batch-size", type=count, help="rows per micro-batch (per process)")
+    opt.add_argument("--grad-accum", type=count)
+    opt.add_argument("--lr", type=positive)
+    opt.add_argument("--min-lr", type=non_negative)
+    opt.add_argument("--warmup-steps", type=cli.non_negative_int)
+    opt.add_argument("--weight-decay", type=non_negative)
     run = parser.add_argument_group("running")
     run.add_argument("--device", help="cuda, mps or cpu (default: the first available)")
     run.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"])
     run.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None)
-    run.add_argument("--eval-interval", type=int, help="steps between val-loss estimates and checkpoints")
-    run.add_argument("--eval-batches", type=int)
-    run.add_argument("--log-interval", type=int)
-    run.add_argument("--max-new-tokens", type=int, help="reply length limit in the evaluation")
+    run.add_argument("--eval-interval", type=count, help="steps between val-loss estimates and checkpoints")
+    run.add_argument("--eval-batches", type=count)
+    run.add_argument("--log-interval", type=count)
+    run.add_argument("--max-new-tokens", type=count, help="reply length limit in the evaluation")
     run.add_argument("--seed", type=int, default=None, help="seed of the data order and batches (default 1337)")
-    run.add_argument("--stop-at", type=int, help="stop after this step as if interrupted (to try --resume)")
+    run.add_argument("--stop-at", type=count, help="stop after this step as if interrupted (to try --resume)")
     return parser.parse_args(argv)
 
 
 def resolve_settings(args):
-    """Flags you passed > settings saved in the checkpoint (with --resume) > the preset's."""
-    out_dir = Path(args.out_dir or DEFAULT_OUT_DIR)
+    """Flags you passed > settings saved in the checkpoint (with --resume) > the preset's.
+
+    Returns (settings, out_dir, saved_tokenizer_sha256): the last is the resumed checkpoint's tokenizer hash
+    (None for a new run). Refuses, before anything is written, a new run in a folder that holds one
+    (cli.check_out_dir) and --resume where there is nothing to resume."""
+    out_dir = cli.check_out_dir(args.out_dir or DEFAULT_OUT_DIR, args.resume, args.overwrite)
     settings = dict(PRESETS[args.preset], data=["world"], mix=None, eval_per_task=None, seed=1337, device=None,
                     stop_at=None)
-    ckpt_path = out_dir / "ckpt.pt"
-    if args.resume and ckpt_path.exists():
-        saved = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True).get("settings", {})
-        settings.update({k: v for k, v in saved.items() if k not in ("device", "stop_at")})
+    saved_sha256 = None
+    if args.resume:
+        checkpoint = read_checkpoint(out_dir / "ckpt.pt", mmap=True)  # one clear line for a damaged file
+        if not {"model", "settings"} <= set(checkpoint):
+            raise ValueError(f"{out_dir / 'ckpt.pt'} is not a checkpoint of sft.py (it has no 'model' and "
+                             f"'settings'): --resume continues a run of this script; start a new one with "
+                             f"--overwrite or another --out-dir")
+        settings.update({k: v for k, v in checkpoint.get("settings", {}).items() if k not in ("device", "stop_at")})
+        saved_sha256 = checkpoint.get("tokenizer_sha256")
     settings.update({k: v for k, v in vars(args).items() if v is not None and k in settings})
-    return settings, out_dir
+    return settings, out_dir, saved_sha256
+
+
+def check_jsonl_file(path):
+    """A --data file must be a file, in UTF-8: an IsADirectoryError for a folder, and for another encoding
+    a ValueError naming the file, the line of the first byte that is not UTF-8, and the fix."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"--data {path} is a folder, not a JSONL file: give the .jsonl file itself")
+    if not path.is_file():
+        return  # load_jsonl says it is missing
+    raw = path.read_bytes()
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = raw.count(b"\n", 0, error.start) + 1
+        raise ValueError(f"{path}, line {line}: byte {raw[error.start]:#04x} is not UTF-8 (Latin-1 or another "
+                         f"legacy encoding?). Convert the file first, e.g. iconv -f latin1 -t utf-8 {path} > "
+                         f"fixed.jsonl") from None
 
 
 def parse_mix(text, scale=1.0):
@@ -130,6 +162,8 @@ def load_base(path, device="cpu"):
     """The base model and its tokenizer: FileNotFoundError saying what to run when chapter 03 has not
     been run, ValueError when the file is not a usable base model."""
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"--base {path} is a folder, not a checkpoint: give the ckpt.pt file in it")
     if not path.is_file():
         raise FileNotFoundError(f"no base model at {path}. Pretrain one first:\n    python 03_pretrain/pretrain.py "
                                 f"--preset tiny\n(or pass --base PATH to a chapter-03 checkpoint)")
@@ -171,6 +205,9 @@ def build_data(settings, tokenizer, block_size, log=print):
             val_conversations += world_examples(w, "heldout", EVAL_MIX, seed=seed + 1)
         else:
             train_conversations += load_jsonl(source)  # FileNotFoundError or ValueError naming the line
+    if not train_conversations:
+        raise ValueError("the data has no training conversation: --mix and --mix-scale set every task's count to 0; "
+                         "raise them, or add a --data JSONL file")
     if not val_conversations:  # user data only: keep every 20th conversation for the validation loss
         val_conversations = train_conversations[::20]
         train_conversations = [c for i, c in enumerate(train_conversations) if i % 20]
@@ -194,36 +231,47 @@ def build_data(settings, tokenizer, block_size, log=print):
 
 
 def main(argv=None):
-    """The script. A library error (a missing file, a bad setting) ends it with its message and exit status 1."""
-    try:
-        return fine_tune(parse_args(argv))
-    except (OSError, ValueError) as error:
-        raise SystemExit(f"error: {error}") from None
+    """The script: `python sft.py ...` runs it through cli.run (a bad input is one line, exit code 2)."""
+    return fine_tune(parse_args(argv))
 
 
 def fine_tune(args):
     """Load the base model, build the data, evaluate, train with sft_loss, evaluate again; returns a summary."""
     rank, _, world_size = hardware.setup_ddp()
-    settings, out_dir = resolve_settings(args)
+    settings, out_dir, saved_sha256 = resolve_settings(args)
+    # check every setting and input before anything is written: a bad one must not touch the run in out_dir
     parse_mix(settings["mix"], settings["mix_scale"])  # a typo in --mix fails now, not after loading the model
-    if settings["eval_per_task"] is not None and settings["eval_per_task"] < 1:
-        raise ValueError(f"--eval-per-task {settings['eval_per_task']}: give at least 1 held-out prompt "
-                         f"per task (leave it out to use them all)")
+    device, precision = hardware.place(settings["device"], settings["precision"], world_size)
+    config = train.TrainConfig(
+        steps=settings["steps"], batch_size=settings["batch_size"], grad_accum=settings["grad_accum"],
+        lr=settings["lr"], min_lr=settings["min_lr"], warmup_steps=settings["warmup_steps"],
+        weight_decay=settings["weight_decay"], beta2=settings["beta2"], precision=settings["precision"],
+        compile=settings["compile"], device=settings["device"], seed=settings["seed"],
+        eval_interval=settings["eval_interval"], eval_batches=settings["eval_batches"],
+        log_interval=settings["log_interval"], sample_interval=0, out_dir=str(out_dir), stop_at=settings["stop_at"])
+    train.check_config(config, world_size)
+    for source in settings["data"]:
+        if source != "world":
+            check_jsonl_file(source)
     master = rank == 0
     log = print if master else (lambda *a, **k: None)
     start = time.time()
 
-    device, precision = hardware.place(settings["device"], settings["precision"], world_size)
     model, base_tokenizer, base_checkpoint = load_base(settings["base"])
     tokenizer = add_chat_tokens(base_tokenizer)
+    tokenizer_sha256 = dataset.tokenizer_fingerprint(tokenizer)
+    if saved_sha256 is not None and saved_sha256 != tokenizer_sha256:
+        raise ValueError(f"--resume: the base model {settings['base']} has another tokenizer than the one this run "
+                         f"was trained with: resume with the same --base, or start a new run with --overwrite or "
+                         f"another --out-dir")
     new_ids = add_chat_embeddings(model, base_tokenizer, tokenizer)
     log(f"base model {settings['base']}: {model.num_params():,} parameters, context {model.config.block_size}; "
         f"chat tokens {dict((n, i) for n, i in tokenizer.special_tokens.items() if i in new_ids) or 'already there'}")
-    if master:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        tokenizer.save(out_dir / "tokenizer")  # before training: every checkpoint can find its tokenizer
 
     batches, eval_examples = build_data(settings, tokenizer, model.config.block_size, log)
+    if master:  # every input is good: now write, the tokenizer before training so every checkpoint finds it
+        out_dir.mkdir(parents=True, exist_ok=True)
+        tokenizer.save(out_dir / "tokenizer")
     model.to(device)
     before = None
     if master:
@@ -240,15 +288,8 @@ def fine_tune(args):
         return "\n".join(f"USER: {p[-1]['content']}\nASSISTANT: {r}" + ("" if ended else " [no <|end|>]")
                          for p, (r, ended) in zip(sample_prompts, replies))
 
-    config = train.TrainConfig(
-        steps=settings["steps"], batch_size=settings["batch_size"], grad_accum=settings["grad_accum"],
-        lr=settings["lr"], min_lr=settings["min_lr"], warmup_steps=settings["warmup_steps"],
-        weight_decay=settings["weight_decay"], beta2=settings["beta2"], precision=settings["precision"],
-        compile=settings["compile"], device=settings["device"], seed=settings["seed"],
-        eval_interval=settings["eval_interval"], eval_batches=settings["eval_batches"],
-        log_interval=settings["log_interval"], sample_interval=0, out_dir=str(out_dir), stop_at=settings["stop_at"])
-    extra = {"tokenizer": str(out_dir / "tokenizer"), "settings": settings, "base": str(settings["base"]),
-             "base_step": base_checkpoint.get("step")}
+    extra = {"tokenizer": str(out_dir.absolute() / "tokenizer"), "tokenizer_sha256": tokenizer_sha256,
+             "settings": settings, "base": str(settings["base"]), "base_step": base_checkpoint.get("step")}
     summary = train.train(model, batches.get_batch, config, make_sample=make_sample, resume=args.resume,
                           checkpoint_extra=extra, loss_fn=sft_loss)
 
@@ -273,4 +314,4 @@ def fine_tune(args):
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

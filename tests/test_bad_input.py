@@ -226,3 +226,335 @@ def test_tour_asks_for_a_device_this_machine_lacks(capsys, monkeypatch, device):
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
     code, err = run_script(tour_gpt.main, ["--device", device], capsys)
     assert code == 2 and err.strip().startswith(f"error: --device {device}: ") and "use --device cpu" in err
+
+
+# ---- chapters 03 and 04: pretrain.py, dataset.py, scaling.py, sft.py, chat.py, and pipeline.py
+
+import json  # noqa: E402
+import shutil  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+import bpe  # noqa: E402
+import chat as chat_script  # noqa: E402
+import checkpoint as checkpoint_io  # noqa: E402
+import dataset  # noqa: E402
+import pipeline  # noqa: E402
+import pretrain  # noqa: E402
+import scaling  # noqa: E402
+import sft  # noqa: E402
+from chat_format import load_model_and_tokenizer  # noqa: E402
+from gpt import GPT, GPTConfig  # noqa: E402
+
+PRETRAIN_SMALL = ["--bytes", "60000", "--vocab-size", "400", "--context", "192", "--batch-size", "2", "--n-layer", "1",
+                  "--n-head", "2", "--n-embd", "32", "--steps", "2", "--eval-interval", "2", "--eval-batches", "1",
+                  "--log-interval", "1", "--sample-interval", "0", "--sample-tokens", "4", "--device", "cpu",
+                  "--precision", "fp32"]
+SFT_SMALL = ["--mix", "fact=12,math=12,story=2,describe=2,unknown=4,harmful=4,benign=4", "--steps", "2",
+             "--batch-size", "2", "--eval-interval", "2", "--eval-batches", "1", "--log-interval", "1",
+             "--eval-per-task", "1", "--max-new-tokens", "4", "--device", "cpu"]
+OTHER_TEXT = "A different corpus: the quick brown fox jumps over the lazy dog. " * 400
+
+
+def tree_of(folder):
+    """{relative path: bytes} of every file under `folder`: to show that a refused run changed nothing."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(Path(folder).rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """One small pretraining run (root/base) and one small SFT run on it (root/sft), plus inputs to misuse."""
+    root = tmp_path_factory.mktemp("runs")
+    pretrain.main(PRETRAIN_SMALL + ["--out-dir", str(root / "base")])
+    sft.main(SFT_SMALL + ["--base", str(root / "base" / "ckpt.pt"), "--out-dir", str(root / "sft")])
+    (root / "other.txt").write_text(OTHER_TEXT, encoding="utf-8")
+    (root / "a_file").write_text("not a folder")
+    (root / "empty_dir").mkdir()
+    good = json.dumps({"instruction": "Say hi.", "output": "Hi."})
+    (root / "bad.jsonl").write_text(good + "\n{not json\n", encoding="utf-8")
+    (root / "latin1.jsonl").write_bytes((good + "\n" + json.dumps({"instruction": "Où?", "output": "Là."},
+                                                                   ensure_ascii=False) + "\n").encode("latin-1"))
+    return root
+
+
+def expand(argv, root):
+    """Replace the placeholders ROOT (the fixture's folder) in `argv`."""
+    return [a.replace("ROOT", str(root)) for a in argv]
+
+
+def refused(main, argv, capsys, watched):
+    """Run `main` through cli.run; assert exit code 2 and that `watched` (a folder) is byte for byte
+    unchanged. Returns the stderr lines."""
+    before = tree_of(watched)
+    code, err = run_script(main, argv, capsys)
+    assert tree_of(watched) == before, "a refused run must leave the earlier run byte for byte unchanged"
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
+    return lines
+
+
+PRETRAIN_CASES = [
+    # 1. forgetting --resume must not destroy the checkpoint
+    ([], "ROOT/base already holds a run (ckpt.pt): pass --resume to continue it, --overwrite to start over, or give "
+         "another --out-dir"),
+    # 2. an invalid setting is found before the data of the run is touched (new data, new tokenizer)
+    (["--resume", "--data", "ROOT/other.txt", "--n-head", "5"], "n_embd=32 must be a multiple of n_head=5"),
+    (["--overwrite", "--data", "ROOT/other.txt", "--n-head", "5"], "n_embd=32 must be a multiple of n_head=5"),
+    # 3. --resume on other data or with another tokenizer
+    (["--resume", "--data", "ROOT/other.txt"], "--resume: --data ROOT/other.txt is not the corpus this run was "
+                                               "trained on"),
+    (["--resume", "--bytes", "50000"], "--resume: --data world is not the corpus this run was trained on"),
+    (["--resume", "--vocab-size", "300"], "--resume: this tokenizer is not the one this run was trained on"),
+    (["--overwrite", "--context", "100000"], "each split needs at least 100001"),
+    # 4. nonsense numbers
+    (["--weight-decay", "-1"], "error: argument --weight-decay: '-1' must be 0 or more"),
+    (["--bytes", "-100"], "error: argument --bytes: '-100' must be at least 1"),
+    (["--eval-batches", "0"], "error: argument --eval-batches: '0' must be at least 1"),
+    (["--lr", "nan"], "error: argument --lr: 'nan' is not a finite number"),
+    # 5. paths
+    (["--out-dir", "ROOT/a_file"], "--out-dir ROOT/a_file is a file, not a folder"),
+    (["--out-dir", "ROOT/new", "--data", "ROOT/empty_dir"], "the folder ROOT/empty_dir has no .txt files"),
+    (["--out-dir", "ROOT/new", "--resume"], "--resume: there is no ckpt.pt in ROOT/new to continue"),
+]
+
+
+@pytest.mark.parametrize("argv, message", PRETRAIN_CASES)
+def test_pretrain_bad_input_is_one_line_and_keeps_the_run(runs, capsys, argv, message):
+    argv = expand(PRETRAIN_SMALL + ["--out-dir", "ROOT/base"] + argv, runs)
+    lines = refused(pretrain.main, argv, capsys, runs)
+    assert expand([message], runs)[0] in lines[0], lines
+    assert not (runs / "new").exists()
+
+
+def test_overwrite_starts_a_new_run_in_place_of_the_old_one(runs, tmp_path):
+    shutil.copytree(runs / "base", tmp_path / "base")
+    (tmp_path / "base" / "sample.txt").write_text("a sample of the old run\n")
+    summary = pretrain.main(PRETRAIN_SMALL + ["--out-dir", str(tmp_path / "base"), "--overwrite", "--data",
+                                              str(runs / "other.txt"), "--vocab-size", "300", "--steps", "1"])
+    saved = torch.load(tmp_path / "base" / "ckpt.pt", weights_only=True)
+    new_corpus = dataset.read_meta(tmp_path / "base" / "train.bin")["corpus_sha256"]
+    assert summary["step"] == 1 and saved["data"]["corpus_sha256"] == new_corpus
+    assert new_corpus != dataset.read_meta(runs / "base" / "train.bin")["corpus_sha256"]
+    assert saved["tokenizer_sha256"] == dataset.tokenizer_fingerprint(tmp_path / "base" / "tokenizer")
+    assert "old run" not in (tmp_path / "base" / "sample.txt").read_text()  # a new run, new samples and log
+
+
+def test_resume_on_other_data_is_refused_before_a_tokenizer_is_trained_on_it(runs, capsys, monkeypatch):
+    def no_training(*args, **kwargs):
+        raise AssertionError("a tokenizer was trained on the wrong corpus before the refusal")
+    monkeypatch.setattr(dataset, "train_tokenizer", no_training)
+    argv = expand(PRETRAIN_SMALL + ["--out-dir", "ROOT/base", "--resume", "--data", "ROOT/other.txt"], runs)
+    assert "is not the corpus this run was trained on" in refused(pretrain.main, argv, capsys, runs)[0]
+
+
+def damage(path, how):
+    """Spoil a checkpoint file the ways a careless copy or a stranger's file would."""
+    data = path.read_bytes()
+    if how == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    elif how == "empty":
+        path.write_bytes(b"")
+    elif how == "random":
+        path.write_bytes(bytes(range(256)) * 8)
+    elif how == "a tensor":
+        torch.save(torch.zeros(3), path)
+    else:  # a foreign dict: weights under other names
+        torch.save({"state_dict": {"w": torch.zeros(2)}}, path)
+
+
+DAMAGES = ["truncated", "empty", "random", "a tensor", "a foreign dict"]
+
+
+@pytest.mark.parametrize("how", DAMAGES)
+def test_damaged_checkpoints_are_one_line_in_every_script(runs, tmp_path, capsys, how):
+    for name in ("base", "sft"):
+        shutil.copytree(runs / name, tmp_path / name)
+        damage(tmp_path / name / "ckpt.pt", how)
+    ckpt = str(tmp_path / "base" / "ckpt.pt")
+    cases = [
+        (pretrain.main, ["--resume", "--out-dir", str(tmp_path / "base")]),
+        (sft.main, ["--resume", "--out-dir", str(tmp_path / "sft")]),
+        (sft.main, SFT_SMALL + ["--base", ckpt, "--out-dir", str(tmp_path / "new")]),
+        (chat_script.main, ["--ckpt", str(tmp_path / "sft" / "ckpt.pt"), "--prompt", "hi"]),
+    ]
+    for main, argv in cases:
+        line = refused(main, argv, capsys, tmp_path)[0]
+        assert "is not a checkpoint" in line or "is not a bytes2chat checkpoint" in line, line
+        assert "weights_only=False" not in line and "a bug?" not in line
+
+
+def test_the_token_cache_follows_the_content_of_the_corpus(tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(OTHER_TEXT, encoding="utf-8")
+    dataset.prepare(str(corpus), tmp_path / "data", vocab_size=270, verbose=False)
+    edited = OTHER_TEXT.replace("fox", "cat")
+    corpus.write_text(edited, encoding="utf-8")  # edited in place: the same path, other text
+    meta = dataset.prepare(str(corpus), tmp_path / "data", vocab_size=270, verbose=False)
+    ids = np.concatenate([dataset.read_tokens(tmp_path / "data" / f"{split}.bin") for split in ("train", "val")])
+    assert dataset.load_tokenizer(meta["tokenizer"]).decode(ids.tolist()) == edited, "stale tokens were reused"
+
+
+def test_the_run_folder_holds_its_tokenizer_and_refuses_another(runs, tmp_path, monkeypatch, capsys):
+    (tmp_path / "tok").mkdir()
+    for suffix in (".tiktoken", ".json"):
+        shutil.copy(runs / "base" / f"tokenizer{suffix}", tmp_path / "tok" / f"tokenizer{suffix}")
+    monkeypatch.chdir(tmp_path)
+    pretrain.main(PRETRAIN_SMALL + ["--tokenizer", "tok/tokenizer", "--out-dir", "run", "--steps", "1",
+                                    "--eval-interval", "1"])
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")  # "tok/tokenizer" means nothing here
+    model, tokenizer, saved = load_model_and_tokenizer(tmp_path / "run" / "ckpt.pt")
+    assert saved["tokenizer_sha256"] == dataset.tokenizer_fingerprint(runs / "base" / "tokenizer")
+    summary = pretrain.main(["--resume", "--out-dir", str(tmp_path / "run"), "--steps", "2"])
+    assert summary["step"] == 2
+    # the run's tokenizer replaced by another: the checkpoint is never loaded with it
+    bpe.train_bpe(OTHER_TEXT, 300, special_tokens=[dataset.EOT]).save(str(tmp_path / "run" / "tokenizer"))
+    with pytest.raises(ValueError, match="was trained with another tokenizer"):
+        load_model_and_tokenizer(tmp_path / "run" / "ckpt.pt")
+    argv = SFT_SMALL + ["--base", str(tmp_path / "run" / "ckpt.pt"), "--out-dir", str(tmp_path / "sft")]
+    line = refused(sft.main, argv, capsys, tmp_path)[0]
+    assert "cannot use" in line and "was trained with another tokenizer" in line, line
+
+
+DATASET_CASES = [
+    (["--out-dir", "ROOT/base"], "ROOT/base already holds a run (train.bin): pass --overwrite to replace it or give "
+                                 "another --out-dir"),
+    (["--out-dir", "ROOT/new", "--bytes", "-100"], "error: argument --bytes: '-100' must be at least 1"),
+    (["--out-dir", "ROOT/new", "--data", "ROOT/empty_dir"], "the folder ROOT/empty_dir has no .txt files"),
+    (["--out-dir", "ROOT/a_file"], "--out-dir ROOT/a_file is a file, not a folder"),
+]
+
+
+@pytest.mark.parametrize("argv, message", DATASET_CASES)
+def test_dataset_script_bad_input_is_one_line(runs, capsys, argv, message):
+    lines = refused(dataset.main, expand(argv, runs), capsys, runs)
+    assert expand([message], runs)[0] in lines[0], lines
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--quick"], "already holds a run (scaling.json): pass --overwrite to replace it or give another --out-dir"),
+    (["--quick", "--steps", "0"], "error: argument --steps: '0' must be at least 1"),
+    (["--quick", "--lr", "-1"], "error: argument --lr: '-1' must be greater than 0"),
+])
+def test_scaling_script_keeps_an_earlier_study(tmp_path, capsys, argv, message):
+    (tmp_path / "scaling.json").write_text("{}\n")
+    lines = refused(scaling.main, argv + ["--out-dir", str(tmp_path)], capsys, tmp_path)
+    assert message in lines[0], lines
+    lines = refused(scaling.main, ["--quick", "--out-dir", str(tmp_path / "scaling.json")], capsys, tmp_path)
+    assert "is a file, not a folder" in lines[0]
+
+
+SFT_CASES = [
+    # 1. forgetting --resume must not destroy the checkpoint
+    ([], "ROOT/sft already holds a run (ckpt.pt): pass --resume to continue it, --overwrite to start over, or give "
+         "another --out-dir"),
+    # 2. a bad JSONL into an existing run, even with --overwrite, is found before the tokenizer is written
+    (["--overwrite", "--data", "ROOT/bad.jsonl"], "ROOT/bad.jsonl, line 2:"),
+    (["--overwrite", "--data", "ROOT/latin1.jsonl"], "ROOT/latin1.jsonl, line 2: byte 0xf9 is not UTF-8"),
+    (["--overwrite", "--data", "ROOT/empty_dir"], "--data ROOT/empty_dir is a folder, not a JSONL file"),
+    (["--overwrite", "--data", "ROOT/missing.jsonl"], "no JSONL file at ROOT/missing.jsonl"),
+    # 4. nonsense numbers
+    (["--mix-scale", "-1"], "error: argument --mix-scale: '-1' must be greater than 0"),
+    (["--overwrite", "--mix", "fact=0,math=0,story=0,describe=0,unknown=0,harmful=0,benign=0"],
+     "the data has no training conversation"),
+    (["--max-new-tokens", "-5"], "error: argument --max-new-tokens: '-5' must be at least 1"),
+    (["--eval-batches", "0"], "error: argument --eval-batches: '0' must be at least 1"),
+    (["--weight-decay", "-1"], "error: argument --weight-decay: '-1' must be 0 or more"),
+    # 5. paths
+    (["--out-dir", "ROOT/a_file"], "--out-dir ROOT/a_file is a file, not a folder"),
+    (["--out-dir", "ROOT/new", "--base", "ROOT/missing.pt"], "no base model at ROOT/missing.pt"),
+    (["--out-dir", "ROOT/new", "--base", "ROOT/base"], "ROOT/base is a folder, not a checkpoint"),
+]
+
+
+@pytest.mark.parametrize("argv, message", SFT_CASES)
+def test_sft_bad_input_is_one_line_and_keeps_the_run(runs, capsys, argv, message):
+    argv = expand(SFT_SMALL + ["--base", "ROOT/base/ckpt.pt", "--out-dir", "ROOT/sft"] + argv, runs)
+    lines = refused(sft.main, argv, capsys, runs)
+    assert expand([message], runs)[0] in lines[0], lines
+    assert not (runs / "new").exists()
+
+
+def test_sft_resume_refuses_a_base_with_another_tokenizer(runs, tmp_path, capsys):
+    other = bpe.train_bpe(OTHER_TEXT, 300, special_tokens=[dataset.EOT])
+    other.save(str(tmp_path / "other" / "tokenizer"))
+    model = GPT(GPTConfig(vocab_size=300, block_size=192, n_layer=1, n_head=2, n_embd=32))
+    checkpoint_io.save_checkpoint(tmp_path / "other" / "ckpt.pt", {
+        "model": model.state_dict(), "model_config": checkpoint_io.model_config_dict(model),
+        "tokenizer": str(tmp_path / "other" / "tokenizer")})
+    argv = ["--resume", "--out-dir", str(runs / "sft"), "--base", str(tmp_path / "other" / "ckpt.pt")]
+    line = refused(sft.main, argv, capsys, runs)[0]
+    assert "--resume: the base model" in line and "has another tokenizer than the one this run was trained" in line
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--temp", "nan"], "error: argument --temp: 'nan' is not a finite number"),
+    (["--temp", "-1"], "error: argument --temp: '-1' must be 0 or more"),
+    (["--max-new-tokens", "-3"], "error: argument --max-new-tokens: '-3' must be at least 1"),
+    (["--ckpt", "ROOT/missing.pt"], "error: no chat model at ROOT/missing.pt. Fine-tune one first"),
+    (["--ckpt", "ROOT/base/ckpt.pt"], "is not a chat model (its tokenizer has no <|end|> token)"),
+])
+def test_chat_bad_input_is_one_line(runs, capsys, argv, message):
+    argv = expand(["--ckpt", "ROOT/sft/ckpt.pt", "--prompt", "hi"] + argv, runs)
+    lines = refused(chat_script.main, argv, capsys, runs)
+    assert expand([message], runs)[0] in lines[0], lines
+
+
+@pytest.mark.parametrize("device", ["cuda", "mps"])
+def test_chat_asks_for_a_device_this_machine_lacks(runs, capsys, monkeypatch, device):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    argv = ["--ckpt", str(runs / "sft" / "ckpt.pt"), "--prompt", "hi", "--device", device]
+    line = refused(chat_script.main, argv, capsys, runs)[0]
+    assert line.startswith(f"error: --device {device}: ") and "use --device cpu" in line
+
+
+def test_chat_repl_refuses_temp_nan_and_goes_on(runs, capsys, monkeypatch):
+    model, tokenizer = chat_script.load_chat_model(runs / "sft" / "ckpt.pt")
+    session = chat_script.ChatSession(model, tokenizer, temperature=0.5, max_new_tokens=4, seed=0)
+    lines = iter(["/temp nan", "/temp inf", "Hi", "/quit"])
+    monkeypatch.setattr("builtins.input", lambda prompt="": next(lines))
+    chat_script.repl(session)
+    out = capsys.readouterr().out
+    assert "[/temp needs a number >= 0, e.g. /temp 0.7 (0 = greedy): 'nan' is not a finite number]" in out
+    assert out.count("[/temp needs a number >= 0") == 2 and session.temperature == 0.5
+    assert "assistant> " in out and len(session.history) == 2  # the session lived on and replied
+
+
+def fake_chapters(root, refuse):
+    """Two chapter scripts standing in for the real ones: each records its arguments; the first has the
+    --overwrite flag and, when `refuse`, refuses without it, like a chapter whose outputs exist."""
+    chapters = []
+    for number in (1, 2):
+        folder = root / f"0{number}_fake"
+        folder.mkdir()
+        code = f"import sys\nopen({str(root / f'args{number}.txt')!r}, 'w').write(' '.join(sys.argv[1:]))\n"
+        if number == 1:
+            code += (f"if {refuse} and '--overwrite' not in sys.argv:\n"
+                     "    print('error: runs/x already holds a run (ckpt.pt): pass --overwrite', file=sys.stderr)\n"
+                     "    sys.exit(2)\n")
+        (folder / "run.py").write_text(code)
+        chapters.append((folder.name, "run.py"))
+    return chapters
+
+
+def test_pipeline_says_how_to_go_on_when_a_chapter_has_run(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(pipeline, "REPO", tmp_path)
+    monkeypatch.setattr(pipeline, "CHAPTERS", fake_chapters(tmp_path, refuse=True))
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run(pipeline.main, [])
+    captured = capsys.readouterr()
+    assert exit_info.value.code == 2 and "already holds a run" in captured.err
+    assert "01_fake has run before and its outputs are kept. Rerun with --overwrite" in captured.out
+    assert "or with --start 2 to go on from the next chapter" in captured.out
+    assert not (tmp_path / "args2.txt").exists(), "the pipeline stops at the chapter that refused"
+
+
+def test_pipeline_overwrite_reaches_the_scripts_that_have_the_flag(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(pipeline, "REPO", tmp_path)
+    monkeypatch.setattr(pipeline, "CHAPTERS", fake_chapters(tmp_path, refuse=True))
+    pipeline.main(["--overwrite"])
+    assert (tmp_path / "args1.txt").read_text() == "--preset tiny --overwrite"
+    assert (tmp_path / "args2.txt").read_text() == "--preset tiny"  # a script without the flag is not given it
