@@ -16,11 +16,19 @@ What train() writes into ckpt.pt (a plain dict; torch.load(..., weights_only=Tru
 import dataclasses
 import os
 import random
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as dist
+
+REPO = Path(__file__).resolve().parents[1]
+for chapter in ["01_tokenizer"]:  # the earlier chapter this file builds on (its cli plumbing)
+    if str(REPO / chapter) not in sys.path:
+        sys.path.append(str(REPO / chapter))
+
+import cli  # noqa: E402  (chapter 01: atomic_output)
 
 
 def save_checkpoint(path, checkpoint):
@@ -31,16 +39,10 @@ def save_checkpoint(path, checkpoint):
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_path = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp_path, "wb") as f:
-            torch.save(checkpoint, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_path, path)
-    finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
+    with cli.atomic_output(path) as tmp_path, open(tmp_path, "wb") as f:
+        torch.save(checkpoint, f)
+        f.flush()
+        os.fsync(f.fileno())  # on disk before the rename, so a power cut cannot leave an empty ckpt.pt
 
 
 def model_config_dict(model):
@@ -91,9 +93,11 @@ def load_checkpoint(path, model=None, optimizer=None, scaler=None):
                          f"keys: {', '.join(map(str, list(checkpoint)[:6])) or 'none'}): point at a run's ckpt.pt")
     if model is not None:
         saved, current = checkpoint.get("model_config"), model_config_dict(model)
-        if saved is not None and current is not None and saved != current:
-            diffs = [f"{k}: checkpoint {saved.get(k)!r}, now {current.get(k)!r}"
-                     for k in sorted(set(saved) | set(current)) if saved.get(k) != current.get(k)]
+        # Fields both configs have must agree. A field the checkpoint lacks was added to GPTConfig after
+        # it was saved (e.g. norm_eps), with a default that keeps the old behaviour: not a difference.
+        diffs = [f"{k}: checkpoint {saved[k]!r}, now {current[k]!r}"
+                 for k in sorted(set(saved or {}) & set(current or {})) if saved[k] != current[k]]
+        if diffs:
             raise ValueError(f"checkpoint {path} was saved from a different model config ("
                              + "; ".join(diffs) + "). Use the same model settings as that run, "
                              "or start a fresh run in another --out-dir.")

@@ -125,10 +125,23 @@ def next_token_loss(model, batch):
     return loss
 
 
+# Names the loop writes into every record itself: a loss hook's metric may not take one of them.
+RESERVED_METRICS = {"loss", "step", "kind", "lr", "grad_norm", "tokens", "time", "tokens_per_sec", "ms_per_step", "mfu",
+                    "train_loss", "val_loss", "train", "val"}
+
+
 def split_loss(output):
-    """A loss hook's result -> (loss, {name: value}): it may return the loss alone or (loss, metrics)."""
+    """A loss hook's result -> (loss, {name: value}): it may return the loss alone or (loss, metrics).
+
+    A metric named like a field of the log record ("loss", "lr", "step", ...) would overwrite it
+    silently, so it is refused with a ValueError.
+    """
     if isinstance(output, tuple):
         loss, metrics = output
+        clash = sorted(set(metrics) & RESERVED_METRICS | {m for m in metrics if m.startswith(("train_", "val_"))})
+        if clash:
+            raise ValueError(f"the loss hook's metric names {clash} clash with the log's own fields "
+                             f"({', '.join(sorted(RESERVED_METRICS))}, train_*, val_*): rename them")
         return loss, {name: torch.as_tensor(value, device=loss.device) for name, value in metrics.items()}
     return output, {}
 

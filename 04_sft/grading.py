@@ -23,6 +23,7 @@ for chapter in ["01_tokenizer", "02_transformer", "03_pretrain"]:  # the earlier
     if str(REPO / chapter) not in sys.path:
         sys.path.append(str(REPO / chapter))
 
+import cli  # noqa: E402  (chapter 01: atomic writes)
 import world  # noqa: E402  (chapter 03: the mini-world, for plural())
 from chat_format import END, render_chat  # noqa: E402  (this chapter)
 from hardware import autocast  # noqa: E402  (chapter 03)
@@ -197,9 +198,8 @@ def write_report(before, after, out_dir, settings, wall_seconds):
                   f"- base model: {b['reply'][:300]!r}" + ("" if b["ended"] else " (no <|end|>)"),
                   f"- after SFT: {a['reply'][:300]!r}" + ("" if a["ended"] else " (no <|end|>)"),
                   f"- reference: {a['reference'][:300]!r}", ""]
-    (out_dir / "sft_eval.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    (out_dir / "sft_eval.json").write_text(json.dumps({"before": before, "after": after}, indent=1) + "\n",
-                                           encoding="utf-8")
+    cli.write_text_atomic(out_dir / "sft_eval.md", "\n".join(lines) + "\n")
+    cli.write_text_atomic(out_dir / "sft_eval.json", json.dumps({"before": before, "after": after}, indent=1) + "\n")
     plot_results(before, after, out_dir / "sft_eval.png")
     return table
 

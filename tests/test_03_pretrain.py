@@ -938,6 +938,19 @@ def test_checkpoint_from_another_model_config_is_a_clear_error(tmp_path):
         train.train(TinyLM(TinyConfig(vocab_size=20)), make_get_batch(), config, resume=True, quiet=True)
 
 
+def test_checkpoint_saved_before_a_config_field_existed_still_loads(tmp_path):
+    """A checkpoint written before GPTConfig gained a field (norm_eps, say) lacks it: it still loads,
+    since new fields default to the old behaviour; a field both have must still agree."""
+    model = TinyLM(TinyConfig(n_embd=16))
+    old_config = {k: v for k, v in model_config_dict(model).items() if k != "vocab_size"}
+    save_checkpoint(tmp_path / "ckpt.pt", {"model": model.state_dict(), "model_config": old_config})
+    fresh = TinyLM(TinyConfig(n_embd=16))
+    load_checkpoint(tmp_path / "ckpt.pt", fresh)
+    assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), model.state_dict().values()))
+    with pytest.raises(ValueError, match="n_embd: checkpoint 16, now 32"):
+        load_checkpoint(tmp_path / "ckpt.pt", TinyLM(TinyConfig(n_embd=32)))
+
+
 def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     path = tmp_path / "ckpt.pt"
     save_checkpoint(path, {"step": 1, "weights": torch.arange(1000)})
@@ -1010,7 +1023,8 @@ def test_loss_hook_trains_evaluates_and_logs_its_metrics(tmp_path):
     model = TinyLM(TinyConfig())
     initial = TinyLM(TinyConfig())
     initial.load_state_dict(model.state_dict())
-    cfg = tiny_train_config(tmp_path, steps=6, log_interval=3, eval_interval=6, sample_interval=0)
+    # two micro-batches a step: a metric that varies by batch ("unweighted") is their mean, like the loss
+    cfg = tiny_train_config(tmp_path, steps=6, log_interval=3, eval_interval=6, sample_interval=0, grad_accum=2)
     train.train(model, get_batch, cfg, quiet=True, loss_fn=loss_fn)
     records = metrics(tmp_path)
     logged = [e for e in records if e["kind"] == "train"]
@@ -1025,6 +1039,16 @@ def test_loss_hook_trains_evaluates_and_logs_its_metrics(tmp_path):
     assert first_eval["train_rows"] == pytest.approx(4) and expected["val_rows"] == pytest.approx(4)
     assert expected["val"] == pytest.approx(3 * train.estimate_loss(initial, inner, cfg.eval_batches, "cpu",
                                                                     seed=cfg.seed)["val"], rel=1e-5)
+
+
+@pytest.mark.parametrize("name", ["loss", "lr", "tokens", "val_acc"])
+def test_loss_hook_metrics_may_not_overwrite_the_log_fields(tmp_path, name):
+    def loss_fn(model, batch):
+        _, loss = model(*batch)
+        return loss, {name: 1.0}
+    with pytest.raises(ValueError, match="clash with the log's own fields"):
+        train.train(TinyLM(TinyConfig()), make_get_batch(), tiny_train_config(tmp_path, steps=1), quiet=True,
+                    loss_fn=loss_fn)
 
 
 # ---- data parallel: 2 processes (gloo, CPU) == 1 process with the same global batch
