@@ -19,6 +19,7 @@ tokens), metrics.jsonl, loss.png, sample.txt, sft_eval.md (the before/after tabl
 sft_eval.json, sft_eval.png (the same as bars). Then talk to the model: python 04_sft/chat.py
 """
 import argparse
+import hashlib
 import random
 import re
 import sys
@@ -110,13 +111,13 @@ def parse_args(argv=None):
 def resolve_settings(args):
     """Flags you passed > settings saved in the checkpoint (with --resume) > the preset's.
 
-    Returns (settings, out_dir, saved_tokenizer_sha256): the last is the resumed checkpoint's tokenizer hash
-    (None for a new run). Refuses, before anything is written, a new run in a folder that holds one
+    Returns (settings, out_dir, saved): saved holds the resumed checkpoint's "tokenizer_sha256" and
+    "data_sha256" (empty for a new run), to refuse resuming on another tokenizer or other data. Refuses, before anything is written, a new run in a folder that holds one
     (cli.check_out_dir) and --resume where there is nothing to resume."""
     out_dir = cli.check_out_dir(args.out_dir or DEFAULT_OUT_DIR, args.resume, args.overwrite)
     settings = dict(PRESETS[args.preset], data=["world"], mix=None, eval_per_task=None, seed=1337, device=None,
                     stop_at=None)
-    saved_sha256 = None
+    saved = {}
     if args.resume:
         checkpoint = read_checkpoint(out_dir / "ckpt.pt", mmap=True)  # one clear line for a damaged file
         if not {"model", "settings"} <= set(checkpoint):
@@ -124,9 +125,9 @@ def resolve_settings(args):
                              f"'settings'): --resume continues a run of this script; start a new one with "
                              f"--overwrite or another --out-dir")
         settings.update({k: v for k, v in checkpoint.get("settings", {}).items() if k not in ("device", "stop_at")})
-        saved_sha256 = checkpoint.get("tokenizer_sha256")
+        saved = {k: checkpoint[k] for k in ("tokenizer_sha256", "data_sha256") if k in checkpoint}
     settings.update({k: v for k, v in vars(args).items() if v is not None and k in settings})
-    return settings, out_dir, saved_sha256
+    return settings, out_dir, saved
 
 
 def check_jsonl_file(path):
@@ -193,6 +194,14 @@ def sft_loss(model, batch):
 # The script
 
 
+def rows_fingerprint(tensors):
+    """sha256 of the training rows (x, y[, doc_ids]) as bytes: what a resumed run must train on again."""
+    digest = hashlib.sha256()
+    for tensor in tensors:
+        digest.update(tensor.contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
 def build_data(settings, tokenizer, block_size, log=print):
     """Training and validation rows (SFTBatches) and the held-out evaluation examples."""
     w = world.build_world(WORLD_SEED)
@@ -238,7 +247,7 @@ def main(argv=None):
 def fine_tune(args):
     """Load the base model, build the data, evaluate, train with sft_loss, evaluate again; returns a summary."""
     rank, _, world_size = hardware.setup_ddp()
-    settings, out_dir, saved_sha256 = resolve_settings(args)
+    settings, out_dir, saved = resolve_settings(args)
     # check every setting and input before anything is written: a bad one must not touch the run in out_dir
     parse_mix(settings["mix"], settings["mix_scale"])  # a typo in --mix fails now, not after loading the model
     device, precision = hardware.place(settings["device"], settings["precision"], world_size)
@@ -260,7 +269,7 @@ def fine_tune(args):
     model, base_tokenizer, base_checkpoint = load_base(settings["base"])
     tokenizer = add_chat_tokens(base_tokenizer)
     tokenizer_sha256 = dataset.tokenizer_fingerprint(tokenizer)
-    if saved_sha256 is not None and saved_sha256 != tokenizer_sha256:
+    if saved.get("tokenizer_sha256", tokenizer_sha256) != tokenizer_sha256:
         raise ValueError(f"--resume: the base model {settings['base']} has another tokenizer than the one this run "
                          f"was trained with: resume with the same --base, or start a new run with --overwrite or "
                          f"another --out-dir")
@@ -269,6 +278,12 @@ def fine_tune(args):
         f"chat tokens {dict((n, i) for n, i in tokenizer.special_tokens.items() if i in new_ids) or 'already there'}")
 
     batches, eval_examples = build_data(settings, tokenizer, model.config.block_size, log)
+    data_sha256 = rows_fingerprint(batches.rows["train"])
+    if saved.get("data_sha256", data_sha256) != data_sha256:
+        raise ValueError(f"--resume: the training conversations differ from the ones this run was trained on "
+                         f"(--data {' '.join(map(str, settings['data']))}, --mix, --mix-scale or --seed changed, or a "
+                         f"JSONL file was edited): resume with the run's own data, or start a new run with "
+                         f"--overwrite or another --out-dir")
     if master:  # every input is good: now write, the tokenizer before training so every checkpoint finds it
         out_dir.mkdir(parents=True, exist_ok=True)
         tokenizer.save(out_dir / "tokenizer")
@@ -289,6 +304,7 @@ def fine_tune(args):
                          for p, (r, ended) in zip(sample_prompts, replies))
 
     extra = {"tokenizer": str(out_dir.absolute() / "tokenizer"), "tokenizer_sha256": tokenizer_sha256,
+             "data_sha256": data_sha256,
              "settings": settings, "base": str(settings["base"]), "base_step": base_checkpoint.get("step")}
     summary = train.train(model, batches.get_batch, config, make_sample=make_sample, resume=args.resume,
                           checkpoint_extra=extra, loss_fn=sft_loss)

@@ -489,6 +489,14 @@ def test_sft_resume_refuses_a_base_with_another_tokenizer(runs, tmp_path, capsys
     assert "--resume: the base model" in line and "has another tokenizer than the one this run was trained" in line
 
 
+def test_sft_resume_refuses_other_training_data(runs, capsys):
+    """--resume continues on exactly the run's conversations: another mix (or data, or seed) is refused
+    before anything is written (the SFT checkpoint holds the sha256 of its training rows)."""
+    argv = ["--resume", "--out-dir", str(runs / "sft"), "--mix-scale", "0.5"]
+    line = refused(sft.main, argv, capsys, runs)[0]
+    assert "--resume: the training conversations differ from the ones this run was trained on" in line
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--temp", "nan"], "error: argument --temp: 'nan' is not a finite number"),
     (["--temp", "-1"], "error: argument --temp: '-1' must be 0 or more"),
