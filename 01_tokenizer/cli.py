@@ -62,6 +62,9 @@ def run(main, argv=None):
         sys.exit(130)
     except SystemExit:
         raise  # argparse's own usage errors and --help, and a script's deliberate exit code
+    except BrokenPipeError:  # whoever read our output stopped (`| head`): not an error, leave quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush cannot fail
+        sys.exit(0)
     except Exception as error:  # noqa: BLE001  (the one place that turns every error into a line)
         if debug:
             raise

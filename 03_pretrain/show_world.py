@@ -3,31 +3,37 @@
     python 03_pretrain/show_world.py                          # one sample of every kind of document
     python 03_pretrain/show_world.py --out corpus.txt         # the default 3 MB corpus, to a file
 """
-import argparse
 import random
 import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # this chapter's folder, where the world package lives
+REPO = Path(__file__).resolve().parents[1]
+for chapter in ["01_tokenizer", "03_pretrain"]:  # chapter 01's cli plumbing; this chapter's world package
+    if str(REPO / chapter) not in sys.path:
+        sys.path.append(str(REPO / chapter))
 
+import cli  # noqa: E402  (chapter 01: one clear line for bad input)
 from world import (DEFAULT_CORPUS_BYTES, DOC_MIX, EOT, KINDS, build_world, document, make_corpus,  # noqa: E402
                    solution, unknown_entity_questions, word_problem)
 
 
-def main():
-    parser = argparse.ArgumentParser(description="Show samples of the mini-world, or write its corpus to a file.")
+def main(argv=None):
+    parser = cli.ArgumentParser(description="Show samples of the mini-world, or write its corpus to a file.")
     parser.add_argument("--seed", type=int, default=0, help="corpus seed (default 0)")
     parser.add_argument("--world-seed", type=int, default=0, help="world seed (default 0: the project's world)")
-    parser.add_argument("--bytes", type=int, default=DEFAULT_CORPUS_BYTES, help="corpus size for --out")
-    parser.add_argument("--out", default=None, help="write the corpus to this file instead of showing samples")
-    args = parser.parse_args()
+    parser.add_argument("--bytes", type=cli.positive_int, default=DEFAULT_CORPUS_BYTES, help="corpus size for --out")
+    parser.add_argument("--out", type=Path, default=None, help="write the corpus to this file instead of showing samples")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    args = parser.parse_args(argv)
+    if args.out and args.out.exists() and (args.out.is_dir() or not args.overwrite):
+        raise FileExistsError(f"--out {args.out} already exists: pass --overwrite to replace it, or another --out"
+                              if not args.out.is_dir() else f"--out {args.out} is a folder: give a file name")
     world = build_world(args.world_seed)
     if args.out:
         start = time.time()
         text = make_corpus(args.bytes, args.seed, world)
-        with open(args.out, "w", encoding="utf-8") as f:
-            f.write(text)
+        cli.write_text_atomic(args.out, text)
         print(f"wrote {len(text.encode()):,} bytes, {text.count(EOT):,} documents to {args.out} "
               f"in {time.time() - start:.1f} s")
         return
@@ -41,4 +47,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

@@ -566,3 +566,26 @@ def test_pipeline_overwrite_reaches_the_scripts_that_have_the_flag(tmp_path, cap
     pipeline.main(["--overwrite"])
     assert (tmp_path / "args1.txt").read_text() == "--preset tiny --overwrite"
     assert (tmp_path / "args2.txt").read_text() == "--preset tiny"  # a script without the flag is not given it
+
+
+# ---- chapter 03: show_world.py
+
+import show_world  # noqa: E402
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--bytes", "-5"], "error: argument --bytes: '-5' must be at least 1"),
+    (["--out", "FILE"], "error: --out FILE already exists: pass --overwrite to replace it"),
+    (["--out", "DIR"], "error: --out DIR is a folder"),
+])
+def test_show_world_bad_input_is_one_line_and_keeps_the_file(tmp_path, capsys, argv, message):
+    (tmp_path / "FILE").write_text("my notes")
+    (tmp_path / "DIR").mkdir()
+    argv = [str(tmp_path / a) if a in ("FILE", "DIR") else a for a in argv]
+    code, err = run_script(show_world.main, argv, capsys)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith(message.replace("FILE", str(tmp_path / "FILE"))
+                                                                  .replace("DIR", str(tmp_path / "DIR"))), lines
+    assert (tmp_path / "FILE").read_text() == "my notes"
+    show_world.main(["--out", str(tmp_path / "FILE"), "--bytes", "2000", "--overwrite"])
+    assert (tmp_path / "FILE").read_text().count("<|endoftext|>") >= 1
