@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import bpe
+import cli
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CORPUS = REPO / "data_cache" / "tinyshakespeare.txt"  # where chapter 03 downloads it (git-ignored)
@@ -159,19 +160,19 @@ def bench_encoding(corpus, repeats):
         row(f"ours, pure Python, from_tiktoken({name}), warm cache", warm)
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv=None):
+    parser = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("corpus", nargs="?", type=Path, default=DEFAULT_CORPUS,
                         help="UTF-8 text to train and encode (default: data_cache/tinyshakespeare.txt)")
     parser.add_argument("--reference-dir", type=Path,
                         help="folder with corpus.en and train-bpe-reference-merges.txt (table 2 runs only with it)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs per measurement; the best counts")
-    parser.add_argument("--vocab-sizes", type=int, nargs="+", default=[512, 2048, 4096, 8192])
+    parser.add_argument("--repeats", type=cli.positive_int, default=3, help="timed runs per measurement; the best counts")
+    parser.add_argument("--vocab-sizes", type=cli.positive_int, nargs="+", default=[512, 2048, 4096, 8192])
     parser.add_argument("--skip", choices=["training", "reference", "encoding"], nargs="*", default=[],
                         help="parts not to run")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if not args.corpus.is_file():
-        sys.exit(
+        raise FileNotFoundError(
             f"corpus {args.corpus} not found. Pass a UTF-8 text file, or fetch Tiny Shakespeare into "
             "data_cache/ with: python 03_pretrain/dataset.py --data tinyshakespeare"
         )
@@ -185,4 +186,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

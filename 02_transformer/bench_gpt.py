@@ -26,12 +26,20 @@
 """
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from gpt import GPT, GPTConfig
+REPO = Path(__file__).resolve().parents[1]
+for chapter in ["01_tokenizer"]:  # the earlier chapter this file builds on (its cli plumbing)
+    if str(REPO / chapter) not in sys.path:
+        sys.path.append(str(REPO / chapter))
+
+import cli  # noqa: E402  (chapter 01: one clear line for bad input)
+from gpt import GPT, GPTConfig  # noqa: E402
 
 CONFIGS = {
     "a": dict(name="(a) nanoGPT CPU char recipe", vocab_size=65, block_size=64, n_layer=4, n_head=4, n_embd=128, batch=12),
@@ -225,18 +233,24 @@ def bench_budget(device, repeats=7):
         print(f"  ours sdpa (this measurement):                             {steps['peer'] / steps['ours sdpa']:.2f}x")
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv=None):
+    parser = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", choices=["a", "b", "gen", "budget"], action="append",
                         help="run only these parts (repeatable); default: a, b and gen")
-    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds per measurement (default 5)")
-    parser.add_argument("--steps-a", type=int, default=10, help="training steps per round at config (a)")
-    parser.add_argument("--steps-b", type=int, default=3, help="training steps per round at config (b)")
-    parser.add_argument("--new-tokens", type=int, default=256, help="tokens to generate (default 256)")
+    parser.add_argument("--rounds", type=cli.positive_int, default=5, help="alternating rounds per measurement (default 5)")
+    parser.add_argument("--steps-a", type=cli.positive_int, default=10, help="training steps per round at config (a)")
+    parser.add_argument("--steps-b", type=cli.positive_int, default=3, help="training steps per round at config (b)")
+    parser.add_argument("--new-tokens", type=cli.positive_int, default=256, help="tokens to generate (default 256)")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda or mps")
     parser.add_argument("--bf16", action="store_true",
                         help="add two rows: our sdpa path and the peer (fused AdamW), each under bf16 autocast")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if args.device not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"--device {args.device}: use cpu, cuda or mps")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA GPU is visible to torch here; use --device cpu")
+    if args.device == "mps" and not torch.backends.mps.is_available():
+        raise ValueError("--device mps: MPS is not available here; use --device cpu")
     parts = args.only or ["a", "b", "gen"]
     print(f"torch {torch.__version__}, device {args.device}, {torch.get_num_threads()} threads (torch's default)")
     if "a" in parts:
@@ -250,4 +264,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

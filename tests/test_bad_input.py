@@ -589,3 +589,22 @@ def test_show_world_bad_input_is_one_line_and_keeps_the_file(tmp_path, capsys, a
     assert (tmp_path / "FILE").read_text() == "my notes"
     show_world.main(["--out", str(tmp_path / "FILE"), "--bytes", "2000", "--overwrite"])
     assert (tmp_path / "FILE").read_text().count("<|endoftext|>") >= 1
+
+
+# ---- the benchmark scripts of chapters 01 and 02
+
+import bench_gpt  # noqa: E402
+import bench_tokenizer  # noqa: E402
+
+
+@pytest.mark.parametrize("main, argv, message", [
+    (bench_tokenizer.main, ["ROOT/missing.txt"], "error: corpus ROOT/missing.txt not found"),
+    (bench_tokenizer.main, ["--repeats", "0"], "error: argument --repeats: '0' must be at least 1"),
+    (bench_gpt.main, ["--rounds", "0"], "error: argument --rounds: '0' must be at least 1"),
+    (bench_gpt.main, ["--device", "tpu"], "error: --device tpu: use cpu, cuda or mps"),
+])
+def test_benchmarks_bad_input_is_one_line(tmp_path, capsys, main, argv, message):
+    argv = [a.replace("ROOT", str(tmp_path)) for a in argv]
+    code, err = run_script(main, argv, capsys)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith(message.replace("ROOT", str(tmp_path))), lines
