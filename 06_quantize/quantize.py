@@ -79,11 +79,11 @@ INT8_METHODS = [("int8_absmax", "absmax"), ("int8_zeropoint", "zeropoint"), ("in
 LLM_INT8_THRESHOLD = 6.0  # bitsandbytes' default, chosen for billion-parameter models
 
 
-def method_table(group_size):
+def method_table(group_size, weight_bits=(4, 3)):
     """[(stage, spec)] for every row of the table, in order. spec: family, bits, mode / group size."""
     methods = [("fp32", dict(family="float", bits=32)), ("bf16", dict(family="float", bits=16))]
     methods += [(stage, dict(family="int8", bits=8, mode=mode)) for stage, mode in INT8_METHODS]
-    for bits in (4, 3):
+    for bits in weight_bits:
         for group in (None, group_size):
             suffix = f"_g{group}" if group else ""
             methods += [(f"rtn{bits}{suffix}", dict(family="RTN", bits=bits, group_size=group)),
@@ -100,6 +100,7 @@ def parse_args(argv):
     add("--out-dir", default=str(DEFAULT_OUT_DIR), help=f"where everything goes (default: {DEFAULT_OUT_DIR})")
     add("--overwrite", action="store_true", help="replace an earlier run in --out-dir")
     add("--methods", help="a comma-separated subset of the table's rows, e.g. fp32,rtn4,gptq4 (default: all)")
+    add("--bits", help="bit widths of the RTN and GPTQ rows, from 2 to 8, e.g. 8,4,3 (default: 4,3)")
     add("--group-size", type=cli.positive_int, help="columns per scale for the grouped rows (must divide the widths)")
     add("--act-order", action=cli.argparse.BooleanOptionalAction, default=None,
         help="GPTQ: quantize columns in order of decreasing Hessian diagonal")
@@ -189,14 +190,31 @@ def resolve_settings(args):
         if getattr(args, key) is not None:
             settings[key] = getattr(args, key)
     settings["seed"] = args.seed
+    settings["weight_bits"] = parse_bits(args.bits) if args.bits else [4, 3]
     return settings
+
+
+def parse_bits(text):
+    """'4,3' -> [4, 3]; ValueError naming the problem for anything outside 2..8."""
+    try:
+        bits = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ValueError(f"--bits {text!r}: give integers from 2 to 8 separated by commas, e.g. 4,3") from None
+    if not bits:
+        raise ValueError(f"--bits {text!r}: give at least one bit width, e.g. 4,3")
+    for b in bits:
+        try:
+            check_bits(b)
+        except ValueError as error:
+            raise ValueError(f"--bits {text}: {error}") from None
+    return bits
 
 
 def main(argv=None):
     args = parse_args(argv)
     settings = resolve_settings(args)
     out_dir = cli.check_out_dir(args.out_dir, overwrite=args.overwrite, marker="settings.json", resumable=False)
-    methods = method_table(settings["group_size"])
+    methods = method_table(settings["group_size"], settings["weight_bits"])
     if args.methods:
         wanted = [m.strip() for m in args.methods.split(",") if m.strip()]
         known = [stage for stage, _ in methods]
@@ -205,6 +223,9 @@ def main(argv=None):
             raise ValueError(f"--methods {args.methods!r}: unknown {unknown}; choose among {', '.join(known)}")
         methods = [(stage, spec) for stage, spec in methods if stage in wanted or stage == "fp32"]
     source = Path(args.ckpt) if args.ckpt else default_source()
+    if not source.is_file():
+        raise FileNotFoundError(f"--ckpt {source}: no such file; give the ckpt.pt of a chat model (chapter 04's "
+                                f"runs/04_sft/ckpt.pt, or chapter 05's)")
     device = hardware.pick_device(settings["device"])
     start = time.time()
 
