@@ -122,9 +122,9 @@ def test_int8_matmul_equals_the_integer_reference(k):
     a = torch.randint(-128, 128, (19, k), dtype=torch.int8)
     b = torch.randint(-128, 128, (k, 23), dtype=torch.int8)
     assert torch.equal(int8_matmul(a, b), int8_matmul_reference(a, b))
-    worst = torch.full((2, k), -128, dtype=torch.int8)  # every product 2^14: the largest sum there is
-    assert torch.equal(int8_matmul(worst, worst.t().contiguous()), int8_matmul_reference(worst, worst.t()))
-    assert int(int8_matmul(worst, worst.t().contiguous())[0, 0]) == k * 2 ** 14
+    for value in (-128, 127):  # the largest sums there are (127^2 is odd: float32 rounds such sums past 2^24)
+        worst = torch.full((2, k), value, dtype=torch.int8)
+        assert int(int8_matmul(worst, worst.t().contiguous())[0, 0]) == k * value ** 2
 
 
 def test_vectorwise_int8_matmul_is_the_rescaled_integer_product():
@@ -175,7 +175,8 @@ def test_gptq_layer_error_is_not_above_rtn_on_correlated_inputs(group_size, act_
     x, w = correlated_layer()
     hessian, n = add_to_hessian(None, 0, x)
     result = gptq_quantize(w, hessian, 3, group_size, act_order, block_size=16)
-    assert layer_output_error(x, w, result["weight"]) <= layer_output_error(x, w, rtn(w, 3, group_size))
+    # "not above RTN's" (the issue); on inputs this correlated it is far below, which a broken update is not
+    assert layer_output_error(x, w, result["weight"]) < 0.5 * layer_output_error(x, w, rtn(w, 3, group_size))
     assert result["codes"].max() <= 7 and result["weight"].shape == w.shape
 
 
@@ -284,6 +285,8 @@ def test_outlier_dims_are_counted_per_layer():
     assert set(maxima) == set(linear_names(model))
     assert counts[float("inf")]["transformer.h.0.attn.c_attn"] == 0 and counts[0.0]["transformer.h.0.mlp.c_fc"] == 64
     assert counts[6.0]["transformer.h.0.attn.c_attn"] >= 1  # layer norm keeps a share of the outlier
+    largest = float(maxima["transformer.h.0.mlp.c_fc"].max())  # |x| >= threshold counts, equality included
+    assert outlier_dims_per_layer(maxima, [largest])[largest]["transformer.h.0.mlp.c_fc"] >= 1
 
 
 # ---- the checkpoint
