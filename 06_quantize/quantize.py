@@ -64,15 +64,17 @@ EVAL_TASKS = ("fact", "math", "harmful")  # the table's three task columns
 # Every preset sets every setting; a flag overrides one.
 PRESETS = {
     # The tiny chat model (2.2M parameters, context 256) on a 2-core CPU, about a minute. Group size 64:
-    # it must divide the Linear input widths, 192 and 768 here (128 does not divide 192).
-    "tiny": dict(group_size=64, act_order=False, calib_samples=32, calib_context=256, ppl_batches=8,
-                 ppl_batch_size=8, ppl_context=256, eval_per_task=40, max_new_tokens=96, speed_tokens=48,
-                 sweep=[float("inf"), 8.0, 6.0, 4.0, 3.0, 2.0, 1.0, 0.0], plot_bits=[8, 2], device="cpu"),
+    # it must divide the Linear input widths, 192 and 768 here (128 does not divide 192). One CPU thread:
+    # at this size a second thread gains little, and on a machine shared with other jobs torch's
+    # OpenMP threads spin-wait for each other (measured here: greedy decoding 7 -> 67 tokens/s).
+    "tiny": dict(group_size=64, act_order=False, calib_samples=16, calib_context=256, ppl_batches=4,
+                 ppl_batch_size=8, ppl_context=256, eval_per_task=20, max_new_tokens=64, speed_tokens=48,
+                 sweep=[8.0, 6.0, 4.0, 2.0, 1.0], plot_bits=[2], device="cpu", threads=1),
     # GPT-2 small (124M, context 1024) on one GPU: GPTQ's own settings (128 calibration windows of the
     # context, groups of 128), every held-out prompt.
     "gpt2": dict(group_size=128, act_order=False, calib_samples=128, calib_context=1024, ppl_batches=20,
                  ppl_batch_size=8, ppl_context=1024, eval_per_task=None, max_new_tokens=160, speed_tokens=128,
-                 sweep=[float("inf"), 8.0, 6.0, 4.0, 3.0, 2.0, 1.0, 0.0], plot_bits=[8, 2], device=None),
+                 sweep=[8.0, 6.0, 4.0, 3.0, 2.0, 1.0], plot_bits=[8, 2], device=None, threads=None),
 }
 INT8_METHODS = [("int8_absmax", "absmax"), ("int8_zeropoint", "zeropoint"), ("int8_rowwise", "rowwise"),
                 ("int8_vectorwise", "vectorwise"), ("llm_int8", "llm_int8")]
@@ -110,6 +112,7 @@ def parse_args(argv):
     add("--max-new-tokens", type=cli.positive_int, help="reply length limit in the task evaluation")
     add("--ppl-batches", type=cli.positive_int, help="validation batches for the perplexity")
     add("--device", help="cuda, mps or cpu (default: the preset's, or the first available)")
+    add("--threads", type=cli.positive_int, help="CPU threads for torch (default: the preset's; gpt2: torch's)")
     add("--seed", type=cli.non_negative_int, default=0, help="seed of the calibration windows (default 0)")
     return parser.parse_args(argv)
 
@@ -186,7 +189,7 @@ def measure(model, tokenizer, data, examples, settings, device):
 def resolve_settings(args):
     settings = dict(PRESETS[args.preset])
     for key in ("group_size", "act_order", "calib_samples", "eval_per_task", "max_new_tokens", "ppl_batches",
-                "device"):
+                "device", "threads"):
         if getattr(args, key) is not None:
             settings[key] = getattr(args, key)
     settings["seed"] = args.seed
@@ -227,7 +230,19 @@ def main(argv=None):
         raise FileNotFoundError(f"--ckpt {source}: no such file; give the ckpt.pt of a chat model (chapter 04's "
                                 f"runs/04_sft/ckpt.pt, or chapter 05's)")
     device = hardware.pick_device(settings["device"])
-    start = time.time()
+    threads_before = torch.get_num_threads()
+    if settings["threads"]:
+        torch.set_num_threads(settings["threads"])
+    try:
+        return quantize_all(args, settings, out_dir, methods, source, device)
+    finally:
+        torch.set_num_threads(threads_before)  # main() may run inside another program (the tests)
+
+
+def quantize_all(args, settings, out_dir, methods, source, device):
+    """Load the model, build every method's model, save it, load it back and measure it; then the sweep,
+    the extra plot points and the report."""
+    start, cpu_start = time.time(), time.process_time()
 
     model, tokenizer, checkpoint = load_quantized_model(source, "cpu")  # ValueError if it is not a model
     if checkpoint.get("quantization") or checkpoint.get("dtype") == "bf16":
@@ -272,7 +287,7 @@ def main(argv=None):
                 name: e.cpu() for name, e in weight_errors.items()}
         path = out_dir / stage / "ckpt.pt"
         size = save_quantized(path, quantized.cpu(), stage, source, tokenizer,
-                              {**settings, "method": spec, "sweep": None}, checkpoint.get("stage"))
+                              {**settings, "method": spec}, checkpoint.get("stage"))
         linear_bytes = linear_weight_bytes(quantized)
         del quantized
         if stage == "fp32":  # the source itself: measure its size as saved, keep no copy
@@ -290,12 +305,20 @@ def main(argv=None):
               + f"  {row['bits_per_weight']:.2f} bits/w  {row['tokens_per_s']:.0f} tok/s  "
               f"({time.time() - method_start:.1f} s; ETA {elapsed / (k + 1) * (len(methods) - k - 1):.0f} s)", flush=True)
 
+    phase_start = time.time()
     sweep, outliers = threshold_sweep(model, data, calibration, settings, device)
+    print(f"LLM.int8 threshold sweep {settings['sweep']}: ppl " + ", ".join(f"{s['perplexity']:.3f}" for s in sweep)
+          + f" ({time.time() - phase_start:.1f} s)", flush=True)
+    phase_start = time.time()
     plot_points = extra_plot_points(model, data, calibration, settings, device, n_linear)
+    print(f"extra points for the plot: " + ", ".join(f"{p['family']}{p['bits']}{'_g' if p['group_size'] else ''} "
+                                                      f"{p['perplexity']:.3f}" for p in plot_points)
+          + f" ({time.time() - phase_start:.1f} s)", flush=True)
     wall = time.time() - start
+    settings["cpu_seconds"] = time.process_time() - cpu_start  # beside the wall time: the machine may be shared
     write_results(out_dir, rows, sweep, outliers, plot_points, settings, source, data_dir, errors, wall)
     print(f"\n{(out_dir / 'results.md').read_text().split('## ')[1]}")
-    print(f"done in {wall:.0f} s. Outputs in {out_dir}/: results.md/.json (the table, the threshold sweep, outlier "
+    print(f"done in {wall:.0f} s ({settings['cpu_seconds']:.0f} s of CPU time). Outputs in {out_dir}/: results.md/.json (the table, the threshold sweep, outlier "
           f"dims), ppl_vs_bits.png, error_hist.png, <method>/ckpt.pt")
     print(f"next: chat with one: python 06_quantize/chat_quantized.py --ckpt {out_dir / 'gptq4' / 'ckpt.pt'}")
     return {"rows": rows, "sweep": sweep, "wall_seconds": wall}
@@ -304,7 +327,8 @@ def main(argv=None):
 @torch.no_grad()
 def threshold_sweep(model, data, calibration, settings, device):
     """LLM.int8 perplexity at each threshold, and the outlier input dims per layer (over the calibration
-    windows) at each threshold: inf = plain vector-wise int8, 0 = every dimension in float."""
+    windows) at each threshold. Lower thresholds send more dims to float: the table's vector-wise int8 is
+    the threshold-infinity end, fp32 the threshold-0 end."""
     maxima = input_absmax_per_dim(model, calibration)
     counts = outlier_dims_per_layer(maxima, settings["sweep"])
     sweep = []
@@ -361,7 +385,7 @@ def results_table(rows):
 
 def sweep_table(sweep, fp32_ppl):
     layers = list(sweep[0]["outlier_dims"])
-    short = [name.replace("transformer.h.", "h").replace(".attn", "").replace(".mlp", "") for name in layers]
+    short = [name.replace("transformer.h.", "h") for name in layers]
     lines = ["| threshold | val ppl (vs fp32) | outlier dims per layer: " + ", ".join(short) + " |", "|---:|---:|---|"]
     for s in sweep:
         counts = ", ".join(str(s["outlier_dims"][n]) for n in layers)
@@ -378,10 +402,10 @@ def write_results(out_dir, rows, sweep, outliers, plot_points, settings, source,
             f"windows of {settings['ppl_context']} tokens of `{data_dir}/val.bin`; GPTQ calibrated on "
             f"{settings['calib_samples']} windows of the training split; tasks: greedy replies to held-out prompts "
             f"(at most {settings['max_new_tokens']} tokens); tokens/s: one greedy reply of {settings['speed_tokens']} "
-            f"tokens. Wall time {wall:.0f} s.", "", "## The table", "", results_table(rows), "",
+            f"tokens. Wall time {wall:.0f} s, CPU time {settings['cpu_seconds']:.0f} s.", "", "## The table", "", results_table(rows), "",
             "## LLM.int8(): the threshold sweep", "",
             "Outlier dims: input feature dimensions of each Linear where some |x| >= threshold on the calibration "
-            "windows (inf = plain vector-wise int8; 0 = everything in float).", "",
+            "windows (the table's int8_vectorwise is threshold infinity: no dim in float).", "",
             sweep_table(sweep, fp32["perplexity"]), "",
             "Largest |input| per layer: " + ", ".join(f"{n.replace('transformer.', '')} {v:.1f}"
                                                       for n, v in outliers.items()), ""]

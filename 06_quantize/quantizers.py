@@ -168,30 +168,40 @@ def quantization_error(x, x_hat):
 def pack_bits(codes, bits):
     """Pack unsigned codes (each in [0, 2^bits)) into a flat uint8 tensor, `bits` bits per code.
 
-    Code i occupies bits [i*bits, (i+1)*bits) of the stream, least significant bit first; the last
+    Code i occupies bits [i*bits, (i+1)*bits) of the byte stream, least significant bit first; the last
     byte is padded with zeros. 4 bits: two codes per byte, the first in the low nibble; 3 bits: 8 codes
     in 3 bytes. Example: pack_bits(tensor([1, 2]), 4) -> tensor([0x21]) = tensor([33]).
+    How: 8 codes always fill exactly `bits` bytes, so each run of 8 codes becomes one integer word
+    sum_j code_j << (bits * j), which is then cut into its `bits` bytes.
     """
     check_bits(bits)
-    codes = codes.reshape(-1).to(torch.int32)
-    if len(codes) and (int(codes.min()) < 0 or int(codes.max()) >= 2 ** bits):
+    codes = codes.reshape(-1).long()
+    n = len(codes)
+    if n and (int(codes.min()) < 0 or int(codes.max()) >= 2 ** bits):
         raise ValueError(f"codes must lie in [0, {2 ** bits - 1}] to pack them in {bits} bits")
-    shifts = torch.arange(bits, device=codes.device, dtype=torch.int32)
-    stream = ((codes[:, None] >> shifts) & 1).reshape(-1)  # (n * bits,) the bits in order
-    stream = torch.cat([stream, stream.new_zeros(-len(stream) % 8)]).reshape(-1, 8)
-    return (stream << torch.arange(8, device=codes.device, dtype=torch.int32)).sum(dim=1).to(torch.uint8)
+    codes = torch.cat([codes, codes.new_zeros(-n % 8)]).reshape(-1, 8)  # (n/8, 8)
+    words = (codes << (bits * torch.arange(8, device=codes.device))).sum(dim=1)  # (n/8,) 8 * bits bits each
+    packed = (words[:, None] >> (8 * torch.arange(bits, device=codes.device))) & 255  # (n/8, bits) bytes
+    return packed.reshape(-1)[:packed_bytes(n, bits)].to(torch.uint8)
 
 
 def unpack_bits(packed, bits, n):
-    """The inverse of pack_bits: the first `n` codes, as uint8 (values in [0, 2^bits))."""
+    """The inverse of pack_bits: the first `n` codes, as uint8 (values in [0, 2^bits)).
+
+    4 bits: code 2i is the low nibble of byte i, code 2i + 1 the high one."""
     check_bits(bits)
     if bits == 8:
         return packed[:n].clone()
-    if bits == 4:  # the common case, without the bit stream: low nibble first
-        return torch.stack([packed & 15, packed >> 4], dim=1).reshape(-1)[:n]
-    stream = ((packed.to(torch.int32)[:, None] >> torch.arange(8, device=packed.device, dtype=torch.int32)) & 1)
-    stream = stream.reshape(-1)[: n * bits].reshape(n, bits)
-    return (stream << torch.arange(bits, device=packed.device, dtype=torch.int32)).sum(dim=1).to(torch.uint8)
+    packed = torch.cat([packed, packed.new_zeros(-len(packed) % bits)]).reshape(-1, bits)  # (n/8, bits) bytes
+    mask = 2 ** bits - 1
+    codes = []
+    for j in range(8):  # code j of each run of 8 starts at bit bits*j: in byte b, from bit s, maybe into b + 1
+        b, s = divmod(bits * j, 8)
+        code = packed[:, b] >> s
+        if s + bits > 8:
+            code = code | (packed[:, b + 1] << (8 - s))  # uint8 arithmetic: the bits shifted past 8 fall off
+        codes.append(code & mask)
+    return torch.stack(codes, dim=1).reshape(-1)[:n]  # (n,) uint8; all in uint8, as fast as bytes go
 
 
 def packed_bytes(n, bits):
