@@ -39,7 +39,12 @@ def inverse_hessian_cholesky(hessian, damp=0.01):
     """
     hessian = hessian.clone()
     hessian += damp * hessian.diagonal().mean() * torch.eye(hessian.size(0), device=hessian.device)
-    lower = torch.linalg.cholesky(hessian)  # H = L L^T
+    try:
+        lower = torch.linalg.cholesky(hessian)  # H = L L^T
+    except RuntimeError:  # torch.linalg.LinAlgError
+        raise ValueError(f"the Hessian ({hessian.size(0)} x {hessian.size(0)}) is not positive definite with "
+                         f"damp={damp}: give more calibration tokens than the layer's input width, or more "
+                         f"damping (GPTQ uses 0.01)") from None
     inverse = torch.cholesky_inverse(lower)  # H^-1
     return torch.linalg.cholesky(inverse, upper=True)  # H^-1 = U^T U
 

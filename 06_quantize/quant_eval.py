@@ -96,7 +96,7 @@ def plot_ppl_vs_bits(rows, fp32_ppl, path):
             ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
     ax.axhline(fp32_ppl, color="gray", linestyle="--", label=f"fp32 ({fp32_ppl:.3f})")
     ax.set(xlabel="stored bits per Linear weight (scales and zeros included)", ylabel="validation perplexity",
-           title="Weight-only quantization: perplexity vs bits", yscale="log")
+           title="Weight-only quantization: perplexity vs bits")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()

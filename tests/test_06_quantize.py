@@ -197,6 +197,14 @@ def test_hessian_and_its_inverse_cholesky():
     assert torch.allclose(U.t() @ U, torch.linalg.inv(damped), rtol=1e-3, atol=1e-5) and torch.equal(U, U.triu())
 
 
+def test_gptq_without_damping_on_too_few_inputs_says_what_to_do():
+    x, w = correlated_layer(5, n=16)  # 16 inputs of width 64: H has rank 16
+    hessian, _ = add_to_hessian(None, 0, x)
+    with pytest.raises(ValueError, match="not positive definite with damp=0.*more calibration tokens"):
+        gptq_quantize(w, hessian, 4, damp=0)
+    assert torch.isfinite(gptq_quantize(w, hessian, 4, damp=0.01)["weight"]).all()
+
+
 def test_gptq_lazy_blocks_equal_one_block():
     x, w = correlated_layer(3)
     hessian, _ = add_to_hessian(None, 0, x)
