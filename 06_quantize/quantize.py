@@ -25,7 +25,7 @@ Then chat with one: python 06_quantize/chat_quantized.py --ckpt runs/06_quantize
 """
 import copy
 import json
-import math
+import re
 import shutil
 import sys
 import time
@@ -50,7 +50,7 @@ from gptq import gptq_model  # noqa: E402  (this chapter)
 from quant_checkpoint import load_quantized_model, save_quantized  # noqa: E402
 from quant_eval import (greedy_tokens_per_second, input_absmax_per_dim, outlier_dims_per_layer,  # noqa: E402
                         perplexity, plot_error_histograms, plot_ppl_vs_bits)
-from quant_modules import Int8Linear, QuantLinear, linear_weight_bytes, swap_linears  # noqa: E402
+from quant_modules import Int8Linear, QuantLinear, linear_names, linear_weight_bytes, swap_linears  # noqa: E402
 from quantizers import check_bits, check_group_size, rtn  # noqa: E402
 
 RUNS = REPO / "runs"
@@ -78,6 +78,7 @@ PRESETS = {
 }
 INT8_METHODS = [("int8_absmax", "absmax"), ("int8_zeropoint", "zeropoint"), ("int8_rowwise", "rowwise"),
                 ("int8_vectorwise", "vectorwise"), ("llm_int8", "llm_int8")]
+STAGE_NAME = re.compile(r"fp32|bf16|int8_[a-z]+|llm_int8|(rtn|gptq)[2-8](_g\d+)?")  # the folders a run writes
 LLM_INT8_THRESHOLD = 6.0  # bitsandbytes' default, chosen for billion-parameter models
 
 
@@ -171,7 +172,6 @@ def build(stage, spec, fp32_model, calibration, settings):
 
 
 def _linears(model):
-    from quant_modules import linear_names
     return [(name, model.get_submodule(name)) for name in linear_names(model)]
 
 
@@ -262,9 +262,9 @@ def quantize_all(args, settings, out_dir, methods, source, device):
           f"{model.num_params():,} parameters, Linear inputs {widths}) on {device}")
     print(f"validation and calibration tokens: {data_dir} (calibration from the training split only)")
 
-    if out_dir.exists() and args.overwrite:  # remove the earlier run's model folders (nothing else is ours)
-        for folder in out_dir.iterdir():
-            if folder.is_dir() and (folder / "ckpt.pt").is_file():
+    if args.overwrite and (out_dir / "settings.json").is_file():  # an earlier run of this script: remove its
+        for folder in out_dir.iterdir():                            # model folders, and nothing else
+            if folder.is_dir() and STAGE_NAME.fullmatch(folder.name) and (folder / "ckpt.pt").is_file():
                 shutil.rmtree(folder)
     out_dir.mkdir(parents=True, exist_ok=True)
     cli.write_text_atomic(out_dir / "settings.json", json.dumps(

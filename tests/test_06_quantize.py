@@ -419,3 +419,12 @@ def test_chat_with_a_quantized_model_equals_greedy_generation(quantize_run, caps
     expected = model.generate_batch([prompt], 8, temperature=0, stop_tokens=[tokenizer.special_tokens[END]])[0]
     expected = expected[:-1] if expected and expected[-1] == tokenizer.special_tokens[END] else expected
     assert reply == tokenizer.decode(expected) and capsys.readouterr().out == reply + "\n"
+
+
+def test_overwrite_removes_only_the_folders_a_run_writes():
+    import quantize
+    for group in (32, 64, 128):
+        for stage, _ in quantize.method_table(group, [8, 4, 3, 2]):
+            assert quantize.STAGE_NAME.fullmatch(stage), stage
+    for foreign in ("04_sft", "05_rlhf", "ppo", "gptq4_backup", "my_int8"):
+        assert not quantize.STAGE_NAME.fullmatch(foreign)
