@@ -1,6 +1,7 @@
 """What quantization costs and saves, measured: perplexity, greedy speed, outlier dimensions, the plots.
 
     perplexity(model, data, n_batches, batch_size, context)   exp(mean next-token loss) on the val split
+    chat_perplexity(model, tokenizer, conversations)          the same on the assistant's tokens of chats
     greedy_tokens_per_second(model, prompt_ids, n_tokens)     one reply's decoding speed (KV cache)
     outlier_dims_per_layer(model, tokens, thresholds)         LLM.int8()'s outlier feature count per layer
     plot_ppl_vs_bits, plot_error_histograms                   the chapter's two PNGs
@@ -17,6 +18,7 @@ for chapter in ["01_tokenizer", "02_transformer", "03_pretrain", "04_sft"]:  # t
     if str(REPO / chapter) not in sys.path:
         sys.path.append(str(REPO / chapter))
 
+from chat_format import render_chat, to_inputs_and_targets  # noqa: E402  (chapter 04)
 from train import estimate_loss  # noqa: E402  (chapter 03)
 from quant_modules import linear_names  # noqa: E402  (this chapter)
 
@@ -28,6 +30,32 @@ def perplexity(model, data, n_batches, batch_size, context, device="cpu", precis
     get_batch = lambda split, generator: data.get_batch(split, batch_size, context, generator)
     loss = estimate_loss(model, get_batch, n_batches, device, precision, splits=("val",))["val"]
     return math.exp(loss)
+
+
+@torch.no_grad()
+def chat_perplexity(model, tokenizer, conversations, batch_size=16):
+    """exp(mean -log p(token)) over the ASSISTANT's tokens of held-out conversations (render_chat's loss
+    mask, the tokens SFT trained on): how well the chat model still predicts the reference replies.
+
+    Rows are right-padded: with causal attention, padding after a token cannot change its prediction.
+    """
+    device = next(model.parameters()).device
+    block = model.config.block_size
+    rows = [to_inputs_and_targets(*[part[-(block + 1):] for part in render_chat(c, tokenizer)]) for c in conversations]
+    total, count = 0.0, 0
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start:start + batch_size]
+        width = max(len(x) for x, _ in chunk)
+        x = torch.zeros(len(chunk), width, dtype=torch.long)
+        y = torch.full((len(chunk), width), -1, dtype=torch.long)
+        for i, (xs, ys) in enumerate(chunk):
+            x[i, :len(xs)], y[i, :len(ys)] = torch.tensor(xs), torch.tensor(ys)
+        logits, _ = model(x.to(device))  # (B, T, vocab)
+        y = y.to(device)
+        total += float(torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), ignore_index=-1,
+                                                         reduction="sum"))
+        count += int((y != -1).sum())
+    return math.exp(total / count)
 
 
 @torch.no_grad()

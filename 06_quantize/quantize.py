@@ -48,7 +48,7 @@ from grading import evaluate  # noqa: E402  (chapter 04)
 from sft_data import EVAL_MIX, world_examples  # noqa: E402  (chapter 04)
 from gptq import gptq_model  # noqa: E402  (this chapter)
 from quant_checkpoint import load_quantized_model, save_quantized  # noqa: E402
-from quant_eval import (greedy_tokens_per_second, input_absmax_per_dim, outlier_dims_per_layer,  # noqa: E402
+from quant_eval import (chat_perplexity, greedy_tokens_per_second, input_absmax_per_dim, outlier_dims_per_layer,  # noqa: E402
                         perplexity, plot_error_histograms, plot_ppl_vs_bits)
 from quant_modules import Int8Linear, QuantLinear, linear_names, linear_weight_bytes, swap_linears  # noqa: E402
 from quantizers import check_bits, check_group_size, rtn  # noqa: E402
@@ -178,10 +178,11 @@ def _linears(model):
 def measure(model, tokenizer, data, examples, settings, device):
     """Perplexity, the three task scores, greedy tokens/s of one model."""
     ppl = perplexity(model, data, settings["ppl_batches"], settings["ppl_batch_size"], settings["ppl_context"], device)
+    chat_ppl = chat_perplexity(model, tokenizer, [e["messages"] for e in examples])
     scores = evaluate(model, tokenizer, examples, settings["max_new_tokens"]) if examples else {"metrics": {}}
     prompt, _ = render_chat(examples[0]["messages"][:-1], tokenizer, add_generation_prompt=True)
     speed = greedy_tokens_per_second(model, prompt, settings["speed_tokens"])
-    return {"perplexity": ppl, "fact_accuracy": scores["metrics"].get("fact_accuracy"),
+    return {"perplexity": ppl, "chat_perplexity": chat_ppl, "fact_accuracy": scores["metrics"].get("fact_accuracy"),
             "math_accuracy": scores["metrics"].get("math_accuracy"),
             "harmful_refusal": scores["metrics"].get("harmful_refusal"), "tokens_per_s": speed}
 
@@ -299,7 +300,7 @@ def quantize_all(args, settings, out_dir, methods, source, device):
                **measure(loaded, tokenizer, data, examples, settings, device)}
         rows.append(row)
         elapsed = time.time() - start
-        print(f"[{k + 1}/{len(methods)}] {stage:<16} ppl {row['perplexity']:.3f}  "
+        print(f"[{k + 1}/{len(methods)}] {stage:<16} ppl {row['perplexity']:.4f} chat {row['chat_perplexity']:.4f}  "
               + "  ".join(f"{key.split('_')[0]} {100 * row[key]:.0f}%" for key in ("fact_accuracy", "math_accuracy",
                                                                                    "harmful_refusal") if row[key] is not None)
               + f"  {row['bits_per_weight']:.2f} bits/w  {row['tokens_per_s']:.0f} tok/s  "
@@ -370,14 +371,15 @@ def _pct(value):
 def results_table(rows):
     """The Markdown table: one row per method, ratios against fp32 measured in the same run."""
     fp32 = rows[0]
-    lines = ["| method | bits/weight | Linear weights | whole ckpt.pt | val ppl (vs fp32) | world Qs | word problems "
-             "| harmful refused | greedy tok/s (vs fp32) |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| method | bits/weight | Linear weights | whole ckpt.pt | val ppl (vs fp32) | chat ppl (vs fp32) | world Qs "
+             "| word problems | harmful refused | greedy tok/s (vs fp32) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(
             f"| {r['method']} | {r['bits_per_weight']:.2f} | {r['linear_bytes'] / 1e6:.3f} MB "
             f"({r['linear_bytes'] / fp32['linear_bytes']:.3f}x) | {r['checkpoint_bytes'] / 1e6:.2f} MB | "
-            f"{r['perplexity']:.3f} ({100 * (r['perplexity'] / fp32['perplexity'] - 1):+.1f}%) | "
+            f"{r['perplexity']:.4f} ({100 * (r['perplexity'] / fp32['perplexity'] - 1):+.2f}%) | "
+            f"{r['chat_perplexity']:.4f} ({100 * (r['chat_perplexity'] / fp32['chat_perplexity'] - 1):+.2f}%) | "
             f"{_pct(r['fact_accuracy'])} | {_pct(r['math_accuracy'])} | {_pct(r['harmful_refusal'])} | "
             f"{r['tokens_per_s']:.0f} ({r['tokens_per_s'] / fp32['tokens_per_s']:.2f}x) |")
     return "\n".join(lines)
@@ -389,7 +391,7 @@ def sweep_table(sweep, fp32_ppl):
     lines = ["| threshold | val ppl (vs fp32) | outlier dims per layer: " + ", ".join(short) + " |", "|---:|---:|---|"]
     for s in sweep:
         counts = ", ".join(str(s["outlier_dims"][n]) for n in layers)
-        lines.append(f"| {s['threshold']} | {s['perplexity']:.3f} ({100 * (s['perplexity'] / fp32_ppl - 1):+.2f}%) | "
+        lines.append(f"| {s['threshold']} | {s['perplexity']:.4f} ({100 * (s['perplexity'] / fp32_ppl - 1):+.2f}%) | "
                      f"{counts} |")
     return "\n".join(lines)
 
@@ -399,7 +401,8 @@ def write_results(out_dir, rows, sweep, outliers, plot_points, settings, source,
     widths = {n: None for n in outliers}
     text = ["# Chapter 06: quantization results", "",
             f"Model `{source}`; validation perplexity on {settings['ppl_batches']} x {settings['ppl_batch_size']} "
-            f"windows of {settings['ppl_context']} tokens of `{data_dir}/val.bin`; GPTQ calibrated on "
+            f"windows of {settings['ppl_context']} tokens of `{data_dir}/val.bin` (pretraining text); chat perplexity on "
+            f"the reference replies of the held-out prompts (assistant tokens only); GPTQ calibrated on "
             f"{settings['calib_samples']} windows of the training split; tasks: greedy replies to held-out prompts "
             f"(at most {settings['max_new_tokens']} tokens); tokens/s: one greedy reply of {settings['speed_tokens']} "
             f"tokens. Wall time {wall:.0f} s, CPU time {settings['cpu_seconds']:.0f} s.", "", "## The table", "", results_table(rows), "",

@@ -400,7 +400,8 @@ def test_quantize_script_writes_the_table_and_the_checkpoints(quantize_run):
         assert saved["stage"] == stage and END in tokenizer.special_tokens
     assert rows["rtn4"]["linear_bytes"] / rows["fp32"]["linear_bytes"] < 0.27
     assert 0.25 < rows["int8_vectorwise"]["linear_bytes"] / rows["fp32"]["linear_bytes"] <= 0.25 + 1 / 64  # + scales
-    assert rows["fp32"]["perplexity"] > 1 and all(0 < r["tokens_per_s"] for r in rows.values())
+    assert rows["fp32"]["perplexity"] > 1 and rows["fp32"]["chat_perplexity"] > 1
+    assert all(0 < r["tokens_per_s"] for r in rows.values())
     sweep = json.loads((out / "results.json").read_text())["threshold_sweep"]
     assert [s["threshold"] for s in sweep] == quantize.PRESETS["tiny"]["sweep"]
     low = sweep[-1]  # threshold 1: many dims in float, closer to fp32 than plain vector-wise int8
@@ -428,3 +429,20 @@ def test_overwrite_removes_only_the_folders_a_run_writes():
             assert quantize.STAGE_NAME.fullmatch(stage), stage
     for foreign in ("04_sft", "05_rlhf", "ppo", "gptq4_backup", "my_int8"):
         assert not quantize.STAGE_NAME.fullmatch(foreign)
+
+
+def test_chat_perplexity_is_the_assistant_tokens_loss(chat_model_run):
+    from chat_format import to_inputs_and_targets
+    from quant_eval import chat_perplexity
+    _, model, tokenizer = chat_model_run
+    conversations = [[{"role": "user", "content": "Where does Mia live?"}, {"role": "assistant", "content": "In Sherby."}],
+                     [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello, how can I help?"}]]
+    total, count = 0.0, 0
+    for conversation in conversations:  # one at a time, no padding: the definition
+        x, y = to_inputs_and_targets(*render_chat(conversation, tokenizer))
+        with torch.no_grad():
+            _, loss = model(torch.tensor([x]), torch.tensor([y]))
+        n = sum(t != -1 for t in y)
+        total, count = total + float(loss) * n, count + n
+    assert chat_perplexity(model, tokenizer, conversations, batch_size=2) == pytest.approx(math.exp(total / count),
+                                                                                          rel=1e-5)
