@@ -109,24 +109,28 @@ def _pyplot():
     return plt
 
 
-def plot_ppl_vs_bits(rows, fp32_ppl, path):
-    """Validation perplexity against stored bits per Linear weight (scales included), RTN vs GPTQ.
+def plot_ppl_vs_bits(rows, fp32, path):
+    """Two panels, validation-text perplexity and chat perplexity, against stored bits per Linear weight
+    (scales included), RTN vs GPTQ.
 
-    rows: [{"family": "RTN" | "GPTQ", "bits_per_weight": float, "perplexity": float, "label": str}]."""
+    rows: [{"family": "RTN" | "GPTQ", "bits_per_weight", "perplexity", "chat_perplexity", "label"}];
+    fp32: the fp32 row (its two perplexities are the dashed lines)."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for family, marker in (("RTN", "o"), ("GPTQ", "s")):
-        points = sorted((r["bits_per_weight"], r["perplexity"], r["label"]) for r in rows if r["family"] == family)
-        if not points:
-            continue
-        ax.plot([p[0] for p in points], [p[1] for p in points], marker=marker, label=family)
-        for x, y, label in points:
-            ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
-    ax.axhline(fp32_ppl, color="gray", linestyle="--", label=f"fp32 ({fp32_ppl:.3f})")
-    ax.set(xlabel="stored bits per Linear weight (scales and zeros included)", ylabel="validation perplexity",
-           title="Weight-only quantization: perplexity vs bits")
-    ax.grid(alpha=0.3)
-    ax.legend()
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for ax, key, title in ((axes[0], "perplexity", "validation text (chapter 03)"),
+                           (axes[1], "chat_perplexity", "chat: held-out reference replies")):
+        for family, marker in (("RTN", "o"), ("GPTQ", "s")):
+            points = sorted((r["bits_per_weight"], r[key], r["label"]) for r in rows if r["family"] == family)
+            if not points:
+                continue
+            ax.plot([p[0] for p in points], [p[1] for p in points], marker=marker, label=family)
+            for x, y, label in points:
+                ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        ax.axhline(fp32[key], color="gray", linestyle="--", label=f"fp32 ({fp32[key]:.3f})")
+        ax.set(xlabel="stored bits per Linear weight (scales and zeros included)", ylabel="perplexity", title=title)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle("Weight-only quantization: perplexity vs bits")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -311,9 +311,10 @@ def quantize_all(args, settings, out_dir, methods, source, device):
     print(f"LLM.int8 threshold sweep {settings['sweep']}: ppl " + ", ".join(f"{s['perplexity']:.3f}" for s in sweep)
           + f" ({time.time() - phase_start:.1f} s)", flush=True)
     phase_start = time.time()
-    plot_points = extra_plot_points(model, data, calibration, settings, device, n_linear)
-    print(f"extra points for the plot: " + ", ".join(f"{p['family']}{p['bits']}{'_g' if p['group_size'] else ''} "
-                                                      f"{p['perplexity']:.3f}" for p in plot_points)
+    plot_points = extra_plot_points(model, tokenizer, data, examples, calibration, settings, device, n_linear)
+    print(f"extra points for the plot (val ppl / chat ppl): " + ", ".join(
+        f"{p['family']}{p['bits']}{'_g' if p['group_size'] else ''} {p['perplexity']:.3f}/{p['chat_perplexity']:.3f}"
+        for p in plot_points)
           + f" ({time.time() - phase_start:.1f} s)", flush=True)
     wall = time.time() - start
     settings["cpu_seconds"] = time.process_time() - cpu_start  # beside the wall time: the machine may be shared
@@ -343,7 +344,7 @@ def threshold_sweep(model, data, calibration, settings, device):
 
 
 @torch.no_grad()
-def extra_plot_points(model, data, calibration, settings, device, n_linear):
+def extra_plot_points(model, tokenizer, data, examples, calibration, settings, device, n_linear):
     """Perplexity of RTN and GPTQ at the preset's extra bit widths (8, 2), per row and per group: points
     for the plot only (no checkpoint, no task evaluation)."""
     points = []
@@ -355,7 +356,9 @@ def extra_plot_points(model, data, calibration, settings, device, n_linear):
                                      calibration, settings)
                 ppl = perplexity(quantized, data, settings["ppl_batches"], settings["ppl_batch_size"],
                                  settings["ppl_context"], device)
+                chat_ppl = chat_perplexity(quantized, tokenizer, [e["messages"] for e in examples])
                 points.append({"family": family, "bits": bits, "group_size": group, "perplexity": ppl,
+                               "chat_perplexity": chat_ppl,
                                "bits_per_weight": 8 * linear_weight_bytes(quantized) / n_linear})
     return points
 
@@ -417,13 +420,13 @@ def write_results(out_dir, rows, sweep, outliers, plot_points, settings, source,
     cli.write_text_atomic(out_dir / "results.json", json.dumps(
         {"rows": rows, "threshold_sweep": sweep, "plot_points": plot_points, "settings": settings,
          "source": str(source), "data_dir": str(data_dir), "wall_seconds": wall}, indent=1, default=str) + "\n")
-    points = [{"family": r["family"], "bits_per_weight": r["bits_per_weight"], "perplexity": r["perplexity"],
-               "label": r["method"]} for r in rows if r["family"] in ("RTN", "GPTQ")]
-    points += [{"family": p["family"], "bits_per_weight": p["bits_per_weight"], "perplexity": p["perplexity"],
+    keys = ("family", "bits_per_weight", "perplexity", "chat_perplexity")
+    points = [{**{k: r[k] for k in keys}, "label": r["method"]} for r in rows if r["family"] in ("RTN", "GPTQ")]
+    points += [{**{k: p[k] for k in keys},
                 "label": f"{p['family'].lower()}{p['bits']}" + (f"_g{p['group_size']}" if p["group_size"] else "")}
                for p in plot_points]
     if points:
-        plot_ppl_vs_bits(points, fp32["perplexity"], out_dir / "ppl_vs_bits.png")
+        plot_ppl_vs_bits(points, fp32, out_dir / "ppl_vs_bits.png")
     if errors:
         plot_error_histograms(errors, out_dir / "error_hist.png", "Weight error W_hat - W per layer (4 bits, per row)")
 
