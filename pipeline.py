@@ -15,6 +15,8 @@ Every script writes its outputs under runs/<chapter>/. What reads what, by path:
                            with chapter 01's train_bpe (not runs/01_tokenizer; --tokenizer PATH for that)
                            -> runs/03_pretrain/ (tokenizer, train.bin/val.bin, ckpt.pt)
     04 sft.py              reads runs/03_pretrain/ckpt.pt and the tokenizer it names -> runs/04_sft/
+    06 quantize.py         reads chapter 05's best policy if 05 has run (runs/05_rlhf/best|ppo|grpo|dpo/ckpt.pt),
+                           else runs/04_sft/ckpt.pt, and chapter 03's train.bin/val.bin -> runs/06_quantize/
 The pipeline stops with a message at the first chapter not built yet. Run again after a finished run, a
 chapter refuses to replace its outputs and the pipeline says how to go on: --overwrite redoes the
 chapters (passed to every script that has the flag), --start N goes on from chapter N.

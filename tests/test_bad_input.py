@@ -608,3 +608,65 @@ def test_benchmarks_bad_input_is_one_line(tmp_path, capsys, main, argv, message)
     code, err = run_script(main, argv, capsys)
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1 and lines[0].startswith(message.replace("ROOT", str(tmp_path))), lines
+# ---- chapter 06: quantize.py and chat_quantized.py
+
+import chat_quantized  # noqa: E402
+import quantize  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def quantize_inputs(tmp_path_factory):
+    """A tiny chat checkpoint (random weights, Linear widths 32 and 128) with its tokenizer and token files."""
+    import numpy as np
+    import torch
+
+    import bpe
+    import checkpoint
+    from chat_format import add_chat_tokens
+    from dataset import write_tokens
+    from gpt import GPT, GPTConfig
+
+    root = tmp_path_factory.mktemp("quantize_bad")
+    text = "Mia lives in Sherby. Sam has a red lamp. " * 200
+    tokenizer = add_chat_tokens(bpe.train_bpe(text, 270, special_tokens=["<|endoftext|>"]))
+    tokenizer.save(root / "tokenizer")
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, block_size=64, n_layer=1, n_head=2, n_embd=32))
+    checkpoint.save_checkpoint(root / "ckpt.pt", {"model": model.state_dict(), "tokenizer": str(root / "tokenizer"),
+                                                  "model_config": checkpoint.model_config_dict(model)})
+    ids = np.array(tokenizer.encode_ordinary(text))
+    write_tokens(ids, root / "data" / "train.bin", tokenizer.vocab_size)
+    write_tokens(ids, root / "data" / "val.bin", tokenizer.vocab_size)
+    torch.save({"weights": torch.zeros(3), "step": 1}, root / "not_a_model.pt")
+    (root / "earlier_run").mkdir()
+    (root / "earlier_run" / "settings.json").write_text("{}")
+    return root
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--bits", "9"], "error: --bits 9: bits=9: choose an integer from 2 to 8"),
+    (["--bits", "1,4"], "error: --bits 1,4: bits=1: choose an integer from 2 to 8"),
+    (["--bits", "four"], "error: --bits 'four': give integers from 2 to 8"),
+    (["--group-size", "48"], "error: group size 48 does not divide the width 32: choose a divisor of 32 such as [32]"),
+    (["--group-size", "0"], "error: argument --group-size: '0' must be at least 1"),
+    (["--ckpt", "ROOT/not_a_model.pt"], "error: ROOT/not_a_model.pt is not a model checkpoint"),
+    (["--ckpt", "ROOT/missing.pt"], "error: --ckpt ROOT/missing.pt: no such file"),
+    (["--out-dir", "ROOT/earlier_run"], "error: ROOT/earlier_run already holds a run (settings.json): pass --overwrite"),
+    (["--methods", "gptq5"], "error: --methods 'gptq5': unknown ['gptq5']"),
+])
+def test_quantize_bad_input_is_one_line(quantize_inputs, capsys, argv, message):
+    root = quantize_inputs
+    defaults = {"--ckpt": str(root / "ckpt.pt"), "--data-dir": str(root / "data"), "--out-dir": str(root / "new_run")}
+    argv = [a.replace("ROOT", str(root)) for a in argv]
+    for flag, value in defaults.items():
+        if flag not in argv:
+            argv += [flag, value]
+    code, err = run_script(quantize.main, argv + ["--device", "cpu"], capsys)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith(message.replace("ROOT", str(root))), lines
+    assert not (root / "new_run").exists()  # nothing written before the input was checked
+
+
+def test_chat_quantized_without_a_model_says_what_to_run(tmp_path, capsys):
+    code, err = run_script(chat_quantized.main, ["--ckpt", str(tmp_path / "missing.pt"), "--prompt", "hi"], capsys)
+    assert code == 2 and "python 06_quantize/quantize.py --preset tiny" in err and len(err.strip().splitlines()) == 1

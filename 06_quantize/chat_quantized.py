@@ -1,0 +1,58 @@
+"""Talk to a quantized chat model: chapter 04's REPL (ChatSession, streaming through the KV cache) on a
+checkpoint written by quantize.py.
+
+    python 06_quantize/chat_quantized.py                                  # runs/06_quantize/gptq4/ckpt.pt
+    python 06_quantize/chat_quantized.py --ckpt runs/06_quantize/llm_int8/ckpt.pt
+    python 06_quantize/chat_quantized.py --prompt "What is the capital of Hihodand?" --temp 0   # one reply
+
+Commands in the REPL: /reset, /temp X, /quit (see 04_sft/chat.py). Any full-precision chat checkpoint
+(chapter 04 or 05) loads too, so the same question can be put to the model before and after quantization.
+"""
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+for chapter in ["01_tokenizer", "02_transformer", "03_pretrain", "04_sft"]:  # the earlier chapters this file builds on
+    if str(REPO / chapter) not in sys.path:
+        sys.path.append(str(REPO / chapter))
+
+import cli  # noqa: E402  (chapter 01)
+from chat import ChatSession, repl  # noqa: E402  (chapter 04: the REPL)
+from chat_format import END  # noqa: E402  (chapter 04)
+from hardware import pick_device  # noqa: E402  (chapter 03)
+from quant_checkpoint import load_quantized_model  # noqa: E402  (this chapter)
+
+DEFAULT_CKPT = REPO / "runs" / "06_quantize" / "gptq4" / "ckpt.pt"
+
+
+def main(argv=None):
+    parser = cli.ArgumentParser(description=__doc__, formatter_class=cli.argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ckpt", default=str(DEFAULT_CKPT), help=f"a quantized chat model (default: {DEFAULT_CKPT})")
+    parser.add_argument("--prompt", help="answer this one message and exit (no REPL)")
+    parser.add_argument("--system", help="a system message that opens the conversation")
+    parser.add_argument("--temp", type=cli.non_negative_float, default=0.7, help="temperature, 0 = greedy (default 0.7)")
+    parser.add_argument("--top-k", type=cli.positive_int, default=50, help="sample among the k likeliest (default 50)")
+    parser.add_argument("--max-new-tokens", type=cli.positive_int, default=128, help="longest reply (default 128)")
+    parser.add_argument("--seed", type=cli.non_negative_int, default=None, help="make sampling repeatable")
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda or mps")
+    args = parser.parse_args(argv)
+
+    path = Path(args.ckpt)
+    if not path.is_file():
+        raise FileNotFoundError(f"no quantized model at {path}: make them with  python 06_quantize/quantize.py "
+                                f"--preset tiny  (or pass --ckpt PATH)")
+    model, tokenizer, checkpoint = load_quantized_model(path, pick_device(args.device))
+    if END not in tokenizer.special_tokens:
+        raise ValueError(f"{path} is not a chat model (its tokenizer has no {END} token)")
+    print(f"[{checkpoint.get('stage', 'float')} model from {checkpoint.get('source') or path}]", file=sys.stderr)
+    session = ChatSession(model, tokenizer, args.temp, args.top_k, args.max_new_tokens, args.seed, args.system,
+                          notify=lambda message: print(message, file=sys.stderr))
+    if args.prompt is not None:
+        reply, _ = session.respond(args.prompt, on_text=lambda piece: print(piece, end="", flush=True))
+        print()
+        return reply
+    repl(session)
+
+
+if __name__ == "__main__":
+    cli.run(main)
