@@ -15,6 +15,7 @@ Every script writes its outputs under runs/<chapter>/. What reads what, by path:
                            with chapter 01's train_bpe (not runs/01_tokenizer; --tokenizer PATH for that)
                            -> runs/03_pretrain/ (tokenizer, train.bin/val.bin, ckpt.pt)
     04 sft.py              reads runs/03_pretrain/ckpt.pt and the tokenizer it names -> runs/04_sft/
+    07 evaluate.py         reads every runs/*/**/ckpt.pt -> runs/07_eval/ (report.md, report.png, ...)
 The pipeline stops with a message at the first chapter not built yet.
 """
 import argparse
@@ -68,6 +69,10 @@ def main():
     for chapter, seconds in timings:
         print(f"  {chapter:<16} {seconds:7.1f} s")
     print(f"  outputs are under {REPO / 'runs'}")
+    report = REPO / "runs" / "07_eval" / "report.md"
+    if timings and timings[-1][0] == "07_eval" and report.exists():  # the pipeline ends with the evaluation's table
+        table = report.read_text(encoding="utf-8").split("## Every model on every task\n\n")[-1].split("\n\n")[0]
+        print(f"\n== the report: {report}\n{table}")
 
 
 if __name__ == "__main__":
