@@ -16,6 +16,7 @@ it (a prompt is shorter than 13 words of decontamination.words, so the check loo
 The expected values of the hidden tests come from the family's plain Python function (`compute`), not
 from running the reference solution, so generating tasks never executes code given as text.
 """
+import functools
 import random
 from dataclasses import dataclass
 
@@ -96,6 +97,28 @@ def code_task(family, parameter, wording=0):
     rng = random.Random(key)
     tests = tuple(f"assert {name}({x!r}) == {compute(parameter, x)!r}" for x in inputs(rng, parameter))
     return CodeTask(prompt, signature + f"    {body}\n", tests, name, key, split_of(key))
+
+
+def code_document(rng):
+    """A pretraining document: 2-4 TRAINING tasks written out in full (signature, docstring, body) with
+    one of their tests each, so a base model has seen Python functions before it is asked for one.
+
+    >>> doc = code_document(random.Random(1))
+    >>> doc.startswith('def count_coins(items):'), doc.count('def '), doc.count('assert ')
+    (True, 2, 2)
+    """
+    tasks = _training_tasks()
+    parts = []
+    for task in rng.sample(tasks, rng.randint(2, 4)):
+        body = task.solution.split("\n", 1)[1]
+        parts.append(task.prompt + body + "\n" + rng.choice(task.tests))
+    return "\n\n".join(parts)
+
+
+@functools.lru_cache(maxsize=1)
+def _training_tasks():
+    return [code_task(family, parameter, wording) for family, spec in _FAMILIES.items() for parameter in spec[-1]
+            for wording in (0, 1) if split_of(f"code:{family}|{parameter}") == "train"]
 
 
 def code_tasks(split="train", seed=0):
