@@ -103,9 +103,9 @@ def harmful_items(w, n):
     return items
 
 
-def math_shots(w, style, k=2):
+def math_shots(w, style, k):
     """k worked exemplars from the TRAINING split: (question, solution in `style`) pairs, one step each
-    (short, so that the prompt fits the tiny model's 256-token context)."""
+    (short: one exemplar, a question and a 72-token reply fill the tiny model's 256-token context)."""
     rng = random.Random(f"shots:{style}")
     problems = [world.word_problem(w, rng, n_steps=1, digits=1, split="train") for _ in range(k)]
     return [(p.question, world.solution(p, style)) for p in problems]
@@ -179,14 +179,14 @@ def run_multiple_choice(lm, items, settings, w):
     return records
 
 
-def math_prompt(lm, question, w):
-    """The model's natural way to be asked: a chat model zero-shot (as in training), a base model with two
+def math_prompt(lm, question, w, shots):
+    """The model's natural way to be asked: a chat model zero-shot (as in training), a base model with
     worked exemplars (it has never seen a question left without its answer format)."""
-    return Prompt(question) if lm.chat else Prompt(question, math_shots(w, "steps"))
+    return Prompt(question) if lm.chat else Prompt(question, math_shots(w, "steps", shots))
 
 
 def run_math(lm, items, settings, w):
-    replies = lm.generate([lm.prompt_ids(math_prompt(lm, i["question"], w)) for i in items],
+    replies = lm.generate([lm.prompt_ids(math_prompt(lm, i["question"], w, settings["shots"])) for i in items],
                           settings["max_new_tokens"]["math"])
     return [{**item, "reply": reply, "strict": strict_answer(reply), "flexible": flexible_answer(reply),
              "score": {"strict": int(strict_answer(reply) == item["gold"]),
@@ -197,13 +197,13 @@ def run_math(lm, items, settings, w):
 COT_PROMPTS = ("few-shot direct", "few-shot CoT", "zero-shot CoT", "self-consistency")
 
 
-def cot_prompt(how, question, w):
-    """The Prompt of one way of asking (Wei et al. 2022: exemplars with or without the steps; Kojima et
-    al. 2022: no exemplars, the reply starts with "Let's think step by step.")."""
+def cot_prompt(how, question, w, shots):
+    """The Prompt of one way of asking (Wei et al. 2022: `shots` exemplars with or without the steps;
+    Kojima et al. 2022: no exemplars, the reply starts with "Let's think step by step.")."""
     if how == "few-shot direct":
-        return Prompt(question, math_shots(w, "direct"))
+        return Prompt(question, math_shots(w, "direct", shots))
     if how in ("few-shot CoT", "self-consistency"):
-        return Prompt(question, math_shots(w, "steps"))
+        return Prompt(question, math_shots(w, "steps", shots))
     return Prompt(question, reply_start=ZERO_SHOT_COT)
 
 
@@ -214,12 +214,14 @@ def run_chain_of_thought(lm, items, settings, w):
     budget = settings["max_new_tokens"]["math"]
     records = [{**item, "replies": {}, "answers": {}, "score": {}} for item in items]
     for how in COT_PROMPTS[:3]:
-        replies = lm.generate([lm.prompt_ids(cot_prompt(how, i["question"], w)) for i in items], budget)
+        replies = lm.generate([lm.prompt_ids(cot_prompt(how, i["question"], w, settings["shots"])) for i in items],
+                              budget)
         for record, reply in zip(records, replies):
             record["replies"][how], record["answers"][how] = reply, flexible_answer(reply)
             record["score"][how] = int(flexible_answer(reply) == record["gold"])
     k = settings["self_consistency"]
-    prompts = [lm.prompt_ids(cot_prompt("self-consistency", i["question"], w)) for i in items for _ in range(k)]
+    prompts = [lm.prompt_ids(cot_prompt("self-consistency", i["question"], w, settings["shots"]))
+               for i in items for _ in range(k)]
     samples = lm.generate(prompts, budget, temperature=0.7, seed=settings["seed"])
     for n, record in enumerate(records):
         chains = samples[n * k:(n + 1) * k]

@@ -46,16 +46,18 @@ DEFAULT_OUT_DIR = REPO / "runs" / "07_eval"
 
 PRESETS = {
     # A CPU in a few minutes: enough items that a 10-point difference is more than noise (about +-6 points
-    # for 60 items at 50%), few enough to fit the budget. One thread: the tiny model's matrices are small,
-    # and on a busy 2-core machine two threads fight (measured: 10x slower generation).
+    # for 60 items at 50%), few enough to fit the budget. One exemplar in k-shot prompts: a worked problem
+    # is ~70 tokens and the context 256. One thread: the tiny model's matrices are small, and on a busy
+    # 2-core machine two threads fight (measured: generation 10x slower with two).
     "tiny": dict(items={"perplexity": 40, "multiple_choice": 60, "math": 60, "chain_of_thought": 30, "code": 15,
                         "describe": 20, "harmful": 32, "honesty": 40},
-                 code_samples=10, pass_k=[1, 10], self_consistency=5, batch_size=64, threads=1, seed=0,
+                 shots=1, code_samples=10, pass_k=[1, 10], self_consistency=5, batch_size=64, threads=1, seed=0,
                  max_new_tokens={"letter": 4, "math": 72, "describe": 80, "harmful": 40, "honesty": 32, "code": 40}),
     # GPT-2 small on a GPU: every held-out code task with 100 samples (pass@100), hundreds of items per task.
     "gpt2": dict(items={"perplexity": 400, "multiple_choice": 500, "math": 500, "chain_of_thought": 300,
                         "code": 1000, "describe": 200, "harmful": 200, "honesty": 300},
-                 code_samples=100, pass_k=[1, 10, 100], self_consistency=20, batch_size=256, threads=None, seed=0,
+                 shots=4, code_samples=100, pass_k=[1, 10, 100], self_consistency=20, batch_size=256, threads=None,
+                 seed=0,
                  max_new_tokens={"letter": 4, "math": 160, "describe": 160, "harmful": 80, "honesty": 64, "code": 96}),
 }
 
@@ -131,8 +133,9 @@ def find_models(runs_dir, extra=(), out_dir=None):
         if stage in NOT_LANGUAGE_MODELS:
             skipped.append(f"{path}: a {stage} checkpoint scores text, it does not write it (not evaluated)")
             continue
+        # chapter 06's checkpoints hold quantized tensors that only its own loader can read
         metadata["plain_weights"] = "model" in metadata and "model_config" in metadata and \
-            not metadata.get("quantization")
+            not metadata.get("quantization") and "06_quantize" not in path.parts
         metadata.pop("model", None)
         metadata.pop("optimizer", None)
         models.append([stage, path, stage, metadata])
