@@ -130,7 +130,7 @@ def find_models(runs_dir, extra=(), out_dir=None):
         metadata = read_checkpoint(path)
         relative = path.parent.relative_to(runs_dir) if path.is_relative_to(runs_dir) else path.parent
         stage = metadata.get("stage") or STAGE_FROM_FOLDER.get(str(relative), "?")
-        if stage in NOT_LANGUAGE_MODELS:
+        if stage in NOT_LANGUAGE_MODELS or path.parent.name in NOT_LANGUAGE_MODELS:
             skipped.append(f"{path}: a {stage} checkpoint scores text, it does not write it (not evaluated)")
             continue
         # chapter 06's checkpoints hold quantized tensors that only its own loader can read
@@ -419,7 +419,12 @@ def main(argv=None):
     results, timings = [], {}
     for label, path, stage, metadata in models:
         print(f"\n== {label} ({path})", flush=True)
-        lm = load_language_model(label, path, stage, metadata, device, settings)
+        try:
+            lm = load_language_model(label, path, stage, metadata, device, settings)
+        except (ValueError, RuntimeError, KeyError, OSError) as error:  # one odd checkpoint does not stop the report
+            skipped.append(f"{path}: could not be loaded as a language model ({cli.one_line(error)})")
+            print(f"  skipped: {skipped[-1]}")
+            continue
         result = {"label": label, "stage": stage, "path": str(path), "summary": {}, "records": {}}
         timings[label] = {}
         for task in tasks:

@@ -307,6 +307,9 @@ def tiny_runs(tmp_path_factory, chat_lm):
     checkpoint.save_checkpoint(runs / "04_sft" / "ckpt.pt", {
         "model": model.state_dict(), "model_config": checkpoint.model_config_dict(model),
         "tokenizer": str(runs / "04_sft" / "tokenizer"), "step": 0, "settings": {"seed": 1337}})
+    checkpoint.save_checkpoint(runs / "05_rlhf" / "reward_model" / "ckpt.pt", {"stage": "reward", "model": {}})
+    checkpoint.save_checkpoint(runs / "05_rlhf" / "odd" / "ckpt.pt", {"stage": "ppo", "model": {"x": torch.zeros(1)},
+                                                                      "model_config": {"n_layer": 1}})
     return runs
 
 
@@ -322,6 +325,7 @@ def test_report_end_to_end_on_a_tiny_model(tiny_runs, tmp_path, monkeypatch):
     assert [r["stage"] for r in results] == ["sft"]
     report = (out / "report.md").read_text()
     assert "| sft |" in report and "chapter 05_rlhf makes it" in report and "pass@3" in report
+    assert "reward checkpoint scores text" in report and "odd/ckpt.pt: could not be loaded" in report
     assert (out / "report.png").stat().st_size > 1000
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["models"][0]["summary"]) == {"perplexity", "multiple_choice", "math", "chain_of_thought",
