@@ -46,13 +46,13 @@ def direct_rows(settings, tokenizer, block_size):
     return SFTBatches(rows, settings["batch_size"])
 
 
-def train_direct_sft(sft_ckpt, out_dir, device=None, base_ckpt=None, log=print):
+def train_direct_sft(sft_ckpt, out_dir, device=None, base_ckpt=None, log=print, settings=None):
     """Train the direct-answer control next to the SFT checkpoint `sft_ckpt` -> the path of its ckpt.pt.
 
-    The base model is the one the SFT run started from (or base_ckpt); every setting is the SFT run's."""
+    The base model is the one the SFT run started from (or base_ckpt); every setting is the SFT run's
+    (or `settings`, sft.py's resolved settings, to train it before or beside the SFT run)."""
     start = time.time()
-    sft_checkpoint = read_checkpoint(sft_ckpt)
-    settings = dict(sft_checkpoint.get("settings") or {})
+    settings = dict(settings or read_checkpoint(sft_ckpt).get("settings") or {})
     if "steps" not in settings:
         raise ValueError(f"{sft_ckpt} has no SFT settings: it is not a chapter 04 checkpoint")
     base_path = base_ckpt or settings["base"]
