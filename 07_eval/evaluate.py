@@ -69,9 +69,10 @@ EXPECTED = [("base", "03_pretrain", "python 03_pretrain/pretrain.py"), ("sft", "
 NOT_LANGUAGE_MODELS = {"reward", "reward_model"}  # checkpoints that score text rather than write it
 STAGE_FROM_FOLDER = {"03_pretrain": "base", "04_sft": "sft"}  # checkpoints written before stages were recorded
 # Chapter 06's quantized checkpoints need chapter 06's loader: (folder, module, function), called as
-#     model, tokenizer, checkpoint = load_quantized(ckpt_path, device)
-# returning a model with chapter 02's GPT interface (forward, hidden, lm_head, config).
-QUANTIZED_LOADER = ("06_quantize", "quantized_model", "load_quantized")
+#     model, tokenizer, checkpoint = load_quantized_model(ckpt_path, device)
+# returning chapter 02's GPT with its quantized modules swapped in (forward, hidden, lm_head, config).
+# Imported only when a checkpoint needs it (a later chapter may import earlier ones, never the reverse).
+QUANTIZED_LOADER = ("06_quantize", "quant_checkpoint", "load_quantized_model")
 
 # The main table: (column, task, summary key, scale to percent or None, chance level in %, lower is better)
 COLUMNS = [("bits/byte", "perplexity", "bits_per_byte", None, None, True),
