@@ -136,7 +136,8 @@ class LanguageModel:
     # ---- call 2: generation
 
     def generate(self, prompts, max_new_tokens, temperature=0.0, seed=None):
-        """The reply to each prompt (token ids) as text, cut at the model's stop -> list of str.
+        """The reply to each prompt (token ids) as text, cut at the model's stop, trailing space removed
+        -> list of str. (A base model's quiz reply starts with the space after "A:".)
 
         temperature 0: greedy; otherwise sampled with the seed (each batch of rows gets seed + its
         index, so a run is repeatable). Prompts keep their last block_size - max_new_tokens tokens.
@@ -159,5 +160,5 @@ class LanguageModel:
                 text = self.tokenizer.decode(tokens)
                 for stop in stop_strings or []:
                     text = text.split(stop)[0]
-                replies.append(text.strip())
+                replies.append(text.rstrip())  # leading spaces stay: a base model's code body is indented
         return replies
