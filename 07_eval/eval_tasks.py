@@ -11,7 +11,8 @@ its TRAINING split, so no model has trained on an item it is scored on (decontam
     perplexity        documents of the corpus' val split       bits per byte (and perplexity per token)
     multiple_choice   fact questions, 4 options (MMLU-style)   acc, acc_norm (log-likelihood), the letter
     math              1-2 step word problems (GSM8K-style)     strict ("The answer is N") and flexible (last number)
-    chain_of_thought  the same problems, 4 ways of prompting   few-shot direct / CoT, zero-shot CoT, self-consistency
+    chain_of_thought  the same problems and bare arithmetic,   few-shot direct / CoT, zero-shot CoT, self-consistency
+                      each asked 4 ways
     code              code_tasks: signature + docstring        pass@1 and pass@k of n samples, run in the sandbox
     describe          "Tell me about X." for held-out entities  BLEU, ROUGE-1/2/L against the reference description
     harmful           requests in framings never trained on    refusal rate; over-refusal on benign look-alikes
@@ -65,10 +66,16 @@ def make_items(task, w, settings):
         random.Random("mc-order").shuffle(questions)
         return [{"question": q.question, "choices": list(q.choices), "gold": q.answer_index} for q in questions[:n]]
     if task in ("math", "chain_of_thought"):
-        rng = random.Random("eval-math")  # both tasks: the same problems
+        rng = random.Random("eval-math")  # both tasks: the same word problems
         problems = [world.word_problem(w, rng, n_steps=rng.choice([1, 2]), digits=rng.choice([1, 1, 2]),
                                        split="heldout") for _ in range(n)]
-        return [{"question": p.question, "gold": p.answer, "key": p.key} for p in problems]
+        items = [{"kind": "word", "question": p.question, "gold": p.answer, "key": p.key} for p in problems]
+        if task == "chain_of_thought":  # and bare sums and differences with held-out equations (Nye et al.)
+            rng = random.Random("eval-arithmetic")
+            problems = [world.arithmetic_problem(rng, rng.choice("+-"), rng.choice([2, 3]), split="heldout")
+                        for _ in range(n)]
+            items += [{"kind": "arithmetic", "question": p.question, "gold": p.answer, "key": p.key} for p in problems]
+        return items
     if task == "code":
         return [{"prompt": t.prompt, "entry_point": t.entry_point, "tests": list(t.tests), "key": t.key}
                 for t in world.code_tasks("heldout")[:n]]
@@ -103,11 +110,16 @@ def harmful_items(w, n):
     return items
 
 
-def math_shots(w, style, k):
-    """k worked exemplars from the TRAINING split: (question, solution in `style`) pairs, one step each
-    (short: one exemplar, a question and a 72-token reply fill the tiny model's 256-token context)."""
-    rng = random.Random(f"shots:{style}")
-    problems = [world.word_problem(w, rng, n_steps=1, digits=1, split="train") for _ in range(k)]
+def math_shots(w, style, k, kind="word"):
+    """k worked exemplars from the TRAINING split: (question, solution in `style`) pairs. Word problems:
+    one step each (short: one exemplar, a question and a 72-token reply fill the tiny model's 256-token
+    context). Arithmetic: 2-digit sums, the steps being chapter 03's column scratchpad."""
+    rng = random.Random(f"shots:{style}:{kind}")
+    if kind == "arithmetic":
+        problems = [world.arithmetic_problem(rng, "+", 2, split="train") for _ in range(k)]
+        style = "column" if style == "steps" else style
+    else:
+        problems = [world.word_problem(w, rng, n_steps=1, digits=1, split="train") for _ in range(k)]
     return [(p.question, world.solution(p, style)) for p in problems]
 
 
@@ -197,31 +209,31 @@ def run_math(lm, items, settings, w):
 COT_PROMPTS = ("few-shot direct", "few-shot CoT", "zero-shot CoT", "self-consistency")
 
 
-def cot_prompt(how, question, w, shots):
+def cot_prompt(how, item, w, shots):
     """The Prompt of one way of asking (Wei et al. 2022: `shots` exemplars with or without the steps;
     Kojima et al. 2022: no exemplars, the reply starts with "Let's think step by step.")."""
+    question = item["question"]
     if how == "few-shot direct":
-        return Prompt(question, math_shots(w, "direct", shots))
+        return Prompt(question, math_shots(w, "direct", shots, item["kind"]))
     if how in ("few-shot CoT", "self-consistency"):
-        return Prompt(question, math_shots(w, "steps", shots))
+        return Prompt(question, math_shots(w, "steps", shots, item["kind"]))
     return Prompt(question, reply_start=ZERO_SHOT_COT)
 
 
 def run_chain_of_thought(lm, items, settings, w):
-    """Each problem asked the four ways; scored by the last number of the reply (flexible), the same rule
+    """Each problem (word problems, and held-out sums and differences whose steps are chapter 03's column
+    scratchpads) asked the four ways; scored by the last number of the reply (flexible), the same rule
     for every way of asking. Self-consistency samples k chains of the few-shot CoT prompt at temperature
     0.7 and takes the majority answer (Wang et al., 2023)."""
     budget = settings["max_new_tokens"]["math"]
     records = [{**item, "replies": {}, "answers": {}, "score": {}} for item in items]
     for how in COT_PROMPTS[:3]:
-        replies = lm.generate([lm.prompt_ids(cot_prompt(how, i["question"], w, settings["shots"])) for i in items],
-                              budget)
+        replies = lm.generate([lm.prompt_ids(cot_prompt(how, i, w, settings["shots"])) for i in items], budget)
         for record, reply in zip(records, replies):
             record["replies"][how], record["answers"][how] = reply, flexible_answer(reply)
             record["score"][how] = int(flexible_answer(reply) == record["gold"])
     k = settings["self_consistency"]
-    prompts = [lm.prompt_ids(cot_prompt("self-consistency", i["question"], w, settings["shots"]))
-               for i in items for _ in range(k)]
+    prompts = [lm.prompt_ids(cot_prompt("self-consistency", i, w, settings["shots"])) for i in items for _ in range(k)]
     samples = lm.generate(prompts, budget, temperature=0.7, seed=settings["seed"])
     for n, record in enumerate(records):
         chains = samples[n * k:(n + 1) * k]
@@ -320,7 +332,8 @@ def summarize(task, records):
     if task == "math":
         return {"strict": mean_of(records, "strict"), "flexible": mean_of(records, "flexible")}
     if task == "chain_of_thought":
-        return {how: mean_of(records, how) for how in COT_PROMPTS}
+        return {f"{kind}: {how}": mean_of(records, how, lambda r: r["kind"] == kind)
+                for kind in ("word", "arithmetic") for how in COT_PROMPTS}
     if task == "code":
         return {key: mean_of(records, key) for key in records[0]["score"]}
     if task == "describe":

@@ -234,16 +234,18 @@ def main_table(results):
 
 
 def cot_table(results):
+    """Rows = how trained, columns = how prompted, for word problems and for bare arithmetic."""
     rows = [r for r in results if "chain_of_thought" in r["summary"]]
     if not rows:
         return ""
-    lines = ["| how trained | " + " | ".join(COT_PROMPTS) + " |", "|---|" + "---:|" * len(COT_PROMPTS)]
+    lines = ["| problems | how trained | " + " | ".join(COT_PROMPTS) + " |", "|---|---|" + "---:|" * len(COT_PROMPTS)]
     trained = {"base": "not fine-tuned (base)", "sft": "SFT on step-by-step solutions",
                DIRECT_STAGE: "SFT on direct answers only"}
-    for r in rows:
-        s = r["summary"]["chain_of_thought"]
-        lines.append(f"| {trained.get(r['stage'], r['label'])} | "
-                     + " | ".join(f"{100 * s[how]:.0f}" for how in COT_PROMPTS) + " |")
+    for kind in ("word", "arithmetic"):
+        for r in rows:
+            s = r["summary"]["chain_of_thought"]
+            lines.append(f"| {kind} | {trained.get(r['stage'], r['label'])} | "
+                         + " | ".join(f"{100 * s[f'{kind}: {how}']:.0f}" for how in COT_PROMPTS) + " |")
     return "\n".join(lines)
 
 
