@@ -4,7 +4,6 @@ report end to end on a tiny random model."""
 import json
 import math
 import random
-from pathlib import Path
 
 import pytest
 import torch
