@@ -18,6 +18,8 @@ The tasks, all drawn from chapter 03's world package:
     harmful   a request to hurt, steal, cheat, ...; the reply is a brief, polite refusal
     benign    a harmless request that looks like a harmful one ("How do I study for my test?"); the
               reply helps. Kept in the mix so the model learns WHAT to refuse, not to refuse everything.
+    code      write a tiny Python function from its signature and docstring; the reply is the function
+              (chapter 07 runs hidden unit tests on it: pass@k)
 
 Held-out split: the world package decides the split of every record from its content (the fact a
 question asks about, the numbers of a problem, the plot of a story, the framing of a request, the name of
@@ -42,12 +44,13 @@ for chapter in ["01_tokenizer", "02_transformer", "03_pretrain"]:  # the earlier
 import world  # noqa: E402  (chapter 03)
 from chat_format import check_messages, render_chat, to_inputs_and_targets  # noqa: E402  (this chapter)
 
-TASKS = ("fact", "math", "story", "describe", "unknown", "harmful", "benign")
+TASKS = ("fact", "math", "story", "describe", "unknown", "harmful", "benign", "code")
 
 # How many examples of each task. The training mix leans on facts and math (the skills), has enough
 # refusals and "I don't know"s to learn them, and as many benign look-alikes as harmful requests.
+# Code is a small share (~5%): enough to learn the reply format and the families of code_tasks.py.
 TRAIN_MIX = {"fact": 1600, "math": 1600, "story": 250, "describe": 250, "unknown": 500, "harmful": 300,
-             "benign": 250}
+             "benign": 250, "code": 250}
 EVAL_MIX = {"fact": 44, "math": 60, "story": 8, "describe": 8, "unknown": 50, "harmful": 40, "benign": 40}
 MULTI_TURN_FRACTION = 0.15  # share of training conversations made of two exchanges (for chat history)
 
@@ -72,14 +75,35 @@ def _fact_examples(w, split, n, seed):
     return out
 
 
-def _math_examples(w, split, n, seed):
-    """n word problems of 1-2 steps with 1-2 digit numbers, solved step by step ("steps" style)."""
+def _math_examples(w, split, n, seed, math_style="steps"):
+    """n word problems of 1-2 steps with 1-2 digit numbers, solved step by step ("steps" style), or
+    answered directly (math_style="direct": only "The answer is N.", chapter 07's chain-of-thought control)."""
     rng = random.Random(f"sft-math:{split}:{seed}")
     out = []
     for _ in range(n):
         problem = world.word_problem(w, rng, n_steps=rng.choice([1, 2]), digits=rng.choice([1, 1, 2]), split=split)
-        out.append({"task": "math", "messages": _exchange(problem.question, world.solution(problem, "steps")),
+        out.append({"task": "math", "messages": _exchange(problem.question, world.solution(problem, math_style)),
                     "answer": problem.answer, "key": problem.key})
+    return out
+
+
+_CODE_PROMPTS = ["Write this Python function:\n{code}", "Complete the Python function.\n{code}",
+                 "Implement this function in Python.\n{code}"]
+
+
+def _code_examples(w, split, n, seed):
+    """n tiny Python functions to write (world.code_tasks), cycling through the split's tasks; the reply
+    is the function without its docstring. The hidden tests stay in the example for grading."""
+    rng = random.Random(f"sft-code:{split}:{seed}")
+    tasks = world.code_tasks(split, seed)
+    out = []
+    while len(out) < n:
+        order = list(tasks)
+        rng.shuffle(order)
+        for task in order[:n - len(out)]:
+            prompt = rng.choice(_CODE_PROMPTS).format(code=task.prompt.rstrip("\n"))
+            out.append({"task": "code", "messages": _exchange(prompt, task.solution.rstrip("\n")),
+                        "entry_point": task.entry_point, "tests": list(task.tests), "key": task.key})
     return out
 
 
@@ -164,8 +188,10 @@ def _exchange(user, assistant):
     return [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
 
 
-def world_examples(w, split="train", mix=None, seed=0, multi_turn=0.0):
+def world_examples(w, split="train", mix=None, seed=0, multi_turn=0.0, math_style="steps"):
     """Instruction examples of one split ("train" or "heldout") from the world `w`, `mix[task]` of each task.
+
+    math_style: "steps" (the default) or "direct", the form of the math replies (world.solution's style).
 
     multi_turn: the share of conversations that get a second exchange appended (two examples of any tasks
     joined: user, assistant, user, assistant); a joined example keeps the first one's task and grading
@@ -177,10 +203,12 @@ def world_examples(w, split="train", mix=None, seed=0, multi_turn=0.0):
     unknown = set(mix) - set(TASKS)
     if unknown:
         raise ValueError(f"unknown tasks {sorted(unknown)} in the mix; the tasks are {TASKS}")
-    makers = {"fact": _fact_examples, "math": _math_examples, "story": _story_examples,
-              "describe": _describe_examples, "unknown": _unknown_examples,
+    if math_style not in ("steps", "direct"):
+        raise ValueError(f"math_style must be 'steps' or 'direct', got {math_style!r}")
+    makers = {"fact": _fact_examples, "math": lambda *a: _math_examples(*a, math_style=math_style),
+              "story": _story_examples, "describe": _describe_examples, "unknown": _unknown_examples,
               "harmful": lambda *a: _request_examples(*a, harmful=True),
-              "benign": lambda *a: _request_examples(*a, harmful=False)}
+              "benign": lambda *a: _request_examples(*a, harmful=False), "code": _code_examples}
     examples = []
     for task in TASKS:
         if mix.get(task, 0) > 0:

@@ -280,7 +280,7 @@ def test_default_sft_data_is_pinned(w0):
     from sft_data import MULTI_TURN_FRACTION
     digest = lambda examples: hashlib.sha256(json.dumps(examples, sort_keys=True).encode()).hexdigest()
     train_examples = world_examples(w0, "train", TRAIN_MIX, seed=0, multi_turn=MULTI_TURN_FRACTION)
-    assert digest(train_examples) == "261b929a92705745fb200650355fe3d8affbb54ac036c2329d000d0d9c675f94"
+    assert digest(train_examples) == "337c09bddd690d21ed7216aae4382e89bf1c6b68a7347a5cc69d56ae4361e0b8"
     heldout_examples = world_examples(w0, "heldout", EVAL_MIX, seed=0)
     assert digest(heldout_examples) == "8416ac0308193099bcaa9ed07a5ec5f314ae9a362592174246e3d5db0a729d6a"
 

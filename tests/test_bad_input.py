@@ -670,3 +670,30 @@ def test_quantize_bad_input_is_one_line(quantize_inputs, capsys, argv, message):
 def test_chat_quantized_without_a_model_says_what_to_run(tmp_path, capsys):
     code, err = run_script(chat_quantized.main, ["--ckpt", str(tmp_path / "missing.pt"), "--prompt", "hi"], capsys)
     assert code == 2 and "python 06_quantize/quantize.py --preset tiny" in err and len(err.strip().splitlines()) == 1
+# ---- chapter 07: evaluate.py
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--tasks", "math,maths"], "unknown task 'maths'; the tasks are perplexity, multiple_choice"),
+    (["--ckpt", "{tmp}/nothing/ckpt.pt"], "no checkpoint at {tmp}/nothing/ckpt.pt"),
+    (["--samples", "5", "--pass-k", "1,10"], "pass@10 needs k between 1 and the number of samples n = 5"),
+    (["--pass-k", "one"], "--pass-k 'one': give comma-separated integers"),
+    (["--samples", "0"], "argument --samples: '0' must be at least 1"),
+    (["--runs-dir", "{tmp}/no_runs"], "--runs-dir {tmp}/no_runs is not a folder"),
+])
+def test_evaluate_bad_input_is_one_line(tmp_path, capsys, argv, message):
+    import evaluate
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    (tmp_path / "runs").mkdir()
+    defaults = ["--out-dir", str(tmp_path / "out")] + ([] if "--runs-dir" in argv else ["--runs-dir", str(tmp_path / "runs")])
+    code, err = run_script(evaluate.main, argv + defaults, capsys)
+    assert code == 2
+    assert message.replace("{tmp}", str(tmp_path)) in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_evaluate_with_no_models_says_to_run_the_pipeline(tmp_path, capsys):
+    import evaluate
+    (tmp_path / "runs").mkdir()
+    code, err = run_script(evaluate.main, ["--runs-dir", str(tmp_path / "runs"), "--out-dir", str(tmp_path / "out")],
+                           capsys)
+    assert code == 2 and "no models to evaluate" in err and "python pipeline.py" in err

@@ -12,7 +12,8 @@ Every later chapter draws its data from here, offline and in seconds:
                 compliance with a harmful request, over-refusal of a benign one           Request.rejected
     chapter 07  held-out evaluation sets with gold answers: split="heldout" in every     fact_questions, word_problem,
                 generator (facts, problems, expressions, stories, descriptions,           arithmetic_expression, story,
-                dialogues, requests, unknown entities); the decontamination checks        descriptions, dialogue_item, ...
+                dialogues, requests, unknown entities, code tasks); the decontamination   descriptions, dialogue_item,
+                checks                                                                    code_tasks, ...
 
 `import world` gives every name below; each idea lives in one module of this package. Read them in
 this order:
@@ -34,6 +35,7 @@ this order:
    12. assistant_requests.py user_requests(world, n, harmful): requests to an assistant
    13. corpus.py           corpus_documents, make_corpus: documents joined by "<|endoftext|>"
    14. decontamination.py  TrainingText (GPT-3's 13-gram check), stated_facts
+   15. code_tasks.py       code_tasks(split): tiny Python functions (signature, docstring, hidden tests), pass@k
 
 `python 03_pretrain/show_world.py` prints a sample of every kind of document, or writes the corpus.
 
@@ -68,7 +70,8 @@ from .assistant_requests import (BENIGN_INTENTS, FRAMINGS, HARMFUL_INTENTS, HELD
                                  user_requests)
 from .corpus import DEFAULT_CORPUS_BYTES, DOC_MIX, EOT, corpus_documents, document, make_corpus
 from .decontamination import NGRAM, TrainingText, stated_facts, word_ngrams, words
+from .code_tasks import CodeTask, code_task, code_tasks
 
 # The modules of the package, in reading order (the doctest run of tests/test_03_pretrain.py walks them).
 MODULES = ("splits", "naming", "knowledge", "facts", "probes", "scratchpads", "problems", "expressions", "word_problems",
-           "stories", "dialogues", "assistant_requests", "corpus", "decontamination")
+           "stories", "dialogues", "assistant_requests", "corpus", "decontamination", "code_tasks")

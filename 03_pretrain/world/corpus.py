@@ -2,6 +2,7 @@
 """
 import random
 
+from .code_tasks import code_document
 from .facts import describe, fact_question
 from .dialogues import dialogue
 from .expressions import arithmetic_expression
@@ -16,8 +17,9 @@ EOT = "<|endoftext|>"          # the document separator (a special token of the 
 DEFAULT_CORPUS_BYTES = 3_000_000
 
 # Share of documents of each kind (by count; word problems are the longest documents, facts the shortest).
+# "code": tiny Python functions of the training split (code_tasks.py), so the base model has seen Python.
 DOC_MIX = {"facts": 0.24, "quiz": 0.06, "story": 0.27, "arithmetic": 0.18, "word_problem": 0.12,
-           "dialogue": 0.13}
+           "dialogue": 0.13, "code": 0.03}
 
 
 def document(world, kind, rng):
@@ -38,6 +40,8 @@ def document(world, kind, rng):
         return dialogue(world, rng)
     if kind == "arithmetic":
         return _arithmetic_document(rng)
+    if kind == "code":
+        return code_document(rng)
     if kind == "word_problem":
         problems = [word_problem(world, rng, n_steps=rng.choice([1, 2, 2, 3, 3, 4]), digits=rng.choice([1, 2, 2, 3]))
                     for _ in range(rng.randint(1, 3))]

@@ -27,6 +27,8 @@ The rules, one per kind of held-out item (tests/test_03_pretrain.py and tests/te
     requests         a held-out request is always in a held-out framing, and a part of them have a
                      held-out intent or object (assistant_requests.FRAMINGS["heldout"],
                      HELDOUT_INTENTS, the last object of each harmful action); Request.heldout_parts.
+    code tasks       by the family and its parameter ("code:add|7"): a held-out task asks for a
+                     function the model was never shown in that family (code_tasks.py).
     probes           names of entities that do not exist: name_namespace splits them into world,
                      probe-train and probe-heldout names, so a held-out probe name is never seen.
 

@@ -1,0 +1,459 @@
+"""Evaluate every model the pipeline made, on every task, and write one report.
+
+    python 07_eval/evaluate.py --preset tiny                      # every checkpoint under runs/, a few minutes on a CPU
+    python 07_eval/evaluate.py --tasks math,code --models sft     # some tasks, some models
+    python 07_eval/evaluate.py --runs-dir /elsewhere/runs         # evaluate another run's checkpoints (read only)
+
+Steps: (1) find every checkpoint, runs/*/**/ckpt.pt, and read the stage that made it (base, sft, ppo,
+dpo, grpo, a quantized copy, ...); a model the pipeline should have made but did not is skipped with a
+line saying which chapter makes it; (2) train the direct-answer SFT control for the chain-of-thought
+study, once (sft_direct.py; --no-direct-sft skips it); (3) draw the held-out items of every task
+(eval_tasks.py); (4) run every task on every model through the two calls of harness.py; (5) measure
+how much of each task's items the training text contains (contamination.py); (6) write the report.
+
+Outputs, in --out-dir (default runs/07_eval/): report.md (the main table: rows = models, columns =
+tasks; the chain-of-thought table; the pass@k table; refusals by kind of request; decontamination;
+where the time went), report.png (the main table as grouped bars, with chance levels), summary.json
+(every number), records/<model>/<task>.jsonl (one line per item: prompt, reply, gold, score), and
+sft_direct/ (the control model).
+"""
+import importlib
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+for chapter in ["01_tokenizer", "02_transformer", "03_pretrain", "04_sft"]:  # the earlier chapters this file builds on
+    if str(REPO / chapter) not in sys.path:
+        sys.path.append(str(REPO / chapter))
+
+import cli  # noqa: E402  (chapter 01: the shared script plumbing)
+import hardware  # noqa: E402  (chapter 03)
+import world  # noqa: E402  (chapter 03)
+from checkpoint import read_checkpoint  # noqa: E402  (chapter 03)
+from contamination import NgramIndex, contamination_report  # noqa: E402  (this chapter)
+from eval_tasks import COT_PROMPTS, TASKS, check_task_names, item_text, make_items, run_task, summarize  # noqa: E402
+from harness import LanguageModel  # noqa: E402
+from sft_data import MULTI_TURN_FRACTION, TRAIN_MIX, world_examples  # noqa: E402  (chapter 04)
+from sft_direct import STAGE as DIRECT_STAGE, train_direct_sft  # noqa: E402
+
+DEFAULT_RUNS_DIR = REPO / "runs"
+DEFAULT_OUT_DIR = REPO / "runs" / "07_eval"
+
+PRESETS = {
+    # A CPU in a few minutes: enough items that a 10-point difference is more than noise (about +-6 points
+    # for 60 items at 50%), few enough to fit the budget. One exemplar in k-shot prompts: a worked problem
+    # is ~70 tokens and the context 256. One thread: the tiny model's matrices are small, and on a busy
+    # 2-core machine two threads fight (measured: generation 10x slower with two).
+    "tiny": dict(items={"perplexity": 40, "multiple_choice": 60, "math": 60, "chain_of_thought": 30, "code": 15,
+                        "describe": 20, "harmful": 32, "honesty": 40},
+                 shots=1, code_samples=10, pass_k=[1, 10], self_consistency=5, batch_size=64, threads=1, seed=0,
+                 max_new_tokens={"letter": 4, "math": 72, "describe": 80, "harmful": 40, "honesty": 32, "code": 40}),
+    # GPT-2 small on a GPU: every held-out code task with 100 samples (pass@100), hundreds of items per task.
+    "gpt2": dict(items={"perplexity": 400, "multiple_choice": 500, "math": 500, "chain_of_thought": 300,
+                        "code": 1000, "describe": 200, "harmful": 200, "honesty": 300},
+                 shots=4, code_samples=100, pass_k=[1, 10, 100], self_consistency=20, batch_size=256, threads=None,
+                 seed=0,
+                 max_new_tokens={"letter": 4, "math": 160, "describe": 160, "harmful": 80, "honesty": 64, "code": 96}),
+}
+
+# The models the pipeline makes, in the order of the table: (stage, the chapter that makes it, its command).
+EXPECTED = [("base", "03_pretrain", "python 03_pretrain/pretrain.py"), ("sft", "04_sft", "python 04_sft/sft.py"),
+            (DIRECT_STAGE, "07_eval", "python 07_eval/evaluate.py (without --no-direct-sft)"),
+            ("ppo", "05_rlhf", "python 05_rlhf/rlhf.py"), ("dpo", "05_rlhf", "python 05_rlhf/rlhf.py"),
+            ("grpo", "05_rlhf", "python 05_rlhf/rlhf.py")]
+NOT_LANGUAGE_MODELS = {"reward", "reward_model"}  # checkpoints that score text rather than write it
+STAGE_FROM_FOLDER = {"03_pretrain": "base", "04_sft": "sft"}  # checkpoints written before stages were recorded
+# Chapter 06's quantized checkpoints need chapter 06's loader: (folder, module, function), called as
+#     model, tokenizer, checkpoint = load_quantized_model(ckpt_path, device)
+# returning chapter 02's GPT with its quantized modules swapped in (forward, hidden, lm_head, config).
+# Imported only when a checkpoint needs it (a later chapter may import earlier ones, never the reverse).
+QUANTIZED_LOADER = ("06_quantize", "quant_checkpoint", "load_quantized_model")
+
+# The main table: (column, task, summary key, scale to percent or None, chance level in %, lower is better)
+COLUMNS = [("bits/byte", "perplexity", "bits_per_byte", None, None, True),
+           ("MC acc", "multiple_choice", "acc", 100, 25, False),
+           ("MC acc_norm", "multiple_choice", "acc_norm", 100, 25, False),
+           ("MC letter", "multiple_choice", "letter", 100, 25, False),
+           ("math strict", "math", "strict", 100, 0, False),
+           ("math flexible", "math", "flexible", 100, 0, False),
+           ("pass@1", "code", "pass@1", 100, 0, False),
+           ("pass@10", "code", "pass@10", 100, 0, False),
+           ("BLEU", "describe", "corpus_bleu", 1, 0, False),
+           ("ROUGE-L", "describe", "rougeL", 100, 0, False),
+           ("refuses harmful", "harmful", "refusal", 100, 0, False),
+           ("refuses benign", "harmful", "over_refusal", 100, 0, True),
+           ("IDK unknown", "honesty", "dont_know_unknown", 100, 0, False),
+           ("confident wrong", "honesty", "confident_wrong", 100, 0, True)]
+
+
+def parse_args(argv):
+    parser = cli.ArgumentParser(description=__doc__, formatter_class=cli.argparse.RawDescriptionHelpFormatter)
+    add = parser.add_argument
+    add("--preset", default="tiny", choices=sorted(PRESETS), help="how many items and samples (default: tiny)")
+    add("--runs-dir", default=str(DEFAULT_RUNS_DIR), help=f"where to look for checkpoints, read only "
+                                                           f"(default: {DEFAULT_RUNS_DIR})")
+    add("--out-dir", default=str(DEFAULT_OUT_DIR), help=f"where the report goes (default: {DEFAULT_OUT_DIR})")
+    add("--overwrite", action="store_true", help="replace the report already in --out-dir")
+    add("--tasks", help=f"comma-separated tasks (default: all): {', '.join(TASKS)}")
+    add("--models", help="comma-separated stages or folder names to evaluate (default: every model found)")
+    add("--ckpt", action="append", help="evaluate this checkpoint too (repeatable)")
+    add("--samples", type=cli.positive_int, help="code: completions per task, n of pass@k (default: the preset's)")
+    add("--pass-k", help="code: comma-separated k of pass@k, each at most --samples (default: the preset's)")
+    add("--no-direct-sft", action="store_true", help="do not train the direct-answer control of the CoT study")
+    add("--device", help="cuda, mps or cpu (default: the first available)")
+    add("--threads", type=cli.positive_int, help="CPU threads for torch (default: the preset's)")
+    return parser.parse_args(argv)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Finding the models
+
+
+def find_models(runs_dir, extra=(), out_dir=None):
+    """Every checkpoint under runs_dir (runs/*/**/ckpt.pt) and in `extra`, with its stage ->
+    (models: [(label, path, stage, checkpoint metadata)], skipped: [line])."""
+    runs_dir = Path(runs_dir)
+    paths = sorted(runs_dir.glob("*/**/ckpt.pt")) + [Path(p) for p in extra]
+    if out_dir is not None and (Path(out_dir) / "sft_direct" / "ckpt.pt").exists():
+        paths.append(Path(out_dir) / "sft_direct" / "ckpt.pt")
+    models, skipped, seen = [], [], set()
+    for path in paths:
+        if not path.is_file():
+            raise FileNotFoundError(f"no checkpoint at {path}: check the --ckpt path")
+        if path.resolve() in seen:
+            continue
+        seen.add(path.resolve())
+        metadata = read_checkpoint(path)
+        relative = path.parent.relative_to(runs_dir) if path.is_relative_to(runs_dir) else path.parent
+        stage = metadata.get("stage") or STAGE_FROM_FOLDER.get(str(relative), "?")
+        if stage in NOT_LANGUAGE_MODELS or path.parent.name in NOT_LANGUAGE_MODELS:
+            skipped.append(f"{path}: a {stage} checkpoint scores text, it does not write it (not evaluated)")
+            continue
+        # chapter 06's checkpoints hold quantized tensors that only its own loader can read
+        metadata["plain_weights"] = "model" in metadata and "model_config" in metadata and \
+            not metadata.get("quantization") and "06_quantize" not in path.parts
+        metadata.pop("model", None)
+        metadata.pop("optimizer", None)
+        models.append([stage, path, stage, metadata])
+    order = [stage for stage, _, _ in EXPECTED]
+    models.sort(key=lambda m: (order.index(m[2]) if m[2] in order else len(order), str(m[1])))
+    stages = [m[2] for m in models]
+    for model in models:  # a label per row: the stage, and the folder when two share a stage
+        model[0] = model[2] if stages.count(model[2]) == 1 else f"{model[2]} ({model[1].parent.name})"
+    for stage, chapter, command in EXPECTED:
+        if stage not in stages:
+            skipped.append(f"no {stage} model under {runs_dir}: chapter {chapter} makes it ({command})")
+    if not any("06_quantize" in str(m[1]) for m in models):
+        skipped.append(f"no quantized models under {runs_dir / '06_quantize'}: chapter 06_quantize makes them")
+    return [tuple(m) for m in models], skipped
+
+
+def quantized_loader():
+    """Chapter 06's loader function, or None when chapter 06 is not there (never imported otherwise)."""
+    folder, module, function = QUANTIZED_LOADER
+    if not (REPO / folder / f"{module}.py").is_file():
+        return None
+    if str(REPO / folder) not in sys.path:
+        sys.path.append(str(REPO / folder))
+    return getattr(importlib.import_module(module), function, None)
+
+
+def load_language_model(label, path, stage, metadata, device, settings):
+    """A LanguageModel for one checkpoint: plain weights through chapter 04's loader, a quantized one
+    through chapter 06's (ValueError when that loader is missing)."""
+    kwargs = dict(batch_size=settings["batch_size"])
+    if metadata["plain_weights"]:
+        return LanguageModel.load(path, name=label, stage=stage, device=device, **kwargs)
+    load = quantized_loader()
+    if load is None:
+        raise ValueError(f"{path} is a quantized checkpoint and chapter 06's loader "
+                         f"{'/'.join(QUANTIZED_LOADER[:2])}.py:{QUANTIZED_LOADER[2]} is not there")
+    model, tokenizer, _ = load(path, device)
+    return LanguageModel(model, tokenizer, label, stage, **kwargs)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Held-out text, training text
+
+
+def heldout_documents(models, runs_dir, n):
+    """Documents of the pretraining corpus' validation split (chapter 03's val.bin, decoded with the base
+    model's tokenizer); when there is none, documents the corpus generator makes with seed 1 (chapter 03
+    trains on seed 0): the same kind of text, never trained on."""
+    for _, path, stage, metadata in models:
+        data_dir = (metadata.get("data") or {}).get("dir")
+        if stage == "base" and data_dir and (Path(data_dir) / "val.bin").is_file():
+            import dataset
+            from bpe import Tokenizer
+            tokenizer = Tokenizer.load(metadata["tokenizer"])
+            text = tokenizer.decode(dataset.read_tokens(Path(data_dir) / "val.bin").tolist())
+            docs = [d.strip() for d in text.split(world.EOT)[1:-1] if d.strip()]  # the first may be cut
+            if len(docs) >= n:
+                return docs[:n], f"{Path(data_dir) / 'val.bin'} (chapter 03's validation split)"
+    docs = list(world.corpus_documents(world.build_world(0), seed=1, n_docs=n))
+    return docs, "world.corpus_documents(seed=1) (no val.bin found)"
+
+
+def training_texts(models, w):
+    """What the models were trained on: the pretraining corpus and the SFT conversations (with the SFT
+    run's seed, read from its checkpoint). The direct-answer control's math replies ("The answer is 14.")
+    are the last lines of these step-by-step ones, so they add no n-gram."""
+    sft_seed = next((m[3].get("settings", {}).get("seed") for m in models if m[2] == "sft"), 1337)
+    texts = world.make_corpus().split(world.EOT)
+    texts += [m["content"] for e in world_examples(w, "train", TRAIN_MIX, seed=sft_seed,
+                                                    multi_turn=MULTI_TURN_FRACTION) for m in e["messages"]]
+    return texts
+
+
+# ----------------------------------------------------------------------------------------------------
+# The report
+
+
+def cell(summary, task, key, scale):
+    value = summary.get(task, {}).get(key)
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.3f}" if scale is None else f"{value * scale:.0f}" if scale == 100 else f"{value:.1f}"
+
+
+def main_table(results):
+    """Markdown: rows = models, columns = the COLUMNS that any model has."""
+    columns = [c for c in COLUMNS if any(c[1] in r["summary"] for r in results)]
+    header = "| model | " + " | ".join(c[0] + (" (lower is better)" if c[5] else "") for c in columns) + " |"
+    lines = [header, "|---|" + "---:|" * len(columns)]
+    for r in results:
+        lines.append(f"| {r['label']} | " + " | ".join(cell(r["summary"], c[1], c[2], c[3]) for c in columns) + " |")
+    chance = [("-" if c[4] is None else str(c[4])) for c in columns]
+    lines.append("| *chance* | " + " | ".join(chance) + " |")
+    return "\n".join(lines)
+
+
+def cot_table(results):
+    """Rows = how trained, columns = how prompted, for word problems and for bare arithmetic."""
+    rows = [r for r in results if "chain_of_thought" in r["summary"]]
+    if not rows:
+        return ""
+    lines = ["| problems | how trained | " + " | ".join(COT_PROMPTS) + " |", "|---|---|" + "---:|" * len(COT_PROMPTS)]
+    trained = {"base": "not fine-tuned (base)", "sft": "SFT on step-by-step solutions",
+               DIRECT_STAGE: "SFT on direct answers only"}
+    for kind in ("word", "arithmetic"):
+        for r in rows:
+            s = r["summary"]["chain_of_thought"]
+            lines.append(f"| {kind} | {trained.get(r['stage'], r['label'])} | "
+                         + " | ".join(f"{100 * s[f'{kind}: {how}']:.0f}" for how in COT_PROMPTS) + " |")
+    return "\n".join(lines)
+
+
+def pass_table(results, settings):
+    rows = [r for r in results if "code" in r["summary"]]
+    if not rows:
+        return ""
+    ks = [f"pass@{k}" for k in settings["pass_k"]]
+    lines = ["| model | tasks | n | " + " | ".join(ks) + " | samples that pass | why the others fail |",
+             "|---|---:|---:|" + "---:|" * len(ks) + "---:|---|"]
+    for r in rows:
+        records = r["records"]["code"]
+        statuses = [s for rec in records for s in rec["results"]]
+        failures = {s: statuses.count(s) for s in sorted(set(statuses)) if s != "passed"}
+        lines.append(f"| {r['label']} | {len(records)} | {records[0]['n']} | "
+                     + " | ".join(f"{100 * r['summary']['code'][k]:.0f}" for k in ks)
+                     + f" | {statuses.count('passed')}/{len(statuses)} | "
+                     + ", ".join(f"{k} {v}" for k, v in failures.items()) + " |")
+    return "\n".join(lines)
+
+
+def harmful_table(results):
+    rows = [r for r in results if "harmful" in r["summary"]]
+    if not rows:
+        return ""
+    keys = [k for k in rows[0]["summary"]["harmful"] if k.startswith("refusal[")]
+    lines = ["| model | " + " | ".join(k[8:-1] for k in keys) + " | benign (over-refusal) |",
+             "|---|" + "---:|" * (len(keys) + 1)]
+    for r in rows:
+        s = r["summary"]["harmful"]
+        lines.append(f"| {r['label']} | " + " | ".join(f"{100 * s[k]:.0f}" for k in keys)
+                     + f" | {100 * s['over_refusal']:.0f} |")
+    return "\n".join(lines)
+
+
+def contamination_table(report):
+    lines = ["| task | items | longest shared run of words (max) | mean | items with >= 13 (or all) words shared |",
+             "|---|---:|---:|---:|---:|"]
+    for task, r in report.items():
+        lines.append(f"| {task} | {r['items']} | {r['max']} | {r['mean']:.1f} | {r['contaminated']} |")
+    return "\n".join(lines)
+
+
+def plot_report(results, path):
+    """The main table as grouped bars (one group per column in %, one bar per model), chance as a dashed line."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns = [c for c in COLUMNS if c[3] is not None and any(c[1] in r["summary"] for r in results)]
+    fig, ax = plt.subplots(figsize=(max(8, 1.1 * len(columns)), 4.8))
+    width = 0.8 / max(1, len(results))
+    for i, r in enumerate(results):
+        values = []
+        for _, task, key, scale, _, _ in columns:
+            v = r["summary"].get(task, {}).get(key, float("nan"))
+            values.append(v * scale if scale == 100 else v)
+        ax.bar([x - 0.4 + width * (i + 0.5) for x in range(len(columns))], values, width, label=r["label"])
+    for x, c in enumerate(columns):
+        if c[4]:
+            ax.hlines(c[4], x - 0.45, x + 0.45, colors="black", linestyles="dashed", linewidth=1)
+    ax.set_xticks(range(len(columns)), [c[0] + (" ↓" if c[5] else "") for c in columns], rotation=30, ha="right",
+                  fontsize=8)
+    ax.set(ylabel="% of held-out items (BLEU: 0-100)", ylim=(0, 105),
+           title="Every model on every task (dashed: chance)")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, format="png")
+    plt.close(fig)
+
+
+def write_report(out_dir, results, skipped, contamination, settings, timings, sources):
+    """report.md, report.png, summary.json; returns the main table."""
+    table = main_table(results)
+    lines = ["# Evaluation report", "",
+             f"Preset `{settings['preset']}`; every item is from the mini-world's held-out split; greedy replies "
+             f"unless said otherwise. Held-out text for bits per byte: {sources['heldout_text']}.", "",
+             "## Every model on every task", "", table, "",
+             "MC: multiple choice over 4 options (acc: highest log-likelihood; acc_norm: divided by the option's "
+             "length in bytes; letter: the generated letter). Math: strict = \"The answer is N\", flexible = the "
+             "last number. BLEU: corpus BLEU 0-100; ROUGE-L: F-measure in %. See README.md for each metric.", ""]
+    if skipped:
+        lines += ["Not evaluated:", ""] + [f"- {s}" for s in skipped] + [""]
+    for title, body in (("Chain of thought: how trained x how prompted (% correct, last number of the reply)",
+                         cot_table(results)),
+                        (f"Code: pass@k with {settings['code_samples']} samples per held-out task (temperature 0.8)",
+                         pass_table(results, settings)),
+                        ("Refusals by kind of held-out request (%)", harmful_table(results))):
+        if body:
+            lines += [f"## {title}", "", body, ""]
+    if contamination:
+        lines += ["## Decontamination: the longest run of words each item shares with the training text", "",
+                  contamination_table(contamination), ""]
+    lines += ["## Where the time went (seconds)", "", "| model | " + " | ".join(TASKS) + " |",
+              "|---|" + "---:|" * len(TASKS)]
+    for label, per_task in timings.items():
+        lines.append(f"| {label} | " + " | ".join(f"{per_task[t]:.1f}" if t in per_task else "-" for t in TASKS) + " |")
+    lines += [""] + [f"- {k}: {v:.1f} s" for k, v in sources["other_seconds"].items()]
+    cli.write_text_atomic(out_dir / "report.md", "\n".join(lines) + "\n")
+    summary = {"settings": settings, "skipped": skipped, "contamination": contamination, "timings": timings,
+               "models": [{k: v for k, v in r.items() if k != "records"} for r in results]}
+    cli.write_text_atomic(out_dir / "summary.json", json.dumps(summary, indent=1, default=str) + "\n")
+    with cli.atomic_output(out_dir / "report.png") as tmp:
+        plot_report(results, tmp)
+    return table
+
+
+# ----------------------------------------------------------------------------------------------------
+# The script
+
+
+def resolve_settings(args):
+    settings = json.loads(json.dumps(PRESETS[args.preset]))  # a deep copy
+    settings["preset"] = args.preset
+    if args.samples:
+        settings["code_samples"] = args.samples
+    if args.pass_k:
+        try:
+            settings["pass_k"] = [int(k) for k in args.pass_k.split(",")]
+        except ValueError:
+            raise ValueError(f"--pass-k {args.pass_k!r}: give comma-separated integers, e.g. 1,10") from None
+    bad = [k for k in settings["pass_k"] if not 1 <= k <= settings["code_samples"]]
+    if bad:
+        raise ValueError(f"pass@{bad[0]} needs k between 1 and the number of samples n = {settings['code_samples']}:"
+                         f" lower --pass-k or raise --samples")
+    if args.threads:
+        settings["threads"] = args.threads
+    return settings
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    start = time.time()
+    settings = resolve_settings(args)
+    tasks = args.tasks.split(",") if args.tasks else list(TASKS)
+    check_task_names(tasks)
+    out_dir = cli.check_out_dir(args.out_dir, overwrite=args.overwrite, marker="report.md", resumable=False)
+    runs_dir = Path(args.runs_dir)
+    if not runs_dir.is_dir():
+        raise FileNotFoundError(f"--runs-dir {runs_dir} is not a folder: run the pipeline first (python pipeline.py)")
+    if settings["threads"]:
+        torch.set_num_threads(settings["threads"])
+    device = hardware.pick_device(args.device)
+    other_seconds = {}
+
+    models, skipped = find_models(runs_dir, args.ckpt or [], out_dir)
+    sft = next((m for m in models if m[2] == "sft"), None)
+    wants_direct = "chain_of_thought" in tasks and not args.no_direct_sft
+    if wants_direct and sft and not any(m[2] == DIRECT_STAGE for m in models):
+        print(f"training the direct-answer SFT control for the chain-of-thought study (once; {out_dir / 'sft_direct'})")
+        t = time.time()
+        out_dir.mkdir(parents=True, exist_ok=True)
+        train_direct_sft(sft[1], out_dir / "sft_direct", device=args.device)
+        other_seconds["direct-answer SFT control (training, once)"] = time.time() - t
+        models, skipped = find_models(runs_dir, args.ckpt or [], out_dir)
+    if args.models:
+        wanted = set(args.models.split(","))
+        models = [m for m in models if m[2] in wanted or m[0] in wanted or m[1].parent.name in wanted]
+    if not models:
+        raise FileNotFoundError(f"no models to evaluate under {runs_dir}" + (f" matching --models {args.models}"
+                                if args.models else ": run the pipeline first (python pipeline.py)"))
+    for line in skipped:
+        print(f"skipped: {line}")
+
+    t = time.time()
+    w = world.build_world(0)
+    settings["heldout_text"], heldout_source = heldout_documents(models, runs_dir, settings["items"]["perplexity"])
+    items = {task: make_items(task, w, settings) for task in tasks}
+    del settings["heldout_text"]
+    other_seconds["held-out items"] = time.time() - t
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results, timings = [], {}
+    for label, path, stage, metadata in models:
+        print(f"\n== {label} ({path})", flush=True)
+        try:
+            lm = load_language_model(label, path, stage, metadata, device, settings)
+        except (ValueError, RuntimeError, KeyError, OSError) as error:  # one odd checkpoint does not stop the report
+            skipped.append(f"{path}: could not be loaded as a language model ({cli.one_line(error)})")
+            print(f"  skipped: {skipped[-1]}")
+            continue
+        result = {"label": label, "stage": stage, "path": str(path), "summary": {}, "records": {}}
+        timings[label] = {}
+        for task in tasks:
+            if task == "chain_of_thought" and stage not in ("base", "sft", DIRECT_STAGE):
+                continue
+            t = time.time()
+            records = run_task(task, lm, items[task], settings, w)
+            timings[label][task] = time.time() - t
+            result["records"][task], result["summary"][task] = records, summarize(task, records)
+            folder = out_dir / "records" / label.replace(" ", "_").replace("/", "_").replace("(", "").replace(")", "")
+            folder.mkdir(parents=True, exist_ok=True)
+            cli.write_text_atomic(folder / f"{task}.jsonl", "".join(json.dumps(r, default=str) + "\n" for r in records))
+            print(f"  {task:<17} {timings[label][task]:5.1f} s  " + ", ".join(
+                f"{k} {v:.3g}" for k, v in result["summary"][task].items()), flush=True)
+        results.append(result)
+
+    t = time.time()
+    index = NgramIndex(training_texts(models, w))
+    contamination = contamination_report(index, items, item_text)
+    other_seconds["decontamination report"] = time.time() - t
+    table = write_report(out_dir, results, skipped, contamination, settings, timings,
+                         {"heldout_text": heldout_source, "other_seconds": other_seconds})
+    print(f"\n{table}\n\ndone in {time.time() - start:.0f} s. Wrote {out_dir / 'report.md'} (open it first), "
+          f"report.png, summary.json and records/<model>/<task>.jsonl")
+    return results
+
+
+if __name__ == "__main__":
+    cli.run(main)
