@@ -52,7 +52,7 @@ class RewardModel(nn.Module):
 
     def __init__(self, body):
         super().__init__()
-        self.body = copy.deepcopy(body)
+        self.body = copy.deepcopy(body).requires_grad_(True)  # (the SFT model itself may be frozen)
         self.config = self.body.config
         self.score_head = nn.Linear(self.config.n_embd, 1)
         nn.init.zeros_(self.score_head.weight)  # every reply scores 0 at first: no preference before data
