@@ -225,6 +225,7 @@ def train_policy(policy, ref_model, examples, tokenizer, config, out_dir, reward
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path, metrics_path = out_dir / "ckpt.pt", out_dir / "metrics.jsonl"
     device = next(policy.parameters()).device
+    policy.requires_grad_(True)  # (a deep copy of the frozen reference model arrives frozen)
     value_head = ValueHead(policy.config.n_embd).to(device) if config.algorithm == "ppo" else None
     trained = nn.ModuleDict({"policy": policy, **({"value_head": value_head} if value_head is not None else {})})
     optimizer = make_optimizer(trained, config.lr, config.weight_decay, betas=(0.9, 0.95))
