@@ -560,6 +560,18 @@ def check_stage_dirs(out_dir, stages, resume, overwrite):
             cli.check_out_dir(Path(out_dir) / stage, resume, overwrite)
 
 
+def check_prerequisites(out_dir, stages):
+    """A stage that reads an earlier stage's output fails before anything is written if it is missing."""
+    needs = {"reward_model": ("preferences", "preferences/train.jsonl"), "dpo": ("preferences", "preferences/train.jsonl"),
+             "ppo": ("reward_model", "reward_model/ckpt.pt"), "overopt": ("reward_model", "reward_model/ckpt.pt")}
+    for stage in stages:
+        if stage in needs:
+            earlier, path = needs[stage]
+            if earlier not in stages and not (Path(out_dir) / path).exists():
+                raise FileNotFoundError(f"no {earlier.replace('_', ' ')} in {Path(out_dir) / earlier}: run the {earlier} "
+                                        f"stage first (--stages {earlier},{stage})")
+
+
 def main(argv=None):
     args = parse_args(argv)
     stages = parse_stages(args.stages)
@@ -575,8 +587,9 @@ def main(argv=None):
     start = time.time()
     sft_model, tokenizer, sft_checkpoint = load_sft(args.sft, device)
     check_stage_dirs(out_dir, stages, args.resume, args.overwrite)
-    if args.preferences:
-        read_pairs(args.preferences)  # a bad line fails now, before any training
+    check_prerequisites(out_dir, stages)
+    if args.preferences:  # a bad line, or a prompt the model cannot read, fails now, before any training
+        encode_pairs(read_pairs(args.preferences), tokenizer, sft_model.config.block_size)
     out_dir.mkdir(parents=True, exist_ok=True)
     log = lambda *a: print(*a, flush=True)
     log(f"SFT model {args.sft}: {sft_model.num_params():,} parameters, context {sft_model.config.block_size}; "
