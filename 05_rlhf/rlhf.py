@@ -69,8 +69,8 @@ PRESETS = {
         ppo=dict(steps=30, prompts_per_step=32, group_size=1, max_new_tokens=48, lr=2e-5, kl_coef=0.05,
                  epochs=2, minibatches=2, vf_coef=0.1, whiten_scores=True),
         dpo_steps=120, dpo_batch=16, dpo_lr=2e-5, dpo_beta=0.1,
-        grpo=dict(steps=25, prompts_per_step=16, group_size=8, max_new_tokens=64, lr=3e-5, kl_coef=0.0,
-                  epochs=1, minibatches=1),
+        grpo=dict(steps=30, prompts_per_step=24, group_size=8, max_new_tokens=64, lr=3e-5, kl_coef=0.0,
+                  epochs=1, minibatches=1, tasks=["fact", "math"]),
         overopt=dict(steps=100, prompts_per_step=32, lr=1e-4, kl_coefs=(0.0, 0.05)),
         eval_tokens=96, precision="fp32"),
     # GPT-2 small (124M, context 1024) from `sft.py --preset gpt2`, on one GPU, bf16.
@@ -81,7 +81,7 @@ PRESETS = {
                  epochs=2, minibatches=4, vf_coef=0.1, whiten_scores=True),
         dpo_steps=600, dpo_batch=32, dpo_lr=1e-6, dpo_beta=0.1,
         grpo=dict(steps=200, prompts_per_step=32, group_size=8, max_new_tokens=128, lr=1e-6, kl_coef=0.0,
-                  epochs=1, minibatches=4),
+                  epochs=1, minibatches=4, tasks=["fact", "math"]),
         overopt=dict(steps=400, prompts_per_step=64, lr=5e-6, kl_coefs=(0.0, 0.05)),
         eval_tokens=160, precision="auto"),
 }
@@ -313,8 +313,10 @@ def reward_model_report(reward_model, tokenizer, pairs, out_dir, log):
 # Stages 3-5: PPO, DPO, GRPO
 
 
-def rl_examples(settings):
-    return world_examples(world.build_world(WORLD_SEED), "train", RL_MIX, seed=settings["seed"] + 2)
+def rl_examples(settings, tasks):
+    """The training prompts of an RL stage: RL_MIX restricted to `tasks` (GRPO: the verifiable ones)."""
+    mix = {task: n for task, n in RL_MIX.items() if task in tasks}
+    return world_examples(world.build_world(WORLD_SEED), "train", mix, seed=settings["seed"] + 2)
 
 
 def rl_stage(name, algorithm, sft_model, tokenizer, settings, rl_settings, out_dir, device, resume, stop_at,
@@ -325,9 +327,11 @@ def rl_stage(name, algorithm, sft_model, tokenizer, settings, rl_settings, out_d
     policy = copy.deepcopy(sft_model).to(device).requires_grad_(True)  # the SFT model is frozen as the reference
     config = RLConfig(algorithm=algorithm, reward="rm" if algorithm == "ppo" else "gold", seed=settings["seed"],
                       precision=resolve_precision(settings["precision"], torch.device(device).type),
-                      stop_at=stop_at, checkpoint_interval=10, **{**rl_settings, **overrides})
+                      stop_at=stop_at, checkpoint_interval=10,
+                      **{k: v for k, v in {**rl_settings, **overrides}.items() if k != "tasks"})
     extra = stage_extra(algorithm, settings, tokenizer, folder, sft_checkpoint)
-    summary = train_policy(policy, sft_model, rl_examples(settings), tokenizer, config, folder,
+    tasks = rl_settings.get("tasks", RL_TASKS)
+    summary = train_policy(policy, sft_model, rl_examples(settings, tasks), tokenizer, config, folder,
                            reward_model=reward_model, resume=resume, checkpoint_extra=extra, log=log)
     plot_rl_curves(folder / "metrics.jsonl", folder / f"{name}_curves.png", name)
     return policy.eval(), summary
