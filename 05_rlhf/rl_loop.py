@@ -112,13 +112,13 @@ def check_rl_config(config):
         raise ValueError("more minibatches than replies per step")
 
 
-def policy_forward(policy, value_head, ids, attention_mask, response_mask):
+def policy_forward(policy, value_head, ids, attention_mask, response_mask, temperature=1.0):
     """One pass of the policy over a rollout: (token_logprobs, entropy, values), each (B, T) aligned with
     ids (column t: the token ids[:, t] and the state before it; column 0 is 0). values is None without
     a value head. The value of the state before token t is read off the hidden state at t - 1, the same
-    one whose logits predicted token t."""
+    one whose logits predicted token t. Log-probs at the sampling temperature, as the rollout's."""
     hidden = policy.hidden(ids[:, :-1], attention_mask=attention_mask[:, :-1])  # (B, T-1, C)
-    out = logprobs_from_logits(policy.lm_head(hidden), ids[:, 1:], response_mask[:, 1:])
+    out = logprobs_from_logits(policy.lm_head(hidden), ids[:, 1:], response_mask[:, 1:], temperature)
     pad = lambda x: torch.cat([x.new_zeros(x.size(0), 1), x], dim=1)  # (B, T-1) -> (B, T)
     values = None if value_head is None else pad(value_head(hidden))
     return pad(out.token_logprobs), pad(out.entropy), values
@@ -157,8 +157,12 @@ def rl_step(policy, value_head, ref_model, reward_model, optimizer, examples, to
     gold = torch.tensor([gold_reward(e, text, ended) for e, (text, ended) in zip(batch, replies)], device=device)
     ids, attention_mask, mask = r.ids, r.attention_mask, r.response_mask
     with torch.no_grad(), autocast(device_type, config.precision):
-        old_logprobs, _, old_values = policy_forward(policy, value_head, ids, attention_mask, mask)
-        ref_logprobs = sequence_logprobs(ref_model, ids, mask, attention_mask).token_logprobs
+        if config.algorithm == "ppo":  # the values need a pass of the policy anyway; it gives pi_old too
+            old_logprobs, _, old_values = policy_forward(policy, value_head, ids, attention_mask, mask,
+                                                         config.temperature)
+        else:  # GRPO: pi_old is the sampling policy, whose log-probs the rollout kept (no extra pass)
+            old_logprobs, old_values = r.logprobs, None
+        ref_logprobs = sequence_logprobs(ref_model, ids, mask, attention_mask, config.temperature).token_logprobs
         rm_scores = reward_model(ids, attention_mask) if reward_model is not None else torch.zeros_like(gold)
     scores = rm_scores if config.reward == "rm" else gold
 
@@ -179,7 +183,7 @@ def rl_step(policy, value_head, ref_model, reward_model, optimizer, examples, to
         for rows in order.chunk(config.minibatches):
             with autocast(device_type, config.precision):
                 logprobs, entropy, values = policy_forward(policy, value_head, ids[rows], attention_mask[rows],
-                                                           mask[rows])
+                                                           mask[rows], config.temperature)
             m = mask[rows]
             if config.algorithm == "ppo":
                 pg_loss, clip_fraction, approx_kl = ppo_clipped_loss(logprobs, old_logprobs[rows], advantages[rows], m,

@@ -64,18 +64,18 @@ PRESETS = {
     # chapter 04's tiny chat model (2.2M parameters, context 256) on a CPU. See the lesson's appendix for
     # where the time goes; rollouts dominate, and every one of them is batched.
     "tiny": dict(
-        pair_scale=1.0, sampled_prompts=256, sample_tokens=48, labeller_tau=0.5, length_bias=0.03,
-        rm_steps=150, rm_batch=16, rm_lr=3e-4,
+        pair_scale=1.0, sampled_prompts=256, heldout_prompts=160, sample_tokens=48, labeller_tau=0.5, length_bias=0.03,
+        rm_steps=120, rm_batch=16, rm_lr=3e-4,
         ppo=dict(steps=30, prompts_per_step=32, group_size=1, max_new_tokens=48, lr=2e-5, kl_coef=0.05,
                  epochs=2, minibatches=2, vf_coef=0.1, whiten_scores=True),
-        dpo_steps=120, dpo_batch=16, dpo_lr=2e-5, dpo_beta=0.1,
-        grpo=dict(steps=30, prompts_per_step=24, group_size=8, max_new_tokens=64, lr=3e-5, kl_coef=0.0,
+        dpo_steps=100, dpo_batch=16, dpo_lr=2e-5, dpo_beta=0.1,
+        grpo=dict(steps=20, prompts_per_step=16, group_size=8, max_new_tokens=64, lr=3e-5, kl_coef=0.0,
                   epochs=1, minibatches=1, tasks=["fact", "math"]),
         overopt=dict(steps=100, prompts_per_step=32, lr=1e-4, kl_coefs=(0.0, 0.05)),
         eval_tokens=96, precision="fp32"),
     # GPT-2 small (124M, context 1024) from `sft.py --preset gpt2`, on one GPU, bf16.
     "gpt2": dict(
-        pair_scale=4.0, sampled_prompts=2048, sample_tokens=96, labeller_tau=0.5, length_bias=0.03,
+        pair_scale=4.0, sampled_prompts=2048, heldout_prompts=512, sample_tokens=96, labeller_tau=0.5, length_bias=0.03,
         rm_steps=600, rm_batch=32, rm_lr=1e-5,
         ppo=dict(steps=200, prompts_per_step=64, group_size=1, max_new_tokens=96, lr=1e-6, kl_coef=0.05,
                  epochs=2, minibatches=4, vf_coef=0.1, whiten_scores=True),
@@ -201,7 +201,8 @@ def make_preferences(sft_model, tokenizer, settings, out_dir, user_pairs_path, l
     t0 = time.time()
     pairs = {}
     for split in ("train", "heldout"):
-        prompts = world_examples(w, split, scaled(RL_MIX, settings["sampled_prompts"] / sum(RL_MIX.values())),
+        n_prompts = settings["sampled_prompts"] if split == "train" else settings["heldout_prompts"]
+        prompts = world_examples(w, split, scaled(RL_MIX, n_prompts / sum(RL_MIX.values())),
                                  seed=seed + (0 if split == "train" else 1))
         replies_a, replies_b = sample_replies(sft_model, tokenizer, prompts, settings["sample_tokens"],
                                               seed + (0 if split == "train" else 1), precision, n_samples=2)
@@ -600,12 +601,14 @@ def main(argv=None):
         f"stages {', '.join(stages)}; device {device}")
     timings = {}
 
-    def timed(stage, fn):
-        t0 = time.time()
+    cpu_seconds = {}
+
+    def timed(stage, fn):  # wall time, and CPU time (what a quiet machine would need, on a loaded one)
+        t0, c0 = time.time(), time.process_time()
         log(f"\n== {stage}")
         result = fn()
-        timings[stage] = time.time() - t0
-        log(f"== {stage} done in {timings[stage]:.1f} s")
+        timings[stage], cpu_seconds[stage] = time.time() - t0, time.process_time() - c0
+        log(f"== {stage} done in {timings[stage]:.1f} s (CPU time {cpu_seconds[stage]:.1f} s)")
         return result
 
     pairs, reward_model, policies, summaries = None, None, {}, {}
@@ -645,10 +648,11 @@ def main(argv=None):
             log))
     total = time.time() - start
     log(f"\ndone in {total:.0f} s: " + ", ".join(f"{s} {t:.0f} s ({100 * t / total:.0f}%)" for s, t in timings.items()))
+    log(f"CPU time {sum(cpu_seconds.values()):.0f} s: " + ", ".join(f"{s} {t:.0f} s" for s, t in cpu_seconds.items()))
     log(f"outputs in {out_dir}/: preferences/, reward_model/, ppo/, dpo/, grpo/ (ckpt.pt, metrics.jsonl, curves), "
         f"rlhf_eval.md/.json/.png")
     log(f"next: python 04_sft/chat.py --ckpt {out_dir / 'grpo' / 'ckpt.pt'}")
-    return {"timings": timings, "total_seconds": total, **summaries}
+    return {"timings": timings, "cpu_seconds": cpu_seconds, "total_seconds": total, **summaries}
 
 
 def eval_stage(sft_model, reward_model, tokenizer, policies, settings, out_dir, device, timings, log):

@@ -453,7 +453,7 @@ def test_dpo_loss_hook_starts_at_log2_and_its_gradient_prefers_the_chosen(tokeni
 
 # ---- the script, end to end on a tiny model (a few seconds)
 
-SMOKE = dict(pair_scale=0.03, sampled_prompts=10, sample_tokens=8, labeller_tau=0.5, length_bias=0.03,
+SMOKE = dict(pair_scale=0.03, sampled_prompts=10, heldout_prompts=6, sample_tokens=8, labeller_tau=0.5, length_bias=0.03,
              rm_steps=2, rm_batch=4, rm_lr=3e-4,
              ppo=dict(steps=2, prompts_per_step=3, group_size=1, max_new_tokens=8, lr=1e-4, kl_coef=0.05, epochs=1,
                       minibatches=1, vf_coef=0.1, whiten_scores=True),
