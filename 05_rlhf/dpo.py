@@ -70,12 +70,15 @@ def make_dpo_loss(beta):
 @torch.no_grad()
 def reference_logprobs(ref_model, encoded, batch_size=64):
     """log ref(y) of the chosen and the rejected reply of every encoded pair: (N, 2) float32, one pass
-    over the data before training (the reference never changes, so this is all DPO needs of it)."""
+    over the data before training (the reference never changes, so this is all DPO needs of it).
+    The pairs go through in order of length, so a batch pads little."""
     device = next(ref_model.parameters()).device
-    out = []
+    out = torch.zeros(len(encoded), 2)
+    order = sorted(range(len(encoded)), key=lambda i: max(len(encoded[i][0]), len(encoded[i][2])))
     for start in range(0, len(encoded), batch_size):
-        ids, attention_mask, response_mask = (t.to(device) for t in pad_pairs(encoded[start:start + batch_size]))
+        rows = order[start:start + batch_size]
+        ids, attention_mask, response_mask = (t.to(device) for t in pad_pairs([encoded[i] for i in rows]))
         logps = sequence_logprobs(ref_model, ids, response_mask, attention_mask).sequence_logprob
         chosen, rejected = logps.chunk(2)
-        out.append(torch.stack([chosen, rejected], dim=1).cpu())
-    return torch.cat(out) if out else torch.zeros(0, 2)
+        out[rows] = torch.stack([chosen, rejected], dim=1).float().cpu()
+    return out

@@ -64,18 +64,20 @@ PRESETS = {
     # chapter 04's tiny chat model (2.2M parameters, context 256) on a CPU. See the lesson's appendix for
     # where the time goes; rollouts dominate, and every one of them is batched.
     "tiny": dict(
-        pair_scale=1.0, sampled_prompts=256, heldout_prompts=160, sample_tokens=48, labeller_tau=0.5, length_bias=0.03,
+        pair_scale=1.0, sampled_prompts=256, heldout_prompts=160, sample_tokens=64, labeller_tau=0.5,
+        length_bias=0.03,
         rm_steps=120, rm_batch=16, rm_lr=3e-4,
-        ppo=dict(steps=30, prompts_per_step=32, group_size=1, max_new_tokens=48, lr=2e-5, kl_coef=0.05,
+        ppo=dict(steps=30, prompts_per_step=32, group_size=1, max_new_tokens=64, lr=3e-5, kl_coef=0.05,
                  epochs=2, minibatches=2, vf_coef=0.1, whiten_scores=True),
         dpo_steps=100, dpo_batch=16, dpo_lr=2e-5, dpo_beta=0.1,
-        grpo=dict(steps=20, prompts_per_step=16, group_size=8, max_new_tokens=64, lr=3e-5, kl_coef=0.0,
+        grpo=dict(steps=20, prompts_per_step=16, group_size=8, max_new_tokens=96, lr=3e-5, kl_coef=0.0,
                   epochs=1, minibatches=1, tasks=["fact", "math"]),
-        overopt=dict(steps=100, prompts_per_step=32, lr=1e-4, kl_coefs=(0.0, 0.05)),
+        overopt=dict(steps=60, prompts_per_step=32, lr=1e-4, kl_coefs=(0.0, 0.05)),
         eval_tokens=96, precision="fp32"),
     # GPT-2 small (124M, context 1024) from `sft.py --preset gpt2`, on one GPU, bf16.
     "gpt2": dict(
-        pair_scale=4.0, sampled_prompts=2048, heldout_prompts=512, sample_tokens=96, labeller_tau=0.5, length_bias=0.03,
+        pair_scale=4.0, sampled_prompts=2048, heldout_prompts=512, sample_tokens=96, labeller_tau=0.5,
+        length_bias=0.03,
         rm_steps=600, rm_batch=32, rm_lr=1e-5,
         ppo=dict(steps=200, prompts_per_step=64, group_size=1, max_new_tokens=96, lr=1e-6, kl_coef=0.05,
                  epochs=2, minibatches=4, vf_coef=0.1, whiten_scores=True),
@@ -106,6 +108,8 @@ def parse_args(argv=None):
     add("--rm-steps", type=cli.positive_int)
     add("--dpo-steps", type=cli.positive_int)
     add("--kl-coef", type=cli.non_negative_float, help="PPO's beta (the KL penalty per token)")
+    add("--kl-target", type=cli.positive_float, help="PPO: Ziegler's adaptive KL controller aims at this KL "
+                                                      "(nats per reply); default: a fixed beta")
     add("--ppo-lr", type=cli.positive_float)
     add("--grpo-lr", type=cli.positive_float)
     add("--labeller-tau", type=cli.non_negative_float, help="Bradley-Terry temperature of the labeller (noise)")
@@ -119,7 +123,7 @@ def resolve_settings(args):
     settings = json.loads(json.dumps(PRESETS[args.preset]))  # a deep copy
     for flag, (section, key) in {"ppo_steps": ("ppo", "steps"), "grpo_steps": ("grpo", "steps"),
                                  "kl_coef": ("ppo", "kl_coef"), "ppo_lr": ("ppo", "lr"),
-                                 "grpo_lr": ("grpo", "lr")}.items():
+                                 "grpo_lr": ("grpo", "lr"), "kl_target": ("ppo", "adaptive_kl_target")}.items():
         if getattr(args, flag) is not None:
             settings[section][key] = getattr(args, flag)
     for flag in ("rm_steps", "dpo_steps", "labeller_tau", "length_bias"):
@@ -334,7 +338,7 @@ def rl_stage(name, algorithm, sft_model, tokenizer, settings, rl_settings, out_d
     tasks = rl_settings.get("tasks", RL_TASKS)
     summary = train_policy(policy, sft_model, rl_examples(settings, tasks), tokenizer, config, folder,
                            reward_model=reward_model, resume=resume, checkpoint_extra=extra, log=log)
-    plot_rl_curves(folder / "metrics.jsonl", folder / f"{name}_curves.png", name)
+    plot_rl_curves(folder / "metrics.jsonl", folder / f"{Path(name).name}_curves.png", name)
     return policy.eval(), summary
 
 
@@ -344,6 +348,7 @@ def dpo_stage(sft_model, tokenizer, pairs, settings, out_dir, device, resume, st
     block_size = sft_model.config.block_size
     encoded = {split: encode_pairs(pairs[key], tokenizer, block_size)[0]
                for split, key in (("train", "train"), ("val", "heldout"))}
+    encoded["val"] = encoded["val"][:256]  # the validation loss draws a few batches: 256 pairs are plenty
     t0 = time.time()
     ref = {split: reference_logprobs(sft_model.to(device), encoded[split]) for split in encoded}
     log(f"dpo: reference log-probs of {sum(len(e) for e in encoded.values())} pairs in {time.time() - t0:.1f} s "
