@@ -66,14 +66,14 @@ PRESETS = {
     "tiny": dict(
         pair_scale=1.0, sampled_prompts=256, heldout_prompts=160, sample_tokens=64, labeller_tau=0.5,
         length_bias=0.03,
-        rm_steps=120, rm_batch=16, rm_lr=3e-4,
-        ppo=dict(steps=30, prompts_per_step=32, group_size=1, max_new_tokens=64, lr=3e-5, kl_coef=0.05,
+        rm_steps=60, rm_batch=16, rm_lr=3e-4,
+        ppo=dict(steps=20, prompts_per_step=32, group_size=1, max_new_tokens=64, lr=3e-5, kl_coef=0.05,
                  epochs=2, minibatches=2, vf_coef=0.1, whiten_scores=True),
-        dpo_steps=100, dpo_batch=16, dpo_lr=2e-5, dpo_beta=0.1,
-        grpo=dict(steps=20, prompts_per_step=16, group_size=8, max_new_tokens=96, lr=3e-5, kl_coef=0.0,
+        dpo_steps=60, dpo_batch=16, dpo_lr=2e-5, dpo_beta=0.1,
+        grpo=dict(steps=12, prompts_per_step=16, group_size=8, max_new_tokens=96, lr=3e-5, kl_coef=0.0,
                   epochs=1, minibatches=1, tasks=["fact", "math"]),
-        overopt=dict(steps=60, prompts_per_step=32, lr=1e-4, kl_coefs=(0.0, 0.05)),
-        eval_tokens=96, precision="fp32"),
+        overopt=dict(steps=60, prompts_per_step=32, lr=1e-4, kl_coefs=(0.0, 0.05, 0.3)),
+        eval_tokens=96, kl_prompts=100, precision="fp32"),
     # GPT-2 small (124M, context 1024) from `sft.py --preset gpt2`, on one GPU, bf16.
     "gpt2": dict(
         pair_scale=4.0, sampled_prompts=2048, heldout_prompts=512, sample_tokens=96, labeller_tau=0.5,
@@ -396,6 +396,7 @@ def evaluate_policy(policy, sft_model, reward_model, tokenizer, examples, settin
     scores = score_replies(reward_model, conversations, replies, tokenizer) if reward_model is not None else None
     lengths = [len(tokenizer.encode_ordinary(text)) + ended for text, ended in replies]
     prompts = [render_chat(c, tokenizer, add_generation_prompt=True)[0] for c in conversations]
+    prompts = prompts[::max(1, len(prompts) // settings.get("kl_prompts", len(prompts)))]  # a spread-out subset
     kls = []
     for start in range(0, len(prompts), 256):
         with autocast(device.type, precision):
