@@ -405,7 +405,7 @@ def evaluate_policy(policy, sft_model, reward_model, tokenizer, examples, settin
             ref = sequence_logprobs(sft_model, r.ids, r.response_mask, r.attention_mask).token_logprobs
         kls += torch.where(r.response_mask, r.logprobs - ref, 0.0).sum(dim=1).tolist()
     extra = {"gold_reward": sum(gold) / len(gold), "rm_score": sum(scores) / len(scores) if scores else None,
-             "kl_from_sft": sum(kls) / len(kls), "reply_length": sum(lengths) / len(lengths)}
+             "kl_from_sft": sum(kls) / len(kls), "kl_prompts": len(kls), "reply_length": sum(lengths) / len(lengths)}
     result["metrics"].update(extra)
     return result
 
@@ -432,7 +432,7 @@ def results_table(results):
     for key, label, fmt in TABLE_ROWS:
         if key not in first["metrics"]:
             continue
-        n = first["counts"].get(key, len(first["replies"]))
+        n = first["metrics"]["kl_prompts"] if key == "kl_from_sft" else first["counts"].get(key, len(first["replies"]))
         cells = [fmt.format(r["metrics"][key]) if r["metrics"].get(key) is not None else "-" for r in results.values()]
         lines.append(f"| {label} | {n} | " + " | ".join(cells).replace("%", " %") + " |")
     return "\n".join(lines)
