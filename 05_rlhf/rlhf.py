@@ -618,17 +618,26 @@ def main(argv=None):
         return result
 
     pairs, reward_model, policies, summaries = None, None, {}, {}
-    if "preferences" in stages:
+    if "preferences" in stages and args.resume and (out_dir / "preferences" / "train.jsonl").exists():
+        pairs = load_preferences(out_dir)  # a resumed run keeps the pairs it trained on
+    elif "preferences" in stages:
         pairs = timed("preferences", lambda: make_preferences(sft_model, tokenizer, settings, out_dir, args.preferences,
                                                               log))
     need_pairs = any(s in stages for s in ("reward_model", "dpo"))
     if pairs is None and need_pairs:
         pairs = load_preferences(out_dir)
+    def stopped_early(stage, step, steps):  # --stop-at: end the script as if it had been interrupted here
+        if step < steps:
+            log(f"{stage} stopped early at step {step} of {steps}: continue with  python 05_rlhf/rlhf.py --resume "
+                f"--out-dir {out_dir}" + (f" --stages {args.stages}" if args.stages != ",".join(DEFAULT_STAGES) else ""))
+        return step < steps
+
     if "reward_model" in stages:
-        reward_model, _ = timed("reward_model", lambda: reward_model_stage(
+        reward_model, rm_summary = timed("reward_model", lambda: reward_model_stage(
             sft_model, tokenizer, pairs, settings, out_dir, device, args.resume, args.stop_at, sft_checkpoint, log))
-        if args.stop_at is None or (Path(out_dir) / "reward_model" / "ckpt.pt").exists():
-            summaries["reward_model"] = reward_model_report(reward_model, tokenizer, pairs["heldout"], out_dir, log)
+        if stopped_early("reward_model", rm_summary["step"], settings["rm_steps"]):
+            return {"timings": timings, "cpu_seconds": cpu_seconds, "stopped_at": "reward_model"}
+        summaries["reward_model"] = reward_model_report(reward_model, tokenizer, pairs["heldout"], out_dir, log)
     elif any(s in stages for s in ("ppo", "eval", "overopt")):
         if (Path(out_dir) / "reward_model" / "ckpt.pt").exists():
             reward_model = load_reward_model(sft_model, out_dir, settings, device)
@@ -638,13 +647,19 @@ def main(argv=None):
         policies["PPO"], summaries["ppo"] = timed("ppo", lambda: rl_stage(
             "ppo", "ppo", sft_model, tokenizer, settings, settings["ppo"], out_dir, device, args.resume, args.stop_at,
             sft_checkpoint, reward_model, log))
+        if stopped_early("ppo", summaries["ppo"]["step"], settings["ppo"]["steps"]):
+            return {"timings": timings, "cpu_seconds": cpu_seconds, "stopped_at": "ppo"}
     if "dpo" in stages:
         policies["DPO"], summaries["dpo"] = timed("dpo", lambda: dpo_stage(
             sft_model, tokenizer, pairs, settings, out_dir, device, args.resume, args.stop_at, sft_checkpoint, log))
+        if stopped_early("dpo", summaries["dpo"]["step"], settings["dpo_steps"]):
+            return {"timings": timings, "cpu_seconds": cpu_seconds, "stopped_at": "dpo"}
     if "grpo" in stages:
         policies["GRPO"], summaries["grpo"] = timed("grpo", lambda: rl_stage(
             "grpo", "grpo", sft_model, tokenizer, settings, settings["grpo"], out_dir, device, args.resume,
             args.stop_at, sft_checkpoint, None, log))
+        if stopped_early("grpo", summaries["grpo"]["step"], settings["grpo"]["steps"]):
+            return {"timings": timings, "cpu_seconds": cpu_seconds, "stopped_at": "grpo"}
     if "eval" in stages:
         summaries["eval"] = timed("eval", lambda: eval_stage(sft_model, reward_model, tokenizer, policies, settings,
                                                              out_dir, device, timings, log))

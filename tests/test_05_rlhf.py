@@ -534,3 +534,16 @@ def test_script_refuses_to_overwrite_and_checks_the_sft_model(script_run, tmp_pa
     with pytest.raises(ValueError, match="was trained from another SFT model"):
         rlhf.main(["--sft", str(tmp_path / "other.pt"), "--out-dir", str(out), "--stages", "eval", "--overwrite",
                    "--device", "cpu"])
+
+
+def test_script_stop_at_and_resume(tmp_path, sft_checkpoint, monkeypatch):
+    monkeypatch.setitem(rlhf.PRESETS, "tiny", SMOKE)
+    args = ["--sft", str(sft_checkpoint), "--out-dir", str(tmp_path / "run"), "--eval-per-task", "1", "--device", "cpu"]
+    interrupted = rlhf.main(args + ["--stop-at", "1"])
+    assert interrupted["stopped_at"] == "reward_model" and not (tmp_path / "run" / "ppo").exists()
+    pairs = (tmp_path / "run" / "preferences" / "train.jsonl").read_bytes()
+    resumed = rlhf.main(args + ["--resume"])
+    assert set(resumed["timings"]) == {"reward_model", "ppo", "dpo", "grpo", "eval"}  # the pairs were kept
+    assert (tmp_path / "run" / "preferences" / "train.jsonl").read_bytes() == pairs
+    for stage in ("reward_model", "ppo", "dpo", "grpo"):
+        assert checkpoint.read_checkpoint(tmp_path / "run" / stage / "ckpt.pt")["step"] == 2
