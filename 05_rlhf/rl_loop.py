@@ -42,7 +42,7 @@ from optimizer import clip_grad_norm, make_optimizer  # noqa: E402  (chapter 03)
 from train_log import append_record, keep_records_until  # noqa: E402  (chapter 03)
 
 from grpo import group_normalized_advantages, grpo_loss  # noqa: E402  (this chapter)
-from ppo import (AdaptiveKLController, ValueHead, entropy_bonus, gae_advantages, masked_mean,  # noqa: E402
+from ppo import (AdaptiveKLController, ValueHead, entropy_bonus, gae_advantages,  # noqa: E402
                  masked_whiten, per_token_rewards, ppo_clipped_loss, value_loss, whiten_and_clip_scores)
 from preferences import gold_reward  # noqa: E402
 

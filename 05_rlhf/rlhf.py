@@ -22,7 +22,6 @@ Every policy checkpoint (ppo/dpo/grpo ckpt.pt) is a chat model in chapter 04's f
 import dataclasses
 import json
 import math
-import random
 import sys
 import time
 from pathlib import Path

@@ -7,7 +7,6 @@ import copy
 import doctest
 import json
 import math
-import random
 
 import pytest
 import torch
