@@ -618,6 +618,17 @@ import quantize  # noqa: E402
 def quantize_inputs(tmp_path_factory):
     """A tiny chat checkpoint (random weights, Linear widths 32 and 128) with its tokenizer and token files."""
     import numpy as np
+# ---- chapter 05: rlhf.py
+
+import rlhf  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def rlhf_inputs(tmp_path_factory):
+    """A tiny SFT checkpoint (random weights, a chat tokenizer), a base model without chat tokens, and an
+    earlier run's folder holding a ppo checkpoint."""
+    import json
+
     import torch
 
     import bpe
@@ -640,6 +651,24 @@ def quantize_inputs(tmp_path_factory):
     torch.save({"weights": torch.zeros(3), "step": 1}, root / "not_a_model.pt")
     (root / "earlier_run").mkdir()
     (root / "earlier_run" / "settings.json").write_text("{}")
+    import world
+    from chat_format import add_chat_tokens
+    from gpt import GPT, GPTConfig
+    root = tmp_path_factory.mktemp("rlhf_bad")
+    base = bpe.train_bpe(world.make_corpus(20_000), 300, special_tokens=[world.EOT])
+    for name, tok in (("sft", add_chat_tokens(base)), ("base", base)):
+        tok.save(root / name / "tokenizer")
+        torch.manual_seed(0)
+        model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=64, n_layer=1, n_head=2, n_embd=16))
+        checkpoint.save_checkpoint(root / name / "ckpt.pt", {"model": model.state_dict(), "tokenizer": str(root / name / "tokenizer"),
+                                                            "model_config": checkpoint.model_config_dict(model)})
+    (root / "run" / "ppo").mkdir(parents=True)
+    (root / "run" / "ppo" / "ckpt.pt").write_bytes(b"an earlier run")
+    pair = {"messages": [{"role": "user", "content": "Where does Sam live?"}], "chosen": "In Trusholm.", "rejected": "No."}
+    (root / "bad_line.jsonl").write_text(json.dumps(pair) + "\n" + '{"messages": [], "chosen": "a"' + "\n")
+    (root / "empty.jsonl").write_text("\n")
+    long_pair = {**pair, "messages": [{"role": "user", "content": "Tell me a long story about Sam. " * 20}]}
+    (root / "long_prompt.jsonl").write_text(json.dumps(long_pair) + "\n")
     return root
 
 
@@ -697,3 +726,27 @@ def test_evaluate_with_no_models_says_to_run_the_pipeline(tmp_path, capsys):
     code, err = run_script(evaluate.main, ["--runs-dir", str(tmp_path / "runs"), "--out-dir", str(tmp_path / "out")],
                            capsys)
     assert code == 2 and "no models to evaluate" in err and "python pipeline.py" in err
+    (["--sft", "ROOT/missing.pt"], "error: no SFT model at ROOT/missing.pt. Fine-tune one first: python 04_sft/sft.py --preset tiny"),
+    (["--sft", "ROOT/base/ckpt.pt"], "is not a chat model (its tokenizer has no <|end|>)"),
+    (["--preferences", "ROOT/bad_line.jsonl", "--out-dir", "ROOT/new"], "bad_line.jsonl, line 2: "),
+    (["--preferences", "ROOT/empty.jsonl", "--out-dir", "ROOT/new"], "empty.jsonl holds no preference pairs"),
+    (["--preferences", "ROOT/missing.jsonl", "--out-dir", "ROOT/new"], "--preferences ROOT/missing.jsonl: no such file"),
+    (["--preferences", "ROOT/long_prompt.jsonl", "--out-dir", "ROOT/new"], "pair 0: its prompt is"),
+    (["--stages", "ppo", "--out-dir", "ROOT/run"], "already holds a run (ckpt.pt): pass --resume to continue it, --overwrite"),
+    (["--stages", "ppo", "--out-dir", "ROOT/new"], "no reward model in ROOT/new/reward_model: run the reward_model stage first (--stages reward_model,ppo)"),
+    (["--stages", "ppo,rlhf"], "--stages 'ppo,rlhf': name stages from preferences, reward_model"),
+    (["--resume", "--overwrite"], "--resume continues a run and --overwrite replaces it"),
+    (["--kl-coef", "-1"], "error: argument --kl-coef: '-1' must be 0 or more"),
+    (["--ppo-steps", "0"], "error: argument --ppo-steps: '0' must be at least 1"),
+    (["--out-dir", "ROOT/empty.jsonl"], "is a file, not a folder"),
+])
+def test_rlhf_bad_input_is_one_line(rlhf_inputs, capsys, argv, message):
+    root = rlhf_inputs
+    argv = [a.replace("ROOT", str(root)) for a in argv]
+    if "--sft" not in argv:
+        argv = ["--sft", str(root / "sft" / "ckpt.pt"), "--device", "cpu"] + argv
+    before = files_of(root / "run" / "ppo")
+    code, err = run_script(rlhf.main, argv, capsys)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and message.replace("ROOT", str(root)) in lines[0], lines
+    assert files_of(root / "run" / "ppo") == before and not (root / "new").exists()

@@ -1,0 +1,291 @@
+"""The loop PPO and GRPO share: roll out, score, compute advantages, update; log, checkpoint, resume.
+
+    summary = train_policy(policy, ref_model, examples, tokenizer, RLConfig(algorithm="ppo", ...),
+                           reward_model=rm, out_dir="runs/05_rlhf/ppo")
+
+One step:
+    1. draw prompts_per_step training prompts (seeded by the step), each repeated group_size times
+    2. rollout(): batched sampling with the KV cache, prompts of different lengths left-padded
+    3. score every reply: the gold reward (always, for the logs) and the reward model's score (if given);
+       config.reward says which one the policy is trained on
+    4. one forward pass without gradients: the policy's log-probs (pi_old) and values, the reference's
+       log-probs (the frozen SFT model)
+    5. PPO: per-token rewards (KL penalty + score at the last token), GAE, whitened advantages;
+       GRPO: group-normalized advantages of the replies, no value head
+    6. epochs x minibatches of clipped-loss updates (our AdamW, gradient clipping)
+Each step's numbers go to metrics.jsonl (see LOGGED); a checkpoint every checkpoint_interval steps and
+at the end holds everything resuming needs (policy, value head, optimizer, the KL coefficient, step):
+the prompts, the sampling seeds and the minibatch order depend only on (seed, step), so a resumed run
+continues exactly as the uninterrupted one would.
+"""
+import dataclasses
+import random
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+REPO = Path(__file__).resolve().parents[1]
+for chapter in ["01_tokenizer", "02_transformer", "03_pretrain", "04_sft"]:  # the earlier chapters this file builds on
+    if str(REPO / chapter) not in sys.path:
+        sys.path.append(str(REPO / chapter))
+
+from chat_format import END, render_chat  # noqa: E402  (chapter 04)
+from checkpoint import model_config_dict, read_checkpoint, save_checkpoint  # noqa: E402  (chapter 03)
+from generation import rollout  # noqa: E402  (chapter 02)
+from hardware import autocast  # noqa: E402  (chapter 03)
+from logprobs import logprobs_from_logits, sequence_logprobs  # noqa: E402  (chapter 02)
+from optimizer import clip_grad_norm, make_optimizer  # noqa: E402  (chapter 03)
+from train_log import append_record, keep_records_until  # noqa: E402  (chapter 03)
+
+from grpo import group_normalized_advantages, grpo_loss  # noqa: E402  (this chapter)
+from ppo import (AdaptiveKLController, ValueHead, entropy_bonus, gae_advantages,  # noqa: E402
+                 masked_whiten, per_token_rewards, ppo_clipped_loss, value_loss, whiten_and_clip_scores)
+from preferences import gold_reward  # noqa: E402
+
+# What every step logs (TRL's names in brackets), documented once here and in the lesson:
+LOGGED = {
+    "gold_reward": "mean gold reward of the sampled replies (what we really want; never trained on by PPO)",
+    "rm_score": "mean reward-model score of the sampled replies [env/reward_mean]",
+    "kl": "mean over replies of sum_t (log pi - log ref): the KL from the SFT model, in nats per reply [objective/kl]",
+    "kl_coef": "beta, the KL coefficient (moves with the adaptive controller)",
+    "entropy": "mean per-token entropy of the policy on its replies [objective/entropy]",
+    "clip_fraction": "share of tokens where the clipped ratio was used [policy/clipfrac]",
+    "approx_kl": "k3 estimate of KL(pi_old || pi) over the update: how far one step moved [policy/approxkl]",
+    "policy_loss": "the clipped surrogate loss [loss/policy]",
+    "value_loss": "the clipped value loss (PPO only) [loss/value]",
+    "response_length": "mean reply length in tokens",
+    "ended": "share of replies that ended their turn with <|end|>",
+}
+
+
+@dataclass
+class RLConfig:
+    """Settings of a PPO or GRPO run (saved in its checkpoint)."""
+    algorithm: str = "ppo"         # "ppo" | "grpo"
+    reward: str = "rm"             # what the policy is trained on: "rm" (the reward model) | "gold"
+    steps: int = 40
+    prompts_per_step: int = 32
+    group_size: int = 1            # replies per prompt (GRPO: G >= 2)
+    max_new_tokens: int = 48
+    temperature: float = 1.0
+    lr: float = 1e-5
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    epochs: int = 1                # passes over each rollout batch (DeepSpeed-Chat: 1 was the stable choice)
+    minibatches: int = 1           # optimizer steps per pass
+    clip_range: float = 0.2
+    kl_coef: float = 0.05          # beta of the per-token KL penalty (PPO) or of the k3 loss term (GRPO)
+    kl_estimator: str = "k1"       # "k1" | "k3"
+    adaptive_kl_target: float | None = None   # a KL (nats per reply) for Ziegler's controller; None: fixed beta
+    adaptive_kl_horizon: int = 10000
+    whiten_scores: bool = False
+    clip_scores: float | None = None
+    gamma: float = 1.0
+    lam: float = 0.95
+    vf_coef: float = 0.1
+    value_clip: float = 0.2
+    ent_coef: float = 0.0
+    normalize_std: bool = True     # GRPO: divide by the group's std
+    seed: int = 0
+    checkpoint_interval: int = 20
+    log_interval: int = 5
+    precision: str = "fp32"
+    stop_at: int | None = None     # stop after this step as if interrupted
+
+
+def check_rl_config(config):
+    """ValueError for settings the loop cannot run."""
+    if config.algorithm not in ("ppo", "grpo"):
+        raise ValueError(f"algorithm must be 'ppo' or 'grpo', got {config.algorithm!r}")
+    if config.reward not in ("rm", "gold"):
+        raise ValueError(f"reward must be 'rm' or 'gold', got {config.reward!r}")
+    if config.algorithm == "grpo" and config.group_size < 2:
+        raise ValueError("GRPO needs group_size >= 2: its baseline is the mean of the group")
+    if min(config.steps, config.prompts_per_step, config.group_size, config.max_new_tokens, config.epochs,
+           config.minibatches) < 1:
+        raise ValueError("steps, prompts_per_step, group_size, max_new_tokens, epochs and minibatches must be >= 1")
+    if config.minibatches > config.prompts_per_step * config.group_size:
+        raise ValueError("more minibatches than replies per step")
+
+
+def policy_forward(policy, value_head, ids, attention_mask, response_mask, temperature=1.0):
+    """One pass of the policy over a rollout: (token_logprobs, entropy, values), each (B, T) aligned with
+    ids (column t: the token ids[:, t] and the state before it; column 0 is 0). values is None without
+    a value head. The value of the state before token t is read off the hidden state at t - 1, the same
+    one whose logits predicted token t. Log-probs at the sampling temperature, as the rollout's."""
+    hidden = policy.hidden(ids[:, :-1], attention_mask=attention_mask[:, :-1])  # (B, T-1, C)
+    out = logprobs_from_logits(policy.lm_head(hidden), ids[:, 1:], response_mask[:, 1:], temperature)
+    pad = lambda x: torch.cat([x.new_zeros(x.size(0), 1), x], dim=1)  # (B, T-1) -> (B, T)
+    values = None if value_head is None else pad(value_head(hidden))
+    return pad(out.token_logprobs), pad(out.entropy), values
+
+
+def prompts_of_step(examples, config, step):
+    """The examples of one step: prompts_per_step of them (a seeded draw), each repeated group_size times."""
+    rng = random.Random(f"rl-prompts:{config.seed}:{step}")
+    chosen = rng.sample(range(len(examples)), min(config.prompts_per_step, len(examples)))
+    return [examples[i] for i in chosen for _ in range(config.group_size)]
+
+
+def decode_replies(responses, tokenizer):
+    """Sampled token lists -> [(text, ended)]: ended when the last token is <|end|> (not part of the text)."""
+    end_id = tokenizer.special_tokens[END]
+    out = []
+    for tokens in responses:
+        ended = bool(tokens) and tokens[-1] == end_id
+        out.append((tokenizer.decode(tokens[:-1] if ended else tokens), ended))
+    return out
+
+
+def rl_step(policy, value_head, ref_model, reward_model, optimizer, examples, tokenizer, config, step, kl_coef):
+    """One rollout + update; returns the step's log record (see LOGGED)."""
+    device = next(policy.parameters()).device
+    device_type = device.type
+    batch = prompts_of_step(examples, config, step)
+    prompts = [render_chat(e["messages"][:-1], tokenizer, add_generation_prompt=True)[0] for e in batch]
+    t0 = time.time()
+    with autocast(device_type, config.precision):
+        r = rollout(policy, prompts, config.max_new_tokens, temperature=config.temperature,
+                    stop_tokens=[tokenizer.special_tokens[END]], seed=config.seed * 1_000_003 + step,
+                    pad_id=tokenizer.special_tokens.get("<|endoftext|>", 0))
+    rollout_seconds = time.time() - t0
+    replies = decode_replies(r.responses, tokenizer)
+    gold = torch.tensor([gold_reward(e, text, ended) for e, (text, ended) in zip(batch, replies)], device=device)
+    ids, attention_mask, mask = r.ids, r.attention_mask, r.response_mask
+    with torch.no_grad(), autocast(device_type, config.precision):
+        if config.algorithm == "ppo":  # the values need a pass of the policy anyway; it gives pi_old too
+            old_logprobs, _, old_values = policy_forward(policy, value_head, ids, attention_mask, mask,
+                                                         config.temperature)
+        else:  # GRPO: pi_old is the sampling policy, whose log-probs the rollout kept (no extra pass)
+            old_logprobs, old_values = r.logprobs, None
+        ref_logprobs = sequence_logprobs(ref_model, ids, mask, attention_mask, config.temperature).token_logprobs
+        rm_scores = reward_model(ids, attention_mask) if reward_model is not None else torch.zeros_like(gold)
+    scores = rm_scores if config.reward == "rm" else gold
+
+    if config.algorithm == "ppo":
+        scores = whiten_and_clip_scores(scores, config.whiten_scores, config.clip_scores)
+        rewards, _ = per_token_rewards(scores, old_logprobs, ref_logprobs, mask, kl_coef, config.kl_estimator)
+        advantages, returns = gae_advantages(rewards, old_values, mask, config.gamma, config.lam)
+        advantages = masked_whiten(advantages, mask)
+    else:
+        advantages = group_normalized_advantages(scores, config.group_size, config.normalize_std)
+
+    B = ids.size(0)
+    sums = {"policy_loss": 0.0, "value_loss": 0.0, "clip_fraction": 0.0, "approx_kl": 0.0, "entropy": 0.0}
+    n_updates = 0
+    generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
+    for epoch in range(config.epochs):
+        order = torch.randperm(B, generator=generator).to(device)
+        for rows in order.chunk(config.minibatches):
+            with autocast(device_type, config.precision):
+                logprobs, entropy, values = policy_forward(policy, value_head, ids[rows], attention_mask[rows],
+                                                           mask[rows], config.temperature)
+            m = mask[rows]
+            if config.algorithm == "ppo":
+                pg_loss, clip_fraction, approx_kl = ppo_clipped_loss(logprobs, old_logprobs[rows], advantages[rows], m,
+                                                                     config.clip_range)
+                v_loss = value_loss(values, old_values[rows], returns[rows], m, config.value_clip)
+                loss = pg_loss + config.vf_coef * v_loss
+            else:
+                pg_loss, clip_fraction, approx_kl, _ = grpo_loss(logprobs, old_logprobs[rows], advantages[rows], m,
+                                                                 config.clip_range, ref_logprobs[rows], kl_coef)
+                v_loss = torch.zeros(())
+                loss = pg_loss
+            entropy_mean = entropy_bonus(entropy, m)
+            loss = loss - config.ent_coef * entropy_mean
+            loss.backward()
+            clip_grad_norm([p for group in optimizer.param_groups for p in group["params"]],
+                           config.grad_clip or float("inf"))
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            for name, value in (("policy_loss", pg_loss), ("value_loss", v_loss), ("clip_fraction", clip_fraction),
+                                ("approx_kl", approx_kl), ("entropy", entropy_mean)):
+                sums[name] += float(value.detach())
+            n_updates += 1
+    kl_per_reply = (torch.where(mask, old_logprobs - ref_logprobs, 0.0)).sum(dim=1)  # (B,): k1 summed per reply
+    return {"step": step + 1, "gold_reward": gold.mean().item(), "rm_score": rm_scores.float().mean().item(),
+            "kl": kl_per_reply.mean().item(), "kl_coef": kl_coef,
+            **{name: total / n_updates for name, total in sums.items()},
+            "response_length": mask.sum(dim=1).float().mean().item(),
+            "ended": sum(ended for _, ended in replies) / len(replies),
+            "rollout_seconds": rollout_seconds}
+
+
+def train_policy(policy, ref_model, examples, tokenizer, config, out_dir, reward_model=None, resume=False,
+                 checkpoint_extra=None, log=print):
+    """Train `policy` in place with PPO or GRPO on the training `examples` (sft_data dicts with grading
+    fields); returns a summary dict. Writes out_dir/ckpt.pt (a chat checkpoint, stage config.algorithm,
+    plus "value_head" and "optimizer") and out_dir/metrics.jsonl (one record per step)."""
+    check_rl_config(config)
+    if config.reward == "rm" and reward_model is None:
+        raise ValueError("reward='rm' needs a reward model")
+    if not examples:
+        raise ValueError("no training prompts for the RL stage")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path, metrics_path = out_dir / "ckpt.pt", out_dir / "metrics.jsonl"
+    device = next(policy.parameters()).device
+    policy.requires_grad_(True)  # (a deep copy of the frozen reference model arrives frozen)
+    value_head = ValueHead(policy.config.n_embd).to(device) if config.algorithm == "ppo" else None
+    trained = nn.ModuleDict({"policy": policy, **({"value_head": value_head} if value_head is not None else {})})
+    optimizer = make_optimizer(trained, config.lr, config.weight_decay, betas=(0.9, 0.95))
+    kl = AdaptiveKLController(config.kl_coef, config.adaptive_kl_target, config.adaptive_kl_horizon) \
+        if config.adaptive_kl_target else None
+    kl_coef, step = config.kl_coef, 0
+    if resume and ckpt_path.exists():
+        saved = read_checkpoint(ckpt_path)
+        if saved.get("model_config") != model_config_dict(policy):
+            raise ValueError(f"{ckpt_path} was saved from another model config: start a fresh run (--overwrite)")
+        policy.load_state_dict(saved["model"])
+        if value_head is not None:
+            value_head.load_state_dict(saved["value_head"])
+        optimizer.load_state_dict(saved["optimizer"])
+        step, kl_coef = saved["step"], saved["kl_coef"]
+        if kl is not None:
+            kl.value = kl_coef
+        keep_records_until(metrics_path, step)
+        log(f"resuming {config.algorithm} from {ckpt_path} at step {step}")
+    else:
+        metrics_path.unlink(missing_ok=True)
+    for model in (policy, ref_model, reward_model):
+        if model is not None:
+            model.eval()  # no dropout anywhere: the log-probs of the rollout and of the update must agree
+    ref_model.requires_grad_(False)
+    if reward_model is not None:
+        reward_model.requires_grad_(False)
+
+    def save(step):
+        save_checkpoint(ckpt_path, {
+            "model": policy.state_dict(), "model_config": model_config_dict(policy), "stage": config.algorithm,
+            "value_head": value_head.state_dict() if value_head is not None else {},
+            "optimizer": optimizer.state_dict(), "step": step, "kl_coef": kl_coef,
+            "rl_config": dataclasses.asdict(config), **(checkpoint_extra or {})})
+
+    stop = min(config.steps, config.stop_at) if config.stop_at is not None else config.steps
+    t_start, start_step, record = time.time(), step, None
+    while step < stop:
+        for group in optimizer.param_groups:
+            group["lr"] = config.lr
+        record = rl_step(policy, value_head, ref_model, reward_model, optimizer, examples, tokenizer, config, step,
+                         kl_coef)
+        step += 1
+        if kl is not None:
+            kl_coef = kl.update(record["kl"], config.prompts_per_step * config.group_size)
+        record["time"] = time.time() - t_start
+        append_record(metrics_path, record)
+        if step % config.log_interval == 0 or step == stop:
+            per_step = (time.time() - t_start) / (step - start_step)
+            log(f"{config.algorithm} step {step}/{config.steps}: gold {record['gold_reward']:+.3f}, "
+                f"rm {record['rm_score']:+.3f}, kl {record['kl']:.3f}, entropy {record['entropy']:.3f}, "
+                f"clip {record['clip_fraction']:.3f}, value loss {record['value_loss']:.4f}, "
+                f"length {record['response_length']:.1f}, {per_step:.2f} s/step "
+                f"(rollout {record['rollout_seconds']:.2f} s), ETA {per_step * (stop - step):.0f} s")
+        if step % config.checkpoint_interval == 0 or step == stop:
+            save(step)
+    if record is None and not ckpt_path.exists():
+        save(step)
+    return {"step": step, "wall_seconds": time.time() - t_start, "kl_coef": kl_coef, "last": record}
