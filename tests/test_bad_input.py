@@ -608,6 +608,8 @@ def test_benchmarks_bad_input_is_one_line(tmp_path, capsys, main, argv, message)
     code, err = run_script(main, argv, capsys)
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1 and lines[0].startswith(message.replace("ROOT", str(tmp_path))), lines
+
+
 # ---- chapter 06: quantize.py and chat_quantized.py
 
 import chat_quantized  # noqa: E402
@@ -618,17 +620,6 @@ import quantize  # noqa: E402
 def quantize_inputs(tmp_path_factory):
     """A tiny chat checkpoint (random weights, Linear widths 32 and 128) with its tokenizer and token files."""
     import numpy as np
-# ---- chapter 05: rlhf.py
-
-import rlhf  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def rlhf_inputs(tmp_path_factory):
-    """A tiny SFT checkpoint (random weights, a chat tokenizer), a base model without chat tokens, and an
-    earlier run's folder holding a ppo checkpoint."""
-    import json
-
     import torch
 
     import bpe
@@ -651,24 +642,6 @@ def rlhf_inputs(tmp_path_factory):
     torch.save({"weights": torch.zeros(3), "step": 1}, root / "not_a_model.pt")
     (root / "earlier_run").mkdir()
     (root / "earlier_run" / "settings.json").write_text("{}")
-    import world
-    from chat_format import add_chat_tokens
-    from gpt import GPT, GPTConfig
-    root = tmp_path_factory.mktemp("rlhf_bad")
-    base = bpe.train_bpe(world.make_corpus(20_000), 300, special_tokens=[world.EOT])
-    for name, tok in (("sft", add_chat_tokens(base)), ("base", base)):
-        tok.save(root / name / "tokenizer")
-        torch.manual_seed(0)
-        model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=64, n_layer=1, n_head=2, n_embd=16))
-        checkpoint.save_checkpoint(root / name / "ckpt.pt", {"model": model.state_dict(), "tokenizer": str(root / name / "tokenizer"),
-                                                            "model_config": checkpoint.model_config_dict(model)})
-    (root / "run" / "ppo").mkdir(parents=True)
-    (root / "run" / "ppo" / "ckpt.pt").write_bytes(b"an earlier run")
-    pair = {"messages": [{"role": "user", "content": "Where does Sam live?"}], "chosen": "In Trusholm.", "rejected": "No."}
-    (root / "bad_line.jsonl").write_text(json.dumps(pair) + "\n" + '{"messages": [], "chosen": "a"' + "\n")
-    (root / "empty.jsonl").write_text("\n")
-    long_pair = {**pair, "messages": [{"role": "user", "content": "Tell me a long story about Sam. " * 20}]}
-    (root / "long_prompt.jsonl").write_text(json.dumps(long_pair) + "\n")
     return root
 
 
@@ -699,6 +672,8 @@ def test_quantize_bad_input_is_one_line(quantize_inputs, capsys, argv, message):
 def test_chat_quantized_without_a_model_says_what_to_run(tmp_path, capsys):
     code, err = run_script(chat_quantized.main, ["--ckpt", str(tmp_path / "missing.pt"), "--prompt", "hi"], capsys)
     assert code == 2 and "python 06_quantize/quantize.py --preset tiny" in err and len(err.strip().splitlines()) == 1
+
+
 # ---- chapter 07: evaluate.py
 
 
@@ -726,6 +701,45 @@ def test_evaluate_with_no_models_says_to_run_the_pipeline(tmp_path, capsys):
     code, err = run_script(evaluate.main, ["--runs-dir", str(tmp_path / "runs"), "--out-dir", str(tmp_path / "out")],
                            capsys)
     assert code == 2 and "no models to evaluate" in err and "python pipeline.py" in err
+
+
+# ---- chapter 05: rlhf.py
+
+import rlhf  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def rlhf_inputs(tmp_path_factory):
+    """A tiny SFT checkpoint (random weights, a chat tokenizer), a base model without chat tokens, and an
+    earlier run's folder holding a ppo checkpoint."""
+    import json
+
+    import torch
+
+    import bpe
+    import checkpoint
+    import world
+    from chat_format import add_chat_tokens
+    from gpt import GPT, GPTConfig
+    root = tmp_path_factory.mktemp("rlhf_bad")
+    base = bpe.train_bpe(world.make_corpus(20_000), 300, special_tokens=[world.EOT])
+    for name, tok in (("sft", add_chat_tokens(base)), ("base", base)):
+        tok.save(root / name / "tokenizer")
+        torch.manual_seed(0)
+        model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=64, n_layer=1, n_head=2, n_embd=16))
+        checkpoint.save_checkpoint(root / name / "ckpt.pt", {"model": model.state_dict(), "tokenizer": str(root / name / "tokenizer"),
+                                                            "model_config": checkpoint.model_config_dict(model)})
+    (root / "run" / "ppo").mkdir(parents=True)
+    (root / "run" / "ppo" / "ckpt.pt").write_bytes(b"an earlier run")
+    pair = {"messages": [{"role": "user", "content": "Where does Sam live?"}], "chosen": "In Trusholm.", "rejected": "No."}
+    (root / "bad_line.jsonl").write_text(json.dumps(pair) + "\n" + '{"messages": [], "chosen": "a"' + "\n")
+    (root / "empty.jsonl").write_text("\n")
+    long_pair = {**pair, "messages": [{"role": "user", "content": "Tell me a long story about Sam. " * 20}]}
+    (root / "long_prompt.jsonl").write_text(json.dumps(long_pair) + "\n")
+    return root
+
+
+@pytest.mark.parametrize("argv, message", [
     (["--sft", "ROOT/missing.pt"], "error: no SFT model at ROOT/missing.pt. Fine-tune one first: python 04_sft/sft.py --preset tiny"),
     (["--sft", "ROOT/base/ckpt.pt"], "is not a chat model (its tokenizer has no <|end|>)"),
     (["--preferences", "ROOT/bad_line.jsonl", "--out-dir", "ROOT/new"], "bad_line.jsonl, line 2: "),
