@@ -205,6 +205,9 @@ def load_model_and_tokenizer(ckpt_path, device="cpu"):
         raise FileNotFoundError(f"no tokenizer for {ckpt_path}: looked for "
                                 + " and ".join(f"{p}.tiktoken" for p in candidates))
     tokenizer = Tokenizer.load(prefix)
+    if checkpoint.get("stage") == "reward_model":
+        raise ValueError(f"{ckpt_path} is a reward model (chapter 05: a scorer, not a chat model): load a policy "
+                         f"(runs/05_rlhf/ppo, dpo or grpo) or an SFT model instead")
     model = GPT(GPTConfig(**checkpoint["model_config"]))
     model.load_state_dict(checkpoint["model"])
     model.to(device).eval()
