@@ -219,6 +219,9 @@ def load_model_and_tokenizer(ckpt_path, device="cpu"):
         raise ValueError(f"{ckpt_path} was trained with another tokenizer than {' or '.join(map(str, found))} "
                          f"(its sha256 differs from the one the checkpoint records): put back the run's own "
                          f"tokenizer.tiktoken/.json next to ckpt.pt, or train again")
+    if checkpoint.get("stage") == "reward_model":
+        raise ValueError(f"{ckpt_path} is a reward model (chapter 05: a scorer, not a chat model): load a policy "
+                         f"(runs/05_rlhf/ppo, dpo or grpo) or an SFT model instead")
     try:
         model = GPT(GPTConfig(**checkpoint["model_config"]))
         model.load_state_dict(checkpoint["model"])

@@ -546,3 +546,10 @@ def test_script_stop_at_and_resume(tmp_path, sft_checkpoint, monkeypatch):
     assert (tmp_path / "run" / "preferences" / "train.jsonl").read_bytes() == pairs
     for stage in ("reward_model", "ppo", "dpo", "grpo"):
         assert checkpoint.read_checkpoint(tmp_path / "run" / stage / "ckpt.pt")["step"] == 2
+
+
+def test_chat_refuses_the_reward_model_with_a_clear_error(script_run):
+    import chat
+    out, _ = script_run
+    with pytest.raises(ValueError, match="is a reward model"):
+        chat.load_chat_model(out / "reward_model" / "ckpt.pt")
