@@ -273,8 +273,14 @@ def load_jsonl(path):
     if not path.is_file():
         raise FileNotFoundError(f"no JSONL file at {path}")
     conversations = []
-    with open(path, encoding="utf-8") as f:
-        for line_number, line in enumerate(f, start=1):
+    with open(path, "rb") as f:
+        for line_number, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise ValueError(f"{path}, line {line_number}: byte 0x{raw[error.start]:02x} is not UTF-8 (Latin-1 "
+                                 f"or another legacy encoding?). Convert the file first, e.g. iconv -f latin1 "
+                                 f"-t utf-8 {path} > fixed.jsonl") from None
             if not line.strip():
                 continue
             try:

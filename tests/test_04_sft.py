@@ -754,3 +754,13 @@ def test_chat_session_keeps_history_within_the_context(sft_run):
     assert session.history == before  # the message that could not fit is not kept
     session.reset()
     assert session.history == []
+
+
+def test_load_jsonl_names_the_file_and_line_of_a_latin1_byte(tmp_path):
+    """Called directly (as chapter 05 does for preference files), not only through sft.py's check."""
+    path = tmp_path / "latin1.jsonl"
+    good = json.dumps({"instruction": "Say hi.", "output": "Hi."})
+    path.write_bytes((good + "\n" + json.dumps({"instruction": "Où?", "output": "Là."}, ensure_ascii=False)
+                      + "\n").encode("latin-1"))
+    with pytest.raises(ValueError, match=r"latin1.jsonl, line 2: byte 0xf9 is not UTF-8 .* iconv -f latin1"):
+        load_jsonl(path)
