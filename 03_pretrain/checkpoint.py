@@ -76,6 +76,17 @@ def read_checkpoint(path, mmap=False):
     return checkpoint
 
 
+def read_run_checkpoint(out_dir, script):
+    """The checkpoint that --resume continues: out_dir/ckpt.pt, which must hold the 'model' and the
+    'settings' of a run of `script` (e.g. "pretrain.py"); anything else is one clear ValueError."""
+    path = Path(out_dir) / "ckpt.pt"
+    checkpoint = read_checkpoint(path, mmap=True)  # one clear line for a damaged file
+    if not {"model", "settings"} <= set(checkpoint):
+        raise ValueError(f"{path} is not a checkpoint of {script} (it has no 'model' and 'settings'): --resume "
+                         f"continues a run of this script; start a new one with --overwrite or another --out-dir")
+    return checkpoint
+
+
 def load_checkpoint(path, model=None, optimizer=None, scaler=None):
     """Load a checkpoint written by save_checkpoint; returns it as a dict (checkpoint["step"], ...).
 

@@ -34,7 +34,7 @@ import cli  # noqa: E402  (chapter 01: one clear line for bad input)
 import dataset  # noqa: E402  (this chapter)
 import hardware  # noqa: E402
 import train  # noqa: E402
-from checkpoint import read_checkpoint  # noqa: E402
+from checkpoint import read_run_checkpoint  # noqa: E402
 from gpt import GPT, GPTConfig  # noqa: E402
 
 DEFAULT_OUT_DIR = REPO / "runs" / "03_pretrain"
@@ -135,11 +135,7 @@ def resolve_settings(args):
     settings = dict(PRESETS[args.preset], seed=1337, device=None, peak_flops=None, stop_at=None)
     saved = {}
     if args.resume:
-        checkpoint = read_checkpoint(out_dir / "ckpt.pt", mmap=True)  # one clear line for a damaged file
-        if not {"model", "settings"} <= set(checkpoint):
-            raise ValueError(f"{out_dir / 'ckpt.pt'} is not a checkpoint of pretrain.py (it has no 'model' and "
-                             f"'settings'): --resume continues a run of this script; start a new one with "
-                             f"--overwrite or another --out-dir")
+        checkpoint = read_run_checkpoint(out_dir, "pretrain.py")
         settings.update({k: v for k, v in checkpoint.get("settings", {}).items() if k not in ("device", "stop_at")})
         saved = dict(checkpoint.get("data") or {}, tokenizer_sha256=checkpoint.get("tokenizer_sha256"))
         if settings["tokenizer"] not in (None, "gpt2"):  # a given tokenizer: the run folder holds its copy

@@ -185,6 +185,12 @@ def main(argv=None):
     args = parse_args(argv)
     device = pick_device(args.device)  # one clear line for a device this machine lacks
     model, tokenizer = load_chat_model(args.ckpt, device)
+    return chat_with(model, tokenizer, args)
+
+
+def chat_with(model, tokenizer, args):
+    """Answer --prompt once (printing the reply as it streams) and return it, or open the REPL.
+    Chapter 06's chat_quantized.py ends the same way, with a quantized model."""
     session = ChatSession(model, tokenizer, args.temp, args.top_k, args.max_new_tokens, args.seed, args.system,
                           notify=lambda message: print(message, file=sys.stderr))
     if args.prompt is not None:

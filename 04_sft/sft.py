@@ -39,7 +39,7 @@ import dataset  # noqa: E402  (chapter 03: the tokenizer's fingerprint)
 import hardware  # noqa: E402  (chapter 03: device, precision, DDP)
 import train  # noqa: E402  (chapter 03: the training loop)
 import world  # noqa: E402  (chapter 03: the mini-world)
-from checkpoint import read_checkpoint  # noqa: E402  (chapter 03)
+from checkpoint import read_run_checkpoint  # noqa: E402  (chapter 03)
 from chat_format import add_chat_embeddings, add_chat_tokens, load_model_and_tokenizer  # noqa: E402
 from grading import METRICS, evaluate, generate_replies, write_report  # noqa: E402  (this chapter)
 from sft_data import (EVAL_MIX, MULTI_TURN_FRACTION, TASKS, TRAIN_MIX, SFTBatches, fill_ratio,  # noqa: E402
@@ -119,11 +119,7 @@ def resolve_settings(args):
                     stop_at=None)
     saved = {}
     if args.resume:
-        checkpoint = read_checkpoint(out_dir / "ckpt.pt", mmap=True)  # one clear line for a damaged file
-        if not {"model", "settings"} <= set(checkpoint):
-            raise ValueError(f"{out_dir / 'ckpt.pt'} is not a checkpoint of sft.py (it has no 'model' and "
-                             f"'settings'): --resume continues a run of this script; start a new one with "
-                             f"--overwrite or another --out-dir")
+        checkpoint = read_run_checkpoint(out_dir, "sft.py")
         settings.update({k: v for k, v in checkpoint.get("settings", {}).items() if k not in ("device", "stop_at")})
         saved = {k: checkpoint[k] for k in ("tokenizer_sha256", "data_sha256") if k in checkpoint}
     settings.update({k: v for k, v in vars(args).items() if v is not None and k in settings})

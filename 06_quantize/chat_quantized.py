@@ -17,7 +17,7 @@ for chapter in ["01_tokenizer", "02_transformer", "03_pretrain", "04_sft"]:  # t
         sys.path.append(str(REPO / chapter))
 
 import cli  # noqa: E402  (chapter 01)
-from chat import ChatSession, repl  # noqa: E402  (chapter 04: the REPL)
+from chat import chat_with  # noqa: E402  (chapter 04: the REPL on any model)
 from chat_format import END  # noqa: E402  (chapter 04)
 from hardware import pick_device  # noqa: E402  (chapter 03)
 from quant_checkpoint import load_quantized_model  # noqa: E402  (this chapter)
@@ -45,13 +45,7 @@ def main(argv=None):
     if END not in tokenizer.special_tokens:
         raise ValueError(f"{path} is not a chat model (its tokenizer has no {END} token)")
     print(f"[{checkpoint.get('stage', 'float')} model from {checkpoint.get('source') or path}]", file=sys.stderr)
-    session = ChatSession(model, tokenizer, args.temp, args.top_k, args.max_new_tokens, args.seed, args.system,
-                          notify=lambda message: print(message, file=sys.stderr))
-    if args.prompt is not None:
-        reply, _ = session.respond(args.prompt, on_text=lambda piece: print(piece, end="", flush=True))
-        print()
-        return reply
-    repl(session)
+    return chat_with(model, tokenizer, args)
 
 
 if __name__ == "__main__":
