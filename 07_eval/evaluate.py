@@ -7,7 +7,8 @@
 Steps: (1) find every checkpoint, runs/*/**/ckpt.pt, and read the stage that made it (base, sft, ppo,
 dpo, grpo, a quantized copy, ...); a model the pipeline should have made but did not is skipped with a
 line saying which chapter makes it; (2) train the direct-answer SFT control for the chain-of-thought
-study, once (sft_direct.py; --no-direct-sft skips it); (3) draw the held-out items of every task
+study, once, where the preset asks for it (sft_direct.py; not at tiny, whose models cannot do the math
+anyway; --direct-sft / --no-direct-sft decide); (3) draw the held-out items of every task
 (eval_tasks.py); (4) run every task on every model through the two calls of harness.py; (5) measure
 how much of each task's items the training text contains (contamination.py); (6) write the report.
 
@@ -52,18 +53,21 @@ PRESETS = {
     "tiny": dict(items={"perplexity": 40, "multiple_choice": 60, "math": 60, "chain_of_thought": 30, "code": 15,
                         "describe": 20, "harmful": 32, "honesty": 40},
                  shots=1, code_samples=10, pass_k=[1, 10], self_consistency=5, batch_size=64, threads=1, seed=0,
-                 max_new_tokens={"letter": 4, "math": 72, "describe": 80, "harmful": 40, "honesty": 32, "code": 40}),
+                 direct_sft=False, max_new_tokens={"letter": 4, "math": 72, "describe": 80, "harmful": 40, "honesty": 32, "code": 40}),
+    # The tiny preset does not train the direct-answer control of the chain-of-thought study (--direct-sft
+    # does): it is one more SFT run (about 5 minutes on 2 cores, half of 07's budget), and the tiny models
+    # solve almost no word problem in any prompting mode, so the row would be zeros.
     # GPT-2 small on a GPU: every held-out code task with 100 samples (pass@100), hundreds of items per task.
     "gpt2": dict(items={"perplexity": 400, "multiple_choice": 500, "math": 500, "chain_of_thought": 300,
                         "code": 1000, "describe": 200, "harmful": 200, "honesty": 300},
                  shots=4, code_samples=100, pass_k=[1, 10, 100], self_consistency=20, batch_size=256, threads=None,
-                 seed=0,
+                 seed=0, direct_sft=True,
                  max_new_tokens={"letter": 4, "math": 160, "describe": 160, "harmful": 80, "honesty": 64, "code": 96}),
 }
 
 # The models the pipeline makes, in the order of the table: (stage, the chapter that makes it, its command).
 EXPECTED = [("base", "03_pretrain", "python 03_pretrain/pretrain.py"), ("sft", "04_sft", "python 04_sft/sft.py"),
-            (DIRECT_STAGE, "07_eval", "python 07_eval/evaluate.py (without --no-direct-sft)"),
+            (DIRECT_STAGE, "07_eval", "python 07_eval/evaluate.py --direct-sft"),
             ("ppo", "05_rlhf", "python 05_rlhf/rlhf.py"), ("dpo", "05_rlhf", "python 05_rlhf/rlhf.py"),
             ("grpo", "05_rlhf", "python 05_rlhf/rlhf.py")]
 NOT_LANGUAGE_MODELS = {"reward", "reward_model"}  # checkpoints that score text rather than write it
@@ -104,7 +108,8 @@ def parse_args(argv):
     add("--ckpt", action="append", help="evaluate this checkpoint too (repeatable)")
     add("--samples", type=cli.positive_int, help="code: completions per task, n of pass@k (default: the preset's)")
     add("--pass-k", help="code: comma-separated k of pass@k, each at most --samples (default: the preset's)")
-    add("--no-direct-sft", action="store_true", help="do not train the direct-answer control of the CoT study")
+    add("--direct-sft", action=cli.argparse.BooleanOptionalAction, default=None,
+        help="train the direct-answer SFT control of the CoT study, once (default: the preset's; tiny: no)")
     add("--device", help="cuda, mps or cpu (default: the first available)")
     add("--threads", type=cli.positive_int, help="CPU threads for torch (default: the preset's)")
     return parser.parse_args(argv)
@@ -330,8 +335,12 @@ def write_report(out_dir, results, skipped, contamination, settings, timings, so
              "last number. BLEU: corpus BLEU 0-100; ROUGE-L: F-measure in %. See README.md for each metric.", ""]
     if skipped:
         lines += ["Not evaluated:", ""] + [f"- {s}" for s in skipped] + [""]
+    cot = cot_table(results)
+    if cot and not any(r["stage"] == DIRECT_STAGE for r in results):
+        cot += ("\n\nNo row for SFT on direct answers only: the control was not trained (the preset "
+                f"`{settings['preset']}` skips it; `--direct-sft` trains it once, one more SFT run).")
     for title, body in (("Chain of thought: how trained x how prompted (% correct, last number of the reply)",
-                         cot_table(results)),
+                         cot),
                         (f"Code: pass@k with {settings['code_samples']} samples per held-out task (temperature 0.8)",
                          pass_table(results, settings)),
                         ("Refusals by kind of held-out request (%)", harmful_table(results))):
@@ -374,6 +383,8 @@ def resolve_settings(args):
                          f" lower --pass-k or raise --samples")
     if args.threads:
         settings["threads"] = args.threads
+    if args.direct_sft is not None:
+        settings["direct_sft"] = args.direct_sft
     return settings
 
 
@@ -387,21 +398,21 @@ def main(argv=None):
     runs_dir = Path(args.runs_dir)
     if not runs_dir.is_dir():
         raise FileNotFoundError(f"--runs-dir {runs_dir} is not a folder: run the pipeline first (python pipeline.py)")
-    if settings["threads"]:
-        torch.set_num_threads(settings["threads"])
     device = hardware.pick_device(args.device)
     other_seconds = {}
 
     models, skipped = find_models(runs_dir, args.ckpt or [], out_dir)
     sft = next((m for m in models if m[2] == "sft"), None)
-    wants_direct = "chain_of_thought" in tasks and not args.no_direct_sft
+    wants_direct = "chain_of_thought" in tasks and settings["direct_sft"]
     if wants_direct and sft and not any(m[2] == DIRECT_STAGE for m in models):
         print(f"training the direct-answer SFT control for the chain-of-thought study (once; {out_dir / 'sft_direct'})")
         t = time.time()
         out_dir.mkdir(parents=True, exist_ok=True)
-        train_direct_sft(sft[1], out_dir / "sft_direct", device=args.device)
+        train_direct_sft(sft[1], out_dir / "sft_direct", device=args.device)  # with torch's default threads
         other_seconds["direct-answer SFT control (training, once)"] = time.time() - t
         models, skipped = find_models(runs_dir, args.ckpt or [], out_dir)
+    if settings["threads"]:
+        torch.set_num_threads(settings["threads"])
     if args.models:
         wanted = set(args.models.split(","))
         models = [m for m in models if m[2] in wanted or m[0] in wanted or m[1].parent.name in wanted]

@@ -319,12 +319,12 @@ def test_report_end_to_end_on_a_tiny_model(tiny_runs, tmp_path, monkeypatch):
         "harmful": 4, "honesty": 2}, "code_samples": 3, "pass_k": [1, 3], "self_consistency": 2})
     monkeypatch.setattr(evaluate, "training_texts", lambda models, w: ["a tiny stand-in for the training text"])
     out = tmp_path / "eval"
-    results = evaluate.main(["--runs-dir", str(tiny_runs), "--out-dir", str(out), "--no-direct-sft",
-                             "--device", "cpu"])
+    results = evaluate.main(["--runs-dir", str(tiny_runs), "--out-dir", str(out), "--device", "cpu"])
     assert [r["stage"] for r in results] == ["sft"]
     report = (out / "report.md").read_text()
     assert "| sft |" in report and "chapter 05_rlhf makes it" in report and "pass@3" in report
     assert "reward checkpoint scores text" in report and "odd/ckpt.pt: could not be loaded" in report
+    assert "the control was not trained" in report and "--direct-sft" in report  # tiny skips the CoT control
     assert (out / "report.png").stat().st_size > 1000
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["models"][0]["summary"]) == {"perplexity", "multiple_choice", "math", "chain_of_thought",
