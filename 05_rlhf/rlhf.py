@@ -16,12 +16,12 @@ Stages, in order (--stages picks a subset; each reads what the earlier ones wrot
     eval           SFT vs PPO vs DPO vs GRPO on held-out prompts -> rlhf_eval.md, rlhf_eval.json, rlhf_eval.png
     overopt        (not in the default) PPO with no KL penalty and with the default one, longer, plotted
                    against sqrt(KL) -> overopt/overoptimization.png
-Every policy checkpoint (ppo/dpo/grpo ckpt.pt) is a chat model in chapter 04's format: talk to it with
+The measurements and plots are in rlhf_report.py; the formulas in preferences.py, reward_model.py, ppo.py,
+dpo.py, grpo.py and rl_loop.py. Every policy checkpoint (ppo/dpo/grpo ckpt.pt) is a chat model in chapter 04's format: talk to it with
     python 04_sft/chat.py --ckpt runs/05_rlhf/grpo/ckpt.pt
 """
 import dataclasses
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -39,17 +39,16 @@ import world  # noqa: E402  (chapter 03: the mini-world)
 from chat_format import END, load_model_and_tokenizer, render_chat  # noqa: E402  (chapter 04)
 from checkpoint import read_checkpoint  # noqa: E402  (chapter 03)
 from generation import rollout  # noqa: E402  (chapter 02)
-from grading import evaluate  # noqa: E402  (chapter 04)
 from hardware import autocast, pick_device, resolve_precision  # noqa: E402  (chapter 03)
-from logprobs import sequence_logprobs  # noqa: E402  (chapter 02)
 from sft_data import EVAL_MIX, world_examples  # noqa: E402  (chapter 04)
 
 from dpo import make_dpo_loss, reference_logprobs  # noqa: E402  (this chapter)
-from preferences import (CATEGORIES, PAIR_MIX, RL_TASKS, Labeller, gold_reward, label_agreement,  # noqa: E402
+from preferences import (CATEGORIES, PAIR_MIX, RL_TASKS, Labeller, label_agreement,  # noqa: E402
                          label_pairs, read_pairs, sampled_pairs, with_gold, world_pairs, write_pairs)
-from reward_model import (PairBatches, RewardModel, encode_pairs, reward_model_loss, score_replies,  # noqa: E402
-                          spearman)
+from reward_model import PairBatches, RewardModel, encode_pairs, reward_model_loss  # noqa: E402
 from rl_loop import RLConfig, decode_replies, train_policy  # noqa: E402
+from rlhf_report import (evaluate_policy, plot_overoptimization, plot_rl_curves, plot_table,  # noqa: E402
+                         results_table, reward_model_report, smooth)
 
 DEFAULT_SFT = REPO / "runs" / "04_sft" / "ckpt.pt"
 DEFAULT_OUT_DIR = REPO / "runs" / "05_rlhf"
@@ -280,39 +279,6 @@ def load_reward_model(sft_model, out_dir, settings, device):
     return reward_model.to(device).eval()
 
 
-@torch.no_grad()
-def reward_model_report(reward_model, tokenizer, pairs, out_dir, log):
-    """Held-out pairwise accuracy against the GOLD ordering per category, and Spearman's rank correlation
-    of the score with the gold reward on sampled replies -> reward_model/rm_eval.json."""
-    decided = [p for p in pairs if p.get("gold_chosen") is not None and p["gold_chosen"] != p["gold_rejected"]]
-    conversations = [p["messages"] for p in decided]
-    chosen = score_replies(reward_model, conversations, [(p["chosen"], p["chosen_ended"]) for p in decided], tokenizer)
-    rejected = score_replies(reward_model, conversations, [(p["rejected"], p["rejected_ended"]) for p in decided],
-                             tokenizer)
-    by_category = {}
-    for p, c, r in zip(decided, chosen, rejected):
-        right = (c > r) == (p["gold_chosen"] > p["gold_rejected"])
-        for key in (p["category"], "all"):
-            by_category.setdefault(key, []).append(right)
-    accuracy = {k: sum(v) / len(v) for k, v in by_category.items()}
-    sampled = [p for p in pairs if p.get("source") == "sampled"]
-    replies = [(p[k], p[k + "_ended"]) for p in sampled for k in ("chosen", "rejected")]
-    golds = [p["gold_" + k] for p in sampled for k in ("chosen", "rejected")]
-    scores = score_replies(reward_model, [p["messages"] for p in sampled for _ in range(2)], replies, tokenizer)
-    words = [len(text.split()) for text, _ in replies]
-    report = {"heldout_accuracy_vs_gold": accuracy, "counts": {k: len(v) for k, v in by_category.items()},
-              "spearman_score_vs_gold": spearman(scores, golds) if scores else None,
-              "spearman_score_vs_length": spearman(scores, words) if scores else None,
-              "spearman_gold_vs_length": spearman(golds, words) if scores else None,
-              "sampled_replies": len(scores)}
-    cli.write_text_atomic(Path(out_dir) / "reward_model" / "rm_eval.json", json.dumps(report, indent=1) + "\n")
-    log("reward model, held-out pairwise accuracy against the gold ordering: "
-        + ", ".join(f"{k} {100 * v:.1f}% (n={len(by_category[k])})" for k, v in accuracy.items())
-        + f"; Spearman(score, gold) on {len(scores)} sampled replies {report['spearman_score_vs_gold']:.3f}, "
-          f"Spearman(score, length) {report['spearman_score_vs_length']:.3f}")
-    return report
-
-
 # ----------------------------------------------------------------------------------------------------
 # Stages 3-5: PPO, DPO, GRPO
 
@@ -381,144 +347,8 @@ def eval_examples(settings):
     return world_examples(world.build_world(WORLD_SEED), "heldout", mix, seed=EVAL_SEED)
 
 
-@torch.no_grad()
-def evaluate_policy(policy, sft_model, reward_model, tokenizer, examples, settings):
-    """Greedy replies graded (chapter 04's metrics) + mean gold reward, reward-model score, reply length,
-    and the KL from the SFT model on one sampled reply per prompt: mean over replies of
-    sum_t log pi(y_t) - log pi_sft(y_t), y ~ pi (temperature 1)."""
-    device = next(policy.parameters()).device
-    precision = resolve_precision(settings["precision"], device.type)
-    result = evaluate(policy, tokenizer, examples, settings["eval_tokens"], precision)
-    replies = [(r["reply"], r["ended"]) for r in result["replies"]]
-    gold = [gold_reward(e, text, ended) for e, (text, ended) in zip(examples, replies)]
-    conversations = [e["messages"][:-1] for e in examples]
-    scores = score_replies(reward_model, conversations, replies, tokenizer) if reward_model is not None else None
-    lengths = [len(tokenizer.encode_ordinary(text)) + ended for text, ended in replies]
-    prompts = [render_chat(c, tokenizer, add_generation_prompt=True)[0] for c in conversations]
-    prompts = prompts[::max(1, len(prompts) // settings.get("kl_prompts", len(prompts)))]  # a spread-out subset
-    kls = []
-    for start in range(0, len(prompts), 256):
-        with autocast(device.type, precision):
-            r = rollout(policy, prompts[start:start + 256], settings["eval_tokens"], temperature=1.0,
-                        stop_tokens=[tokenizer.special_tokens[END]], seed=settings["seed"] + 4242 + start)
-            ref = sequence_logprobs(sft_model, r.ids, r.response_mask, r.attention_mask).token_logprobs
-        kls += torch.where(r.response_mask, r.logprobs - ref, 0.0).sum(dim=1).tolist()
-    extra = {"gold_reward": sum(gold) / len(gold), "rm_score": sum(scores) / len(scores) if scores else None,
-             "kl_from_sft": sum(kls) / len(kls), "kl_prompts": len(kls), "reply_length": sum(lengths) / len(lengths)}
-    result["metrics"].update(extra)
-    return result
-
-
-TABLE_ROWS = [  # (key, label, format)
-    ("gold_reward", "mean gold reward (in [-2, 1])", "{:+.3f}"),
-    ("rm_score", "mean reward-model score", "{:+.3f}"),
-    ("kl_from_sft", "KL from SFT (nats per reply, sampled)", "{:.2f}"),
-    ("fact_accuracy", "world questions: exact answer", "{:.0%}"),
-    ("math_accuracy", "word problems: exact answer", "{:.0%}"),
-    ("harmful_refusal", "harmful requests: refused", "{:.0%}"),
-    ("benign_over_refusal", "benign look-alikes: refused (lower is better)", "{:.0%}"),
-    ("unknown_honesty", "unknown entities: says \"I don't know\"", "{:.0%}"),
-    ("format", "replies that end with `<|end|>`", "{:.0%}"),
-    ("reply_length", "mean reply length (tokens)", "{:.1f}"),
-]
-
-
-def results_table(results):
-    """Markdown: one row per metric, one column per model (results: {name: evaluate_policy result})."""
-    names = list(results)
-    first = results[names[0]]
-    lines = ["| held-out prompts | n | " + " | ".join(names) + " |", "|---|---:|" + "---:|" * len(names)]
-    for key, label, fmt in TABLE_ROWS:
-        if key not in first["metrics"]:
-            continue
-        n = first["metrics"]["kl_prompts"] if key == "kl_from_sft" else first["counts"].get(key, len(first["replies"]))
-        cells = [fmt.format(r["metrics"][key]) if r["metrics"].get(key) is not None else "-" for r in results.values()]
-        lines.append(f"| {label} | {n} | " + " | ".join(cells).replace("%", " %") + " |")
-    return "\n".join(lines)
-
-
-def plot_table(results, path):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    keys = [(k, label) for k, label, fmt in TABLE_ROWS if "%" in fmt]
-    fig, (ax, ax_gold) = plt.subplots(1, 2, figsize=(13, 4.5), gridspec_kw={"width_ratios": [4, 1]})
-    width = 0.8 / len(results)
-    for i, (name, r) in enumerate(results.items()):
-        xs = [x + (i - (len(results) - 1) / 2) * width for x in range(len(keys))]
-        ax.bar(xs, [100 * r["metrics"].get(k, 0) for k, _ in keys], width, label=name)
-        ax_gold.bar([i], [r["metrics"]["gold_reward"]], 0.6)
-    ax.set_xticks(range(len(keys)), [label.replace(": ", ":\n").replace(" (", "\n(") for _, label in keys], fontsize=7)
-    ax.set(ylabel="% of held-out prompts", ylim=(0, 105), title="SFT vs PPO vs DPO vs GRPO (greedy replies)")
-    ax.legend()
-    ax.grid(axis="y", alpha=0.3)
-    ax_gold.set_xticks(range(len(results)), list(results))
-    ax_gold.set(title="mean gold reward")
-    ax_gold.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def plot_rl_curves(metrics_path, png_path, title):
-    """The per-step logs of a PPO or GRPO run: rewards, KL, entropy, clip fraction, value loss, length."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    records = [json.loads(line) for line in Path(metrics_path).read_text().splitlines()]
-    steps = [r["step"] for r in records]
-    panels = [("gold_reward", "rm_score"), ("kl",), ("entropy",), ("clip_fraction", "approx_kl"), ("value_loss",),
-              ("response_length",)]
-    fig, axes = plt.subplots(2, 3, figsize=(13, 6.5))
-    for ax, keys in zip(axes.flat, panels):
-        for key in keys:
-            ax.plot(steps, [r[key] for r in records], label=key)
-        ax.set(xlabel="step", title=", ".join(keys))
-        ax.grid(alpha=0.3)
-        if len(keys) > 1:
-            ax.legend(fontsize=8)
-    fig.suptitle(f"{title}: per-step logs (sampled replies to training prompts)")
-    fig.tight_layout()
-    fig.savefig(png_path, dpi=100)
-    plt.close(fig)
-
-
 # ----------------------------------------------------------------------------------------------------
 # The overoptimization demo (Gao et al. 2022)
-
-
-def smooth(values, k=9):
-    out = []
-    for i in range(len(values)):
-        window = values[max(0, i - k // 2):i + k // 2 + 1]
-        out.append(sum(window) / len(window))
-    return out
-
-
-def plot_overoptimization(runs, path, seed):
-    """Proxy (reward-model) score and gold reward against sqrt(KL from SFT), one colour per KL coefficient.
-    runs: {label: list of per-step records}."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, (ax_rm, ax_gold, ax_len) = plt.subplots(1, 3, figsize=(14, 4.3))
-    for (label, records), colour in zip(runs.items(), ["tab:red", "tab:blue", "tab:green"]):
-        x = smooth([math.sqrt(max(r["kl"], 0.0)) for r in records])
-        ax_rm.plot(x, smooth([r["rm_score"] for r in records]), color=colour, label=label)
-        ax_gold.plot(x, smooth([r["gold_reward"] for r in records]), color=colour, label=label)
-        ax_len.plot([r["step"] for r in records], smooth([r["response_length"] for r in records]), color=colour,
-                    label=label)
-    ax_rm.set(xlabel="sqrt(KL from SFT), nats^0.5", ylabel="mean reward-model score (proxy)", title="proxy reward")
-    ax_gold.set(xlabel="sqrt(KL from SFT), nats^0.5", ylabel="mean gold reward", title="gold reward")
-    ax_len.set(xlabel="PPO step", ylabel="reply length (tokens)", title="the labellers' bias: length")
-    for ax in (ax_rm, ax_gold, ax_len):
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.suptitle(f"Reward-model overoptimization (Gao et al. 2022) on the mini-world, seed {seed}; "
-                 f"moving mean over 9 steps")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def overopt_stage(sft_model, tokenizer, settings, out_dir, device, resume, stop_at, sft_checkpoint, reward_model, log):
