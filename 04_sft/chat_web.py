@@ -248,7 +248,7 @@ def serve(models, host="127.0.0.1", port=8000, device="cpu", settings=None):
         with server.lock:
             server.load(next(iter(server.models)))
         url = f"http://{host}:{server.server_address[1]}/"
-        print(f"chat in the browser: open {url}  (models: {', '.join(server.models)}; Ctrl-C stops)")
+        print(f"chat in the browser: open {url}  (models: {', '.join(server.models)}; Ctrl-C stops)", flush=True)
         if host not in ("127.0.0.1", "localhost", "::1"):
             print(f"[listening on {host}: anyone who can reach this machine can use the model, no password]")
         server.serve_forever()
