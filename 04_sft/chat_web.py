@@ -106,7 +106,8 @@ def parse_chat_request(body, model_names, settings):
     if any(not isinstance(message["content"], str) for message in messages):
         raise ValueError("every message's content must be a string")
     if messages[-1]["role"] != "user":
-        raise ValueError(f"the last message must be the user's (the model answers it), not the {messages[-1]['role']}'s")
+        raise ValueError(f"the last message must be the user's (the model answers it), "
+                         f"not the {messages[-1]['role']}'s")
     model = request.get("model", model_names[0])
     if model not in model_names:
         raise ValueError(f"unknown model {model!r:.80}: choose one of {list(model_names)}")

@@ -708,7 +708,8 @@ def test_chat_quantized_without_a_model_says_what_to_run(tmp_path, capsys):
 
 
 def test_chat_quantized_web_without_a_model_says_what_to_run(tmp_path, capsys, monkeypatch):
-    code, err = run_script(chat_quantized.main, ["--web", "--port", "0", "--ckpt", str(tmp_path / "missing.pt")], capsys)
+    argv = ["--web", "--port", "0", "--ckpt", str(tmp_path / "missing.pt")]
+    code, err = run_script(chat_quantized.main, argv, capsys)
     assert code == 2 and "python 06_quantize/quantize.py --preset tiny" in err and len(err.strip().splitlines()) == 1
     monkeypatch.setattr(chat_quantized, "RUNS", tmp_path)  # nothing under runs/ at all
     code, err = run_script(chat_quantized.main, ["--web", "--port", "0"], capsys)
