@@ -125,7 +125,7 @@ def parse_args(argv=None):
 def add_web_arguments(parser):
     """--web, --port, --host: chat.py's and chapter 06's chat_quantized.py's."""
     parser.add_argument("--web", action="store_true", help="serve a chat page in the browser instead of the REPL")
-    parser.add_argument("--port", type=cli.non_negative_int, default=8000, help="--web: the port (default 8000)")
+    parser.add_argument("--port", type=cli.non_negative_int, default=8000, help="--web: the port (default 8000; 0 = any free one)")
     parser.add_argument("--host", default="127.0.0.1",
                         help="--web: the address to listen on (default 127.0.0.1: this machine only)")
 
@@ -208,7 +208,8 @@ def web_models(args):
     from chat_web import find_chat_models
 
     models = {args.ckpt: Path(args.ckpt)} if args.ckpt else {}
-    models.update({name: path for name, path in find_chat_models(RUNS).items() if path != Path(args.ckpt or "")})
+    given = Path(args.ckpt).resolve() if args.ckpt else None
+    models.update({name: path for name, path in find_chat_models(RUNS).items() if path.resolve() != given})
     if not models:
         raise FileNotFoundError(f"no chat model under {RUNS}: fine-tune one first:\n    python 04_sft/sft.py "
                                 f"--preset tiny\n(or pass --ckpt PATH)")
