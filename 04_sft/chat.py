@@ -3,6 +3,7 @@
     python 04_sft/chat.py                                   # runs/04_sft/ckpt.pt, interactive
     python 04_sft/chat.py --prompt "What is the capital of Hihodand?"   # one reply, then exit (scripts, tests)
     python 04_sft/chat.py --temp 0 --max-new-tokens 200     # greedy, longer replies
+    python 04_sft/chat.py --web                             # a chat page at http://127.0.0.1:8000 (chat_web.py)
 
 Commands in the REPL: /reset (forget the conversation), /temp X (sampling temperature, 0 = greedy),
 /quit (or Ctrl-D). Ctrl-C stops a reply that runs on.
@@ -26,7 +27,8 @@ import cli  # noqa: E402  (chapter 01: one clear line for bad input)
 from chat_format import END, load_model_and_tokenizer, render_chat  # noqa: E402  (this chapter)
 from hardware import pick_device  # noqa: E402  (chapter 03)
 
-DEFAULT_CKPT = REPO / "runs" / "04_sft" / "ckpt.pt"
+RUNS = REPO / "runs"
+DEFAULT_CKPT = RUNS / "04_sft" / "ckpt.pt"
 HELP = "commands: /reset (new conversation), /temp X (temperature, 0 = greedy), /quit"
 
 
@@ -104,7 +106,8 @@ class ChatSession:
 
 def parse_args(argv=None):
     parser = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--ckpt", default=str(DEFAULT_CKPT), help=f"the chat model (default: {DEFAULT_CKPT})")
+    parser.add_argument("--ckpt", help=f"the chat model (default: {DEFAULT_CKPT}; with --web: every chat model "
+                        f"under runs/, this one first)")
     parser.add_argument("--prompt", help="answer this one message and exit (no REPL)")
     parser.add_argument("--system", help="a system message that opens the conversation")
     parser.add_argument("--temp", type=cli.non_negative_float, default=0.7,
@@ -115,7 +118,16 @@ def parse_args(argv=None):
                         help="longest reply, in tokens (default 128)")
     parser.add_argument("--seed", type=int, default=None, help="make sampling repeatable")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda or mps")
+    add_web_arguments(parser)
     return parser.parse_args(argv)
+
+
+def add_web_arguments(parser):
+    """--web, --port, --host: chat.py's and chapter 06's chat_quantized.py's."""
+    parser.add_argument("--web", action="store_true", help="serve a chat page in the browser instead of the REPL")
+    parser.add_argument("--port", type=cli.non_negative_int, default=8000, help="--web: the port (default 8000; 0 = any free one)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="--web: the address to listen on (default 127.0.0.1: this machine only)")
 
 
 def load_chat_model(path, device="cpu"):
@@ -184,8 +196,37 @@ def main(argv=None):
     """The script: `python chat.py ...` runs it through cli.run (a bad input is one line, exit code 2)."""
     args = parse_args(argv)
     device = pick_device(args.device)  # one clear line for a device this machine lacks
-    model, tokenizer = load_chat_model(args.ckpt, device)
+    if args.web:
+        models = {name: (path, load_chat_model) for name, path in web_models(args).items()}
+        return serve_web(models, args, device)
+    model, tokenizer = load_chat_model(args.ckpt or DEFAULT_CKPT, device)
     return chat_with(model, tokenizer, args)
+
+
+def web_models(args):
+    """{name: path} for --web: --ckpt first if given, then the chat models under runs/ (chat_web.py)."""
+    from chat_web import find_chat_models
+
+    models = {args.ckpt: Path(args.ckpt)} if args.ckpt else {}
+    given = Path(args.ckpt).resolve() if args.ckpt else None
+    models.update({name: path for name, path in find_chat_models(RUNS).items() if path.resolve() != given})
+    if not models:
+        raise FileNotFoundError(f"no chat model under {RUNS}: fine-tune one first:\n    python 04_sft/sft.py "
+                                f"--preset tiny\n(or pass --ckpt PATH)")
+    return models
+
+
+def serve_web(models, args, device):
+    """--web: serve the chat page (chat_web.py) with models {name: (path, load)} until Ctrl-C."""
+    from chat_web import serve
+
+    if args.prompt is not None:
+        raise ValueError("--web and --prompt do not go together: drop --prompt (the page asks the questions)")
+    if args.system is not None:
+        raise ValueError("--web has no --system: drop it (the page sends the conversation as it is)")
+    settings = {"temperature": args.temp, "top_k": args.top_k, "max_new_tokens": args.max_new_tokens,
+                "seed": args.seed}
+    serve(models, args.host, args.port, device, settings)
 
 
 def chat_with(model, tokenizer, args):

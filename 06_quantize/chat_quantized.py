@@ -4,6 +4,7 @@ checkpoint written by quantize.py.
     python 06_quantize/chat_quantized.py                                  # runs/06_quantize/gptq4/ckpt.pt
     python 06_quantize/chat_quantized.py --ckpt runs/06_quantize/llm_int8/ckpt.pt
     python 06_quantize/chat_quantized.py --prompt "What is the capital of Hihodand?" --temp 0   # one reply
+    python 06_quantize/chat_quantized.py --web       # chat page: the chat models of 04-05 and the quantized ones
 
 Commands in the REPL: /reset, /temp X, /quit (see 04_sft/chat.py). Any full-precision chat checkpoint
 (chapter 04 or 05) loads too, so the same question can be put to the model before and after quantization.
@@ -17,8 +18,9 @@ for chapter in ["01_tokenizer", "02_transformer", "03_pretrain", "04_sft"]:  # t
         sys.path.append(str(REPO / chapter))
 
 import cli  # noqa: E402  (chapter 01)
-from chat import chat_with  # noqa: E402  (chapter 04: the REPL on any model)
+from chat import RUNS, add_web_arguments, chat_with, load_chat_model, serve_web  # noqa: E402  (chapter 04)
 from chat_format import END  # noqa: E402  (chapter 04)
+from chat_web import find_chat_models  # noqa: E402  (chapter 04)
 from hardware import pick_device  # noqa: E402  (chapter 03)
 from quant_checkpoint import load_quantized_model  # noqa: E402  (this chapter)
 
@@ -27,7 +29,8 @@ DEFAULT_CKPT = REPO / "runs" / "06_quantize" / "gptq4" / "ckpt.pt"
 
 def main(argv=None):
     parser = cli.ArgumentParser(description=__doc__, formatter_class=cli.argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--ckpt", default=str(DEFAULT_CKPT), help=f"a quantized chat model (default: {DEFAULT_CKPT})")
+    parser.add_argument("--ckpt", help=f"a quantized chat model (default: {DEFAULT_CKPT}; with --web: every chat "
+                        f"model under runs/, this one first)")
     parser.add_argument("--prompt", help="answer this one message and exit (no REPL)")
     parser.add_argument("--system", help="a system message that opens the conversation")
     parser.add_argument("--temp", type=cli.non_negative_float, default=0.7, help="temperature, 0 = greedy (default 0.7)")
@@ -35,17 +38,36 @@ def main(argv=None):
     parser.add_argument("--max-new-tokens", type=cli.positive_int, default=128, help="longest reply (default 128)")
     parser.add_argument("--seed", type=cli.non_negative_int, default=None, help="make sampling repeatable")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda or mps")
+    add_web_arguments(parser)
     args = parser.parse_args(argv)
+    device = pick_device(args.device)
 
-    path = Path(args.ckpt)
+    if args.web:  # chapter 04's page, handed this chapter's loader for the quantized checkpoints
+        models = {args.ckpt: (Path(args.ckpt), load_quantized_chat_model)} if args.ckpt else {}
+        models.update((name, (path, load_chat_model)) for name, path in find_chat_models(RUNS).items())
+        models.update((path.parent.relative_to(RUNS).as_posix(), (path, load_quantized_chat_model))
+                      for path in sorted(RUNS.glob("06_quantize/*/ckpt.pt")))
+        if not models:
+            raise FileNotFoundError(f"no chat model under {RUNS}: fine-tune one (python 04_sft/sft.py --preset "
+                                    f"tiny) and quantize it (python 06_quantize/quantize.py --preset tiny)")
+        return serve_web(models, args, device)
+    path = args.ckpt or DEFAULT_CKPT
+    model, tokenizer, checkpoint = load_quantized_chat_model(path, device, with_checkpoint=True)
+    print(f"[{checkpoint.get('stage', 'float')} model from {checkpoint.get('source') or path}]", file=sys.stderr)
+    return chat_with(model, tokenizer, args)
+
+
+def load_quantized_chat_model(path, device="cpu", with_checkpoint=False):
+    """(model, tokenizer) of a quantized (or float) chat checkpoint, + the checkpoint dict if asked:
+    FileNotFoundError saying what to run for a missing one, ValueError for one that is not a chat model."""
+    path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no quantized model at {path}: make them with  python 06_quantize/quantize.py "
                                 f"--preset tiny  (or pass --ckpt PATH)")
-    model, tokenizer, checkpoint = load_quantized_model(path, pick_device(args.device))
+    model, tokenizer, checkpoint = load_quantized_model(path, device)
     if END not in tokenizer.special_tokens:
         raise ValueError(f"{path} is not a chat model (its tokenizer has no {END} token)")
-    print(f"[{checkpoint.get('stage', 'float')} model from {checkpoint.get('source') or path}]", file=sys.stderr)
-    return chat_with(model, tokenizer, args)
+    return (model, tokenizer, checkpoint) if with_checkpoint else (model, tokenizer)
 
 
 if __name__ == "__main__":

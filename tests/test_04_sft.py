@@ -764,3 +764,171 @@ def test_load_jsonl_names_the_file_and_line_of_a_latin1_byte(tmp_path):
                       + "\n").encode("latin-1"))
     with pytest.raises(ValueError, match=r"latin1.jsonl, line 2: byte 0xf9 is not UTF-8 .* iconv -f latin1"):
         load_jsonl(path)
+
+
+# ---- the chat page (chat_web.py): a real server on a free port, read through urllib
+
+import http.client  # noqa: E402
+import threading  # noqa: E402
+import urllib.error  # noqa: E402
+import urllib.request  # noqa: E402
+
+
+@pytest.fixture
+def web_server():
+    """start(models) -> the base URL of a chat_web server running in a thread on a free port."""
+    import chat_web
+
+    servers = []
+
+    def start(models, **settings):
+        server = chat_web.ChatServer(models, "127.0.0.1", 0, settings=settings)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}"
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def post_chat(url, request):
+    """POST request (a dict, or raw bytes) to url/chat -> the list of server-sent events, in order."""
+    body = request if isinstance(request, bytes) else json.dumps(request).encode()
+    with urllib.request.urlopen(urllib.request.Request(url + "/chat", body), timeout=60) as response:
+        assert response.headers["Content-Type"].startswith("text/event-stream")
+        text = response.read().decode("utf-8")
+    assert text.endswith("\n\n")
+    return [json.loads(event.removeprefix("data: ")) for event in text.split("\n\n")[:-1]]
+
+
+def test_web_chat_streams_the_greedy_reply_token_by_token(sft_run, web_server):
+    import chat as chat_script
+
+    _, out, _, _ = sft_run
+    url = web_server({"sft": (out / "ckpt.pt", chat_script.load_chat_model)})
+    page = urllib.request.urlopen(url + "/", timeout=10).read().decode()
+    assert "<script>" in page and "streamChat" in page and "http" not in page.replace("http.server", "")  # offline
+    assert json.loads(urllib.request.urlopen(url + "/models", timeout=10).read())["models"] == ["sft"]
+
+    conversation = chat("Where does Mia live?", "In Sherby.", "And Sam?")
+    events = post_chat(url, {"model": "sft", "messages": conversation, "temperature": 0, "max_new_tokens": 12})
+    *texts, done = events
+    model, tokenizer, _ = load_model_and_tokenizer(out / "ckpt.pt")
+    prompt, _ = render_chat(conversation, tokenizer, add_generation_prompt=True)
+    expected = model.generate_batch([prompt], 12, temperature=0, stop_tokens=[tokenizer.special_tokens[END]])[0]
+    ended = expected[-1] == tokenizer.special_tokens[END]
+    expected = expected[:-1] if ended else expected
+    assert "".join(event["text"] for event in texts) == tokenizer.decode(expected)
+    assert len(texts) == len(expected)  # one event per token: the reply is streamed, not sent at the end
+    assert done == {"done": True, "ended": ended, "dropped": 0}
+
+
+def test_web_chat_cuts_the_conversation_as_the_repl_does(sft_run, web_server):
+    import chat as chat_script
+
+    _, out, _, _ = sft_run
+    url = web_server({"sft": (out / "ckpt.pt", chat_script.load_chat_model)}, max_new_tokens=40)
+    long_ago = chat(*[f"Tell me about the town number {i} and everything you know about it." for i in range(12)])
+    events = post_chat(url, {"messages": long_ago + chat("Where does Mia live?"), "temperature": 0})
+    assert events[0]["notice"].startswith("the conversation is longer than the context of 256 tokens")
+    kept = len(long_ago) + 1 - events[-1]["dropped"]
+    assert events[-1]["done"] and 1 < kept < len(long_ago)  # the oldest messages went, the newest stayed
+    model, tokenizer = chat_script.load_chat_model(out / "ckpt.pt")
+    session = chat_script.ChatSession(model, tokenizer, temperature=0, max_new_tokens=40, notify=lambda m: None)
+    session.history = long_ago
+    reply, _ = session.respond("Where does Mia live?")  # the REPL keeps exactly the same messages
+    assert len(session.history) - 1 == kept
+    assert "".join(e.get("text", "") for e in events) == reply
+
+    events = post_chat(url, {"messages": chat("word " * 300)})  # alone longer than the context
+    assert len(events) == 1 and "Write something shorter" in events[0]["error"]
+
+
+@pytest.mark.parametrize("body, reason", [
+    (b"{not json", "the body is not JSON"),
+    (b"[1, 2]", "the body must be a JSON object"),
+    (b'{"model": "sft"}', 'missing "messages"'),
+    (b'{"messages": []}', "a conversation must be a non-empty list"),
+    (b'{"messages": [{"role": "robot", "content": "hi"}]}', "message 0 has role 'robot'"),
+    (b'{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}',
+     "the last message must be the user's"),
+    (b'{"messages": [{"role": "user", "content": "hi"}], "model": "gpt-5"}', "unknown model 'gpt-5': choose one of"),
+    (b'{"messages": [{"role": "user", "content": "hi"}], "temperature": -0.5}', "temperature -0.5 is out of range"),
+    (b'{"messages": [{"role": "user", "content": "hi"}], "temperature": NaN}', "temperature nan is out of range"),
+    (b'{"messages": [{"role": "user", "content": "hi"}], "temperature": "hot"}', "temperature must be a number"),
+    (b'{"messages": [{"role": "user", "content": "hi"}], "top_k": 0}', "top_k 0 is out of range"),
+    (b'{"messages": [{"role": "user", "content": "hi"}], "top_k": 2.5}', "top_k must be an integer"),
+    (b'{"messages": [{"role": "user", "content": "hi"}], "temp": 1}', "unknown field(s) ['temp']"),
+])
+def test_web_chat_bad_request_is_a_400_with_the_reason(tokenizer, web_server, body, reason):
+    def never_loaded(path, device):
+        raise AssertionError("a bad request must be refused before any model is loaded")
+    url = web_server({"sft": ("unused.pt", never_loaded)})
+    with pytest.raises(urllib.error.HTTPError) as error:
+        post_chat(url, body)
+    assert error.value.code == 400
+    assert json.loads(error.value.read())["error"].startswith(reason)
+
+
+class BlockingStreamer:
+    """A model whose stream() yields one token, waits until `resume` is set, then yields up to
+    max_new_tokens more without ever ending; `sent` counts the tokens it yielded."""
+
+    def __init__(self, token):
+        self.config = SimpleNamespace(block_size=10_000)
+        self.token, self.resume, self.sent = token, threading.Event(), 0
+
+    def stream(self, prompt, max_new_tokens, **kwargs):
+        for k in range(max_new_tokens):
+            if k == 1:
+                assert self.resume.wait(timeout=30)
+            self.sent += 1
+            yield self.token
+
+
+def test_web_chat_survives_a_client_that_leaves_mid_reply(tokenizer, web_server, capsys):
+    token = tokenizer.encode_ordinary("Ok")[0]
+    piece = tokenizer.decode([token])
+    model = BlockingStreamer(token)
+    url = web_server({"stub": (None, lambda path, device: (model, tokenizer))}, max_new_tokens=5000)
+    host, port = url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=30)
+    connection.request("POST", "/chat", json.dumps({"messages": chat("Hi")}), {"Content-Type": "application/json"})
+    response = connection.getresponse()
+    assert response.readline() == f'data: {json.dumps({"text": piece})}\n'.encode()  # while the model waits
+    # the reply holds the generation lock, yet the server still answers other requests on other threads
+    assert json.loads(urllib.request.urlopen(url + "/models", timeout=10).read())["models"] == ["stub"]
+    response.close()
+    connection.close()  # the client leaves mid-reply ...
+    model.resume.set()
+    events = post_chat(url, {"messages": chat("Hi again"), "max_new_tokens": 3})  # ... and the server serves on
+    assert events == [{"text": piece}] * 3 + [{"done": True, "ended": False, "dropped": 0}]
+    assert model.sent < 5000 + 3  # the abandoned reply stopped early instead of generating to the end
+    assert "the client closed the connection mid-reply" in capsys.readouterr().err
+
+
+def test_web_chat_server_refuses_a_taken_port_and_no_models():
+    import chat_web
+
+    with pytest.raises(ValueError, match="no models to serve"):
+        chat_web.ChatServer({}, port=0)
+    first = chat_web.ChatServer({"stub": (None, None)}, "127.0.0.1", 0)
+    try:
+        port = first.server_address[1]
+        with pytest.raises(OSError, match=f"port {port} on 127.0.0.1 is taken .* e.g. --port {port + 1}"):
+            chat_web.ChatServer({"stub": (None, None)}, "127.0.0.1", port)
+    finally:
+        first.server_close()
+
+
+def test_find_chat_models_lists_the_sft_model_and_the_policies(tmp_path):
+    import chat_web
+
+    for folder in ("04_sft", "05_rlhf/ppo", "05_rlhf/dpo", "05_rlhf/reward_model", "05_rlhf/grpo", "06_quantize/gptq4"):
+        (tmp_path / folder).mkdir(parents=True)
+        (tmp_path / folder / "ckpt.pt").write_bytes(b"")
+    (tmp_path / "05_rlhf" / "preferences").mkdir()  # no checkpoint: not listed
+    found = chat_web.find_chat_models(tmp_path)
+    assert found == {name: tmp_path / name / "ckpt.pt" for name in ("04_sft", "05_rlhf/dpo", "05_rlhf/grpo",
+                                                                     "05_rlhf/ppo")}

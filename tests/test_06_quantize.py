@@ -422,6 +422,40 @@ def test_chat_with_a_quantized_model_equals_greedy_generation(quantize_run, caps
     assert reply == tokenizer.decode(expected) and capsys.readouterr().out == reply + "\n"
 
 
+def test_chat_page_serves_the_quantized_models_through_this_chapters_loader(quantize_run, monkeypatch):
+    """chat_quantized.py --web hands chapter 04's page the quantized checkpoints with its own loader."""
+    import threading
+    import urllib.request
+
+    import chat_quantized
+    import chat_web
+    root, out, _ = quantize_run
+    handed = {}
+    monkeypatch.setattr(chat_quantized, "RUNS", root / "runs")  # runs/06_quantize/* only: no 04 or 05 model
+    monkeypatch.setattr(chat_quantized, "serve_web", lambda models, args, device: handed.update(models))
+    chat_quantized.main(["--web", "--port", "0"])
+    stages = ["bf16", "gptq3_g64", "gptq4", "int8_vectorwise", "llm_int8", "rtn4"]
+    assert list(handed) == [f"06_quantize/{stage}" for stage in stages]
+    assert all(load is chat_quantized.load_quantized_chat_model for _, load in handed.values())
+
+    server = chat_web.ChatServer(handed, "127.0.0.1", 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        request = {"model": "06_quantize/gptq4", "messages": [{"role": "user", "content": "Where does Mia live?"}],
+                   "temperature": 0, "max_new_tokens": 8}
+        url = f"http://127.0.0.1:{server.server_address[1]}/chat"
+        with urllib.request.urlopen(urllib.request.Request(url, json.dumps(request).encode()), timeout=60) as response:
+            events = [json.loads(e.removeprefix("data: ")) for e in response.read().decode().split("\n\n")[:-1]]
+    finally:
+        server.shutdown()
+        server.server_close()
+    model, tokenizer, _ = load_quantized_model(out / "gptq4" / "ckpt.pt")
+    prompt, _ = render_chat(request["messages"], tokenizer, add_generation_prompt=True)
+    expected = model.generate_batch([prompt], 8, temperature=0, stop_tokens=[tokenizer.special_tokens[END]])[0]
+    expected = expected[:-1] if expected and expected[-1] == tokenizer.special_tokens[END] else expected
+    assert "".join(e.get("text", "") for e in events) == tokenizer.decode(expected) and events[-1]["done"]
+
+
 def test_overwrite_removes_only_the_folders_a_run_writes():
     import quantize
     for group in (32, 64, 128):

@@ -519,6 +519,39 @@ def test_chat_asks_for_a_device_this_machine_lacks(runs, capsys, monkeypatch, de
     assert line.startswith(f"error: --device {device}: ") and "use --device cpu" in line
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["--web", "--ckpt", "ROOT/missing.pt"], "error: no chat model at ROOT/missing.pt. Fine-tune one first"),
+    (["--web", "--ckpt", "ROOT/base/ckpt.pt"], "is not a chat model (its tokenizer has no <|end|> token)"),
+    (["--web", "--prompt", "hi"], "error: --web and --prompt do not go together"),
+    (["--web", "--port", "70000"], "error: port 70000 is not a TCP port: choose one from 1 to 65535"),
+    (["--web", "--port", "-1"], "error: argument --port: '-1' must be 0 or more"),
+])
+def test_chat_web_bad_input_is_one_line(runs, capsys, argv, message):
+    argv = expand(["--ckpt", "ROOT/sft/ckpt.pt", "--port", "0"] + argv, runs)  # a later flag wins
+    lines = refused(chat_script.main, argv, capsys, runs)
+    assert expand([message], runs)[0] in lines[0], lines
+
+
+def test_chat_web_without_any_chat_model_says_what_to_run(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(chat_script, "RUNS", tmp_path)  # no runs/04_sft, no runs/05_rlhf
+    code, err = run_script(chat_script.main, ["--web", "--port", "0"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert err.startswith(f"error: no chat model under {tmp_path}: fine-tune one first: python 04_sft/sft.py")
+
+
+def test_chat_web_on_a_taken_port_is_one_line(runs, capsys):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        argv = ["--web", "--ckpt", str(runs / "sft" / "ckpt.pt"), "--port", str(port)]
+        line = refused(chat_script.main, argv, capsys, runs)[0]
+    assert line == (f"error: port {port} on 127.0.0.1 is taken (is a chat page already running there?): pass --port "
+                    f"with another number, e.g. --port {port + 1}")
+
+
 def test_chat_repl_refuses_temp_nan_and_goes_on(runs, capsys, monkeypatch):
     model, tokenizer = chat_script.load_chat_model(runs / "sft" / "ckpt.pt")
     session = chat_script.ChatSession(model, tokenizer, temperature=0.5, max_new_tokens=4, seed=0)
@@ -672,6 +705,16 @@ def test_quantize_bad_input_is_one_line(quantize_inputs, capsys, argv, message):
 def test_chat_quantized_without_a_model_says_what_to_run(tmp_path, capsys):
     code, err = run_script(chat_quantized.main, ["--ckpt", str(tmp_path / "missing.pt"), "--prompt", "hi"], capsys)
     assert code == 2 and "python 06_quantize/quantize.py --preset tiny" in err and len(err.strip().splitlines()) == 1
+
+
+def test_chat_quantized_web_without_a_model_says_what_to_run(tmp_path, capsys, monkeypatch):
+    argv = ["--web", "--port", "0", "--ckpt", str(tmp_path / "missing.pt")]
+    code, err = run_script(chat_quantized.main, argv, capsys)
+    assert code == 2 and "python 06_quantize/quantize.py --preset tiny" in err and len(err.strip().splitlines()) == 1
+    monkeypatch.setattr(chat_quantized, "RUNS", tmp_path)  # nothing under runs/ at all
+    code, err = run_script(chat_quantized.main, ["--web", "--port", "0"], capsys)
+    assert code == 2 and err.startswith(f"error: no chat model under {tmp_path}: fine-tune one") and len(
+        err.strip().splitlines()) == 1
 
 
 # ---- chapter 07: evaluate.py
