@@ -44,9 +44,11 @@ def main(argv=None):
 
     if args.web:  # chapter 04's page, handed this chapter's loader for the quantized checkpoints
         models = {args.ckpt: (Path(args.ckpt), load_quantized_chat_model)} if args.ckpt else {}
-        models.update((name, (path, load_chat_model)) for name, path in find_chat_models(RUNS).items())
+        given = Path(args.ckpt).resolve() if args.ckpt else None  # listed once, first
+        models.update((name, (path, load_chat_model)) for name, path in find_chat_models(RUNS).items()
+                      if path.resolve() != given)
         models.update((path.parent.relative_to(RUNS).as_posix(), (path, load_quantized_chat_model))
-                      for path in sorted(RUNS.glob("06_quantize/*/ckpt.pt")))
+                      for path in sorted(RUNS.glob("06_quantize/*/ckpt.pt")) if path.resolve() != given)
         if not models:
             raise FileNotFoundError(f"no chat model under {RUNS}: fine-tune one (python 04_sft/sft.py --preset "
                                     f"tiny) and quantize it (python 06_quantize/quantize.py --preset tiny)")
