@@ -265,7 +265,8 @@ def run_pytest(root, targets, junit, timeout, stop_at_first=False, threads=None)
     """Run pytest on `targets` in `root`, writing junit XML. Returns (cases [(id, outcome, message)],
     status: 'ran' | 'timed out' | 'could not run', the output's tail)."""
     command = PYTEST + (["-x"] if stop_at_first else []) + [f"--junitxml={junit}", *targets]
-    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", MPLBACKEND="Agg")
+    # no pytest plugins from site-packages (the tests use none; hypothesis alone costs 0.7 s a start)
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", MPLBACKEND="Agg", PYTEST_DISABLE_PLUGIN_AUTOLOAD="1")
     if threads:
         env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
     try:
@@ -382,14 +383,18 @@ def check_blanks_compile(root, by_file):
 
 
 def catch_one(scratch, part, original, candidates, timeout, threads):
-    """Blank `part` alone in the scratch copy, run its chapter's tests until one fails, restore the file.
-    Tries the tests the full student copy saw raising this part's blank first. -> (caught by, seconds)."""
+    """Blank `part` alone in the scratch copy, run its chapter's tests until one fails (-x), restore the file.
+    Tries each list of `candidates` in turn (the tests the full student copy saw raising this very blank,
+    then all it saw failing), then the whole test file. -> (the test that caught it or None, seconds)."""
     start = time.time()
     path = Path(scratch) / part.path
     path.write_text(blank(original, [part]), encoding="utf-8")
     try:
         tests_file = chapter_tests(scratch, part.chapter)
-        for targets in ([c for c in candidates] if candidates else [], [tests_file]):
+        tried = set()
+        for targets in [*candidates, [tests_file]]:
+            targets = [t for t in targets if t not in tried]
+            tried.update(targets)
             if not targets:
                 continue
             junit = Path(scratch) / f".junit-{os.getpid()}-{part.begin}.xml"
@@ -431,7 +436,8 @@ def check(root=REPO, jobs=2, timeout=1800, log=print):
             if not full:
                 bad = [t["test"] for t in r["tests"] if t["outcome"] not in ("passed", "skipped")]
                 problems.append(f"the solution does not score full marks in {r['chapter']} ({r['status']}): {bad[:5]}")
-        hits = {}  # part -> the tests whose failure shows its blank's message
+        log(f"({time.time() - t0:.0f} s) the solution and the full student copy ran")
+        hits = {}  # part -> [the tests whose failure shows its blank's message, every failing test of its chapter]
         for chapter, (cases, status, _) in zip(chapters, student_results):
             passed = sum(outcome == "passed" for _, outcome, _ in cases)
             failing = [c for c in cases if c[1] != "passed" and c[1] != "skipped"]
@@ -439,10 +445,9 @@ def check(root=REPO, jobs=2, timeout=1800, log=print):
                 f"{'fails, as it must' if failing else 'PASSES: the blanks are not tested'} ({status})")
             if not failing:
                 problems.append(f"the full student copy passes every test of {chapter}")
-            for part in parts:
-                hits.setdefault(part, [])
-                if part.chapter == chapter:
-                    hits[part] += [test for test, _, message in failing if part.message() in message and "::" in test]
+            for part in [p for p in parts if p.chapter == chapter]:
+                hits[part] = [[test for test, _, message in failing if part.message() in message and "::" in test],
+                              [test for test, _, _ in failing if "::" in test]]
 
         # 3. each body blanked alone fails a test of its chapter: one scratch copy per worker
         copies = [solved] + [Path(scratch) / f"solved-{i}" for i in range(1, jobs)]
