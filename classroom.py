@@ -184,8 +184,13 @@ def copy_repo(root, out, chapters=(), skip=None):
     root, out = Path(root), Path(out)
     parts = all_parts(root)
     blanked = []
-    for name in source_files(root):
+    names = source_files(root)
+    # other student copies inside the repository (a handout/ beside the chapters) are not the source
+    handouts = [Path(n).parent for n in names if Path(n).name == STUDENT_FILE]
+    for name in names:
         if skip is not None and (root / name).resolve().is_relative_to(skip):
+            continue
+        if any(Path(name).is_relative_to(handout) for handout in handouts):
             continue
         if (root / name).resolve().is_relative_to(out.resolve()):
             continue
@@ -382,10 +387,11 @@ def check_blanks_compile(root, by_file):
     return problems
 
 
-def catch_one(scratch, part, original, candidates, timeout, threads):
+def catch_one(scratch, part, original, candidates, passing, timeout, threads):
     """Blank `part` alone in the scratch copy, run its chapter's tests until one fails (-x), restore the file.
     Tries each list of `candidates` in turn (the tests the full student copy saw raising this very blank,
-    then all it saw failing), then the whole test file. -> (the test that caught it or None, seconds)."""
+    then all it saw failing), then the whole test file. Only a test in `passing` (it passes on the solution)
+    or a file that no longer imports counts as a catch. -> (the test that caught it or None, seconds)."""
     start = time.time()
     path = Path(scratch) / part.path
     path.write_text(blank(original, [part]), encoding="utf-8")
@@ -400,7 +406,8 @@ def catch_one(scratch, part, original, candidates, timeout, threads):
             junit = Path(scratch) / f".junit-{os.getpid()}-{part.begin}.xml"
             cases, _, _ = run_pytest(scratch, targets, junit, timeout, stop_at_first=True, threads=threads)
             junit.unlink(missing_ok=True)
-            failed = [test for test, outcome, _ in cases if outcome in ("not attempted", "failed", "error")]
+            failed = [test for test, outcome, _ in cases if outcome in ("not attempted", "failed", "error")
+                      and (test in passing or "::" not in test)]
             if failed:
                 return failed[0], time.time() - start
         return None, time.time() - start
@@ -417,6 +424,10 @@ def check(root=REPO, jobs=2, timeout=1800, log=print):
     log(f"{len(parts)} marked bodies in {len(by_file)} files; chapters {' '.join(c[:2] for c in chapters)}")
     problems = check_headings(root, parts) + check_blanks_compile(root, by_file)
     problems += [f"chapter {c} has no marked body" for c in chapters if not any(p.chapter == c for p in parts)]
+    untested = [c for c in chapters if not list(Path(root).glob(f"tests/test_{c[:2]}_*.py"))]
+    problems += [f"chapter {c} has no test file tests/test_{c[:2]}_*.py" for c in untested]
+    chapters = [c for c in chapters if c not in untested]
+    parts = [p for p in parts if p.chapter in chapters]
     threads = 1 if jobs > 1 else None
     with tempfile.TemporaryDirectory(prefix="classroom-check-") as scratch:
         solved, student = Path(scratch) / "solved", Path(scratch) / "student"
@@ -437,6 +448,7 @@ def check(root=REPO, jobs=2, timeout=1800, log=print):
                 bad = [t["test"] for t in r["tests"] if t["outcome"] not in ("passed", "skipped")]
                 problems.append(f"the solution does not score full marks in {r['chapter']} ({r['status']}): {bad[:5]}")
         log(f"({time.time() - t0:.0f} s) the solution and the full student copy ran")
+        passing = {f"{r['tests_file']}::{t['test']}" for r in solved_report for t in r["tests"] if t["outcome"] == "passed"}
         hits = {}  # part -> [the tests whose failure shows its blank's message, every failing test of its chapter]
         for chapter, (cases, status, _) in zip(chapters, student_results):
             passed = sum(outcome == "passed" for _, outcome, _ in cases)
@@ -458,7 +470,7 @@ def check(root=REPO, jobs=2, timeout=1800, log=print):
             index, part = index_part
             scratch_copy = copies[index % jobs]
             original = (scratch_copy / part.path).read_text(encoding="utf-8")
-            return catch_one(scratch_copy, part, original, hits[part], timeout, threads)
+            return catch_one(scratch_copy, part, original, hits[part], passing, timeout, threads)
 
         # the copies are shared by index: run the parts in `jobs` lanes so no two touch the same copy at once
         lanes = [[(i, p) for i, p in enumerate(parts) if i % jobs == lane] for lane in range(jobs)]

@@ -131,6 +131,11 @@ def test_student_copy_blanks_the_chosen_chapters_and_skips_runs(tmp_path):
     assert (out / "tests" / "test_01_toy.py").exists() and (out / "01_toy" / "README.md").exists()
     assert not (out / "runs").exists() and not (out / "01_toy" / "__pycache__").exists()
     assert json.loads((out / classroom.STUDENT_FILE).read_text()) == {"chapters": ["01_toy"]}
+    # a handout written inside the repository is not copied into the next one, nor into itself
+    classroom.make_student_copy(root / "handout", ["01_toy"], root=root)
+    classroom.make_student_copy(root / "handout2", [], root=root)
+    assert (root / "handout2" / "01_toy" / "toy.py").read_text() == SOURCE
+    assert not (root / "handout2" / "handout").exists() and not (root / "handout" / "handout").exists()
 
 
 def test_student_refuses_a_non_empty_out_and_the_repository_itself(tmp_path):
@@ -199,3 +204,20 @@ def test_grade_scores_a_student_copy_and_never_crashes(tmp_path):
     broken = classroom.grade(out, ["01_toy"])
     assert broken["chapters"][0]["status"] == "could not collect" and not broken["complete"]
     assert "incomplete" in classroom.report_text(broken)
+
+
+def test_check_finds_an_uncaught_blank_a_failing_solution_and_a_chapter_without_parts(tmp_path):
+    """check on the toy repository: test_wrong fails on the solution, no test calls Box.area (so blanking
+    it alone is caught by nothing), and 02_other has no marked body. Each is a problem, named."""
+    root = toy_repo(tmp_path / "repo")
+    tests = root / "tests" / "test_01_toy.py"
+    tests.write_text(tests.read_text().replace("assert toy.Box().area(w, 3) == 3 * w", "assert w in (1, 2)"))
+    lines = []
+    problems = classroom.check(root, jobs=2, log=lines.append)
+    assert any("blank     01_toy/toy.py:3 " in line and "caught by tests/test_01_toy.py::test_double" in line
+               for line in lines)
+    assert problems == ["chapter 02_other has no marked body", "chapter 02_other has no test file tests/test_02_*.py",
+                        "the solution does not score full marks in 01_toy (ran): ['test_wrong']",
+                        "blanking 01_toy/toy.py:11 (the area of a box) fails no test of 01_toy: add a test"]
+    # the repository itself is untouched by the scratch copies
+    assert "w * h" in (root / "01_toy" / "toy.py").read_text()
