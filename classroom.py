@@ -435,28 +435,35 @@ def check(root=REPO, jobs=2, timeout=1800, log=print):
         copy_repo(root, student, chapters)
 
         # 1. the solution scores full marks, 2. the full student copy fails every chapter (both, in parallel)
-        with ThreadPoolExecutor(max_workers=jobs) as pool:
-            solved_runs = pool.map(lambda c: grade_chapter(solved, c, timeout, threads), chapters)
-            student_runs = [pool.submit(run_pytest, student, [chapter_tests(student, c)],
-                                        Path(scratch) / f"student-{c}.xml", timeout, False, threads) for c in chapters]
-            solved_report = list(solved_runs)
-            student_results = [future.result() for future in student_runs]
-        for r in solved_report:
+        def solve(chapter):
+            r = grade_chapter(solved, chapter, timeout, threads)
             full = r["status"] == "ran" and r["points"] == r["max"] > 0
-            log(f"solution  {r['chapter']:<15} {r['points']:>3} / {r['max']:<3} {'full marks' if full else 'NOT FULL MARKS'}")
+            log(f"solution  {chapter:<15} {r['points']:>3} / {r['max']:<3} {'full marks' if full else 'NOT FULL MARKS'}")
             if not full:
                 bad = [t["test"] for t in r["tests"] if t["outcome"] not in ("passed", "skipped")]
-                problems.append(f"the solution does not score full marks in {r['chapter']} ({r['status']}): {bad[:5]}")
-        log(f"({time.time() - t0:.0f} s) the solution and the full student copy ran")
-        passing = {f"{r['tests_file']}::{t['test']}" for r in solved_report for t in r["tests"] if t["outcome"] == "passed"}
-        hits = {}  # part -> [the tests whose failure shows its blank's message, every failing test of its chapter]
-        for chapter, (cases, status, _) in zip(chapters, student_results):
+                problems.append(f"the solution does not score full marks in {chapter} ({r['status']}): {bad[:5]}")
+            return r
+
+        def attempt(chapter):
+            cases, status, _ = run_pytest(student, [chapter_tests(student, chapter)],
+                                          Path(scratch) / f"student-{chapter}.xml", timeout, False, threads)
+            failing = [c for c in cases if c[1] not in ("passed", "skipped")]
             passed = sum(outcome == "passed" for _, outcome, _ in cases)
-            failing = [c for c in cases if c[1] != "passed" and c[1] != "skipped"]
             log(f"student   {chapter:<15} {passed:>3} / {passed + len(failing):<3} "
                 f"{'fails, as it must' if failing else 'PASSES: the blanks are not tested'} ({status})")
             if not failing:
                 problems.append(f"the full student copy passes every test of {chapter}")
+            return failing
+
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            solved_runs = [pool.submit(solve, c) for c in chapters]
+            student_runs = [pool.submit(attempt, c) for c in chapters]
+            solved_report = [future.result() for future in solved_runs]
+            student_failing = [future.result() for future in student_runs]
+        log(f"({time.time() - t0:.0f} s) the solution and the full student copy ran")
+        passing = {f"{r['tests_file']}::{t['test']}" for r in solved_report for t in r["tests"] if t["outcome"] == "passed"}
+        hits = {}  # part -> [the tests whose failure shows its blank's message, every failing test of its chapter]
+        for chapter, failing in zip(chapters, student_failing):
             for part in [p for p in parts if p.chapter == chapter]:
                 hits[part] = [[test for test, _, message in failing if part.message() in message and "::" in test],
                               [test for test, _, _ in failing if "::" in test]]
@@ -466,21 +473,21 @@ def check(root=REPO, jobs=2, timeout=1800, log=print):
         for extra in copies[1:]:
             copy_repo(root, extra)
 
-        def one(index_part):
-            index, part = index_part
-            scratch_copy = copies[index % jobs]
-            original = (scratch_copy / part.path).read_text(encoding="utf-8")
-            return catch_one(scratch_copy, part, original, hits[part], passing, timeout, threads)
+        done = []
 
-        # the copies are shared by index: run the parts in `jobs` lanes so no two touch the same copy at once
-        lanes = [[(i, p) for i, p in enumerate(parts) if i % jobs == lane] for lane in range(jobs)]
+        def run_lane(lane):  # the parts of one lane, one after the other, in that lane's own scratch copy
+            for part in parts[lane::jobs]:
+                scratch_copy = copies[lane]
+                original = (scratch_copy / part.path).read_text(encoding="utf-8")
+                caught_by, seconds = catch_one(scratch_copy, part, original, hits[part], passing, timeout, threads)
+                done.append(part)
+                verdict = f"caught by {caught_by}" if caught_by else "NOT CAUGHT by any test"
+                log(f"blank {len(done):>2}/{len(parts)} {part.name:<34} {seconds:5.1f} s  {verdict}")
+                if not caught_by:
+                    problems.append(f"blanking {part.name} ({part.task}) fails no test of {part.chapter}: add a test")
+
         with ThreadPoolExecutor(max_workers=jobs) as pool:
-            lane_results = list(pool.map(lambda lane: [(p, one((i, p))) for i, p in lane], lanes))
-        for part, (caught_by, seconds) in sorted((r for lane in lane_results for r in lane), key=lambda r: r[0].name):
-            verdict = f"caught by {caught_by}" if caught_by else "NOT CAUGHT by any test"
-            log(f"blank     {part.name:<34} {seconds:5.1f} s  {verdict}")
-            if not caught_by:
-                problems.append(f"blanking {part.name} ({part.task}) fails no test of {part.chapter}: add a test")
+            list(pool.map(run_lane, range(jobs)))
     log(f"check took {time.time() - t0:.0f} s")
     return problems
 
