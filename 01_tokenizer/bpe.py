@@ -62,6 +62,7 @@ def merge(ids, pair, new_id):
     >>> merge([7, 7, 7], (7, 7), 8)
     [8, 7]
     """
+    # --- student part: BPE's merge step (lesson: "2. The merge loop") ---
     first, second = pair
     out = []
     i = 0
@@ -73,6 +74,7 @@ def merge(ids, pair, new_id):
             out.append(ids[i])
             i += 1
     return out
+    # --- end of student part ---
 
 
 # -----------------------------------------------------------------------------------------------
@@ -227,6 +229,7 @@ def train_bpe(text, vocab_size, special_tokens=(), pattern=GPT4_SPLIT_PATTERN, v
     if verbose:
         print(f"pre-tokens: {sum(freqs):,} in the text, {len(words):,} distinct; learning {num_merges:,} merges")
 
+    # --- student part: BPE's trainer loop: count the pairs, merge the most frequent (lesson: "4. Why the incremental trainer is fast") ---
     # 2. Pair counts and the index pair -> words that contain it.
     pair_counts = defaultdict(int)
     pair_words = defaultdict(set)
@@ -276,6 +279,7 @@ def train_bpe(text, vocab_size, special_tokens=(), pattern=GPT4_SPLIT_PATTERN, v
             heapq.heappush(heap, (-pair_counts[pair], sort_key[pair[0]], sort_key[pair[1]], *pair))
         if progress:
             progress.update(len(merges))
+    # --- end of student part ---
 
     if progress:
         progress.done(len(merges))
@@ -420,6 +424,7 @@ class Tokenizer:
         merges as (rank of the concatenation, start offset), so a piece of n bytes takes
         O(n log n) instead of the O(n^2) of rescanning every pair after every merge.
         """
+        # --- student part: encoding a pre-token: apply the merges by rank (lesson: "5. Encoding") ---
         ranks = self._ranks
         if piece in ranks:
             return (ranks[piece],)
@@ -450,6 +455,7 @@ class Tokenizer:
             ids.append(ranks[piece[i : end[i]]])
             i = end[i]
         return tuple(ids)
+        # --- end of student part ---
 
     def encode_ordinary(self, text):
         """Encode text, treating special token strings as ordinary text."""

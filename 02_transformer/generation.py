@@ -40,6 +40,7 @@ class KVCache:
 
     def update(self, layer, k, v):
         """Store k, v (B, H, T, D) after the cached ones; return all keys and values (B, H, length + T, D)."""
+        # --- student part: the KV cache's update (lesson: "9. Generation and what the KV cache saves") ---
         start, end = self.length, self.length + k.size(2)
         if end > self.max_len:
             raise ValueError(f"KV cache holds {self.max_len} positions, {end} requested")
@@ -50,6 +51,7 @@ class KVCache:
         self.keys[layer][:, :, start:end] = k
         self.values[layer][:, :, start:end] = v
         return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
+        # --- end of student part ---
 
 
 # ----------------------------------------------------------------------------- one token at a time
@@ -61,6 +63,7 @@ def sample_next_token(logits, temperature=1.0, top_k=None, top_p=None, generator
     likeliest tokens and/or to the smallest set of likeliest tokens with total probability >= top_p,
     renormalised, then sampled.
     """
+    # --- student part: sampling with temperature, top-k and top-p (lesson: "9. Generation and what the KV cache saves") ---
     if temperature == 0:
         return logits.argmax(dim=-1)
     logits = logits / temperature
@@ -75,6 +78,7 @@ def sample_next_token(logits, temperature=1.0, top_k=None, top_p=None, generator
         logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
     probs = F.softmax(logits, dim=-1)
     return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)
+    # --- end of student part ---
 
 
 def sampled_logprob(logits, tokens, temperature):

@@ -144,10 +144,12 @@ class CausalSelfAttention(nn.Module):
         positions (B, T) (None: 0 .. T-1); see layers.apply_rope.
         """
         B, T, C = x.shape
+        # --- student part: q, k, v split into heads (lesson: "4. Why several heads") ---
         q, k, v = self.c_attn(x).split(C, dim=2)  # (B, T, C) each
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, H, T, D)
         k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, H, T, D)
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, H, T, D)
+        # --- end of student part ---
         if self.rope:
             q, k = apply_rope(q, *rope_cos_sin, positions), apply_rope(k, *rope_cos_sin, positions)
         if kv_cache is not None:

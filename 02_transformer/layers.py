@@ -25,9 +25,11 @@ def softmax(x, dim=-1):
     exp() from overflowing: softmax([1000., 1001.]) -> [0.2689, 0.7311] instead of nan.
     Entries equal to -inf get weight exactly 0, which is how the attention mask works.
     """
+    # --- student part: a numerically stable softmax (lesson: "2. Attention is a weighted average") ---
     x_max = x.amax(dim=dim, keepdim=True).detach()  # a constant shift: no gradient needed through it
     exp_x = torch.exp(x - x_max)
     return exp_x / exp_x.sum(dim=dim, keepdim=True)
+    # --- end of student part ---
 
 
 def causal_mask(n_query, n_key, device=None):
@@ -48,6 +50,7 @@ def attention_weights(q, k, attn_mask=None, is_causal=False):
     is_causal: apply causal_mask(T, S) (the queries are the last T positions).
     Row i of A says how much query i takes from each key: attention is a weighted average.
     """
+    # --- student part: the attention weights with the mask (lesson: "2. Attention is a weighted average") ---
     scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(q.size(-1)))  # (B, H, T, S)
     if is_causal:
         causal = causal_mask(q.size(-2), k.size(-2), device=q.device)
@@ -56,6 +59,7 @@ def attention_weights(q, k, attn_mask=None, is_causal=False):
         scores = scores.masked_fill(~attn_mask, float("-inf"))
     # in float32 even under bf16 autocast: exp() of bf16 scores loses too many digits
     return softmax(scores.float(), dim=-1).to(q.dtype)
+    # --- end of student part ---
 
 
 def scaled_dot_product_attention(q, k, v, attn_mask=None, is_causal=False, dropout_p=0.0):
@@ -65,10 +69,12 @@ def scaled_dot_product_attention(q, k, v, attn_mask=None, is_causal=False, dropo
     F.scaled_dot_product_attention (attn_mask True = may attend), which is the reference and the fast path.
     Every query must be allowed at least one key, or its row is 0/0 = nan (torch's kernel does the same).
     """
+    # --- student part: attention: the weighted average of the values (lesson: "2. Attention is a weighted average") ---
     weights = attention_weights(q, k, attn_mask, is_causal)  # (B, H, T, S)
     if dropout_p > 0.0:
         weights = F.dropout(weights, p=dropout_p)
     return weights @ v  # (B, H, T, D): each output row is a weighted average of the rows of V
+    # --- end of student part ---
 
 
 # ----------------------------------------------------------------------------- norms
@@ -78,10 +84,12 @@ def layer_norm(x, weight, bias=None, eps=1e-5):
 
     var is the biased variance (divide by C), as in nn.LayerNorm. x: (..., C); weight, bias: (C,).
     """
+    # --- student part: LayerNorm over the last dimension (lesson: "5. The block, pre-norm, and the MLP") ---
     centered = x - x.mean(dim=-1, keepdim=True)
     var = centered.pow(2).mean(dim=-1, keepdim=True)
     y = centered * torch.rsqrt(var + eps) * weight
     return y + bias if bias is not None else y
+    # --- end of student part ---
 
 
 def rms_norm(x, weight, eps=1e-6):
@@ -90,9 +98,11 @@ def rms_norm(x, weight, eps=1e-6):
     Computed in float32 whatever x's dtype (squares of bf16 values lose too much), returned in x's dtype.
     x: (..., C); weight: (C,).
     """
+    # --- student part: RMSNorm over the last dimension, in float32 (lesson: "7. GPT-2 versus LLaMA") ---
     x32 = x.float()
     y = x32 * torch.rsqrt(x32.pow(2).mean(dim=-1, keepdim=True) + eps)
     return (y * weight.float()).to(x.dtype)
+    # --- end of student part ---
 
 
 class LayerNorm(nn.Module):
@@ -209,9 +219,11 @@ def rope_tables(head_dim, max_positions, theta=10000.0, device=None):
     """
     if head_dim % 2:
         raise ValueError(f"RoPE rotates pairs of numbers, so the head size must be even (got {head_dim})")
+    # --- student part: RoPE's cos and sin tables (lesson: "7. GPT-2 versus LLaMA") ---
     inv_freq = theta ** (-torch.arange(0, head_dim, 2, dtype=torch.float32, device=device) / head_dim)  # (D/2,)
     angles = torch.arange(max_positions, dtype=torch.float32, device=device)[:, None] * inv_freq  # (P, D/2)
     return angles.cos(), angles.sin()
+    # --- end of student part ---
 
 
 def apply_rope(x, cos, sin, positions=None):
@@ -227,6 +239,7 @@ def apply_rope(x, cos, sin, positions=None):
     With positions=None, cos and sin may also come already indexed, broadcastable to (B, 1, T, D/2).
     (HF's LLaMA port pairs x[i] with x[i + D/2] instead: the same idea with the dims permuted.)
     """
+    # --- student part: RoPE's rotation (lesson: "7. GPT-2 versus LLaMA") ---
     if positions is not None:
         cos, sin = cos[positions].unsqueeze(1), sin[positions].unsqueeze(1)  # (B, 1, T, D/2)
     elif cos.dim() == 2:  # a table: positions 0 .. T-1
@@ -235,3 +248,4 @@ def apply_rope(x, cos, sin, positions=None):
     out_even = x_even * cos - x_odd * sin
     out_odd = x_even * sin + x_odd * cos
     return torch.stack((out_even, out_odd), dim=-1).flatten(-2).to(x.dtype)  # (B, H, T, D)
+    # --- end of student part ---

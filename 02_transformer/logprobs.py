@@ -35,6 +35,7 @@ def logprobs_from_logits(logits, targets, mask=None, temperature=1.0):
     All float32 (computed in float32 whatever the logits' dtype). Returns a SequenceLogProbs.
     A target may be any id where the mask is False (e.g. -1 or a pad): it is never read there.
     """
+    # --- student part: log-probs, their masked sum, and the entropy (lesson: "11. Log-probabilities and entropy") ---
     scale = temperature if temperature > 0 else 1.0
     log_p = F.log_softmax(logits.float() / scale, dim=-1)  # (B, T, V)
     token = log_p.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)  # (B, T)
@@ -43,6 +44,7 @@ def logprobs_from_logits(logits, targets, mask=None, temperature=1.0):
         token = torch.where(mask, token, 0.0)
         entropy = torch.where(mask, entropy, 0.0)
     return SequenceLogProbs(token, token.sum(dim=-1), entropy)
+    # --- end of student part ---
 
 
 def sequence_logprobs(model, ids, response_mask=None, attention_mask=None, temperature=1.0):

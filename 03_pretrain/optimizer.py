@@ -61,6 +61,7 @@ class AdamW(torch.optim.Optimizer):
             for param in group["params"]:
                 if param.grad is None:
                     continue
+                # --- student part: AdamW's update of one parameter (lesson: "AdamW") ---
                 grad = param.grad
                 state = self.state[param]
                 if not state:  # first step for this parameter: the moments start at zero
@@ -78,6 +79,7 @@ class AdamW(torch.optim.Optimizer):
                 # √v̂ + ε = √v / √(1 − β2^t) + ε; the 1/(1 − β1^t) of m̂ goes into the step size
                 denom = v.sqrt().div_(math.sqrt(bias_correction2)).add_(eps)
                 param.addcdiv_(m, denom, value=-lr / bias_correction1)
+                # --- end of student part ---
         return loss
 
 
@@ -128,12 +130,14 @@ def lr_at(step, max_lr, min_lr, warmup_steps, decay_end):
     Example: max_lr=1, min_lr=0.1, warmup_steps=10, decay_end=110 gives 0.1 at step 0, 1.0 at steps 9
     and 10, 0.55 at step 60 (halfway down the cosine), 0.1 from step 110 on.
     """
+    # --- student part: the warmup + cosine schedule (lesson: "The schedule, and why warmup") ---
     if step < warmup_steps:
         return max_lr * (step + 1) / warmup_steps
     if step >= decay_end:
         return min_lr
     progress = (step - warmup_steps) / (decay_end - warmup_steps)
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (max_lr - min_lr)
+    # --- end of student part ---
 
 
 @torch.no_grad()
@@ -145,6 +149,7 @@ def clip_grad_norm(params, max_norm, eps=1e-6):
     clipping (a 0-dim tensor), the number the progress line shows as "grad". Same as
     torch.nn.utils.clip_grad_norm_(params, max_norm).
     """
+    # --- student part: gradient clipping by the global L2 norm (lesson: "The schedule, and why warmup") ---
     grads = [p.grad for p in params if p.grad is not None]
     if not grads:
         return torch.tensor(0.0)
@@ -154,4 +159,5 @@ def clip_grad_norm(params, max_norm, eps=1e-6):
     for g in grads:
         g.mul_(scale)
     return total_norm
+    # --- end of student part ---
 

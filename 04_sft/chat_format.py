@@ -126,6 +126,7 @@ def render_chat(messages, tokenizer, add_generation_prompt=False):
     missing = [name for name in CHAT_TOKENS if name not in special]
     if missing:
         raise ValueError(f"the tokenizer has no {missing} special tokens: add them with add_chat_tokens(tokenizer)")
+    # --- student part: the chat template and its loss mask (lesson: "2. The chat template") ---
     ids, loss_mask = [], []
     if BOS in special:
         ids.append(special[BOS])
@@ -146,6 +147,7 @@ def render_chat(messages, tokenizer, add_generation_prompt=False):
         ids.append(special[ASSISTANT])
         loss_mask.append(0)
     return ids, loss_mask
+    # --- end of student part ---
 
 
 def to_inputs_and_targets(ids, loss_mask):
@@ -156,9 +158,11 @@ def to_inputs_and_targets(ids, loss_mask):
     >>> to_inputs_and_targets([5, 6, 7, 8], [0, 0, 1, 1])
     ([5, 6, 7], [-1, 7, 8])
     """
+    # --- student part: inputs and masked targets (lesson: "3. Loss masking") ---
     x = list(ids[:-1])
     y = [t if m else -1 for t, m in zip(ids[1:], loss_mask[1:])]
     return x, y
+    # --- end of student part ---
 
 
 def show_mask(ids, loss_mask, tokenizer):

@@ -179,12 +179,14 @@ def sft_loss(model, batch):
     (system and user turns, role tokens, padding: render_chat's loss mask), doc_ids separate packed
     conversations. Returns (loss, {"assistant_tokens": |A|}), the count logged beside the loss.
     """
+    # --- student part: the masked SFT loss (lesson: "3. Loss masking") ---
     x, y, *doc_ids = batch
     logits, _ = model(x, doc_ids=doc_ids[0] if doc_ids else None)  # (B, T, vocab)
     mask = (y != -1).float()  # (B, T): 1 on A, the assistant's tokens
     per_token = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten().clamp(min=0), reduction="none")
     loss = (per_token.view_as(mask) * mask).sum() / mask.sum()  # the mean over A (no GPU sync: no indexing)
     return loss, {"assistant_tokens": mask.sum()}
+    # --- end of student part ---
 
 # ----------------------------------------------------------------------------------------------------
 # The script

@@ -41,10 +41,12 @@ def dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta=0.1)
     Returns (loss, chosen_rewards, rejected_rewards): the implicit rewards beta * (log pi - log ref) of
     each reply (B,), detached. At the start pi = ref, so h = 0 and the loss is log 2 = 0.693.
     """
+    # --- student part: DPO's loss and implicit rewards (lesson: "6. DPO: no reward model, no sampling (`dpo.py`)") ---
     chosen_log_ratio = policy_chosen - ref_chosen
     rejected_log_ratio = policy_rejected - ref_rejected
     loss = -F.logsigmoid(beta * (chosen_log_ratio - rejected_log_ratio)).mean()
     return loss, (beta * chosen_log_ratio).detach(), (beta * rejected_log_ratio).detach()
+    # --- end of student part ---
 
 
 def make_dpo_loss(beta):

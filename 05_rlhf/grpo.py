@@ -27,11 +27,13 @@ def group_normalized_advantages(rewards, group_size, normalize_std=True, eps=1e-
     """
     if rewards.numel() % group_size:
         raise ValueError(f"{rewards.numel()} rewards do not split into groups of {group_size}")
+    # --- student part: GRPO's group-normalized advantages (lesson: "7. GRPO and verifiable rewards (`grpo.py`)") ---
     grouped = rewards.view(-1, group_size)  # (n_prompts, G)
     advantages = grouped - grouped.mean(dim=1, keepdim=True)
     if normalize_std:
         advantages = advantages / (grouped.std(dim=1, keepdim=True) + eps)
     return advantages.reshape(-1)
+    # --- end of student part ---
 
 
 def grpo_loss(logprobs, old_logprobs, advantages, mask, clip_range=0.2, ref_logprobs=None, kl_coef=0.0):
@@ -43,6 +45,7 @@ def grpo_loss(logprobs, old_logprobs, advantages, mask, clip_range=0.2, ref_logp
     logprobs (B, T) with gradients; old_logprobs (B, T); advantages (B,) one per reply; mask (B, T) bool;
     ref_logprobs (B, T) or None. Returns (loss, clip_fraction, approx_kl, kl_to_ref).
     """
+    # --- student part: GRPO's loss (lesson: "7. GRPO and verifiable rewards (`grpo.py`)") ---
     token_advantages = advantages[:, None].expand_as(logprobs)
     loss, clip_fraction, approx_kl = ppo_clipped_loss(logprobs, old_logprobs, token_advantages, mask, clip_range)
     kl_to_ref = torch.zeros((), device=logprobs.device)
@@ -50,3 +53,4 @@ def grpo_loss(logprobs, old_logprobs, advantages, mask, clip_range=0.2, ref_logp
         kl_to_ref = masked_mean(kl_k3(logprobs, ref_logprobs), mask)
         loss = loss + kl_coef * kl_to_ref
     return loss, clip_fraction, approx_kl, kl_to_ref.detach()
+    # --- end of student part ---

@@ -28,8 +28,10 @@ def masked_mean(values, mask, dim=None):
     >>> masked_mean(torch.tensor([[1., 2., 99.]]), torch.tensor([[True, True, False]])).item()
     1.5
     """
+    # --- student part: the masked mean (lesson: "4. PPO, written out (`ppo.py`, `rl_loop.py`)") ---
     mask = mask.to(values.dtype)
     return (values * mask).sum(dim=dim) / mask.sum(dim=dim).clamp(min=1)
+    # --- end of student part ---
 
 
 def masked_var(values, mask):
@@ -82,6 +84,7 @@ def per_token_rewards(scores, logprobs, ref_logprobs, mask, kl_coef, kl_estimato
     estimator = {"k1": kl_k1, "k3": kl_k3}.get(kl_estimator)
     if estimator is None:
         raise ValueError(f"kl_estimator must be 'k1' or 'k3', got {kl_estimator!r}")
+    # --- student part: the per-token reward with the KL penalty (lesson: "4. PPO, written out (`ppo.py`, `rl_loop.py`)") ---
     kl = torch.where(mask, estimator(logprobs, ref_logprobs), 0.0)
     rewards = -kl_coef * kl
     T = mask.size(1)
@@ -90,6 +93,7 @@ def per_token_rewards(scores, logprobs, ref_logprobs, mask, kl_coef, kl_estimato
     rows = torch.arange(mask.size(0), device=mask.device)[has_response]
     rewards[rows, last[has_response]] += scores[has_response].to(rewards.dtype)
     return rewards, kl
+    # --- end of student part ---
 
 
 def whiten_and_clip_scores(scores, whiten=False, clip=None):
@@ -117,6 +121,7 @@ def gae_advantages(rewards, values, mask, gamma=1.0, lam=0.95):
     t on minus V_t (Monte Carlo: unbiased, high variance). rewards, values (B, T) float, mask (B, T)
     bool with the response tokens contiguous. Returns (advantages, returns), (B, T), 0 off the mask.
     """
+    # --- student part: GAE's advantages and returns (lesson: "4. PPO, written out (`ppo.py`, `rl_loop.py`)") ---
     B, T = rewards.shape
     maskf = mask.to(rewards.dtype)
     advantages = torch.zeros_like(rewards)
@@ -131,6 +136,7 @@ def gae_advantages(rewards, values, mask, gamma=1.0, lam=0.95):
         next_advantage = advantages[:, t]
     returns = (advantages + values) * maskf
     return advantages, returns
+    # --- end of student part ---
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -149,6 +155,7 @@ def ppo_clipped_loss(logprobs, old_logprobs, advantages, mask, clip_range=0.2):
     tokens where the clipped term was the smaller, approx_kl: masked_mean((rho - 1) - log rho), the k3
     estimate of KL(pi_old || pi)).
     """
+    # --- student part: PPO's clipped surrogate loss (lesson: "4. PPO, written out (`ppo.py`, `rl_loop.py`)") ---
     log_ratio = logprobs - old_logprobs
     ratio = torch.exp(log_ratio)
     unclipped = ratio * advantages
@@ -158,6 +165,7 @@ def ppo_clipped_loss(logprobs, old_logprobs, advantages, mask, clip_range=0.2):
         clip_fraction = masked_mean((clipped < unclipped).float(), mask)
         approx_kl = masked_mean(torch.expm1(log_ratio) - log_ratio, mask)
     return loss, clip_fraction, approx_kl
+    # --- end of student part ---
 
 
 def value_loss(values, old_values, returns, mask, clip_range=0.2):
@@ -168,8 +176,10 @@ def value_loss(values, old_values, returns, mask, clip_range=0.2):
 
     values (B, T) with gradients; old_values, returns (B, T) without; mask (B, T) bool -> 0-dim.
     """
+    # --- student part: the clipped value loss (lesson: "4. PPO, written out (`ppo.py`, `rl_loop.py`)") ---
     clipped = old_values + torch.clamp(values - old_values, -clip_range, clip_range)
     return 0.5 * masked_mean(torch.maximum((values - returns) ** 2, (clipped - returns) ** 2), mask)
+    # --- end of student part ---
 
 
 def entropy_bonus(entropy, mask):

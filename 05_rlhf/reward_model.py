@@ -73,7 +73,9 @@ def pairwise_loss(chosen_scores, rejected_scores):
     chosen_scores, rejected_scores: (B,) -> 0-dim tensor. logsigmoid is the stable form of
     log(1 / (1 + exp(-(r_c - r_r)))). Equal scores give log 2 = 0.693 (a coin flip).
     """
+    # --- student part: the Bradley-Terry loss (lesson: "3. The reward model (`reward_model.py`)") ---
     return -F.logsigmoid(chosen_scores - rejected_scores).mean()
+    # --- end of student part ---
 
 
 def reward_model_loss(model, batch):

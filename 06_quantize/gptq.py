@@ -18,6 +18,7 @@ def add_to_hessian(hessian, n_seen, inputs):
     """Running H = 2/n sum_i x_i x_i^T over every input vector seen so far: inputs (..., K).
 
     Returns (hessian (K, K) float32, n_seen + rows). Pass hessian=None the first time."""
+    # --- student part: the running Hessian H = 2/n sum x x^T (lesson: "4. GPTQ: quantize one column, let the others compensate") ---
     x = inputs.reshape(-1, inputs.size(-1)).float()  # (rows, K)
     rows = x.size(0)
     if hessian is None:
@@ -25,6 +26,7 @@ def add_to_hessian(hessian, n_seen, inputs):
     hessian *= n_seen / (n_seen + rows)
     hessian += (2.0 / (n_seen + rows)) * (x.t() @ x)
     return hessian, n_seen + rows
+    # --- end of student part ---
 
 
 def inverse_hessian_cholesky(hessian, damp=0.01):
@@ -92,6 +94,7 @@ def gptq_quantize(weight, hessian, bits=4, group_size=None, act_order=False, blo
         scales[:, 0], zeros[:, 0] = zeropoint_params(W, bits, "row")
     codes = torch.zeros(M, K, device=W.device)
     Q = torch.zeros_like(W)
+    # --- student part: GPTQ's column-by-column update (lesson: "4. GPTQ: quantize one column, let the others compensate") ---
     for start in range(0, K, block_size):
         end = min(start + block_size, K)
         W_block = W[:, start:end].clone()
@@ -110,6 +113,7 @@ def gptq_quantize(weight, hessian, bits=4, group_size=None, act_order=False, blo
             W_block[:, i:] -= error[:, None] * U_block[i, i:][None, :]
             errors[:, i] = error
         W[:, end:] -= errors @ U[start:end, end:]  # the lazy batch update of every later column
+    # --- end of student part ---
 
     weight_hat = Q if perm is None else Q[:, torch.argsort(perm)]
     return {"codes": codes.to(torch.uint8), "scale": scales, "zero": zeros, "perm": perm, "weight": weight_hat}

@@ -57,9 +57,11 @@ def vectorwise_int8_matmul(x, int8_weight, weight_scale):
         Y ≈ (c_x c_w^T) ∘ (Xq Wq^T)      the int32 product rescaled by the outer product of the scales
     x (N, K) float, int8_weight (M, K) int8, weight_scale (M,) float32 -> (N, M) float32.
     """
+    # --- student part: the vector-wise int8 matmul (lesson: "3. One outlier ruins a scale; smaller groups and the decomposition fix it") ---
     xq, x_scale = absmax_quantize(x, 8, "row")  # (N, K) int8, (N,)
     acc = int8_matmul(xq, int8_weight.t())  # (N, M) int32
     return acc.float() * (x_scale[:, None] * weight_scale[None, :])
+    # --- end of student part ---
 
 
 def outlier_dims(x, threshold=6.0):
@@ -78,6 +80,7 @@ def llm_int8_matmul(x, int8_weight, weight_scale, threshold=6.0):
     x (N, K) float, int8_weight (M, K), weight_scale (M,) -> (N, M) float32. threshold 0 makes every
     dimension an outlier (all float); threshold inf none (plain vector-wise int8).
     """
+    # --- student part: LLM.int8()'s outlier decomposition (lesson: "3. One outlier ruins a scale; smaller groups and the decomposition fix it") ---
     x = x.float()
     outliers = outlier_dims(x, threshold)  # (K,)
     # the int8 part: X with its outlier columns set to 0 contributes exactly X[:, ~O] W[:, ~O]^T, and its
@@ -87,3 +90,4 @@ def llm_int8_matmul(x, int8_weight, weight_scale, threshold=6.0):
         float_weight = int8_weight[:, outliers].float() * weight_scale[:, None]  # (M, |O|)
         y += x[:, outliers] @ float_weight.t()
     return y
+    # --- end of student part ---

@@ -77,6 +77,7 @@ def absmax_quantize(x, bits=8, granularity="tensor", group_size=None):
     An all-zero set gets scale 1 (every q is 0 anyway), never a division by zero.
     """
     check_bits(bits)
+    # --- student part: absmax (symmetric) quantization (lesson: "2. Absmax and zero-point, on one number line") ---
     x = x.float()
     levels = 2 ** (bits - 1) - 1
     grouped = _grouped(x, granularity, group_size)
@@ -84,6 +85,7 @@ def absmax_quantize(x, bits=8, granularity="tensor", group_size=None):
     scale = torch.where(absmax > 0, absmax / levels, torch.ones_like(absmax)).reshape(_scale_shape(x, granularity, group_size))
     q = torch.round(x / _expand(scale, x.shape, granularity, group_size)).clamp(-levels, levels)
     return q.to(torch.int8), scale
+    # --- end of student part ---
 
 
 def absmax_dequantize(q, scale, granularity="tensor", group_size=None):
@@ -104,6 +106,7 @@ def zeropoint_params(x, bits, granularity="tensor", group_size=None):
     computes is what a saved checkpoint reproduces. Returns (scale float32, zero float32 holding ints).
     """
     check_bits(bits)
+    # --- student part: zero-point quantization's scale and zero (lesson: "2. Absmax and zero-point, on one number line") ---
     grouped = _grouped(x.float(), granularity, group_size)
     low = grouped.amin(dim=1).clamp(max=0)
     high = grouped.amax(dim=1).clamp(min=0)
@@ -111,6 +114,7 @@ def zeropoint_params(x, bits, granularity="tensor", group_size=None):
     zero = torch.round(-low / scale).clamp(0, 2 ** bits - 1)
     shape = _scale_shape(x, granularity, group_size)
     return scale.reshape(shape), zero.reshape(shape)
+    # --- end of student part ---
 
 
 def zeropoint_quantize(x, bits=8, granularity="tensor", group_size=None):
@@ -129,9 +133,11 @@ def zeropoint_quantize(x, bits=8, granularity="tensor", group_size=None):
 
 def quantize_with(x, scale, zero, bits, granularity="tensor", group_size=None):
     """q = clamp(round(x / scale) + zero, 0, 2^bits - 1) with given scale and zero (float32 result)."""
+    # --- student part: zero-point quantization with a given scale and zero (lesson: "2. Absmax and zero-point, on one number line") ---
     scale = _expand(scale, x.shape, granularity, group_size)
     zero = _expand(zero, x.shape, granularity, group_size)
     return torch.clamp(torch.round(x.float() / scale) + zero, 0, 2 ** bits - 1)
+    # --- end of student part ---
 
 
 def zeropoint_dequantize(q, scale, zero, granularity="tensor", group_size=None):

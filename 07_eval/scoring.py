@@ -24,7 +24,9 @@ def perplexity(total_nll_nats, n_tokens):
     harder predictions per text."""
     if n_tokens <= 0:
         raise ValueError("perplexity needs at least one token")
+    # --- student part: perplexity (lesson: "2. Perplexity and bits per byte") ---
     return math.exp(total_nll_nats / n_tokens)
+    # --- end of student part ---
 
 
 def bits_per_byte(total_nll_nats, n_bytes):
@@ -38,7 +40,9 @@ def bits_per_byte(total_nll_nats, n_bytes):
     """
     if n_bytes <= 0:
         raise ValueError("bits_per_byte needs at least one byte of text")
+    # --- student part: bits per byte (lesson: "2. Perplexity and bits per byte") ---
     return total_nll_nats / (math.log(2) * n_bytes)
+    # --- end of student part ---
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -59,10 +63,12 @@ def multiple_choice_scores(option_logprobs, options):
     """
     if len(option_logprobs) != len(options) or not options:
         raise ValueError("give one log-prob per option, and at least one option")
+    # --- student part: acc and acc_norm (lesson: "3. Multiple choice: acc, acc_norm, and the letter") ---
     lengths = [max(1, len(o.encode("utf-8"))) for o in options]
     acc = int(np.argmax(option_logprobs))
     acc_norm = int(np.argmax([lp / n for lp, n in zip(option_logprobs, lengths)]))
     return acc, acc_norm
+    # --- end of student part ---
 
 
 def letter_choice(reply, n_options=4):
@@ -161,6 +167,8 @@ def pass_at_k(n, c, k):
         raise ValueError(f"pass@{k} needs at least k samples per task, got n={n}: sample n >= {k} (--samples)")
     if not 0 <= c <= n:
         raise ValueError(f"the number of passing samples c={c} must be between 0 and n={n}")
+    # --- student part: the unbiased pass@k, as a product (lesson: "6. Code: pass@k and the sandbox") ---
     if n - c < k:
         return 1.0
     return float(1.0 - np.prod(1.0 - k / np.arange(n - c + 1, n + 1)))
+    # --- end of student part ---

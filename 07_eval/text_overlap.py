@@ -52,6 +52,7 @@ def bleu_statistics(hypothesis, reference, max_n=4):
     matches[n-1] = sum over the hypothesis' n-grams g of min(count_hyp(g), count_ref(g))  (clipped counts)
     totals[n-1]  = number of n-grams in the hypothesis
     """
+    # --- student part: BLEU's clipped n-gram matches and totals (lesson: "7. BLEU and ROUGE, and why they disagree with people") ---
     hyp, ref = tokenize_13a(hypothesis), tokenize_13a(reference)
     matches, totals = [], []
     for n in range(1, max_n + 1):
@@ -59,6 +60,7 @@ def bleu_statistics(hypothesis, reference, max_n=4):
         matches.append(sum(min(count, r[g]) for g, count in h.items()))
         totals.append(max(0, len(hyp) - n + 1))
     return matches, totals, len(hyp), len(ref)
+    # --- end of student part ---
 
 
 def bleu_from_statistics(matches, totals, hyp_len, ref_len, effective_order=False):
@@ -72,6 +74,7 @@ def bleu_from_statistics(matches, totals, hyp_len, ref_len, effective_order=Fals
     effective_order it still counts as log 0 (BLEU 0); with it (sentence BLEU), N is the last order
     that had n-grams. No match of any order at all gives 0 (no smoothing can rescue that).
     """
+    # --- student part: BLEU from its statistics (lesson: "7. BLEU and ROUGE, and why they disagree with people") ---
     max_n = len(matches)
     if not any(matches) or hyp_len == 0:
         return 0.0
@@ -91,6 +94,7 @@ def bleu_from_statistics(matches, totals, hyp_len, ref_len, effective_order=Fals
     if any(p == 0.0 for p in precisions[:order]):
         return 0.0
     return brevity_penalty * math.exp(sum(math.log(p) for p in precisions[:order]) / order)
+    # --- end of student part ---
 
 
 def corpus_bleu(hypotheses, references, max_n=4):
@@ -155,6 +159,7 @@ def lcs_length(a, b):
     >>> lcs_length("a b c d e".split(), "a x c y e".split())   # a . c . e
     3
     """
+    # --- student part: the longest common subsequence (lesson: "7. BLEU and ROUGE, and why they disagree with people") ---
     previous = [0] * (len(b) + 1)
     for x in a:
         current = [0]
@@ -162,14 +167,17 @@ def lcs_length(a, b):
             current.append(previous[j] + 1 if x == y else max(previous[j + 1], current[j]))
         previous = current
     return previous[-1]
+    # --- end of student part ---
 
 
 def rouge_l(reference, hypothesis):
     """ROUGE-L -> (precision, recall, F1) with LCS = lcs_length(reference tokens, hypothesis tokens):
     precision = LCS / len(hypothesis), recall = LCS / len(reference). Word order counts, gaps do not."""
+    # --- student part: ROUGE-L's precision, recall and F1 (lesson: "7. BLEU and ROUGE, and why they disagree with people") ---
     ref, hyp = rouge_tokens(reference), rouge_tokens(hypothesis)
     if not ref or not hyp:
         return 0.0, 0.0, 0.0
     lcs = lcs_length(ref, hyp)
     precision, recall = lcs / len(hyp), lcs / len(ref)
     return precision, recall, f_measure(precision, recall)
+    # --- end of student part ---
