@@ -42,6 +42,7 @@ import world  # noqa: E402  (chapter 03: the mini-world)
 from checkpoint import read_run_checkpoint  # noqa: E402  (chapter 03)
 from chat_format import add_chat_embeddings, add_chat_tokens, load_model_and_tokenizer  # noqa: E402
 from grading import METRICS, evaluate, generate_replies, write_report  # noqa: E402  (this chapter)
+from robustness import measure, robustness_sets, robustness_table  # noqa: E402  (this chapter)
 from sft_data import (EVAL_MIX, MULTI_TURN_FRACTION, TASKS, TRAIN_MIX, SFTBatches, fill_ratio,  # noqa: E402
                       load_jsonl, make_rows, tokenize, world_examples)
 
@@ -66,6 +67,7 @@ PRESETS = {
                  max_new_tokens=160),
 }
 WORLD_SEED = 0  # build_world(0): the world chapter 03's corpus describes
+ROBUSTNESS_ITEMS = 30  # held-out items per robustness row (robustness.py), measured after SFT only
 
 
 def parse_args(argv=None):
@@ -312,7 +314,16 @@ def fine_tune(args):
         else:
             log(f"evaluating the SFT model on the same {len(eval_examples)} held-out prompts ...")
             after = evaluate(model, tokenizer, eval_examples, settings["max_new_tokens"], precision)
-            table = write_report(before, after, out_dir, settings, time.time() - start)
+            robust = None
+            if "world" in settings["data"]:
+                log("measuring robustness: held-out items in forms never seen in training ...")
+                per_row = ROBUSTNESS_ITEMS if settings["eval_per_task"] is None \
+                    else min(ROBUSTNESS_ITEMS, settings["eval_per_task"])
+                sets = robustness_sets(world.build_world(WORLD_SEED), per_row, seed=settings["seed"])
+                robust = measure(model, tokenizer, sets, settings["max_new_tokens"], precision, seed=settings["seed"])
+                summary["robustness"] = robust["metrics"]
+            table = write_report(before, after, out_dir, settings, time.time() - start, robust,
+                                 robustness_table(None, robust) if robust else "")
             summary["before"], summary["after"] = before["metrics"], after["metrics"]
             log("\n" + table + "\n")
             log(f"done in {time.time() - start:.0f} s. Outputs in {out_dir}/:")
