@@ -10,6 +10,7 @@ import torch
 
 import bpe
 import checkpoint
+import robustness
 import world
 from chat_format import add_chat_tokens
 from contamination import NgramIndex, contamination_report
@@ -316,7 +317,7 @@ def test_report_end_to_end_on_a_tiny_model(tiny_runs, tmp_path, monkeypatch):
     import evaluate
     monkeypatch.setitem(evaluate.PRESETS, "tiny", {**evaluate.PRESETS["tiny"], "items": {
         "perplexity": 3, "multiple_choice": 4, "math": 3, "chain_of_thought": 2, "code": 2, "describe": 2,
-        "harmful": 4, "honesty": 2}, "code_samples": 3, "pass_k": [1, 3], "self_consistency": 2})
+        "harmful": 4, "honesty": 2, "robustness": 3}, "code_samples": 3, "pass_k": [1, 3], "self_consistency": 2})
     monkeypatch.setattr(evaluate, "training_texts", lambda models, w: ["a tiny stand-in for the training text"])
     out = tmp_path / "eval"
     results = evaluate.main(["--runs-dir", str(tiny_runs), "--out-dir", str(out), "--no-direct-sft",
@@ -328,8 +329,30 @@ def test_report_end_to_end_on_a_tiny_model(tiny_runs, tmp_path, monkeypatch):
     assert (out / "report.png").stat().st_size > 1000
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["models"][0]["summary"]) == {"perplexity", "multiple_choice", "math", "chain_of_thought",
-                                                     "code", "describe", "harmful", "honesty"}
+                                                     "code", "describe", "harmful", "honesty", "robustness"}
+    assert set(summary["models"][0]["summary"]["robustness"]) == {key for key, _ in robustness.ROWS}
+    assert "## Robustness: chapter 04's rows" in report and "| the same as the third turn of a conversation" in report
     lines = (out / "records" / "sft" / "multiple_choice.jsonl").read_text().splitlines()
     assert len(lines) == 4 and {"question", "choices", "gold", "reply", "score"} <= set(json.loads(lines[0]))
     with pytest.raises(FileExistsError, match="--overwrite"):  # a second run never destroys the first
         evaluate.main(["--runs-dir", str(tiny_runs), "--out-dir", str(out), "--no-direct-sft"])
+
+
+def test_robustness_task_reuses_chapter_04s_sets_and_rows():
+    import eval_tasks
+    w = world.build_world(0)
+    items = eval_tasks.robustness_items(w, 6)
+    sets = robustness.robustness_sets(w, 6)
+    assert len(items) == sum(len(v) for v in sets.values())
+    late = [i for i in items if i["row"] == "three_turn"]
+    assert late and all(len(i["history"]) == 2 for i in late)
+    assert [i["question"] for i in late] == [i["question"] for i in items if i["row"] == "single_turn"]
+    # summarize: one share per row of chapter 04, the three-turn items counted greedy and sampled
+    records = [{**i, "score": {"right": int(i["row"] == "arith_unseen_form")}} for i in items]
+    for r in records:
+        if r["row"] == "three_turn":
+            r["score"]["right_sampled"] = 1
+    summary = eval_tasks.summarize("robustness", records)
+    assert set(summary) == {key for key, _ in robustness.ROWS}
+    assert summary["arith_unseen_form"] == 1 and summary["three_turn_sampled"] == 1
+    assert summary["three_turn_greedy"] == 0 and summary["single_turn"] == 0
