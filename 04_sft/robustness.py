@@ -23,7 +23,7 @@ for chapter in ["01_tokenizer", "02_transformer", "03_pretrain"]:  # the earlier
 
 import world  # noqa: E402  (chapter 03: the mini-world)
 from grading import extract_answer, fact_is_correct, generate_replies, is_refusal  # noqa: E402  (this chapter)
-from sft_data import arith_example, world_examples  # noqa: E402  (this chapter)
+from sft_data import _exchange, arith_example, world_examples  # noqa: E402  (this chapter)
 
 CHAT_TEMPERATURE, CHAT_TOP_K = 0.7, 50   # chat.py's defaults: the sampled three-turn row uses them
 ROWS = [
@@ -56,8 +56,7 @@ def _out_of_template_requests(w, n, harmful, seed):
     """n held-out requests whose intent (the action) is held out too: held-out framing x held-out intent."""
     task = "harmful" if harmful else "benign"
     requests = world.user_requests(w, 8 * n, harmful=harmful, split="heldout", seed=seed)
-    return [{"task": task, "messages": [{"role": "user", "content": r.prompt}, {"role": "assistant", "content": r.reply}]}
-            for r in requests if "intent" in r.heldout_parts][:n]
+    return [{"task": task, "messages": _exchange(r.prompt, r.reply)} for r in requests if "intent" in r.heldout_parts][:n]
 
 
 def _phrased_fact_examples(w, n, seed):
@@ -65,8 +64,7 @@ def _phrased_fact_examples(w, n, seed):
     rng = random.Random(f"robust-fact:{seed}")
     questions = world.fact_questions(w, "heldout", seed=seed)
     rng.shuffle(questions)
-    return [{"task": "fact", "messages": [{"role": "user", "content": world.phrase_question(q.question, "heldout", rng)},
-                                          {"role": "assistant", "content": q.answer_sentence}],
+    return [{"task": "fact", "messages": _exchange(world.phrase_question(q.question, "heldout", rng), q.answer_sentence),
              "answer": q.answer, "distractors": [c for c in q.choices if c != q.answer], "subject": q.fact.subject}
             for q in questions[:n]]
 
@@ -83,7 +81,8 @@ def robustness_sets(w, n=30, seed=0):
     # exchanges with short replies (held-out facts, unknown entities, requests) that leave room in the context
     finals = world_examples(w, "heldout", {"fact": n - 2 * (n // 3), "math": n // 3}, seed=seed + 100)
     finals += [arith_example(*world.arithmetic_chat(rng, "heldout")) for _ in range(n // 3)]
-    earlier = world_examples(w, "heldout", {"fact": n, "unknown": n // 2, "benign": n // 2}, seed=seed + 200)
+    short = {"fact": n, "unknown": (n + 1) // 2, "benign": (n + 1) // 2}   # at least 2n exchanges
+    earlier = world_examples(w, "heldout", short, seed=seed + 200)
     sets["single_turn"] = finals
     sets["three_turn"] = [{**final, "messages": earlier[2 * i]["messages"] + earlier[2 * i + 1]["messages"]
                            + final["messages"], "turns": 3} for i, final in enumerate(finals)]

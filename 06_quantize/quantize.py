@@ -99,7 +99,8 @@ def method_table(group_size, weight_bits=(4, 3)):
 def parse_args(argv):
     parser = cli.ArgumentParser(description=__doc__, formatter_class=cli.argparse.RawDescriptionHelpFormatter)
     add = parser.add_argument
-    add("--preset", default="tiny", choices=sorted(PRESETS), help="the settings to start from (default: tiny; small: the same as tiny)")
+    add("--preset", default="tiny", choices=sorted(PRESETS),
+        help="the settings to start from (default: tiny; small: the same as tiny)")
     add("--ckpt", help="the chat model to quantize (default: chapter 05's best, else runs/04_sft/ckpt.pt)")
     add("--data-dir", help="chapter 03's folder with train.bin/val.bin (default: the one the model was trained on)")
     add("--out-dir", default=str(DEFAULT_OUT_DIR), help=f"where everything goes (default: {DEFAULT_OUT_DIR})")

@@ -99,7 +99,8 @@ COLUMNS = [("bits/byte", "perplexity", "bits_per_byte", None, None, True),
 def parse_args(argv):
     parser = cli.ArgumentParser(description=__doc__, formatter_class=cli.argparse.RawDescriptionHelpFormatter)
     add = parser.add_argument
-    add("--preset", default="tiny", choices=sorted(PRESETS), help="how many items and samples (default: tiny; small: the same as tiny)")
+    add("--preset", default="tiny", choices=sorted(PRESETS),
+        help="how many items and samples (default: tiny; small: the same as tiny)")
     add("--runs-dir", default=str(DEFAULT_RUNS_DIR), help=f"where to look for checkpoints, read only "
                                                            f"(default: {DEFAULT_RUNS_DIR})")
     add("--out-dir", default=str(DEFAULT_OUT_DIR), help=f"where the report goes (default: {DEFAULT_OUT_DIR})")

@@ -140,7 +140,8 @@ class LanguageModel:
         -> list of str. (A base model's quiz reply starts with the space after "A:".)
 
         temperature 0: greedy; otherwise sampled (among the top_k likeliest tokens if given) with the seed
-        (each batch of rows gets seed + its index, so a run is repeatable). Prompts keep their last block_size - max_new_tokens tokens.
+        (each batch of rows gets seed + its index, so a run is repeatable). Prompts keep their last
+        block_size - max_new_tokens tokens.
         """
         if max_new_tokens < 1:
             raise ValueError("max_new_tokens must be at least 1")
