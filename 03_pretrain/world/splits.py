@@ -38,8 +38,10 @@ The rules, one per kind of held-out item (tests/test_03_pretrain.py and tests/te
 The 13-gram check (decontamination.py, after GPT-3) and stated_facts verify the rules on the real data:
 the default pretraining corpus and the SFT training conversations at the default mix, against the
 held-out word problems, expressions, stories and requests (13-grams) and every held-out fact (stated
-in an assistant turn). Not checked by a test: bigger mixes (--mix-scale), and the worked scratchpads
-of held-out problems, which share digit lines with training on purpose (that format is what is taught).
+in an assistant turn). Not checked by a test: bigger mixes (--mix-scale; the small preset of
+04_sft/sft.py uses 2; the generators are the same, only the seeds' counts grow), and the worked
+scratchpads of held-out problems, which share digit lines with training on purpose (that format is what
+is taught).
 """
 import hashlib
 import random
