@@ -98,16 +98,18 @@ def _math_examples(w, split, n, seed, math_style="steps"):
     return out
 
 
-def arith_example(problem, prompt, with_steps):
-    """A bare arithmetic chat example: the working (column scratchpad) when the prompt asks for it."""
-    reply = world.solution(problem, "column" if with_steps else "steps")
+def arith_example(problem, prompt, with_steps, math_style="steps"):
+    """A bare arithmetic chat example: the working (column scratchpad) when the prompt asks for it, else
+    "a op b = r."; then "The answer is r.". math_style="direct": only the last line, whatever the prompt
+    (chapter 07's control model is never shown working)."""
+    reply = world.solution(problem, "direct" if math_style == "direct" else "column" if with_steps else "steps")
     return {"task": "arith", "messages": _exchange(prompt, reply), "answer": problem.answer, "key": problem.key}
 
 
-def _arith_examples(w, split, n, seed):
+def _arith_examples(w, split, n, seed, math_style="steps"):
     """n bare arithmetic problems in chat forms of `split` (world.arithmetic_chat)."""
     rng = random.Random(f"sft-arith:{split}:{seed}")
-    return [arith_example(*world.arithmetic_chat(rng, split)) for _ in range(n)]
+    return [arith_example(*world.arithmetic_chat(rng, split), math_style) for _ in range(n)]
 
 
 _FOLLOWUPS = ["And what about {s}?", "What about {s}?", "And {s}?", "Same question for {s}."]
@@ -239,7 +241,8 @@ def _exchange(user, assistant):
 def world_examples(w, split="train", mix=None, seed=0, multi_turn=0.0, math_style="steps"):
     """Instruction examples of one split ("train" or "heldout") from the world `w`, `mix[task]` of each task.
 
-    math_style: "steps" (the default) or "direct", the form of the math replies (world.solution's style).
+    math_style: "steps" (the default) or "direct", the form of the math and arith replies (world.solution's
+    style; "direct" is chapter 07's control, a model never shown working).
 
     multi_turn: the share of conversations joined into conversations of several exchanges
     (_join_conversations). Returns the examples in a deterministic shuffled order.
@@ -256,7 +259,7 @@ def world_examples(w, split="train", mix=None, seed=0, multi_turn=0.0, math_styl
               "story": _story_examples, "describe": _describe_examples, "unknown": _unknown_examples,
               "harmful": lambda *a: _request_examples(*a, harmful=True),
               "benign": lambda *a: _request_examples(*a, harmful=False), "code": _code_examples,
-              "arith": _arith_examples, "followup": _followup_examples}
+              "arith": lambda *a: _arith_examples(*a, math_style=math_style), "followup": _followup_examples}
     examples = []
     for task in TASKS:
         if mix.get(task, 0) > 0:

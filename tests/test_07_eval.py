@@ -219,14 +219,15 @@ def test_heldout_code_prompts_never_appear_in_sft_training_text():
     assert seen.shares_ngram(trained[0]["messages"][1]["content"])  # the check can fire
 
 
-def test_direct_math_style_changes_only_the_math_replies():
+def test_direct_math_style_changes_only_the_math_and_arithmetic_replies():
     from sft_data import world_examples
     w = world.build_world(0)
-    mix = {"math": 20, "fact": 5}
+    mix = {"math": 20, "arith": 20, "fact": 5}
     steps, direct = world_examples(w, "train", mix, seed=3), world_examples(w, "train", mix, seed=3, math_style="direct")
+    assert {e["task"] for e in steps} == set(mix)
     for a, b in zip(steps, direct):
         assert a["messages"][0] == b["messages"][0]
-        if a["task"] == "math":
+        if a["task"] in ("math", "arith"):   # bare arithmetic too: the control model never sees working
             assert b["messages"][1]["content"] == f"The answer is {a['answer']}."
             assert a["messages"][1]["content"].endswith(b["messages"][1]["content"])
         else:
