@@ -81,12 +81,19 @@ def robustness_sets(w, n=30, seed=0):
     # exchanges with short replies (held-out facts, unknown entities, requests) that leave room in the context
     finals = world_examples(w, "heldout", {"fact": n - 2 * (n // 3), "math": n // 3}, seed=seed + 100)
     finals += [arith_example(*world.arithmetic_chat(rng, "heldout")) for _ in range(n // 3)]
-    short = {"fact": n, "unknown": (n + 1) // 2, "benign": (n + 1) // 2}   # at least 2n exchanges
-    earlier = world_examples(w, "heldout", short, seed=seed + 200)
-    sets["single_turn"] = finals
-    sets["three_turn"] = [{**final, "messages": earlier[2 * i]["messages"] + earlier[2 * i + 1]["messages"]
-                           + final["messages"], "turns": 3} for i, final in enumerate(finals)]
+    pool = world_examples(w, "heldout", {"fact": 2 * n, "unknown": n, "benign": n}, seed=seed + 200)
+    sets["single_turn"], sets["three_turn"] = finals, []
+    for final in finals:
+        sets["three_turn"].append(three_turns(final, pool))
     return sets
+
+
+def three_turns(final, pool):
+    """`final` after two earlier exchanges taken (popped) from `pool`, the first two that are not about
+    the final question's subject (an earlier answer must not hint at the last one)."""
+    unrelated = lambda e: e.get("subject") is None or e["subject"] != final.get("subject")
+    first, second = [pool.pop(next(k for k, e in enumerate(pool) if unrelated(e))) for _ in range(2)]
+    return {**final, "messages": first["messages"] + second["messages"] + final["messages"], "turns": 3}
 
 
 def measure(model, tokenizer, sets, max_new_tokens=128, precision="fp32", seed=0):

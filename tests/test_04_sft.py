@@ -830,6 +830,15 @@ def test_robustness_sets_are_held_out_and_out_of_template(w0):
     # the three-turn set asks the single-turn questions after two earlier exchanges
     for alone, late in zip(sets["single_turn"], sets["three_turn"]):
         assert len(late["messages"]) == 6 and late["messages"][4:] == alone["messages"]
+        if "subject" in late:   # the earlier exchanges give no hint: they are about other subjects
+            assert late["subject"] not in " ".join(m["content"] for m in late["messages"][:4])
+    final = {"task": "fact", "subject": "Sam", "messages": chat("Where does Sam live?", "Sam lives in Dort.")}
+    pool = [{"task": "fact", "subject": "Sam", "messages": chat("How old is Sam?", "Sam is 9.")},
+            {"task": "unknown", "messages": chat("Who is Brenis?", "I don't know anyone called Brenis.")},
+            {"task": "fact", "subject": "Mia", "messages": chat("How old is Mia?", "Mia is 8.")}]
+    late = robustness.three_turns(final, pool)
+    assert [m["content"] for m in late["messages"][0::2]] == ["Who is Brenis?", "How old is Mia?", "Where does Sam live?"]
+    assert [e["subject"] for e in pool] == ["Sam"]   # the two taken are gone from the pool
 
 
 def test_robustness_rows_score_hand_built_replies(tokenizer):
