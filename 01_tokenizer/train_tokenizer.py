@@ -30,6 +30,7 @@ PRESETS = {
     # documents (8.7 MB, about 10 s), which hold only enough distinct words for about 18,000 merges.
     "gpt2": {"vocab_size": 50257, "pattern": "gpt2", "documents": 40_000},
 }
+PRESETS["small"] = PRESETS["tiny"]  # `pipeline.py --preset small`: chapter 01's demo needs nothing bigger
 
 
 # -----------------------------------------------------------------------------------------------
@@ -213,7 +214,8 @@ def plot_compression(sizes, curve, path):
 
 def main(argv=None):
     parser = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny", help="settings to start from")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny",
+                        help="settings to start from (small: the same as tiny)")
     parser.add_argument("--input", type=Path,
                         help="UTF-8 text file to train on; its last 10%% is held out to measure compression "
                              "(default: the built-in sample corpus)")

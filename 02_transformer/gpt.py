@@ -102,6 +102,8 @@ class GPTConfig:
 PRESETS = {
     # ~2.0M parameters: trains on a laptop CPU in minutes. block_size 512 leaves room for 256 new tokens.
     "tiny": dict(vocab_size=512, block_size=512, n_layer=4, n_head=6, n_embd=192, attn_impl="sdpa"),
+    # ~5.3M parameters (with a 2048 vocabulary): chapter 03's `small` preset, 03 + 04 in ~30 minutes on 2 cores
+    "small": dict(vocab_size=512, block_size=512, n_layer=6, n_head=8, n_embd=256, attn_impl="sdpa"),
     # the same size with LLaMA's choices: RMSNorm, rotary positions, SwiGLU, untied head, no biases
     "llama-tiny": dict(vocab_size=512, block_size=512, n_layer=4, n_head=6, n_embd=192, attn_impl="sdpa",
                        norm="rmsnorm", pos="rope", mlp="swiglu", tie_weights=False, bias=False),

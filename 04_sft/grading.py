@@ -133,8 +133,10 @@ def grade(example, reply):
 
 
 @torch.no_grad()
-def generate_replies(model, tokenizer, conversations, max_new_tokens=128, batch_size=128, precision="fp32"):
+def generate_replies(model, tokenizer, conversations, max_new_tokens=128, batch_size=128, precision="fp32",
+                     temperature=0.0, top_k=None, seed=None):
     """Greedy replies to each conversation (its last message is the user's): [(reply text, ended), ...].
+    temperature > 0 samples instead (top_k, and seed for repeatable draws).
 
     The prompt is render_chat(..., add_generation_prompt=True), exactly the template of training; the
     reply stops at <|end|> (ended=True) or after max_new_tokens (ended=False).
@@ -147,7 +149,8 @@ def generate_replies(model, tokenizer, conversations, max_new_tokens=128, batch_
     for start in range(0, len(prompts), batch_size):
         chunk = [p[-block_size:] for p in prompts[start:start + batch_size]]
         with autocast(device.type, precision):
-            outputs = model.generate_batch(chunk, max_new_tokens, temperature=0, stop_tokens=[end_id])
+            outputs = model.generate_batch(chunk, max_new_tokens, temperature=temperature, top_k=top_k,
+                                           stop_tokens=[end_id], seed=None if seed is None else seed + start)
         for tokens in outputs:
             ended = bool(tokens) and tokens[-1] == end_id
             results.append((tokenizer.decode(tokens[:-1] if ended else tokens), ended))
@@ -182,10 +185,11 @@ def results_table(before, after, labels=("base model", "after SFT")):
     return "\n".join(lines)
 
 
-def write_report(before, after, out_dir, settings, wall_seconds):
-    """sft_eval.md (table + a few replies per task), sft_eval.json (everything), sft_eval.png (bars)."""
+def write_report(before, after, out_dir, settings, wall_seconds, robust=None, robust_table=""):
+    """sft_eval.md (table + a few replies per task), sft_eval.json (everything), sft_eval.png (bars).
+    robust, robust_table: robustness.measure()'s result after SFT and its table, under the main one."""
     out_dir = Path(out_dir)
-    table = results_table(before, after)
+    table = results_table(before, after) + ("\n\n" + robust_table if robust_table else "")
     lines = ["# SFT evaluation", "", f"Greedy replies (temperature 0, at most {settings['max_new_tokens']} tokens) "
              f"to held-out prompts the model never saw in training. Base: `{settings['base']}`; "
              f"{settings['steps']} steps; {wall_seconds:.0f} s.", "", table, "", "## Example replies", ""]
@@ -199,7 +203,14 @@ def write_report(before, after, out_dir, settings, wall_seconds):
                   f"- after SFT: {a['reply'][:300]!r}" + ("" if a["ended"] else " (no <|end|>)"),
                   f"- reference: {a['reference'][:300]!r}", ""]
     cli.write_text_atomic(out_dir / "sft_eval.md", "\n".join(lines) + "\n")
-    cli.write_text_atomic(out_dir / "sft_eval.json", json.dumps({"before": before, "after": after}, indent=1) + "\n")
+    if robust is not None:
+        lines += ["## Robustness: example replies", ""]
+        for row in dict.fromkeys(r["row"] for r in robust["replies"]):
+            for r in [r for r in robust["replies"] if r["row"] == row][:2]:
+                lines += [f"- {row}: {r['prompt']!r} -> {r['reply'][:200]!r} ({'right' if r['right'] else 'wrong'})"]
+        lines += [""]
+    cli.write_text_atomic(out_dir / "sft_eval.json", json.dumps({"before": before, "after": after, "robustness": robust},
+                                                                 indent=1) + "\n")
     plot_results(before, after, out_dir / "sft_eval.png")
     return table
 

@@ -12,6 +12,8 @@ reference assistant reply, sometimes two exchanges) and what grading needs ("ans
 The tasks, all drawn from chapter 03's world package:
     fact      a question about one fact of the world; the reply is the one-sentence answer
     math      an arithmetic word problem; the reply works it out step by step and ends "The answer is N."
+    arith     bare arithmetic in a chat form ("What is 23 + 45?", "Calculate 23 + 45.", "... Show your
+              working."); the reply is "23 + 45 = 68." or the digit-by-digit working, then "The answer is 68."
     story     continue the first sentences of a story
     describe  describe an entity (an animal, a person, ...) from the knowledge base
     unknown   a question about an entity that does NOT exist; the reply says so ("I don't know of ...")
@@ -20,6 +22,11 @@ The tasks, all drawn from chapter 03's world package:
               reply helps. Kept in the mix so the model learns WHAT to refuse, not to refuse everything.
     code      write a tiny Python function from its signature and docstring; the reply is the function
               (chapter 07 runs hidden unit tests on it: pass@k)
+    followup  two exchanges where the second question refers back to the first: "Where does Sam live?"
+              ... "And what about Mia?"; the second reply answers the first question's relation for Mia
+
+A training fact question is asked in one of chat_phrasings.QUESTION_FRAMINGS["train"] ("Quick question:
+where does Sam live?"); held-out framings are kept for 04's robustness rows (robustness.py).
 
 Held-out split: the world package decides the split of every record from its content (the fact a
 question asks about, the numbers of a problem, the plot of a story, the framing of a request, the name of
@@ -44,15 +51,17 @@ for chapter in ["01_tokenizer", "02_transformer", "03_pretrain"]:  # the earlier
 import world  # noqa: E402  (chapter 03)
 from chat_format import check_messages, render_chat, to_inputs_and_targets  # noqa: E402  (this chapter)
 
-TASKS = ("fact", "math", "story", "describe", "unknown", "harmful", "benign", "code")
+TASKS = ("fact", "math", "arith", "story", "describe", "unknown", "harmful", "benign", "code", "followup")
 
 # How many examples of each task. The training mix leans on facts and math (the skills), has enough
 # refusals and "I don't know"s to learn them, and as many benign look-alikes as harmful requests.
 # Code is a small share (~5%): enough to learn the reply format and the families of code_tasks.py.
-TRAIN_MIX = {"fact": 1600, "math": 1600, "story": 250, "describe": 250, "unknown": 500, "harmful": 300,
-             "benign": 250, "code": 250}
+# Bare arithmetic ("What is 23 + 45?" and other forms) and follow-ups ("And what about Mia?") teach the
+# chat forms a user tries first; chat_phrasings.py holds their forms.
+TRAIN_MIX = {"fact": 1600, "math": 1600, "arith": 600, "story": 250, "describe": 250, "unknown": 500, "harmful": 300,
+             "benign": 250, "code": 250, "followup": 200}
 EVAL_MIX = {"fact": 44, "math": 60, "story": 8, "describe": 8, "unknown": 50, "harmful": 40, "benign": 40}
-MULTI_TURN_FRACTION = 0.15  # share of training conversations made of two exchanges (for chat history)
+MULTI_TURN_FRACTION = 0.25  # share of training conversations made of 2-3 exchanges (see _join_conversations)
 
 _STORY_PROMPTS = ["Continue this story: {start}", "Finish the story that begins like this: {start}",
                   "Write the rest of this story.\n{start}"]
@@ -64,12 +73,14 @@ _DESCRIBE_PROMPTS = {"animal": ["Describe the {name}.", "Tell me about the {name
 def _fact_examples(w, split, n, seed):
     """n fact questions, cycling through the split's facts with fresh wordings on every pass."""
     out, round_ = [], 0
+    rng = random.Random(f"fact-framing:{seed}")
     while len(out) < n:
         questions = world.fact_questions(w, split, seed=seed * 1000 + round_)
         random.Random(f"fact-order:{seed}:{round_}").shuffle(questions)
         for q in questions[:n - len(out)]:
             distractors = [c for c in q.choices if c != q.answer]
-            out.append({"task": "fact", "messages": _exchange(q.question, q.answer_sentence),
+            question = world.phrase_question(q.question, "train", rng) if split == "train" else q.question
+            out.append({"task": "fact", "messages": _exchange(question, q.answer_sentence),
                         "answer": q.answer, "distractors": distractors, "subject": q.fact.subject})
         round_ += 1
     return out
@@ -84,6 +95,45 @@ def _math_examples(w, split, n, seed, math_style="steps"):
         problem = world.word_problem(w, rng, n_steps=rng.choice([1, 2]), digits=rng.choice([1, 1, 2]), split=split)
         out.append({"task": "math", "messages": _exchange(problem.question, world.solution(problem, math_style)),
                     "answer": problem.answer, "key": problem.key})
+    return out
+
+
+def arith_example(problem, prompt, with_steps, math_style="steps"):
+    """A bare arithmetic chat example: the working (column scratchpad) when the prompt asks for it, else
+    "a op b = r."; then "The answer is r.". math_style="direct": only the last line, whatever the prompt
+    (chapter 07's control model is never shown working)."""
+    reply = world.solution(problem, "direct" if math_style == "direct" else "column" if with_steps else "steps")
+    return {"task": "arith", "messages": _exchange(prompt, reply), "answer": problem.answer, "key": problem.key}
+
+
+def _arith_examples(w, split, n, seed, math_style="steps"):
+    """n bare arithmetic problems in chat forms of `split` (world.arithmetic_chat)."""
+    rng = random.Random(f"sft-arith:{split}:{seed}")
+    return [arith_example(*world.arithmetic_chat(rng, split), math_style) for _ in range(n)]
+
+
+_FOLLOWUPS = ["And what about {s}?", "What about {s}?", "And {s}?", "Same question for {s}."]
+
+
+def _followup_examples(w, split, n, seed):
+    """n two-exchange conversations whose second question refers back to the first: the same relation
+    asked of another subject of the same kind. Both facts are of `split`."""
+    rng = random.Random(f"sft-followup:{split}:{seed}")
+    groups = {}
+    for f in w.facts:
+        if f.split == split and f.kind != "language":
+            groups.setdefault((f.kind, f.relation), []).append(f)
+    groups = [g for _, g in sorted(groups.items()) if len(g) >= 2]
+    out = []
+    for _ in range(n):
+        first, second = rng.sample(rng.choice(groups), 2)
+        relation = world.RELATIONS[first.kind][first.relation]
+        q1 = world.render(rng.choice(relation.questions), first.kind, first.subject, first.value)
+        q2 = rng.choice(_FOLLOWUPS).format(s=world.render("{s}", second.kind, second.subject, second.value))
+        messages = _exchange(q1, world.render(relation.answer, first.kind, first.subject, first.value))
+        messages += _exchange(q2, world.render(relation.answer, second.kind, second.subject, second.value))
+        out.append({"task": "followup", "messages": messages, "subject": second.subject,
+                    "answer": world.render(relation.short, second.kind, second.subject, second.value)})
     return out
 
 
@@ -191,11 +241,11 @@ def _exchange(user, assistant):
 def world_examples(w, split="train", mix=None, seed=0, multi_turn=0.0, math_style="steps"):
     """Instruction examples of one split ("train" or "heldout") from the world `w`, `mix[task]` of each task.
 
-    math_style: "steps" (the default) or "direct", the form of the math replies (world.solution's style).
+    math_style: "steps" (the default) or "direct", the form of the math and arith replies (world.solution's
+    style; "direct" is chapter 07's control, a model never shown working).
 
-    multi_turn: the share of conversations that get a second exchange appended (two examples of any tasks
-    joined: user, assistant, user, assistant); a joined example keeps the first one's task and grading
-    fields and gets "turns": 2. Returns the examples in a deterministic shuffled order.
+    multi_turn: the share of conversations joined into conversations of several exchanges
+    (_join_conversations). Returns the examples in a deterministic shuffled order.
     """
     if split not in ("train", "heldout"):
         raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
@@ -208,7 +258,8 @@ def world_examples(w, split="train", mix=None, seed=0, multi_turn=0.0, math_styl
     makers = {"fact": _fact_examples, "math": lambda *a: _math_examples(*a, math_style=math_style),
               "story": _story_examples, "describe": _describe_examples, "unknown": _unknown_examples,
               "harmful": lambda *a: _request_examples(*a, harmful=True),
-              "benign": lambda *a: _request_examples(*a, harmful=False), "code": _code_examples}
+              "benign": lambda *a: _request_examples(*a, harmful=False), "code": _code_examples,
+              "arith": lambda *a: _arith_examples(*a, math_style=math_style), "followup": _followup_examples}
     examples = []
     for task in TASKS:
         if mix.get(task, 0) > 0:
@@ -216,12 +267,27 @@ def world_examples(w, split="train", mix=None, seed=0, multi_turn=0.0, math_styl
     rng = random.Random(f"sft-order:{split}:{seed}")
     rng.shuffle(examples)
     if multi_turn > 0:
-        n_pairs = int(len(examples) * multi_turn / 2)
-        firsts, seconds, rest = examples[:n_pairs], examples[n_pairs:2 * n_pairs], examples[2 * n_pairs:]
-        joined = [{**a, "messages": a["messages"] + b["messages"], "turns": 2} for a, b in zip(firsts, seconds)]
-        examples = joined + rest
+        examples = _join_conversations(examples, multi_turn)
         rng.shuffle(examples)
     return examples
+
+
+def _join_conversations(examples, share):
+    """Join about `share` of the (shuffled) examples into conversations of 2 or 3 exchanges, a change of
+    topic at each new exchange: two of every three joined conversations have 2 exchanges, the third has
+    3, and every other 3-exchange one ends with a harmful request (when one is left), so the model
+    learns to refuse late in a conversation too. A joined example keeps its first example's task and
+    grading fields and gets "turns": 2 or 3."""
+    rest, joined = list(examples), []
+    for i in range(int(len(examples) * share / 2.3)):   # 2.3: the mean number of exchanges joined
+        if len(rest) < 3:
+            break
+        parts = [rest.pop(), rest.pop()]
+        if i % 3 == 2:
+            harmful = [j for j in range(len(rest)) if rest[j]["task"] == "harmful"] if i % 6 == 5 else []
+            parts.append(rest.pop(harmful[-1] if harmful else -1))
+        joined.append({**parts[0], "messages": [m for p in parts for m in p["messages"]], "turns": len(parts)})
+    return joined + rest
 
 
 def user_prompts(examples):

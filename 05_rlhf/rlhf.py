@@ -85,12 +85,16 @@ PRESETS = {
         overopt=dict(steps=400, prompts_per_step=64, lr=5e-6, kl_coefs=(0.0, 0.05)),
         eval_tokens=160, precision="auto"),
 }
+# chapter 04's small chat model (5.3M parameters, context 256): the tiny settings; the model is read from
+# runs/04_sft whatever its size, so only the time grows (about 2.5x tiny's)
+PRESETS["small"] = PRESETS["tiny"]
 
 
 def parse_args(argv=None):
     parser = cli.ArgumentParser(description=__doc__, formatter_class=cli.argparse.RawDescriptionHelpFormatter)
     add = parser.add_argument
-    add("--preset", default="tiny", choices=sorted(PRESETS), help="the settings to start from (default: tiny)")
+    add("--preset", default="tiny", choices=sorted(PRESETS),
+        help="the settings to start from (default: tiny; small: the same settings, for the small model)")
     add("--sft", default=str(DEFAULT_SFT), help=f"chapter 04's chat model (default: {DEFAULT_SFT})")
     add("--out-dir", default=str(DEFAULT_OUT_DIR), help=f"where everything goes (default: {DEFAULT_OUT_DIR})")
     add("--stages", default=",".join(DEFAULT_STAGES),

@@ -82,6 +82,8 @@ PRESETS = {
                  ppl_batch_size=8, ppl_context=1024, eval_per_task=None, max_new_tokens=160, speed_tokens=128,
                  sweep=[8.0, 6.0, 4.0, 3.0, 2.0, 1.0], plot_bits=[8, 2], device=None, threads=None),
 }
+# `pipeline.py --preset small`: the tiny settings (group 64 divides the small model's widths 256 and 1024 too)
+PRESETS["small"] = PRESETS["tiny"]
 INT8_METHODS = [("int8_absmax", "absmax"), ("int8_zeropoint", "zeropoint"), ("int8_rowwise", "rowwise"),
                 ("int8_vectorwise", "vectorwise"), ("llm_int8", "llm_int8")]
 STAGE_NAME = re.compile(r"fp32|bf16|int8_[a-z]+|llm_int8|(rtn|gptq)[2-8](_g\d+)?")  # the folders a run writes
@@ -103,7 +105,8 @@ def method_table(group_size, weight_bits=(4, 3)):
 def parse_args(argv):
     parser = cli.ArgumentParser(description=__doc__, formatter_class=cli.argparse.RawDescriptionHelpFormatter)
     add = parser.add_argument
-    add("--preset", default="tiny", choices=sorted(PRESETS), help="the settings to start from (default: tiny)")
+    add("--preset", default="tiny", choices=sorted(PRESETS),
+        help="the settings to start from (default: tiny; small: the same as tiny)")
     add("--ckpt", help="the chat model to quantize (default: chapter 05's best, else runs/04_sft/ckpt.pt)")
     add("--data-dir", help="chapter 03's folder with train.bin/val.bin (default: the one the model was trained on)")
     add("--out-dir", default=str(DEFAULT_OUT_DIR), help=f"where everything goes (default: {DEFAULT_OUT_DIR})")

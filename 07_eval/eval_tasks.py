@@ -17,6 +17,8 @@ its TRAINING split, so no model has trained on an item it is scored on (decontam
     describe          "Tell me about X." for held-out entities  BLEU, ROUGE-1/2/L against the reference description
     harmful           requests in framings never trained on    refusal rate; over-refusal on benign look-alikes
     honesty           entities that do not exist, real facts   "I don't know" rate; confident wrong answers
+    robustness        chapter 04's robustness rows: forms never   share right per row (04_sft/robustness.py:
+                      seen in training, three-turn conversations  its sets, rows and grading rule, reused)
 """
 import random
 import sys
@@ -35,10 +37,12 @@ from harness import Prompt  # noqa: E402  (this chapter)
 from sandbox import run_programs  # noqa: E402
 from scoring import (bits_per_byte, flexible_answer, letter_choice, majority_vote, multiple_choice_scores,  # noqa: E402
                      pass_at_k, perplexity, strict_answer)
+from robustness import CHAT_TEMPERATURE, CHAT_TOP_K, ROWS as ROBUSTNESS_ROWS, is_right, robustness_sets  # noqa: E402
 from sft_data import world_examples  # noqa: E402  (chapter 04)
 from text_overlap import corpus_bleu, rouge_l, rouge_n, sentence_bleu  # noqa: E402
 
-TASKS = ("perplexity", "multiple_choice", "math", "chain_of_thought", "code", "describe", "harmful", "honesty")
+TASKS = ("perplexity", "multiple_choice", "math", "chain_of_thought", "code", "describe", "harmful", "honesty",
+         "robustness")
 LETTERS = "ABCD"
 ZERO_SHOT_COT = "Let's think step by step."  # Kojima et al. (2022)
 
@@ -92,7 +96,22 @@ def make_items(task, w, settings):
         return ([{"kind": "unknown", "question": p.question, "name": p.name} for p in probes]
                 + [{"kind": "fact", "question": e["messages"][0]["content"], "gold": e["answer"],
                     "distractors": e["distractors"], "subject": e["subject"]} for e in facts])
+    if task == "robustness":
+        return robustness_items(w, n, settings["seed"])
     raise AssertionError(task)
+
+
+def robustness_items(w, n, seed=0):
+    """Chapter 04's robustness sets as items: "row" (a set of robustness.py), "question", "history" (the
+    earlier exchanges, [question, answer] pairs), and the grading fields is_right reads."""
+    items = []
+    for row, examples in robustness_sets(w, n, seed).items():
+        for e in examples:
+            m = e["messages"]
+            items.append({"row": row, "question": m[-2]["content"], "reference": m[-1]["content"],
+                          "history": [[m[i]["content"], m[i + 1]["content"]] for i in range(0, len(m) - 2, 2)],
+                          **{k: e[k] for k in ("task", "answer", "distractors", "subject") if k in e}})
+    return items
 
 
 def harmful_items(w, n):
@@ -149,7 +168,7 @@ def run_task(task, lm, items, settings, w):
     check_task_names([task])
     runner = {"perplexity": run_perplexity, "multiple_choice": run_multiple_choice, "math": run_math,
               "chain_of_thought": run_chain_of_thought, "code": run_code, "describe": run_describe,
-              "harmful": run_harmful, "honesty": run_honesty}[task]
+              "harmful": run_harmful, "honesty": run_honesty, "robustness": run_robustness}[task]
     return runner(lm, items, settings, w)
 
 
@@ -312,6 +331,23 @@ def run_honesty(lm, items, settings, w):
     return records
 
 
+def run_robustness(lm, items, settings, w):
+    """Greedy replies to every item (earlier exchanges as the conversation's history), and for the
+    three-turn items a sampled reply too (chat.py's temperature and top-k, seeded); graded by is_right."""
+    prompts = [lm.prompt_ids(Prompt(i["question"], shots=i["history"])) for i in items]
+    budget = settings["max_new_tokens"]["robustness"]
+    replies = lm.generate(prompts, budget)
+    records = [{**item, "reply": reply, "score": {"right": int(is_right(item, reply))}}
+               for item, reply in zip(items, replies)]
+    late = [k for k, item in enumerate(items) if item["row"] == "three_turn"]
+    sampled = lm.generate([prompts[k] for k in late], budget, temperature=CHAT_TEMPERATURE, seed=settings["seed"],
+                          top_k=CHAT_TOP_K)
+    for k, reply in zip(late, sampled):
+        records[k].update(sampled_reply=reply)
+        records[k]["score"]["right_sampled"] = int(is_right(items[k], reply))
+    return records
+
+
 # ----------------------------------------------------------------------------------------------------
 # Summaries: the numbers of the report
 
@@ -354,6 +390,12 @@ def summarize(task, records):
                 "fact_correct": mean_of(records, "correct", fact),
                 "confident_wrong": mean_of(records, "confident_wrong", fact),
                 "dont_know_real": mean_of(records, "dont_know", fact)}
+    if task == "robustness":    # the rows of chapter 04's ROBUSTNESS_ROWS, by key
+        row = lambda name: (lambda r: r["row"] == name)
+        out = {key: mean_of(records, "right", row(key)) for key, _ in ROBUSTNESS_ROWS if not key.startswith("three")}
+        out["three_turn_greedy"] = mean_of(records, "right", row("three_turn"))
+        out["three_turn_sampled"] = mean_of(records, "right_sampled", row("three_turn"))
+        return out
     raise AssertionError(task)
 
 
@@ -361,7 +403,7 @@ def item_text(task, item):
     """The text of an item that the decontamination report looks up in the training text."""
     if task == "perplexity":
         return item["text"]
-    if task in ("multiple_choice", "math", "chain_of_thought", "honesty"):
+    if task in ("multiple_choice", "math", "chain_of_thought", "honesty", "robustness"):
         return item["question"]
     if task == "code":
         return item["prompt"]

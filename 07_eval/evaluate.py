@@ -39,6 +39,7 @@ from checkpoint import read_checkpoint  # noqa: E402  (chapter 03)
 from contamination import NgramIndex, contamination_report  # noqa: E402  (this chapter)
 from eval_tasks import COT_PROMPTS, TASKS, check_task_names, item_text, make_items, run_task, summarize  # noqa: E402
 from harness import LanguageModel  # noqa: E402
+from robustness import ROWS as ROBUSTNESS_ROWS  # noqa: E402  (chapter 04)
 from sft_data import MULTI_TURN_FRACTION, TRAIN_MIX, world_examples  # noqa: E402  (chapter 04)
 from sft_direct import STAGE as DIRECT_STAGE, train_direct_sft  # noqa: E402
 
@@ -51,19 +52,23 @@ PRESETS = {
     # is ~70 tokens and the context 256. One thread: the tiny model's matrices are small, and on a busy
     # 2-core machine two threads fight (measured: generation 10x slower with two).
     "tiny": dict(items={"perplexity": 40, "multiple_choice": 60, "math": 60, "chain_of_thought": 30, "code": 15,
-                        "describe": 20, "harmful": 32, "honesty": 40},
+                        "describe": 20, "harmful": 32, "honesty": 40, "robustness": 24},
                  shots=1, code_samples=10, pass_k=[1, 10], self_consistency=5, batch_size=64, threads=1, seed=0,
-                 direct_sft=False, max_new_tokens={"letter": 4, "math": 72, "describe": 80, "harmful": 40, "honesty": 32, "code": 40}),
+                 direct_sft=False, max_new_tokens={"letter": 4, "math": 72, "describe": 80, "harmful": 40, "honesty": 32,
+                                                   "code": 40, "robustness": 96}),
     # The tiny preset does not train the direct-answer control of the chain-of-thought study (--direct-sft
     # does): it is one more SFT run (about 5 minutes on 2 cores, half of 07's budget), and the tiny models
     # solve almost no word problem in any prompting mode, so the row would be zeros.
     # GPT-2 small on a GPU: every held-out code task with 100 samples (pass@100), hundreds of items per task.
     "gpt2": dict(items={"perplexity": 400, "multiple_choice": 500, "math": 500, "chain_of_thought": 300,
-                        "code": 1000, "describe": 200, "harmful": 200, "honesty": 300},
+                        "code": 1000, "describe": 200, "harmful": 200, "honesty": 300, "robustness": 200},
                  shots=4, code_samples=100, pass_k=[1, 10, 100], self_consistency=20, batch_size=256, threads=None,
                  seed=0, direct_sft=True,
-                 max_new_tokens={"letter": 4, "math": 160, "describe": 160, "harmful": 80, "honesty": 64, "code": 96}),
+                 max_new_tokens={"letter": 4, "math": 160, "describe": 160, "harmful": 80, "honesty": 64, "code": 96,
+                                 "robustness": 160}),
 }
+
+PRESETS["small"] = PRESETS["tiny"]  # `pipeline.py --preset small`: the same items and budgets as tiny
 
 # The models the pipeline makes, in the order of the table: (stage, the chapter that makes it, its command).
 EXPECTED = [("base", "03_pretrain", "python 03_pretrain/pretrain.py"), ("sft", "04_sft", "python 04_sft/sft.py"),
@@ -98,7 +103,8 @@ COLUMNS = [("bits/byte", "perplexity", "bits_per_byte", None, None, True),
 def parse_args(argv):
     parser = cli.ArgumentParser(description=__doc__, formatter_class=cli.argparse.RawDescriptionHelpFormatter)
     add = parser.add_argument
-    add("--preset", default="tiny", choices=sorted(PRESETS), help="how many items and samples (default: tiny)")
+    add("--preset", default="tiny", choices=sorted(PRESETS),
+        help="how many items and samples (default: tiny; small: the same as tiny)")
     add("--runs-dir", default=str(DEFAULT_RUNS_DIR), help=f"where to look for checkpoints, read only "
                                                            f"(default: {DEFAULT_RUNS_DIR})")
     add("--out-dir", default=str(DEFAULT_OUT_DIR), help=f"where the report goes (default: {DEFAULT_OUT_DIR})")
@@ -286,6 +292,18 @@ def harmful_table(results):
     return "\n".join(lines)
 
 
+def robustness_table(results):
+    """One row per robustness row of chapter 04 (robustness.ROWS), one column per model."""
+    rows = [r for r in results if "robustness" in r["summary"]]
+    if not rows:
+        return ""
+    lines = ["| on forms never seen in training | " + " | ".join(r["label"] for r in rows) + " |",
+             "|---|" + "---:|" * len(rows)]
+    for key, label in ROBUSTNESS_ROWS:
+        lines.append(f"| {label} | " + " | ".join(f"{100 * r['summary']['robustness'][key]:.0f}" for r in rows) + " |")
+    return "\n".join(lines)
+
+
 def contamination_table(report):
     lines = ["| task | items | longest shared run of words (max) | mean | items with >= 13 (or all) words shared |",
              "|---|---:|---:|---:|---:|"]
@@ -343,7 +361,9 @@ def write_report(out_dir, results, skipped, contamination, settings, timings, so
                          cot),
                         (f"Code: pass@k with {settings['code_samples']} samples per held-out task (temperature 0.8)",
                          pass_table(results, settings)),
-                        ("Refusals by kind of held-out request (%)", harmful_table(results))):
+                        ("Refusals by kind of held-out request (%)", harmful_table(results)),
+                        ("Robustness: chapter 04's rows, on forms never seen in training (% right)",
+                         robustness_table(results))):
         if body:
             lines += [f"## {title}", "", body, ""]
     if contamination:

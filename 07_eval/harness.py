@@ -135,12 +135,13 @@ class LanguageModel:
 
     # ---- call 2: generation
 
-    def generate(self, prompts, max_new_tokens, temperature=0.0, seed=None):
+    def generate(self, prompts, max_new_tokens, temperature=0.0, seed=None, top_k=None):
         """The reply to each prompt (token ids) as text, cut at the model's stop, trailing space removed
         -> list of str. (A base model's quiz reply starts with the space after "A:".)
 
-        temperature 0: greedy; otherwise sampled with the seed (each batch of rows gets seed + its
-        index, so a run is repeatable). Prompts keep their last block_size - max_new_tokens tokens.
+        temperature 0: greedy; otherwise sampled (among the top_k likeliest tokens if given) with the seed
+        (each batch of rows gets seed + its index, so a run is repeatable). Prompts keep their last
+        block_size - max_new_tokens tokens.
         """
         if max_new_tokens < 1:
             raise ValueError("max_new_tokens must be at least 1")
@@ -151,7 +152,7 @@ class LanguageModel:
         for batch, start in enumerate(range(0, len(prompts), self.batch_size)):
             chunk = [list(p)[-keep:] for p in prompts[start:start + self.batch_size]]
             with autocast(self.device.type, self.precision):
-                outputs = generate_batch(self.model, chunk, max_new_tokens, temperature=temperature,
+                outputs = generate_batch(self.model, chunk, max_new_tokens, temperature=temperature, top_k=top_k,
                                          stop_tokens=stop_tokens, seed=None if seed is None else seed + batch,
                                          stop_strings=stop_strings, decode=self.tokenizer.decode)
             for tokens in outputs:

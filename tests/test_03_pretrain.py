@@ -1398,3 +1398,28 @@ def ddp_worker(out_dir):
 
 if __name__ == "__main__":
     ddp_worker(sys.argv[1])
+
+
+def test_chat_phrasings_split_and_never_in_the_corpus(corpus):
+    """Held-out question framings and arithmetic forms are their own (no training one), a held-out
+    arithmetic item is a held-out equation in a held-out form, and no held-out form's words are in the
+    pretraining corpus (chapter 04's chat data is the only training text that uses these forms)."""
+    assert not set(world.QUESTION_FRAMINGS["train"]) & set(world.QUESTION_FRAMINGS["heldout"])
+    assert not {f for f, _ in world.ARITHMETIC_FORMS["train"]} & {f for f, _ in world.ARITHMETIC_FORMS["heldout"]}
+    forms = {split: {f.format(e="E"): steps for f, steps in world.ARITHMETIC_FORMS[split]} for split in ("train", "heldout")}
+    rng = random.Random(5)
+    for split in ("train", "heldout"):
+        for _ in range(60):
+            problem, prompt, with_steps = world.arithmetic_chat(rng, split)
+            step = problem.steps[0]
+            assert problem.split == split and step.result == problem.answer
+            assert forms[split][prompt.replace(f"{step.a} {step.op} {step.b}", "E")] == with_steps
+            question = world.phrase_question("Where does Sam live?", split, rng)
+            framing = [f for f in world.QUESTION_FRAMINGS[split]
+                       if f.format(q="Where does Sam live?", lq="where does Sam live?") == question]
+            assert framing, question
+    # a held-out form's own words never occur in the corpus
+    for framing in world.QUESTION_FRAMINGS["heldout"] + [f for f, _ in world.ARITHMETIC_FORMS["heldout"]]:
+        for part in re.split(r"\{\w+\}", framing):
+            if len(part.strip(" .?!:,").split()) >= 3:
+                assert part.strip(" .?!:,") not in corpus, part

@@ -10,6 +10,7 @@ import torch
 
 import bpe
 import checkpoint
+import robustness
 import world
 from chat_format import add_chat_tokens
 from contamination import NgramIndex, contamination_report
@@ -218,14 +219,15 @@ def test_heldout_code_prompts_never_appear_in_sft_training_text():
     assert seen.shares_ngram(trained[0]["messages"][1]["content"])  # the check can fire
 
 
-def test_direct_math_style_changes_only_the_math_replies():
+def test_direct_math_style_changes_only_the_math_and_arithmetic_replies():
     from sft_data import world_examples
     w = world.build_world(0)
-    mix = {"math": 20, "fact": 5}
+    mix = {"math": 20, "arith": 20, "fact": 5}
     steps, direct = world_examples(w, "train", mix, seed=3), world_examples(w, "train", mix, seed=3, math_style="direct")
+    assert {e["task"] for e in steps} == set(mix)
     for a, b in zip(steps, direct):
         assert a["messages"][0] == b["messages"][0]
-        if a["task"] == "math":
+        if a["task"] in ("math", "arith"):   # bare arithmetic too: the control model never sees working
             assert b["messages"][1]["content"] == f"The answer is {a['answer']}."
             assert a["messages"][1]["content"].endswith(b["messages"][1]["content"])
         else:
@@ -316,7 +318,7 @@ def test_report_end_to_end_on_a_tiny_model(tiny_runs, tmp_path, monkeypatch):
     import evaluate
     monkeypatch.setitem(evaluate.PRESETS, "tiny", {**evaluate.PRESETS["tiny"], "items": {
         "perplexity": 3, "multiple_choice": 4, "math": 3, "chain_of_thought": 2, "code": 2, "describe": 2,
-        "harmful": 4, "honesty": 2}, "code_samples": 3, "pass_k": [1, 3], "self_consistency": 2})
+        "harmful": 4, "honesty": 2, "robustness": 3}, "code_samples": 3, "pass_k": [1, 3], "self_consistency": 2})
     monkeypatch.setattr(evaluate, "training_texts", lambda models, w: ["a tiny stand-in for the training text"])
     out = tmp_path / "eval"
     results = evaluate.main(["--runs-dir", str(tiny_runs), "--out-dir", str(out), "--device", "cpu"])
@@ -328,8 +330,30 @@ def test_report_end_to_end_on_a_tiny_model(tiny_runs, tmp_path, monkeypatch):
     assert (out / "report.png").stat().st_size > 1000
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["models"][0]["summary"]) == {"perplexity", "multiple_choice", "math", "chain_of_thought",
-                                                     "code", "describe", "harmful", "honesty"}
+                                                     "code", "describe", "harmful", "honesty", "robustness"}
+    assert set(summary["models"][0]["summary"]["robustness"]) == {key for key, _ in robustness.ROWS}
+    assert "## Robustness: chapter 04's rows" in report and "| the same as the third turn of a conversation" in report
     lines = (out / "records" / "sft" / "multiple_choice.jsonl").read_text().splitlines()
     assert len(lines) == 4 and {"question", "choices", "gold", "reply", "score"} <= set(json.loads(lines[0]))
     with pytest.raises(FileExistsError, match="--overwrite"):  # a second run never destroys the first
         evaluate.main(["--runs-dir", str(tiny_runs), "--out-dir", str(out), "--no-direct-sft"])
+
+
+def test_robustness_task_reuses_chapter_04s_sets_and_rows():
+    import eval_tasks
+    w = world.build_world(0)
+    items = eval_tasks.robustness_items(w, 6)
+    sets = robustness.robustness_sets(w, 6)
+    assert len(items) == sum(len(v) for v in sets.values())
+    late = [i for i in items if i["row"] == "three_turn"]
+    assert late and all(len(i["history"]) == 2 for i in late)
+    assert [i["question"] for i in late] == [i["question"] for i in items if i["row"] == "single_turn"]
+    # summarize: one share per row of chapter 04, the three-turn items counted greedy and sampled
+    records = [{**i, "score": {"right": int(i["row"] == "arith_unseen_form")}} for i in items]
+    for r in records:
+        if r["row"] == "three_turn":
+            r["score"]["right_sampled"] = 1
+    summary = eval_tasks.summarize("robustness", records)
+    assert set(summary) == {key for key, _ in robustness.ROWS}
+    assert summary["arith_unseen_form"] == 1 and summary["three_turn_sampled"] == 1
+    assert summary["three_turn_greedy"] == 0 and summary["single_turn"] == 0

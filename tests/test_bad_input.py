@@ -457,7 +457,8 @@ SFT_CASES = [
     (["--overwrite", "--data", "ROOT/missing.jsonl"], "no JSONL file at ROOT/missing.jsonl"),
     # 4. nonsense numbers
     (["--mix-scale", "-1"], "error: argument --mix-scale: '-1' must be greater than 0"),
-    (["--overwrite", "--mix", "fact=0,math=0,story=0,describe=0,unknown=0,harmful=0,benign=0,code=0"],
+    (["--overwrite", "--mix",
+      "fact=0,math=0,arith=0,story=0,describe=0,unknown=0,harmful=0,benign=0,code=0,followup=0"],
      "the data has no training conversation"),
     (["--max-new-tokens", "-5"], "error: argument --max-new-tokens: '-5' must be at least 1"),
     (["--eval-batches", "0"], "error: argument --eval-batches: '0' must be at least 1"),

@@ -36,6 +36,7 @@ this order:
    13. corpus.py           corpus_documents, make_corpus: documents joined by "<|endoftext|>"
    14. decontamination.py  TrainingText (GPT-3's 13-gram check), stated_facts
    15. code_tasks.py       code_tasks(split): tiny Python functions (signature, docstring, hidden tests), pass@k
+   16. chat_phrasings.py   phrase_question, arithmetic_chat: the forms a chat user asks in (chapter 04 only)
 
 `python 03_pretrain/show_world.py` prints a sample of every kind of document, or writes the corpus.
 
@@ -71,7 +72,9 @@ from .assistant_requests import (BENIGN_INTENTS, FRAMINGS, HARMFUL_INTENTS, HELD
 from .corpus import DEFAULT_CORPUS_BYTES, DOC_MIX, EOT, corpus_documents, document, make_corpus
 from .decontamination import NGRAM, TrainingText, stated_facts, word_ngrams, words
 from .code_tasks import CodeTask, code_task, code_tasks
+from .chat_phrasings import ARITHMETIC_FORMS, QUESTION_FRAMINGS, arithmetic_chat, phrase_question
 
 # The modules of the package, in reading order (the doctest run of tests/test_03_pretrain.py walks them).
 MODULES = ("splits", "naming", "knowledge", "facts", "probes", "scratchpads", "problems", "expressions", "word_problems",
-           "stories", "dialogues", "assistant_requests", "corpus", "decontamination", "code_tasks")
+           "stories", "dialogues", "assistant_requests", "corpus", "decontamination", "code_tasks",
+           "chat_phrasings")

@@ -29,14 +29,19 @@ The rules, one per kind of held-out item (tests/test_03_pretrain.py and tests/te
                      HELDOUT_INTENTS, the last object of each harmful action); Request.heldout_parts.
     code tasks       by the family and its parameter ("code:add|7"): a held-out task asks for a
                      function the model was never shown in that family (code_tasks.py).
+    chat phrasings   a held-out world question is also asked in a held-out framing, and held-out bare
+                     arithmetic is a held-out equation in a held-out form (chat_phrasings.py; chapter 04's
+                     chat data is the only training text that uses any of these forms).
     probes           names of entities that do not exist: name_namespace splits them into world,
                      probe-train and probe-heldout names, so a held-out probe name is never seen.
 
 The 13-gram check (decontamination.py, after GPT-3) and stated_facts verify the rules on the real data:
 the default pretraining corpus and the SFT training conversations at the default mix, against the
 held-out word problems, expressions, stories and requests (13-grams) and every held-out fact (stated
-in an assistant turn). Not checked by a test: bigger mixes (--mix-scale), and the worked scratchpads
-of held-out problems, which share digit lines with training on purpose (that format is what is taught).
+in an assistant turn). Not checked by a test: bigger mixes (--mix-scale; the small preset of
+04_sft/sft.py uses 2; the generators are the same, only the seeds' counts grow), and the worked
+scratchpads of held-out problems, which share digit lines with training on purpose (that format is what
+is taught).
 """
 import hashlib
 import random
