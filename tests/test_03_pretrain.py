@@ -49,11 +49,6 @@ EOT = world.EOT
 
 
 @pytest.fixture(scope="module")
-def w0():
-    return world.build_world(0)
-
-
-@pytest.fixture(scope="module")
 def corpus(w0):
     return world.make_corpus(world.DEFAULT_CORPUS_BYTES, seed=0, world=w0)
 

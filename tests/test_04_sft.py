@@ -5,11 +5,15 @@ deterministic. The script tests run sft.py once on a tiny base model made in a t
 chat.py --prompt on the result.
 """
 import doctest
+import http.client
 import json
 import random
 import re
 import subprocess
 import sys
+import threading
+import urllib.error
+import urllib.request
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -26,7 +30,7 @@ import world
 from chat_format import (ASSISTANT, BOS, CHAT_TOKENS, END, USER, add_chat_embeddings, add_chat_tokens,
                          load_model_and_tokenizer, render_chat, show_mask, to_inputs_and_targets)
 from grading import extract_answer, is_refusal, says_dont_know
-from gpt import GPT, GPTConfig
+from conftest import tiny_gpt
 from sft_data import (EVAL_MIX, TRAIN_MIX, SFTBatches, load_jsonl, pack_rows, pad_rows, tokenize, user_prompts,
                       world_examples)
 
@@ -42,17 +46,6 @@ def base_tokenizer():
 @pytest.fixture(scope="module")
 def tokenizer(base_tokenizer):
     return add_chat_tokens(base_tokenizer)
-
-
-@pytest.fixture(scope="module")
-def w0():
-    return world.build_world(0)
-
-
-def tiny_gpt(vocab_size, seed=0, **overrides):
-    torch.manual_seed(seed)
-    config = dict(vocab_size=vocab_size, block_size=256, n_layer=2, n_head=2, n_embd=32, attn_impl="sdpa")
-    return GPT(GPTConfig(**{**config, **overrides})).eval()
 
 
 def chat(*turns):
@@ -772,10 +765,6 @@ def test_load_jsonl_names_the_file_and_line_of_a_latin1_byte(tmp_path):
 
 # ---- the chat page (chat_web.py): a real server on a free port, read through urllib
 
-import http.client  # noqa: E402
-import threading  # noqa: E402
-import urllib.error  # noqa: E402
-import urllib.request  # noqa: E402
 
 
 @pytest.fixture

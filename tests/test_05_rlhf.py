@@ -15,7 +15,7 @@ import bpe
 import checkpoint
 import world
 from chat_format import add_chat_tokens, load_model_and_tokenizer
-from gpt import GPT, GPTConfig
+from conftest import tiny_gpt
 
 import dpo
 import grpo
@@ -42,17 +42,6 @@ def close(tensor, expected):
 @pytest.fixture(scope="module")
 def tokenizer():
     return add_chat_tokens(bpe.train_bpe(world.make_corpus(60_000), 400, special_tokens=[world.EOT]))
-
-
-@pytest.fixture(scope="module")
-def w0():
-    return world.build_world(0)
-
-
-def tiny_gpt(vocab_size, seed=0, **overrides):
-    torch.manual_seed(seed)
-    config = dict(vocab_size=vocab_size, block_size=256, n_layer=2, n_head=2, n_embd=32, attn_impl="sdpa")
-    return GPT(GPTConfig(**{**config, **overrides})).eval()
 
 
 @pytest.mark.parametrize("module", [preferences, reward_model, ppo, grpo])
