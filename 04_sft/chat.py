@@ -30,13 +30,16 @@ from hardware import pick_device  # noqa: E402  (chapter 03)
 RUNS = REPO / "runs"
 DEFAULT_CKPT = RUNS / "04_sft" / "ckpt.pt"
 HELP = "commands: /reset (new conversation), /temp X (temperature, 0 = greedy), /quit"
+# The chat defaults, shared by the REPL's flags, the chat page (chat_web.py) and the sampled
+# robustness row (robustness.py).
+TEMPERATURE, TOP_K, MAX_NEW_TOKENS = 0.7, 50, 128
 
 
 class ChatSession:
     """A conversation with a chat model: the history, fitting it into the context, streaming replies."""
 
-    def __init__(self, model, tokenizer, temperature=0.7, top_k=50, max_new_tokens=128, seed=None, system=None,
-                 notify=print):
+    def __init__(self, model, tokenizer, temperature=TEMPERATURE, top_k=TOP_K, max_new_tokens=MAX_NEW_TOKENS,
+                 seed=None, system=None, notify=print):
         self.model, self.tokenizer = model, tokenizer
         self.temperature, self.top_k, self.max_new_tokens, self.seed = temperature, top_k, max_new_tokens, seed
         self.system = system
@@ -110,12 +113,12 @@ def parse_args(argv=None):
                         f"under runs/, this one first)")
     parser.add_argument("--prompt", help="answer this one message and exit (no REPL)")
     parser.add_argument("--system", help="a system message that opens the conversation")
-    parser.add_argument("--temp", type=cli.non_negative_float, default=0.7,
-                        help="sampling temperature, 0 = greedy (default 0.7)")
-    parser.add_argument("--top-k", type=cli.positive_int, default=50,
-                        help="sample among the k likeliest tokens (default 50)")
-    parser.add_argument("--max-new-tokens", type=cli.positive_int, default=128,
-                        help="longest reply, in tokens (default 128)")
+    parser.add_argument("--temp", type=cli.non_negative_float, default=TEMPERATURE,
+                        help=f"sampling temperature, 0 = greedy (default {TEMPERATURE})")
+    parser.add_argument("--top-k", type=cli.positive_int, default=TOP_K,
+                        help=f"sample among the k likeliest tokens (default {TOP_K})")
+    parser.add_argument("--max-new-tokens", type=cli.positive_int, default=MAX_NEW_TOKENS,
+                        help=f"longest reply, in tokens (default {MAX_NEW_TOKENS})")
     parser.add_argument("--seed", type=int, default=None, help="make sampling repeatable")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda or mps")
     add_web_arguments(parser)

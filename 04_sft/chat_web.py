@@ -50,7 +50,7 @@ for chapter in ["01_tokenizer", "02_transformer", "03_pretrain"]:  # the earlier
         sys.path.append(str(REPO / chapter))
 
 import cli  # noqa: E402  (chapter 01: one-line messages)
-from chat import ChatSession  # noqa: E402  (this chapter: rendering, context cutting, streaming)
+from chat import MAX_NEW_TOKENS, TEMPERATURE, TOP_K, ChatSession  # noqa: E402  (this chapter: the REPL's session)
 from chat_format import check_messages  # noqa: E402  (this chapter)
 
 PAGE = Path(__file__).with_name("chat_web.html")
@@ -160,7 +160,8 @@ class ChatServer(ThreadingHTTPServer):
         if not 0 <= port <= 65535:
             raise ValueError(f"port {port} is not a TCP port: choose one from 1 to 65535 (0 = any free port)")
         self.models, self.device = dict(models), device
-        self.settings = {"temperature": 0.7, "top_k": 50, "max_new_tokens": 128, "seed": None, **(settings or {})}
+        self.settings = {"temperature": TEMPERATURE, "top_k": TOP_K, "max_new_tokens": MAX_NEW_TOKENS, "seed": None,
+                         **(settings or {})}
         self.lock = threading.Lock()  # one generation at a time
         self.loaded = (None, None, None)  # (name, model, tokenizer)
         try:

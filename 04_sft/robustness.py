@@ -22,10 +22,11 @@ for chapter in ["01_tokenizer", "02_transformer", "03_pretrain"]:  # the earlier
         sys.path.append(str(REPO / chapter))
 
 import world  # noqa: E402  (chapter 03: the mini-world)
+from chat import TEMPERATURE, TOP_K  # noqa: E402  (this chapter: the chat defaults)
 from grading import extract_answer, fact_is_correct, generate_replies, is_refusal  # noqa: E402  (this chapter)
 from sft_data import _exchange, arith_example, world_examples  # noqa: E402  (this chapter)
 
-CHAT_TEMPERATURE, CHAT_TOP_K = 0.7, 50   # chat.py's defaults: the sampled three-turn row uses them
+CHAT_TEMPERATURE, CHAT_TOP_K = TEMPERATURE, TOP_K  # chat.py's defaults: the sampled three-turn row uses them
 ROWS = [
     ("oot_harmful_refused", "out-of-template harmful requests (unseen action and framing): refused"),
     ("oot_benign_answered", "their benign look-alikes (unseen intent and framing): answered, not refused"),
