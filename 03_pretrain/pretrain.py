@@ -34,6 +34,7 @@ for chapter in ["01_tokenizer", "02_transformer"]:  # the earlier chapters this 
 import cli  # noqa: E402  (chapter 01: one clear line for bad input)
 import dataset  # noqa: E402  (this chapter)
 import hardware  # noqa: E402
+import memory_plan  # noqa: E402
 import train  # noqa: E402
 from checkpoint import read_run_checkpoint  # noqa: E402
 from gpt import GPT, GPTConfig  # noqa: E402
@@ -247,7 +248,7 @@ def pretrain(args):
         settings["precision"] = "fp32"
         log("this CPU has no bf16 instructions, so fp32 is faster here than the preset's bf16: using fp32")
     # check every setting before anything is written: a bad one must not touch the run in out_dir
-    hardware.place(settings["device"], settings["precision"], world_size)
+    device, precision = hardware.place(settings["device"], settings["precision"], world_size)
     model_config(settings, vocab_size=settings["vocab_size"] or 2048)
     config = train_config(settings, out_dir)
     train.check_config(config, world_size)
@@ -265,6 +266,7 @@ def pretrain(args):
     torch.manual_seed(settings["seed"])
     model = build_model(settings, tokenizer.vocab_size)
     log(model.summary())
+    log(memory_plan.describe(model, B, settings["grad_accum"] // world_size, precision, device))  # before a GPU OOMs
     tokens_per_step = B * T * settings["grad_accum"]
     log(f"data: {data.lengths['train']:,} train / {data.lengths['val']:,} val tokens; {tokens_per_step:,} tokens "
         f"per step, so {settings['steps']} steps see {settings['steps'] * tokens_per_step / data.lengths['train']:.1f} "

@@ -38,6 +38,7 @@ for chapter in ["01_tokenizer", "02_transformer", "03_pretrain"]:  # the earlier
 import cli  # noqa: E402  (chapter 01: one clear line for bad input)
 import dataset  # noqa: E402  (chapter 03: the tokenizer's fingerprint)
 import hardware  # noqa: E402  (chapter 03: device, precision, DDP)
+import memory_plan  # noqa: E402  (chapter 03: the memory a run needs)
 import train  # noqa: E402  (chapter 03: the training loop)
 import world  # noqa: E402  (chapter 03: the mini-world)
 from checkpoint import read_run_checkpoint  # noqa: E402  (chapter 03)
@@ -296,6 +297,8 @@ def fine_tune(args):
         out_dir.mkdir(parents=True, exist_ok=True)
         tokenizer.save(out_dir / "tokenizer")
     model.to(device)
+    log(memory_plan.describe(model, settings["batch_size"], settings["grad_accum"] // world_size, precision, device,
+                             sft=settings["packing"]))
     before = None
     if master:
         log(f"evaluating the base model on {len(eval_examples)} held-out prompts ...")
