@@ -1418,3 +1418,131 @@ def test_chat_phrasings_split_and_never_in_the_corpus(corpus):
         for part in re.split(r"\{\w+\}", framing):
             if len(part.strip(" .?!:,").split()) >= 3:
                 assert part.strip(" .?!:,") not in corpus, part
+
+
+# ---- the memory plan (memory_plan.py) and the fp16 path
+
+
+MEMORY_CONFIGS = {  # chapter 02's presets at a small width: every branch of the formula is taken by one
+    "tiny-fp32": ("tiny", "fp32", {}),
+    "tiny-bf16": ("tiny", "bf16", {}),
+    "tiny-fp16-manual": ("tiny", "fp16", dict(attn_impl="manual")),
+    "llama-tiny-fp32": ("llama-tiny", "fp32", {}),
+    "llama-tiny-bf16-manual": ("llama-tiny", "bf16", dict(attn_impl="manual")),
+}
+
+
+@pytest.mark.parametrize("name", MEMORY_CONFIGS)
+def test_activation_formula_matches_the_tensors_autograd_saves(name):
+    """memory_plan's activations (+ the 16-bit weight copies under autocast) against the bytes autograd
+    really keeps for backward, measured with saved_tensors_hooks: the issue's bar is 15 %; on torch 2.13
+    the two agree to the byte."""
+    import memory_plan
+    from gpt import GPT, GPTConfig
+    preset, precision, overrides = MEMORY_CONFIGS[name]
+    config = GPTConfig.from_preset(preset, vocab_size=512, block_size=40, n_layer=2, n_head=4, n_embd=64, **overrides)
+    torch.manual_seed(0)
+    model = GPT(config).train()
+    B, T = 3, 40
+    x, y = torch.randint(512, (B, T)), torch.randint(512, (B, T))
+    measured = memory_plan.measure_saved_bytes(model, (x, y), precision=precision)
+    plan = memory_plan.memory_plan(config, B, precision)
+    formula = plan["activations"] + plan["weight_copies"]
+    assert formula == pytest.approx(measured, rel=0.15), (formula, measured)
+    assert formula == pytest.approx(measured, rel=0.01), (formula, measured)  # derived, not fitted: exact here
+    # one more sequence in the micro-batch costs per_sequence bytes
+    more = memory_plan.measure_saved_bytes(model, (torch.randint(512, (B + 1, T)), torch.randint(512, (B + 1, T))),
+                                           precision=precision)
+    assert more - measured == pytest.approx(plan["per_sequence"] - memory_plan.loss_backward_bytes(config, 1, T),
+                                            rel=0.01)
+
+
+@pytest.mark.parametrize("kind", ["ours", "torch"])
+def test_state_bytes_match_the_optimizer_after_one_step(kind):
+    """params 4N, grads 4N, AdamW 8N: the plan against the real tensors of chapter 03's optimizer."""
+    import memory_plan
+    from gpt import GPT, GPTConfig
+    config = GPTConfig.from_preset("tiny", vocab_size=256, block_size=16, n_layer=2, n_embd=48, n_head=4)
+    model = GPT(config)
+    opt = optimizer.make_optimizer(model, lr=1e-3, kind=kind)
+    _, loss = model(torch.randint(256, (2, 16)), torch.randint(256, (2, 16)))
+    loss.backward()
+    opt.step()
+    storage_bytes = lambda tensors: sum({t.untyped_storage().data_ptr(): t.untyped_storage().nbytes()
+                                         for t in tensors}.values())
+    real = {"params": storage_bytes(model.parameters()),
+            "grads": storage_bytes(p.grad for p in model.parameters()),
+            "optimizer": storage_bytes(t for state in opt.state.values() for t in state.values()
+                                       if isinstance(t, torch.Tensor))}
+    counts = memory_plan.count_params(config)
+    assert counts == (model.num_params(), sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Linear)))
+    plan = memory_plan.state_bytes(*counts, "fp32")
+    assert plan["params"] == real["params"] and plan["grads"] == real["grads"]
+    # torch's AdamW adds a 4-byte step tensor per parameter tensor
+    assert plan["optimizer"] == pytest.approx(real["optimizer"], rel=0.001)
+    assert memory_plan.state_bytes(*counts, "bf16")["weight_copies"] == 2 * counts[1]
+
+
+def test_fit_micro_batch_keeps_the_global_batch_and_fits(monkeypatch):
+    """The largest divisor of the global batch whose plan fits in 90 % of the free bytes; None if none does;
+    and the lines a script prints on a GPU (torch.cuda.mem_get_info faked: the plan only reads it)."""
+    import memory_plan
+    from gpt import GPT, GPTConfig
+    config = GPTConfig.from_preset("tiny", vocab_size=512, block_size=64)
+    total = lambda b: memory_plan.memory_plan(config, b, "bf16")["total"]
+    free = (total(8) + 1) / memory_plan.USABLE_FRACTION  # room for 8 sequences, not for 12
+    assert memory_plan.fit_micro_batch(config, 48, free, "bf16") == (8, 6)
+    assert memory_plan.fit_micro_batch(config, 48, free * 10, "bf16")[0] > 8
+    assert memory_plan.fit_micro_batch(config, 7, free, "bf16") == (7, 1)
+    assert memory_plan.fit_micro_batch(config, 48, total(1) / 2, "bf16") is None
+    model = GPT(config)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (int(free), int(2 * free)))
+    text = memory_plan.describe(model, 16, 3, "bf16", "cuda")
+    assert "does NOT fit" in text and "--batch-size 8 --grad-accum 6" in text
+    assert "fits;" in memory_plan.describe(model, 4, 12, "bf16", "cuda")
+    assert "micro-batch 16 x 3" in memory_plan.describe(model, 16, 3, "bf16", "cpu")
+
+
+def test_rl_plan_counts_the_models_a_ppo_stage_holds():
+    """PPO: policy (16 N + the value head), reference and reward model (4 N each); GRPO has no reward model."""
+    import memory_plan
+    from gpt import GPTConfig
+    config = GPTConfig.from_preset("tiny", vocab_size=512, block_size=64)
+    n, n_mm = memory_plan.count_params(config)
+    ppo = memory_plan.rl_plan(config, rows=8, minibatches=2, sequence_length=64, precision="fp32")
+    grpo = memory_plan.rl_plan(config, rows=8, minibatches=2, sequence_length=64, precision="fp32", algorithm="grpo")
+    assert ppo["policy"] == 16 * n + 16 * (config.n_embd + 1) and ppo["reference"] == ppo["reward_model"] == 4 * n
+    assert grpo["reward_model"] == 0 and grpo["policy"] == 16 * n
+    assert ppo["kv_cache"] == 2 * config.n_layer * config.n_embd * 4 * 8 * 64
+    assert ppo["total"] == 24 * n + 16 * (config.n_embd + 1) + max(ppo["kv_cache"], ppo["scoring"], ppo["update"])
+
+
+def test_fp16_path_scales_the_loss_and_unscales_before_clipping(tmp_path, monkeypatch):
+    """The loop's fp16 branch on the CPU (torch 2.13 has float16 autocast and GradScaler("cpu")):
+    hardware.resolve_precision refuses fp16 off CUDA, so the test stands in for it (a test-only switch).
+    With the scaler on, the losses and the clipped gradient norms are fp32's (the loss is scaled by 2^16
+    and the gradients unscaled before clipping); a loss that overflows in fp16 makes the scaler skip the
+    step and halve its scale, and the weights stay finite."""
+    from gpt import GPT, GPTConfig
+
+    def run(precision, out, loss_fn=train.next_token_loss, steps=6):
+        monkeypatch.setattr(train, "place", lambda device, p, world_size=1: ("cpu", precision))
+        torch.manual_seed(0)
+        model = GPT(GPTConfig(vocab_size=16, block_size=8, n_layer=2, n_head=2, n_embd=32, attn_impl="sdpa"))
+        config = tiny_train_config(tmp_path / out, steps=steps, log_interval=1, eval_interval=steps,
+                                   sample_interval=0, precision=precision)
+        summary = train.train(model, make_get_batch(), config, quiet=True, loss_fn=loss_fn)
+        records = [r for r in train_log.read_metrics(tmp_path / out / "metrics.jsonl") if r["kind"] == "train"]
+        return model, summary, records, checkpoint.read_checkpoint(tmp_path / out / "ckpt.pt")["scaler"]
+
+    _, _, fp32, scaler32 = run("fp32", "fp32")
+    _, summary, fp16, scaler16 = run("fp16", "fp16")
+    assert summary["precision"] == "fp16" and scaler32 == {}
+    assert scaler16["scale"] == 2.0**16 and scaler16["_growth_tracker"] == 6  # six steps taken, none skipped
+    for a, b in zip(fp32, fp16):
+        assert b["loss"] == pytest.approx(a["loss"], rel=5e-3)
+        assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=5e-3)  # unscaled: not 65536x
+    huge = lambda model, batch: train.next_token_loss(model, batch) * 1e4  # x 2^16 overflows fp16's 65504
+    model, _, _, scaler = run("fp16", "overflow", loss_fn=huge, steps=2)
+    assert scaler["scale"] < 2.0**16
+    assert all(torch.isfinite(p).all() for p in model.parameters())
