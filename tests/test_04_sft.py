@@ -1040,3 +1040,23 @@ def test_robustness_rows_score_hand_built_replies(tokenizer):
     table = robustness.robustness_table(None, result).splitlines()
     assert "| bare arithmetic (unseen numbers and forms): exact answer | 1 | - | 100% |" in table
     assert len(table) == 2 + len(robustness.ROWS)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_memory_plan_of_packed_sft_rows_matches_what_autograd_saves(precision):
+    """Chapter 03's memory plan with sft=True (packed rows: a (B, 1, T, T) mask in every layer, (B, T)
+    positions, the loss mask) against the bytes autograd keeps for sft_loss, measured: to 1 %."""
+    import memory_plan  # chapter 03
+    from gpt import GPT, GPTConfig
+    config = GPTConfig.from_preset("tiny", vocab_size=512, block_size=40, n_layer=2, n_head=4, n_embd=64)
+    torch.manual_seed(0)
+    model = GPT(config).train()
+    B, T = 3, 40
+    x, y = torch.randint(512, (B, T)), torch.randint(512, (B, T))
+    y[:, :5] = -1
+    doc_ids = (torch.arange(T) >= 17).long().expand(B, T)  # two conversations per row
+    measured = memory_plan.measure_saved_bytes(model, (x, y, doc_ids), loss_fn=sft.sft_loss, precision=precision)
+    plan = memory_plan.memory_plan(config, B, precision, sft=True)
+    assert plan["activations"] + plan["weight_copies"] == pytest.approx(measured, rel=0.01)
+    plain = memory_plan.memory_plan(config, B, precision)
+    assert plan["activations"] > plain["activations"]  # the masks cost something
