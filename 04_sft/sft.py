@@ -296,9 +296,9 @@ def fine_tune(args):
     if master:  # every input is good: now write, the tokenizer before training so every checkpoint finds it
         out_dir.mkdir(parents=True, exist_ok=True)
         tokenizer.save(out_dir / "tokenizer")
-    model.to(device)
     log(memory_plan.describe(model, settings["batch_size"], settings["grad_accum"] // world_size, precision, device,
-                             sft=settings["packing"]))
+                             sft=settings["packing"]))  # before the model takes its share of the GPU's free memory
+    model.to(device)
     before = None
     if master:
         log(f"evaluating the base model on {len(eval_examples)} held-out prompts ...")
