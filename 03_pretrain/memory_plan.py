@@ -1,9 +1,11 @@
 """The memory a training run needs, and the micro-batch that fits a GPU: what to know before renting one.
 
     plan = memory_plan(GPTConfig.from_preset("gpt2"), batch_size=16, precision="bf16")   # bytes per part
-    print(format_plan(plan))
-    batch_size, grad_accum = fit_micro_batch(config, global_batch=512, free_bytes=16e9, precision="fp16")
+    print(format_plan(plan, batch_size=16, grad_accum=32, precision="bf16"))
+    batch_size, grad_accum = fit_micro_batch(config, global_batch=512, free_bytes=15e9, precision="fp16")
+    print(describe(model, 16, 32, "bf16", "cuda"))    # what pretrain.py prints: the plan, and what fits
     measured = measure_saved_bytes(model, (x, y))     # what autograd really keeps, to check the formula
+    python 03_pretrain/memory_plan.py                 # the lesson's table: GPT-2 small on 16, 24, 80 GB cards
 
 Training memory has two parts. The training state does not depend on the batch:
     parameters  4 N          fp32 master weights (autocast never changes them)
@@ -17,9 +19,11 @@ end of the forward pass they are all alive at once, and the loss's backward adds
 fp32 tensors on top (loss_backward_bytes). peak = state + activations + loss backward.
 
 The formula is derived from chapter 02's GPT as implemented, in eager mode (torch.compile fuses ops and
-usually keeps less: the formula is then an upper bound), without dropout (every preset uses 0), and
-checked against measure_saved_bytes on the CPU (tests/test_03_pretrain.py: exact for every tested config).
-On a GPU, the flash / memory-efficient attention kernels keep the same tensors (q, k, v, out, logsumexp).
+usually keeps less: the formula is then an upper bound), without dropout (every preset uses 0). Checked
+on the CPU (tests/test_03_pretrain.py): against measure_saved_bytes, to the byte for every tested config,
+and the whole peak against the process's peak resident memory, within 8 %. On a GPU the flash and
+memory-efficient attention kernels save the same tensors (q, k, v, out, logsumexp); their memory layout,
+not checked here, may add or spare a copy of width C per layer.
 """
 import weakref
 
@@ -74,8 +78,8 @@ def layer_bytes_per_token(config, precision, context):
     Per micro-batch and layer, independent of B: RoPE's cos/sin read at T positions for q and k, 4 x T x D/2
     x 4 bytes, and the manual path's causal mask, T^2 bytes (layer_fixed_bytes). The sdpa path keeps no
     T x T matrix: that is why flash attention saves memory as well as time.
-    GPT-2 small in bf16 with sdpa: 2(4C + 8 + 2C) + 4aC + 4H + 2aF = 20C + 4F + 4H + 16 = 27,968 bytes per
-    token per layer, ~344 MB per 1024-token sequence over 12 layers.
+    GPT-2 small in bf16 with sdpa: 2(4C + 8 + 2C) + 4aC + 4H + 2aF = 20C + 4F + 4H + 16 = 27,712 bytes per
+    token per layer, 341 MB per 1024-token sequence over its 12 layers.
     """
     a, C, H, F = element_bytes(precision), config.n_embd, config.n_head, config.mlp_hidden
     fused = config.attn_impl == "sdpa"
@@ -121,7 +125,7 @@ def activation_bytes(config, batch_size, precision, context=None, sft=False):
         embedding  token ids 8 B T (+ positions 8 T with learned positions)
         head       per token: the final norm (as in a block) + its output a C + log_softmax(logits) 4 V
                    + the target 8; plus 4 bytes. 4 V is 201 KB per token for GPT-2's 50304 tokens: more
-                   than a whole layer (28 KB in bf16). Big vocabularies cost their memory here.
+                   than a whole layer (27.7 KB in bf16). Big vocabularies cost their memory here.
     sft=True: chapter 04's packed rows (doc_ids) and masked loss: the documents of a row are kept apart
     by a (B, 1, T, T) mask (layer_fixed_bytes), positions are (B, T), 8 B T, the loss mask adds 4 B T + 4.
     """
