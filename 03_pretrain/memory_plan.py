@@ -21,7 +21,7 @@ fp32 tensors on top (loss_backward_bytes). peak = state + activations + loss bac
 The formula is derived from chapter 02's GPT as implemented, in eager mode (torch.compile fuses ops and
 usually keeps less: the formula is then an upper bound), without dropout (every preset uses 0). Checked
 on the CPU (tests/test_03_pretrain.py): against measure_saved_bytes, to the byte for every tested config,
-and the whole peak against the process's peak resident memory, within 8 %. On a GPU the flash and
+and the whole peak against the process's peak resident memory, within 10 %. On a GPU the flash and
 memory-efficient attention kernels save the same tensors (q, k, v, out, logsumexp); their memory layout,
 not checked here, may add or spare a copy of width C per layer.
 """
