@@ -1,0 +1,157 @@
+"""The sandbox's child: runs ONE model-written program in a fresh interpreter, started by sandbox.py as
+
+    [unshare --user --net]  python -I -S -B sandbox_child.py      (own session, own uid, empty environment)
+
+It inherits nothing from the evaluator: no module objects, no file descriptors beyond 0/1/2, no
+environment. The conversation with the parent, on stdin and stdout:
+
+    parent -> child   "<time limit s> <memory limit MB> <max processes> <program bytes>\\n" + the program
+    child -> parent   "ran"                                        the program ran to its end
+    parent -> child   a random nonce (only now: it did not exist while the program ran)
+    child -> parent   "passed <nonce>"
+or  child -> parent   "<failed | error | blocked | memory> <detail>"
+
+Before the program runs, stdin and stdout move to two private descriptors and 0/1/2 become /dev/null:
+the program's prints go nowhere, and it can reach the channel only through raw descriptor calls
+(`os.read`, `os.write`, `open(3)`), which the guard below refuses. Exiting early, printing "passed" or
+any exit code never counts: only the nonce, which the parent sends after "ran", does.
+"""
+import os
+import resource
+import signal
+import sys
+
+FILE_SIZE_LIMIT_MB = 10  # RLIMIT_FSIZE: the size of each file written
+MAX_FILES_WRITTEN = 100  # the guard's count of files opened for writing (RLIMIT_FSIZE bounds size, not number)
+MAX_OPEN_FILES = 32  # RLIMIT_NOFILE
+# Imports the guard refuses (top-level names). They are removed from sys.modules first, so importing one
+# raises the "import" event; a module that imports one of them fails too (random imports os).
+BLOCKED_MODULES = {
+    "os", "posix", "nt", "posixpath", "_posixsubprocess", "subprocess", "_signal", "signal", "resource", "fcntl",
+    "socket", "_socket", "ssl", "_ssl", "select", "selectors", "asyncio", "mmap", "pty", "tty", "termios",
+    "ctypes", "_ctypes", "cffi", "_cffi_backend", "multiprocessing", "_multiprocessing", "_posixshmem",
+    "concurrent", "threading", "_thread", "gc", "inspect", "traceback", "importlib", "_imp", "_frozen_importlib",
+    "_frozen_importlib_external", "zipimport", "marshal", "pickle", "_pickle", "shutil", "tempfile", "pathlib",
+    "glob", "sysconfig", "site", "runpy", "code", "codeop", "pdb", "bdb", "trace", "faulthandler", "tracemalloc",
+    "_tracemalloc", "pwd", "grp", "urllib", "http", "ftplib", "smtplib", "webbrowser", "xmlrpc", "_xxsubinterpreters",
+    "_testcapi", "_testinternalcapi", "_testbuffer", "_testmultiphase", "_testimportmultiple"}
+# Audit events refused outright: processes, signals, sockets, frames and object graphs (a way back to the
+# child's own variables), tracing, building code objects by hand, and every change to the file system
+# except writing a file (which "open" checks). "object.__getattr__" is raised for tb_frame, gi_frame,
+# __code__ and the like.
+BLOCKED_EVENTS = {
+    "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork", "os.forkpty", "os.kill", "os.killpg",
+    "os.setuid", "os.putenv", "os.unsetenv", "os.chdir", "os.remove", "os.rename", "os.rmdir", "os.mkdir",
+    "os.chmod", "os.chown", "os.chflags", "os.lchflags", "os.symlink", "os.link", "os.truncate", "os.utime",
+    "os.setxattr", "os.removexattr", "os.mkfifo", "os.mknod", "shutil.rmtree", "subprocess.Popen", "pty.spawn",
+    "sys._getframe", "sys._current_frames", "sys._current_exceptions", "sys.settrace", "sys.setprofile",
+    "gc.get_objects", "gc.get_referrers", "gc.get_referents", "object.__getattr__", "object.__setattr__",
+    "object.__delattr__", "code.__new__", "function.__new__",
+    "_thread.start_new_thread", "resource.setrlimit", "resource.prlimit", "signal.pthread_kill",
+    "ctypes.dlopen", "ctypes.cdata", "mmap.__new__", "cpython.run_command", "cpython.run_file"}
+
+
+def main():
+    channel_in, channel_out = os.dup(0), os.dup(1)
+    time_limit_s, memory_limit_mb, max_processes, program = _read_request(channel_in)
+    megabyte = 1024 * 1024
+    cpu_s = int(time_limit_s) + 1  # RLIMIT_CPU: SIGXCPU at the soft limit, SIGKILL one second later
+    for limit, value in ((resource.RLIMIT_AS, memory_limit_mb * megabyte), (resource.RLIMIT_CPU, cpu_s),
+                         (resource.RLIMIT_FSIZE, FILE_SIZE_LIMIT_MB * megabyte), (resource.RLIMIT_CORE, 0),
+                         (resource.RLIMIT_NOFILE, MAX_OPEN_FILES), (resource.RLIMIT_NPROC, max_processes)):
+        resource.setrlimit(limit, (value, value + 1 if limit == resource.RLIMIT_CPU else value))
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):  # the program's prints go nowhere; the channel lives on channel_in/channel_out
+        os.dup2(devnull, fd)
+    os.close(devnull)
+    write, read, exit_now, alarm = os.write, os.read, os._exit, signal.setitimer  # held here, not in modules
+    program_module = type(sys)("__main__")  # `import __main__` must not give the program this script
+    program_module.__builtins__ = __builtins__
+    sys.modules["__main__"] = program_module
+    _install_guard(os.path.realpath(os.getcwd()))
+    try:
+        compiled = compile(program, "<program>", "exec")
+        alarm(signal.ITIMER_REAL, time_limit_s)  # wall clock: SIGALRM's default action ends the process
+        exec(compiled, vars(program_module))
+        verdict = None
+    except AssertionError as error:
+        verdict = ("failed", error)
+    except PermissionError as error:
+        verdict = ("blocked" if str(error).startswith("sandbox:") else "error", error)
+    except MemoryError as error:
+        verdict = ("memory", error)
+    except BaseException as error:  # noqa: BLE001  (SyntaxError, NameError, SystemExit, ...: never a pass)
+        verdict = ("error", error)
+    alarm(signal.ITIMER_REAL, 0)
+    if verdict is None:  # from here on only local names: the program may have replaced builtins
+        write(channel_out, b"ran\n")
+        write(channel_out, b"passed " + read(channel_in, 64))
+    else:
+        try:
+            detail = f"{type(verdict[1]).__name__}: {verdict[1]}"[:300]
+        except BaseException:  # noqa: BLE001  (an exception whose str() fails)
+            detail = "an exception that cannot be printed"
+        write(channel_out, (verdict[0] + " " + detail.replace("\n", " ") + "\n").encode("utf-8", "replace"))
+    exit_now(0)
+
+
+def _read_request(fd):
+    """-> (time_limit_s, memory_limit_mb, max_processes, program) from the parent's first message."""
+    data = b""
+    while b"\n" not in data:
+        data += os.read(fd, 65536) or b"\n"
+    header, data = data.split(b"\n", 1)
+    time_limit_s, memory_limit_mb, max_processes, size = header.split()
+    while len(data) < int(size):
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            raise EOFError("the parent closed the channel before the whole program arrived")
+        data += chunk
+    return float(time_limit_s), int(memory_limit_mb), int(max_processes), data.decode("utf-8")
+
+
+def _install_guard(scratch):
+    """The audit hook (PEP 578; it cannot be removed once added): refuse the imports and events above, any
+    open of a bare file descriptor, writes outside `scratch` or beyond MAX_FILES_WRITTEN files, and reads
+    and directory listings outside `scratch` and the standard library (which imports need)."""
+    realpath, fspath, sep = os.path.realpath, os.fspath, os.sep
+    readable = tuple(realpath(p) for p in sys.path if p)  # the standard library (-S: no site-packages)
+    write_flags = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
+    written = set()
+
+    def inside(path, folders):
+        real = realpath(path)
+        return any(real == folder or real.startswith(folder + sep) for folder in folders)
+
+    def guard(event, args):
+        if event == "import":
+            if args[0].split(".")[0] in BLOCKED_MODULES:
+                raise PermissionError(f"sandbox: import of {args[0]} is not allowed")
+        elif event in BLOCKED_EVENTS or event.startswith(("socket.", "os.exec", "os.spawn", "os.posix_spawn")):
+            raise PermissionError(f"sandbox: {event} is not allowed")
+        elif event == "open":
+            path, mode, flags = args
+            if isinstance(path, int):
+                raise PermissionError("sandbox: opening a file descriptor is not allowed")
+            path = fspath(path)
+            writes = bool(flags & write_flags) or (mode is not None and any(c in mode for c in "wax+"))
+            if writes:
+                if not inside(path, (scratch,)):
+                    raise PermissionError(f"sandbox: writing {path} outside the scratch folder is not allowed")
+                written.add(realpath(path))
+                if len(written) > MAX_FILES_WRITTEN:
+                    raise PermissionError(f"sandbox: writing more than {MAX_FILES_WRITTEN} files is not allowed")
+            elif not inside(path, (scratch,) + readable):
+                raise PermissionError(f"sandbox: reading {path} outside the scratch folder is not allowed")
+        elif event in ("os.listdir", "os.scandir"):
+            if not isinstance(args[0], (str, bytes)) or not inside(fspath(args[0]), (scratch,) + readable):
+                raise PermissionError(f"sandbox: listing {args[0]} is not allowed")
+
+    for name in list(sys.modules):  # a module still in sys.modules would be imported without an event
+        if name.split(".")[0] in BLOCKED_MODULES or name in ("genericpath", "stat", "_stat"):
+            del sys.modules[name]
+    sys.addaudithook(guard)
+
+
+if __name__ == "__main__":
+    main()
