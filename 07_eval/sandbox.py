@@ -2,7 +2,7 @@
 
     results = run_programs(["def f(x):\\n    return x + 1\\nassert f(1) == 2", "while True: pass"])
     [r["status"] for r in results]   -> ["passed", "timeout"]
-    isolation()                       -> "user+network namespaces + own uid + rlimits + audit hook" (here)
+    isolation()   -> "user+network namespaces + own uid + private mount namespace + rlimits + audit hook"
 
 Every program runs in a FRESH interpreter (`python -I -S -B sandbox_child.py`, the program arriving on
 stdin), never in a fork of a process that has imported anything, with
@@ -12,9 +12,10 @@ stdin), never in a fork of a process that has imported anything, with
       killed afterwards (`kill -9 -1` run as that uid), which makes RLIMIT_NPROC count this program's
       processes only (root itself ignores RLIMIT_NPROC);
     - where the machine allows it, new user and network namespaces (`unshare --user --net`): no network
-      at all, not even 127.0.0.1;
+      at all, not even 127.0.0.1; as root with the interpreter in a folder other users cannot enter
+      (pyenv under /root), a private mount namespace that shows the program only the interpreter there;
     - rlimits: CPU time, address space (a huge allocation raises MemoryError), file size, 32 open files,
-      no core dumps, a few processes; a wall-clock alarm;
+      no core dumps, 8 processes; a wall-clock alarm;
     - a scratch folder of its own, and a guard (a PEP 578 audit hook, see sandbox_child.py) that refuses
       os, posix, subprocess, socket, signal, ctypes and similar imports, sys._getframe, gc's object
       graph, frame and code attributes, opening bare file descriptors, any file-system change but
@@ -56,9 +57,9 @@ from pathlib import Path
 
 TIME_LIMIT_S = 2.0  # per program: the tasks' functions take microseconds
 MEMORY_LIMIT_MB = 512  # address space of one program (the Python interpreter itself needs ~30 MB)
-MAX_PROCESSES = 8  # RLIMIT_NPROC, counted for the program's own uid (root) or added to the user's count
+MAX_PROCESSES = 8  # RLIMIT_NPROC (threads count: the child has two), for its own uid or above the user's count
 STARTUP_ALLOWANCE_S = 10.0  # starting an interpreter on a busy machine; the program's own clock starts later
-WORKERS = max(1, min(4, os.cpu_count() or 1))  # programs run at the same time (each is mostly start-up)
+WORKERS = 4  # programs run at the same time: each is mostly the start of an interpreter, waiting on the kernel
 CHILD = Path(__file__).resolve().with_name("sandbox_child.py")
 STATUSES = {"passed", "failed", "error", "blocked", "memory", "timeout"}
 
@@ -226,11 +227,13 @@ def _setup():
 
 
 def _processes_of_my_uid():
-    """How many processes this user has now (RLIMIT_NPROC counts them all when we are not root)."""
+    """How many processes and threads this user has now: RLIMIT_NPROC counts them all (threads too)
+    when we are not root."""
     count = 0
     for entry in os.listdir("/proc"):
         try:
-            count += entry.isdigit() and os.stat(f"/proc/{entry}").st_uid == os.getuid()
+            if entry.isdigit() and os.stat(f"/proc/{entry}").st_uid == os.getuid():
+                count += len(os.listdir(f"/proc/{entry}/task"))
         except OSError:
             pass
     return count

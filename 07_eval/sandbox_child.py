@@ -16,10 +16,12 @@ the program's prints go nowhere, and it can reach the channel only through raw d
 (`os.read`, `os.write`, `open(3)`), which the guard below refuses. Exiting early, printing "passed" or
 any exit code never counts: only the nonce, which the parent sends after "ran", does.
 """
+import _signal  # signal without its enum wrappers (which cost an import of enum at every start)
+import _thread
 import os
 import resource
-import signal
 import sys
+import types  # noqa: F401  (imported before the guard: it reads a traceback's tb_frame to name FrameType)
 
 FILE_SIZE_LIMIT_MB = 10  # RLIMIT_FSIZE: the size of each file written
 MAX_FILES_WRITTEN = 100  # the guard's count of files opened for writing (RLIMIT_FSIZE bounds size, not number)
@@ -30,25 +32,26 @@ BLOCKED_MODULES = {
     "os", "posix", "nt", "posixpath", "_posixsubprocess", "subprocess", "_signal", "signal", "resource", "fcntl",
     "socket", "_socket", "ssl", "_ssl", "select", "selectors", "asyncio", "mmap", "pty", "tty", "termios",
     "ctypes", "_ctypes", "cffi", "_cffi_backend", "multiprocessing", "_multiprocessing", "_posixshmem",
-    "concurrent", "threading", "_thread", "gc", "inspect", "traceback", "importlib", "_imp", "_frozen_importlib",
+    "concurrent", "threading", "gc", "inspect", "traceback", "importlib", "_imp", "_frozen_importlib",
     "_frozen_importlib_external", "zipimport", "marshal", "pickle", "_pickle", "shutil", "tempfile", "pathlib",
     "glob", "sysconfig", "site", "runpy", "code", "codeop", "pdb", "bdb", "trace", "faulthandler", "tracemalloc",
     "_tracemalloc", "pwd", "grp", "urllib", "http", "ftplib", "smtplib", "webbrowser", "xmlrpc", "_xxsubinterpreters",
     "_testcapi", "_testinternalcapi", "_testbuffer", "_testmultiphase", "_testimportmultiple"}
 # Audit events refused outright: processes, signals, sockets, frames and object graphs (a way back to the
 # child's own variables), tracing, building code objects by hand, and every change to the file system
-# except writing a file (which "open" checks). "object.__getattr__" is raised for tb_frame, gi_frame,
-# __code__ and the like.
+# except writing a file (which "open" checks).
 BLOCKED_EVENTS = {
     "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork", "os.forkpty", "os.kill", "os.killpg",
     "os.setuid", "os.putenv", "os.unsetenv", "os.chdir", "os.remove", "os.rename", "os.rmdir", "os.mkdir",
     "os.chmod", "os.chown", "os.chflags", "os.lchflags", "os.symlink", "os.link", "os.truncate", "os.utime",
     "os.setxattr", "os.removexattr", "os.mkfifo", "os.mknod", "shutil.rmtree", "subprocess.Popen", "pty.spawn",
     "sys._getframe", "sys._current_frames", "sys._current_exceptions", "sys.settrace", "sys.setprofile",
-    "gc.get_objects", "gc.get_referrers", "gc.get_referents", "object.__getattr__", "object.__setattr__",
-    "object.__delattr__", "code.__new__", "function.__new__",
-    "_thread.start_new_thread", "resource.setrlimit", "resource.prlimit", "signal.pthread_kill",
+    "gc.get_objects", "gc.get_referrers", "gc.get_referents", "code.__new__", "function.__new__",
+    "resource.setrlimit", "resource.prlimit", "signal.pthread_kill",
     "ctypes.dlopen", "ctypes.cdata", "mmap.__new__", "cpython.run_command", "cpython.run_file"}
+# "object.__getattr__" is raised when one of these is read: each gives a frame. (A second wall: the
+# program's frames lead only to an empty function anyway, see _RUN.)
+FRAME_ATTRIBUTES = {"tb_frame", "gi_frame", "cr_frame", "ag_frame"}
 
 
 def main():
@@ -64,35 +67,55 @@ def main():
     for fd in (0, 1, 2):  # the program's prints go nowhere; the channel lives on channel_in/channel_out
         os.dup2(devnull, fd)
     os.close(devnull)
-    write, read, exit_now, alarm = os.write, os.read, os._exit, signal.setitimer  # held here, not in modules
+    write, read, exit_now, alarm = os.write, os.read, os._exit, _signal.setitimer  # held here, not in modules
+    verdicts, is_instance = ((AssertionError, "failed"), (MemoryError, "memory"), (Refused, "blocked")), isinstance
     program_module = type(sys)("__main__")  # `import __main__` must not give the program this script
     program_module.__builtins__ = __builtins__
     sys.modules["__main__"] = program_module
+    clean = {"__builtins__": __builtins__}  # the globals of the function that runs the program: nothing
+    exec(_RUN, clean)
+    outcome, done = [], _thread.allocate_lock()
+    done.acquire()
     _install_guard(os.path.realpath(os.getcwd()))
     try:
         compiled = compile(program, "<program>", "exec")
-        alarm(signal.ITIMER_REAL, time_limit_s)  # wall clock: SIGALRM's default action ends the process
-        exec(compiled, vars(program_module))
-        verdict = None
-    except AssertionError as error:
-        verdict = ("failed", error)
-    except PermissionError as error:
-        verdict = ("blocked" if str(error).startswith("sandbox:") else "error", error)
-    except MemoryError as error:
-        verdict = ("memory", error)
-    except BaseException as error:  # noqa: BLE001  (SyntaxError, NameError, SystemExit, ...: never a pass)
-        verdict = ("error", error)
-    alarm(signal.ITIMER_REAL, 0)
-    if verdict is None:  # from here on only local names: the program may have replaced builtins
+    except BaseException as error:  # noqa: BLE001  (SyntaxError, ValueError for a NUL byte, ...)
+        outcome.append(error)
+    else:
+        alarm(_signal.ITIMER_REAL, time_limit_s)  # wall clock: SIGALRM's default action ends the process
+        _thread.start_new_thread(clean["run"], (compiled, vars(program_module), outcome, done))
+        done.acquire()
+        alarm(_signal.ITIMER_REAL, 0)
+    if outcome[0] is None:  # from here on only local names: the program may have replaced builtins
         write(channel_out, b"ran\n")
         write(channel_out, b"passed " + read(channel_in, 64))
-    else:
-        try:
-            detail = f"{type(verdict[1]).__name__}: {verdict[1]}"[:300]
-        except BaseException:  # noqa: BLE001  (an exception whose str() fails)
-            detail = "an exception that cannot be printed"
-        write(channel_out, (verdict[0] + " " + detail.replace("\n", " ") + "\n").encode("utf-8", "replace"))
+        exit_now(0)
+    status = next((name for kind, name in verdicts if is_instance(outcome[0], kind)), "error")
+    try:
+        detail = f"{type(outcome[0]).__name__}: {outcome[0]}"[:300].replace("\n", " ")
+    except BaseException:  # noqa: BLE001  (an exception whose str() fails)
+        detail = "an exception that cannot be printed"
+    write(channel_out, f"{status} {detail}\n".encode("utf-8", "replace"))
     exit_now(0)
+
+
+# The program runs in a thread of its own, in this function, compiled into globals that hold nothing:
+# the frames it can reach (sys._getframe, a traceback's tb_frame, then f_back) end here, never in main()
+# with its descriptors and os functions, or in this module's globals.
+_RUN = """
+def run(compiled, namespace, outcome, done):
+    try:
+        exec(compiled, namespace)
+        outcome.append(None)
+    except BaseException as error:
+        outcome.append(error)
+    done.release()
+"""
+
+
+class Refused(PermissionError, ValueError):
+    """The guard's refusal. Also a ValueError, which is what the standard library expects when
+    sys._getframe cannot go that deep (collections.namedtuple, enum and typing then carry on without it)."""
 
 
 def _read_request(fd):
@@ -126,26 +149,29 @@ def _install_guard(scratch):
     def guard(event, args):
         if event == "import":
             if args[0].split(".")[0] in BLOCKED_MODULES:
-                raise PermissionError(f"sandbox: import of {args[0]} is not allowed")
+                raise Refused(f"sandbox: import of {args[0]} is not allowed")
         elif event in BLOCKED_EVENTS or event.startswith(("socket.", "os.exec", "os.spawn", "os.posix_spawn")):
-            raise PermissionError(f"sandbox: {event} is not allowed")
+            raise Refused(f"sandbox: {event} is not allowed")
+        elif event in ("object.__getattr__", "object.__setattr__", "object.__delattr__"):
+            if args[1] in FRAME_ATTRIBUTES:
+                raise Refused(f"sandbox: {event} {args[1]} is not allowed")
         elif event == "open":
             path, mode, flags = args
             if isinstance(path, int):
-                raise PermissionError("sandbox: opening a file descriptor is not allowed")
+                raise Refused("sandbox: opening a file descriptor is not allowed")
             path = fspath(path)
             writes = bool(flags & write_flags) or (mode is not None and any(c in mode for c in "wax+"))
             if writes:
                 if not inside(path, (scratch,)):
-                    raise PermissionError(f"sandbox: writing {path} outside the scratch folder is not allowed")
+                    raise Refused(f"sandbox: writing {path} outside the scratch folder is not allowed")
                 written.add(realpath(path))
                 if len(written) > MAX_FILES_WRITTEN:
-                    raise PermissionError(f"sandbox: writing more than {MAX_FILES_WRITTEN} files is not allowed")
+                    raise Refused(f"sandbox: writing more than {MAX_FILES_WRITTEN} files is not allowed")
             elif not inside(path, (scratch,) + readable):
-                raise PermissionError(f"sandbox: reading {path} outside the scratch folder is not allowed")
+                raise Refused(f"sandbox: reading {path} outside the scratch folder is not allowed")
         elif event in ("os.listdir", "os.scandir"):
             if not isinstance(args[0], (str, bytes)) or not inside(fspath(args[0]), (scratch,) + readable):
-                raise PermissionError(f"sandbox: listing {args[0]} is not allowed")
+                raise Refused(f"sandbox: listing {args[0]} is not allowed")
 
     for name in list(sys.modules):  # a module still in sys.modules would be imported without an event
         if name.split(".")[0] in BLOCKED_MODULES or name in ("genericpath", "stat", "_stat"):

@@ -208,8 +208,17 @@ def sandbox_root(monkeypatch):
     shutil.rmtree(root, ignore_errors=True)
 
 
-def processes_left_in(root):
-    """Processes (other than us) whose working folder or command line is inside `root`."""
+def processes_left_in(root, settle_s=1.0):
+    """Processes (other than us) whose working folder or command line is inside `root`, after giving
+    the ones just killed `settle_s` to leave the process table."""
+    import time
+    deadline = time.monotonic() + settle_s
+    while (left := _processes_in(root)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return left
+
+
+def _processes_in(root):
     left = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) == os.getpid():
@@ -311,6 +320,26 @@ def test_sandbox_namespaces_take_the_network_away():
         listener.accept()
     listener.close()
     assert done.returncode != 0 and "unreachable" in done.stderr
+
+
+def test_sandbox_rlimit_nproc_and_the_uid_kill_hold_past_the_hook(sandbox_root, monkeypatch):
+    """The third wall alone: a child script whose hook allows fork (a program that got past the hook),
+    a fork bomb whose children sleep. RLIMIT_NPROC stops it at 8 processes, and the kill of its uid
+    leaves none of them behind."""
+    import sandbox
+    if "own uid" not in sandbox.isolation():
+        pytest.skip(f"no uid of its own on this machine ({sandbox.isolation()}): root ignores RLIMIT_NPROC")
+    forking_child = Path(sandbox_root) / "child_that_allows_fork.py"
+    forking_child.write_text(sandbox.CHILD.read_text().replace('"os.spawn", "os.fork",', '"os.spawn",'))
+    forking_child.chmod(0o644)
+    monkeypatch.setattr(sandbox, "CHILD", forking_child)
+    bomb = ("import sys\nposix = sys.meta_path[0].load_module('posix')\nforks = 0\ntry:\n    while True:\n"
+            "        if posix.fork() == 0:\n            import time\n            time.sleep(100)\n        forks += 1\n"
+            "except OSError as error:\n    raise AssertionError(f'{forks} forks, then {error}')\n")
+    result = run_programs([bomb], time_limit_s=2.0)[0]
+    forks = sandbox.MAX_PROCESSES - 2  # the child's two threads (its main one and the program's) count too
+    assert result["status"] == "failed" and result["detail"].startswith(f"AssertionError: {forks} forks"), result
+    assert not processes_left_in(sandbox_root)
 
 
 def test_sandbox_reads_nothing_outside_its_folder_and_the_standard_library(sandbox_root):
