@@ -17,10 +17,10 @@ stdin), never in a fork of a process that has imported anything, with
     - rlimits: CPU time, address space (a huge allocation raises MemoryError), file size, 32 open files,
       no core dumps, 8 processes; a wall-clock alarm;
     - a scratch folder of its own, and a guard (a PEP 578 audit hook, see sandbox_child.py) that refuses
-      os, posix, subprocess, socket, signal, ctypes and similar imports, sys._getframe, gc's object
-      graph, frame and code attributes, opening bare file descriptors, any file-system change but
-      writing a file in the scratch folder (100 files at most), and reading outside it and the standard
-      library;
+      os, posix, subprocess, socket, _signal, ctypes, gc and similar imports, sys._getframe and frame
+      attributes, opening bare file descriptors, any file-system change but writing a file in the
+      scratch folder (100 files at most), and reading outside it and the standard library; the program
+      runs in a thread started from a function with empty globals, so even a frame leads nowhere;
     - a pass signal the program cannot produce: the child reports "ran" when the program (function, then
       asserts) ran to its end, only THEN the parent sends a random nonce, and only "passed <nonce>" is a
       pass. Exit codes, early exits and prints never are.
@@ -43,7 +43,6 @@ code and a serious obstacle for hostile code, not a security boundary: for that,
 or VM with seccomp (nsjail, gVisor, bubblewrap) on a machine you do not mind losing.
 """
 import os
-import random
 import secrets
 import select
 import shutil
@@ -96,7 +95,8 @@ def isolation():
 def _run_one(program, scratch, stage, time_limit_s, memory_limit_mb, max_processes, setup):
     """Start the child, send the program, read its verdict, check the nonce; always kill what it left."""
     os.mkdir(scratch, 0o700)
-    uid = random.randrange(2_000_000, 2_100_000_000) if setup["root"] else None  # owns nothing anywhere
+    # a uid that owns nothing anywhere (drawn with secrets: the evaluator's `random` stays untouched)
+    uid = 2_000_000 + secrets.randbelow(2_000_000_000) if setup["root"] else None
     if uid is not None:
         os.chown(scratch, uid, uid)
     data = program.encode("utf-8", "replace")
@@ -209,6 +209,7 @@ def _setup():
     closed = next((str(p) for p in reversed(Path(sys.prefix).resolve().parents)
                    if p != Path("/") and not os.stat(p).st_mode & 0o001), None) if root else None
     stage = tempfile.mkdtemp(prefix="bytes2chat-sandbox-probe-")
+    os.chmod(stage, 0o711)
     for own_uid, namespaces in ((root, True), (root, False), (False, True), (False, False)):
         setup = {"root": own_uid, "namespaces": namespaces, "closed": closed if own_uid else None}
         argv, extra = _command(setup, 2_000_000 if own_uid else None, stage, [sys.executable, "-I", "-S", "-c", "pass"])

@@ -342,6 +342,19 @@ def test_sandbox_rlimit_nproc_and_the_uid_kill_hold_past_the_hook(sandbox_root, 
     assert not processes_left_in(sandbox_root)
 
 
+def test_sandbox_without_os_isolation_still_runs_and_refuses(sandbox_root, monkeypatch):
+    """A machine without root or unshare gets the fresh interpreter, the rlimits and the hook only."""
+    import sandbox
+    monkeypatch.setattr(sandbox, "_SETUP", {"root": False, "namespaces": False, "closed": None,
+                                            "isolation": "rlimits + audit hook only"})
+    programs = ["def f(x):\n    return x + 1\nassert f(1) == 2\n", "assert False\n", "import posix\nposix._exit(10)\n",
+                "import time\ntime.sleep(100)\n"]
+    statuses = [r["status"] for r in run_programs(programs, time_limit_s=1.0)]
+    assert statuses == ["passed", "failed", "blocked", "timeout"]
+    assert sandbox.isolation() == "rlimits + audit hook only"
+    assert not processes_left_in(sandbox_root)
+
+
 def test_sandbox_reads_nothing_outside_its_folder_and_the_standard_library(sandbox_root):
     programs = ["assert 'root' in open('/etc/passwd').read()\n",
                 "import json, collections, math, re\nassert json.loads('[1]') == [1]\n"]  # the stdlib imports
