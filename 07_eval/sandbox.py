@@ -212,7 +212,8 @@ def _setup():
     os.chmod(stage, 0o711)
     for own_uid, namespaces in ((root, True), (root, False), (False, True), (False, False)):
         setup = {"root": own_uid, "namespaces": namespaces, "closed": closed if own_uid else None}
-        argv, extra = _command(setup, 2_000_000 if own_uid else None, stage, [sys.executable, "-I", "-S", "-c", "pass"])
+        probe = [sys.executable, "-I", "-S", "-c", f"open({str(CHILD)!r}).close()"]  # both reachable?
+        argv, extra = _command(setup, 2_000_000 if own_uid else None, stage, probe)
         try:
             works = subprocess.run(argv, env={}, close_fds=True, timeout=30, capture_output=True, cwd=stage,
                                    **extra).returncode == 0
