@@ -18,6 +18,7 @@ any exit code never counts: only the nonce, which the parent sends after "ran", 
 """
 import _signal  # signal without its enum wrappers (which cost an import of enum at every start)
 import _thread
+import builtins
 import os
 import resource
 import sys
@@ -137,7 +138,9 @@ def _install_guard(scratch):
     """The audit hook (PEP 578; it cannot be removed once added): refuse the imports and events above, any
     open of a bare file descriptor, writes outside `scratch` or beyond MAX_FILES_WRITTEN files, and reads
     and directory listings outside `scratch` and the standard library (which imports need)."""
-    realpath, fspath, sep = os.path.realpath, os.fspath, os.sep
+    realpath, fsdecode, sep = os.path.realpath, os.fsdecode, os.sep
+    isinstance, any, int, str, bytes = builtins.isinstance, builtins.any, builtins.int, builtins.str, builtins.bytes
+    # (held here: the program can replace builtins.any with `lambda _: True`, but not these)
     readable = tuple(realpath(p) for p in sys.path if p)  # the standard library (-S: no site-packages)
     write_flags = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
     written = set()
@@ -159,7 +162,7 @@ def _install_guard(scratch):
             path, mode, flags = args
             if isinstance(path, int):
                 raise Refused("sandbox: opening a file descriptor is not allowed")
-            path = fspath(path)
+            path = fsdecode(path)
             writes = bool(flags & write_flags) or (mode is not None and any(c in mode for c in "wax+"))
             if writes:
                 if not inside(path, (scratch,)):
@@ -170,7 +173,7 @@ def _install_guard(scratch):
             elif not inside(path, (scratch,) + readable):
                 raise Refused(f"sandbox: reading {path} outside the scratch folder is not allowed")
         elif event in ("os.listdir", "os.scandir"):
-            if not isinstance(args[0], (str, bytes)) or not inside(fspath(args[0]), (scratch,) + readable):
+            if not isinstance(args[0], (str, bytes)) or not inside(fsdecode(args[0]), (scratch,) + readable):
                 raise Refused(f"sandbox: listing {args[0]} is not allowed")
 
     for name in list(sys.modules):  # a module still in sys.modules would be imported without an event

@@ -357,8 +357,10 @@ def test_sandbox_without_os_isolation_still_runs_and_refuses(sandbox_root, monke
 
 def test_sandbox_reads_nothing_outside_its_folder_and_the_standard_library(sandbox_root):
     programs = ["assert 'root' in open('/etc/passwd').read()\n",
+                "import builtins\nbuiltins.any = lambda _: True\nbuiltins.isinstance = lambda *a: False\n"  # the guard's
+                "assert 'root' in open('/etc/passwd').read()\n",  # own calls must not be the program's to replace
                 "import json, collections, math, re\nassert json.loads('[1]') == [1]\n"]  # the stdlib imports
-    assert [r["status"] for r in run_programs(programs, time_limit_s=1.0)] == ["blocked", "passed"]
+    assert [r["status"] for r in run_programs(programs, time_limit_s=1.0)] == ["blocked", "blocked", "passed"]
 
 
 def test_sandbox_fails_a_child_that_dies_hangs_or_prints_garbage_and_goes_on(sandbox_root, monkeypatch):
