@@ -18,7 +18,6 @@ any exit code never counts: only the nonce, which the parent sends after "ran", 
 """
 import _signal  # signal without its enum wrappers (which cost an import of enum at every start)
 import _thread
-import builtins
 import os
 import resource
 import sys
@@ -77,7 +76,7 @@ def main():
     exec(_RUN, clean)
     outcome, done = [], _thread.allocate_lock()
     done.acquire()
-    _install_guard(os.path.realpath(os.getcwd()))
+    _install_guard(os.getcwd())
     try:
         compiled = compile(program, "<program>", "exec")
     except BaseException as error:  # noqa: BLE001  (SyntaxError, ValueError for a NUL byte, ...)
@@ -137,17 +136,38 @@ def _read_request(fd):
 def _install_guard(scratch):
     """The audit hook (PEP 578; it cannot be removed once added): refuse the imports and events above, any
     open of a bare file descriptor, writes outside `scratch` or beyond MAX_FILES_WRITTEN files, and reads
-    and directory listings outside `scratch` and the standard library (which imports need)."""
-    realpath, fsdecode, sep = os.path.realpath, os.fsdecode, os.sep
-    isinstance, any, int, str, bytes = builtins.isinstance, builtins.any, builtins.int, builtins.str, builtins.bytes
-    # (held here: the program can replace builtins.any with `lambda _: True`, but not these)
-    readable = tuple(realpath(p) for p in sys.path if p)  # the standard library (-S: no site-packages)
+    and directory listings outside `scratch` and the standard library (which imports need).
+
+    The hook calls nothing the program could replace: no builtins looked up at call time (a program can
+    set builtins.any = lambda _: True), no Python-level library code (os.path.realpath looks up
+    builtins.map), only str methods and the names held below. Paths are made absolute and normalized by
+    hand; that they contain no symbolic links is safe to assume because the program cannot make one."""
+    cwd, sep, type_of, str_type, bytes_type = os.getcwd(), os.sep, type, str, bytes
+    readable = tuple({p for p in sys.path if p} | {os.path.realpath(p) for p in sys.path if p})  # the stdlib
     write_flags = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
     written = set()
 
+    def absolute(path):
+        """'a/../b' -> cwd + '/b', or None for anything but an exact str or bytes (a str subclass or an
+        object with __fspath__ could answer differently when open() asks again)."""
+        if type_of(path) is bytes_type:
+            path = path.decode("utf-8", "surrogateescape")
+        elif type_of(path) is not str_type:
+            return None
+        parts = []
+        for part in (path if path.startswith(sep) else cwd + sep + path).split(sep):
+            if part == "..":
+                parts = parts[:-1]
+            elif part not in ("", "."):
+                parts.append(part)
+        return sep + sep.join(parts)
+
     def inside(path, folders):
-        real = realpath(path)
-        return any(real == folder or real.startswith(folder + sep) for folder in folders)
+        path = absolute(path)
+        for folder in folders:
+            if path is not None and (path == folder or path.startswith(folder + sep)):
+                return True
+        return False
 
     def guard(event, args):
         if event == "import":
@@ -160,21 +180,20 @@ def _install_guard(scratch):
                 raise Refused(f"sandbox: {event} {args[1]} is not allowed")
         elif event == "open":
             path, mode, flags = args
-            if isinstance(path, int):
-                raise Refused("sandbox: opening a file descriptor is not allowed")
-            path = fsdecode(path)
-            writes = bool(flags & write_flags) or (mode is not None and any(c in mode for c in "wax+"))
-            if writes:
+            if type_of(path) is not str_type and type_of(path) is not bytes_type:
+                raise Refused("sandbox: opening a file descriptor or a path-like object is not allowed")
+            if flags & write_flags or (type_of(mode) is str_type and ("w" in mode or "a" in mode or "x" in mode
+                                                                        or "+" in mode)):
                 if not inside(path, (scratch,)):
-                    raise Refused(f"sandbox: writing {path} outside the scratch folder is not allowed")
-                written.add(realpath(path))
-                if len(written) > MAX_FILES_WRITTEN:
+                    raise Refused(f"sandbox: writing {path!r} outside the scratch folder is not allowed")
+                written.add(absolute(path))
+                if written.__len__() > MAX_FILES_WRITTEN:
                     raise Refused(f"sandbox: writing more than {MAX_FILES_WRITTEN} files is not allowed")
             elif not inside(path, (scratch,) + readable):
-                raise Refused(f"sandbox: reading {path} outside the scratch folder is not allowed")
+                raise Refused(f"sandbox: reading {path!r} outside the scratch folder is not allowed")
         elif event in ("os.listdir", "os.scandir"):
-            if not isinstance(args[0], (str, bytes)) or not inside(fsdecode(args[0]), (scratch,) + readable):
-                raise Refused(f"sandbox: listing {args[0]} is not allowed")
+            if not inside(args[0], (scratch,) + readable):
+                raise Refused(f"sandbox: listing {args[0]!r} is not allowed")
 
     for name in list(sys.modules):  # a module still in sys.modules would be imported without an event
         if name.split(".")[0] in BLOCKED_MODULES or name in ("genericpath", "stat", "_stat"):
