@@ -20,7 +20,7 @@ from contamination import NgramIndex, contamination_report
 from eval_tasks import check_task_names, code_program, refuses
 from gpt import GPT, GPTConfig
 from harness import LanguageModel, Prompt
-from sandbox import run_programs
+from sandbox import isolation as sandbox_isolation, run_programs
 from scoring import (bits_per_byte, flexible_answer, letter_choice, majority_vote, multiple_choice_scores, pass_at_k,
                      perplexity, strict_answer)
 from text_overlap import corpus_bleu, lcs_length, rouge_l, rouge_n, sentence_bleu, tokenize_13a
@@ -570,6 +570,7 @@ def test_report_end_to_end_on_a_tiny_model(tiny_runs, tmp_path, monkeypatch):
                                                      "code", "describe", "harmful", "honesty", "robustness"}
     assert set(summary["models"][0]["summary"]["robustness"]) == {key for key, _ in robustness.ROWS}
     assert "## Robustness: chapter 04's rows" in report and "| the same as the third turn of a conversation" in report
+    assert f"Sandbox isolation: {sandbox_isolation()}" in report  # which walls the code task's programs had
     lines = (out / "records" / "sft" / "multiple_choice.jsonl").read_text().splitlines()
     assert len(lines) == 4 and {"question", "choices", "gold", "reply", "score"} <= set(json.loads(lines[0]))
     with pytest.raises(FileExistsError, match="--overwrite"):  # a second run never destroys the first
