@@ -133,41 +133,45 @@ def _read_request(fd):
     return float(time_limit_s), int(memory_limit_mb), int(max_processes), data.decode("utf-8")
 
 
+def _absolute(path, cwd, type_of=type, str_type=str, bytes_type=bytes, sep=os.sep):
+    """'a/../b' -> cwd + '/b' by hand, or None for anything but an exact str or bytes (a str subclass or
+    an object with __fspath__ could answer differently when open() asks again).
+
+    Called by the guard, so it calls nothing the program could replace: its builtins are default
+    arguments, bound once here (a program can set builtins.any = lambda _: True), and no library code
+    (os.path.realpath looks up builtins.map). Symbolic links are not followed: the program cannot make
+    one, and the standard library's folders are listed both as given and resolved."""
+    if type_of(path) is bytes_type:
+        path = path.decode("utf-8", "surrogateescape")
+    elif type_of(path) is not str_type:
+        return None
+    parts = []
+    for part in (path if path.startswith(sep) else cwd + sep + path).split(sep):
+        if part == "..":
+            parts = parts[:-1]
+        elif part not in ("", "."):
+            parts.append(part)
+    return sep + sep.join(parts)
+
+
+def _inside(path, folders, cwd, sep=os.sep):
+    """True if `path` (relative to `cwd`) is one of `folders` or inside one."""
+    path = _absolute(path, cwd)
+    for folder in folders:
+        if path is not None and (path == folder or path.startswith(folder + sep)):
+            return True
+    return False
+
+
 def _install_guard(scratch):
     """The audit hook (PEP 578; it cannot be removed once added): refuse the imports and events above, any
     open of a bare file descriptor, writes outside `scratch` or beyond MAX_FILES_WRITTEN files, and reads
-    and directory listings outside `scratch` and the standard library (which imports need).
-
-    The hook calls nothing the program could replace: no builtins looked up at call time (a program can
-    set builtins.any = lambda _: True), no Python-level library code (os.path.realpath looks up
-    builtins.map), only str methods and the names held below. Paths are made absolute and normalized by
-    hand; that they contain no symbolic links is safe to assume because the program cannot make one."""
-    cwd, sep, type_of, str_type, bytes_type = os.getcwd(), os.sep, type, str, bytes
+    and directory listings outside `scratch` and the standard library (which imports need). Like
+    _absolute, it looks up no builtins at call time: the names it uses are bound here."""
+    cwd, type_of, str_type, bytes_type, absolute, inside = os.getcwd(), type, str, bytes, _absolute, _inside
     readable = tuple({p for p in sys.path if p} | {os.path.realpath(p) for p in sys.path if p})  # the stdlib
     write_flags = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
     written = set()
-
-    def absolute(path):
-        """'a/../b' -> cwd + '/b', or None for anything but an exact str or bytes (a str subclass or an
-        object with __fspath__ could answer differently when open() asks again)."""
-        if type_of(path) is bytes_type:
-            path = path.decode("utf-8", "surrogateescape")
-        elif type_of(path) is not str_type:
-            return None
-        parts = []
-        for part in (path if path.startswith(sep) else cwd + sep + path).split(sep):
-            if part == "..":
-                parts = parts[:-1]
-            elif part not in ("", "."):
-                parts.append(part)
-        return sep + sep.join(parts)
-
-    def inside(path, folders):
-        path = absolute(path)
-        for folder in folders:
-            if path is not None and (path == folder or path.startswith(folder + sep)):
-                return True
-        return False
 
     def guard(event, args):
         if event == "import":
@@ -184,15 +188,15 @@ def _install_guard(scratch):
                 raise Refused("sandbox: opening a file descriptor or a path-like object is not allowed")
             if flags & write_flags or (type_of(mode) is str_type and ("w" in mode or "a" in mode or "x" in mode
                                                                         or "+" in mode)):
-                if not inside(path, (scratch,)):
+                if not inside(path, (scratch,), cwd):
                     raise Refused(f"sandbox: writing {path!r} outside the scratch folder is not allowed")
-                written.add(absolute(path))
+                written.add(absolute(path, cwd))
                 if written.__len__() > MAX_FILES_WRITTEN:
                     raise Refused(f"sandbox: writing more than {MAX_FILES_WRITTEN} files is not allowed")
-            elif not inside(path, (scratch,) + readable):
+            elif not inside(path, (scratch,) + readable, cwd):
                 raise Refused(f"sandbox: reading {path!r} outside the scratch folder is not allowed")
         elif event in ("os.listdir", "os.scandir"):
-            if not inside(args[0], (scratch,) + readable):
+            if not inside(args[0], (scratch,) + readable, cwd):
                 raise Refused(f"sandbox: listing {args[0]!r} is not allowed")
 
     for name in list(sys.modules):  # a module still in sys.modules would be imported without an event
