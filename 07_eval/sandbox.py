@@ -2,6 +2,7 @@
 
     results = run_programs(["def f(x):\\n    return x + 1\\nassert f(1) == 2", "while True: pass"])
     [r["status"] for r in results]   -> ["passed", "timeout"]
+    split_checks("def f(x):\\n    return x\\nassert f(1) == 2\\n")   -> ("def f(x):\\n    return x\\n", [("f(1)", 2)])
     isolation()   -> "user+network namespaces + own uid + private mount namespace + rlimits + audit hook"
 
 Every program runs in a FRESH interpreter (`python -I -S -B sandbox_child.py`, the program arriving on
@@ -21,9 +22,11 @@ stdin), never in a fork of a process that has imported anything, with
       attributes, opening bare file descriptors, any file-system change but writing a file in the
       scratch folder (100 files at most), and reading outside it and the standard library; the program
       runs in a thread started from a function with empty globals, so even a frame leads nowhere;
-    - a pass signal the program cannot produce: the child reports "ran" when the program (function, then
-      asserts) ran to its end, only THEN the parent sends a random nonce, and only "passed <nonce>" is a
-      pass. Exit codes, early exits and prints never are.
+    - a verdict the program cannot forge: the trailing `assert <expression> == <literal>` lines (the
+      hidden tests) never enter the sandbox. The parent keeps each expected literal and sends only the
+      expression (`add_7(45)`); the child sends back the values, and the PARENT compares. Exit codes,
+      early exits, prints, even a program that takes the child over and writes on its channel, pass
+      only by giving the right values, i.e. by solving the task (split_checks).
 Every failure (a wrong answer, an exception, a refusal of the guard, a timeout, running out of memory, a
 child that dies, hangs or prints garbage) is that program's status, with its reason; the evaluation
 goes on. isolation() names what this machine gave; the evaluation report prints it.
@@ -31,8 +34,9 @@ goes on. isolation() names what this machine gave; the evaluation report prints 
 What it does NOT stop. The audit hook guards Python calls, not system calls, and CPython has ways
 around it that no hook sees (`sys.meta_path[0].load_module("posix")` builds a fresh posix module
 without an import event; function __globals__ lead back to the import system's own `posix`). A program
-that finds one gets raw system calls in its own process; it can then also forge the pass signal (the
-child's descriptors are in the same process). What still holds then is the operating system: its own
+that finds one gets raw system calls in its own process: it can write on the child's channel, but
+still not pass without the right values (which it could compute only by solving the task, or by reading
+the world's generator if that file is readable to any user). What holds then is the operating system: its own
 uid (it can read world-readable files and write only to world-writable folders such as /tmp, each file
 up to the size limit; the file-count cap is the hook's), no network where namespaces are available,
 no other process to signal, the rlimits, the kill of its session and uid. Without root and without
@@ -42,6 +46,8 @@ that its in-process guard "is NOT a security sandbox"; this one is a sandbox for
 code and a serious obstacle for hostile code, not a security boundary: for that, run it in a container
 or VM with seccomp (nsjail, gVisor, bubblewrap) on a machine you do not mind losing.
 """
+import ast
+import json
 import os
 import secrets
 import select
@@ -66,7 +72,10 @@ STATUSES = {"passed", "failed", "error", "blocked", "memory", "timeout"}
 def run_programs(programs, time_limit_s=TIME_LIMIT_S, memory_limit_mb=MEMORY_LIMIT_MB):
     """Run each program (Python source: the function, then its asserts) in the sandbox -> a list of
     {"status": "passed" | "failed" | "error" | "blocked" | "memory" | "timeout", "detail": str}, one per
-    program, in order. "passed" means it ran to the end without an exception: every assert held."""
+    program, in order. "passed": it ran to its end without an exception and the value of every check
+    (split_checks) equals its expected literal, compared here, outside the sandbox. (A program with no
+    check passes by running to its end, which a program past the audit hook could fake: give programs
+    checks.)"""
     if time_limit_s <= 0 or memory_limit_mb <= 0:
         raise ValueError("the sandbox needs a positive time limit and memory limit")
     if not programs:
@@ -92,14 +101,55 @@ def isolation():
     return _setup()["isolation"]
 
 
+def split_checks(program):
+    """-> (source, checks): the program's trailing `assert <expression> == <literal>` statements, each as
+    (the expression's source, the literal's value), and the source before them, which is what the
+    sandbox runs. The expected values stay with the caller: the child evaluates the expressions, and
+    run_programs compares. A program that does not parse, or whose last statement is some other
+    assert, is all source (its asserts then run in the sandbox).
+
+    >>> split_checks("def f(x):\\n    return x\\nassert f(1) == 2\\nassert f('a') == 'a'\\n")
+    ('def f(x):\\n    return x\\n', [('f(1)', 2), ("f('a')", 'a')])
+    """
+    try:
+        statements = ast.parse(program).body
+    except (SyntaxError, ValueError):
+        return program, []
+    checks = []
+    while statements and (check := _check_of(statements[-1], program)) is not None:
+        checks.insert(0, check)
+        statements.pop()
+    if not checks:
+        return program, []
+    kept_lines = statements[-1].end_lineno if statements else 0
+    return "".join(program.splitlines(keepends=True)[:kept_lines]), checks
+
+
+def _check_of(statement, program):
+    """(expression source, expected value) of `assert <expression> == <literal>` starting a line, where
+    the literal is plain data (numbers, strings, lists, dicts, True/False/None); else None."""
+    test = getattr(statement, "test", None)
+    if not (isinstance(statement, ast.Assert) and statement.msg is None and statement.col_offset == 0
+            and isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], ast.Eq)):
+        return None
+    try:
+        expected = ast.literal_eval(test.comparators[0])
+        json.dumps(expected, allow_nan=False)
+    except (ValueError, TypeError, SyntaxError, RecursionError):
+        return None
+    return ast.get_source_segment(program, test.left), expected
+
+
 def _run_one(program, scratch, stage, time_limit_s, memory_limit_mb, max_processes, setup):
-    """Start the child, send the program, read its verdict, check the nonce; always kill what it left."""
+    """Start the child, send it the program and the check expressions, compare the values it sends back
+    with the expected ones; always kill what it left."""
     os.mkdir(scratch, 0o700)
     # a uid that owns nothing anywhere (drawn with secrets: the evaluator's `random` stays untouched)
     uid = 2_000_000 + secrets.randbelow(2_000_000_000) if setup["root"] else None
     if uid is not None:
         os.chown(scratch, uid, uid)
-    data = program.encode("utf-8", "replace")
+    source, checks = split_checks(program)
+    data = json.dumps({"program": source, "checks": [expression for expression, _ in checks]}).encode()
     request = f"{time_limit_s} {memory_limit_mb} {max_processes} {len(data)}\n".encode() + data
     deadline = time.monotonic() + time_limit_s + STARTUP_ALLOWANCE_S
     child = None
@@ -110,20 +160,14 @@ def _run_one(program, scratch, stage, time_limit_s, memory_limit_mb, max_process
         child.stdin.write(request)
         child.stdin.flush()
         line = _read_line(child.stdout, deadline)
-        if line == "ran":
-            nonce = secrets.token_hex(16)
-            child.stdin.write(nonce.encode())
-            child.stdin.flush()
-            line = _read_line(child.stdout, deadline)
-            if line == f"passed {nonce}":
-                return {"status": "passed", "detail": "ran to the end; the pass signal matched"}
-            return {"status": "error", "detail": f"a wrong pass signal: {line!r:.100}"}
-        if line is not None:
-            status, _, detail = line.partition(" ")
-            if status in STATUSES - {"passed", "timeout"}:
-                return {"status": status, "detail": detail}
-            return {"status": "error", "detail": f"garbage from the child: {line!r:.100}"}
-        return _ended_without_verdict(child, deadline)
+        if line is None:
+            return _ended_without_verdict(child, deadline)
+        status, _, detail = line.partition(" ")
+        if status == "values":
+            return _compare(detail, checks)
+        if status in STATUSES - {"passed", "timeout"}:
+            return {"status": status, "detail": detail}
+        return {"status": "error", "detail": f"garbage from the child: {line!r:.100}"}
     except OSError as error:  # could not start it, or it closed its stdin early (BrokenPipeError)
         if child is None:
             return {"status": "error", "detail": f"could not start the sandbox child: {error}"}
@@ -133,7 +177,21 @@ def _run_one(program, scratch, stage, time_limit_s, memory_limit_mb, max_process
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _read_line(stream, deadline, limit=1000):
+def _compare(values_json, checks):
+    """The verdict, decided here, outside the sandbox: the child's values (JSON) against the expected."""
+    try:
+        values = json.loads(values_json)
+    except ValueError:
+        values = None
+    if not isinstance(values, list) or len(values) != len(checks):
+        return {"status": "error", "detail": f"garbage from the child: {values_json!r:.100}"}
+    for value, (expression, expected) in zip(values, checks):
+        if value != json.loads(json.dumps(expected)):  # as JSON brings it back: a tuple is a list
+            return {"status": "failed", "detail": f"{expression} gave {value!r:.60}, not {expected!r:.60}"}
+    return {"status": "passed", "detail": f"all {len(checks)} checks gave their expected value"}
+
+
+def _read_line(stream, deadline, limit=100_000):
     """One line from the child's stdout, or None if it closes or the deadline passes first."""
     fd, data = stream.fileno(), b""
     while b"\n" not in data and len(data) < limit:
@@ -156,7 +214,7 @@ def _ended_without_verdict(child, deadline):
     if code < 0 and -code in (signal.SIGALRM, signal.SIGXCPU, signal.SIGKILL):  # wall clock, CPU time
         return {"status": "timeout", "detail": f"ended by signal {signal.Signals(-code).name}"}
     how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
-    return {"status": "error", "detail": f"ended before its asserts ran ({how})"}
+    return {"status": "error", "detail": f"ended before its checks ran ({how})"}
 
 
 def _kill(child, uid):

@@ -5,19 +5,22 @@
 It inherits nothing from the evaluator: no module objects, no file descriptors beyond 0/1/2, no
 environment. The conversation with the parent, on stdin and stdout:
 
-    parent -> child   "<time limit s> <memory limit MB> <max processes> <program bytes>\\n" + the program
-    child -> parent   "ran"                                        the program ran to its end
-    parent -> child   a random nonce (only now: it did not exist while the program ran)
-    child -> parent   "passed <nonce>"
+    parent -> child   "<time limit s> <memory limit MB> <max processes> <request bytes>\\n"
+                      + JSON {"program": the source to run, "checks": ["add_7(45)", ...]}
+    child -> parent   "values <JSON list: the value of each check expression>"
 or  child -> parent   "<failed | error | blocked | memory> <detail>"
+
+The child never sees what a check should equal: the parent keeps the expected values and compares
+them itself (sandbox.split_checks). A program that takes the channel over (see sandbox.py, what it
+does not stop) can write any line it likes, and still passes only by writing the right answers.
 
 Before the program runs, stdin and stdout move to two private descriptors and 0/1/2 become /dev/null:
 the program's prints go nowhere, and it can reach the channel only through raw descriptor calls
-(`os.read`, `os.write`, `open(3)`), which the guard below refuses. Exiting early, printing "passed" or
-any exit code never counts: only the nonce, which the parent sends after "ran", does.
+(`os.read`, `os.write`, `open(3)`), which the guard below refuses.
 """
 import _signal  # signal without its enum wrappers (which cost an import of enum at every start)
 import _thread
+import json  # the check values go back as JSON (imported before the guard)
 import os
 import resource
 import sys
@@ -56,7 +59,7 @@ FRAME_ATTRIBUTES = {"tb_frame", "gi_frame", "cr_frame", "ag_frame"}
 
 def main():
     channel_in, channel_out = os.dup(0), os.dup(1)
-    time_limit_s, memory_limit_mb, max_processes, program = _read_request(channel_in)
+    time_limit_s, memory_limit_mb, max_processes, program, checks = _read_request(channel_in)
     megabyte = 1024 * 1024
     cpu_s = int(time_limit_s) + 1  # RLIMIT_CPU: SIGXCPU at the soft limit, SIGKILL one second later
     for limit, value in ((resource.RLIMIT_AS, memory_limit_mb * megabyte), (resource.RLIMIT_CPU, cpu_s),
@@ -67,7 +70,7 @@ def main():
     for fd in (0, 1, 2):  # the program's prints go nowhere; the channel lives on channel_in/channel_out
         os.dup2(devnull, fd)
     os.close(devnull)
-    write, read, exit_now, alarm = os.write, os.read, os._exit, _signal.setitimer  # held here, not in modules
+    write, exit_now, alarm, dumps = os.write, os._exit, _signal.setitimer, json.dumps  # held here, not in modules
     verdicts, is_instance = ((AssertionError, "failed"), (MemoryError, "memory"), (Refused, "blocked")), isinstance
     program_module = type(sys)("__main__")  # `import __main__` must not give the program this script
     program_module.__builtins__ = __builtins__
@@ -79,20 +82,25 @@ def main():
     _install_guard(os.getcwd())
     try:
         compiled = compile(program, "<program>", "exec")
+        expressions = [compile(check, "<check>", "eval") for check in checks]
     except BaseException as error:  # noqa: BLE001  (SyntaxError, ValueError for a NUL byte, ...)
-        outcome.append(error)
+        outcome.append(("error", error))
     else:
         alarm(_signal.ITIMER_REAL, time_limit_s)  # wall clock: SIGALRM's default action ends the process
-        _thread.start_new_thread(clean["run"], (compiled, vars(program_module), outcome, done))
+        _thread.start_new_thread(clean["run"], (compiled, expressions, vars(program_module), outcome, done))
         done.acquire()
         alarm(_signal.ITIMER_REAL, 0)
-    if outcome[0] is None:  # from here on only local names: the program may have replaced builtins
-        write(channel_out, b"ran\n")
-        write(channel_out, b"passed " + read(channel_in, 64))
+    kind, result = outcome[0]  # from here on only local names: the program may have replaced builtins
+    if kind == "values":
+        try:
+            line = "values " + dumps(result) + "\n"
+        except BaseException:  # noqa: BLE001  (an object of the program's own, a recursive list, ...)
+            line = "failed a check's value is not plain data (numbers, strings, lists, dicts)\n"
+        write(channel_out, line.encode("utf-8", "replace"))
         exit_now(0)
-    status = next((name for kind, name in verdicts if is_instance(outcome[0], kind)), "error")
+    status = next((name for error_type, name in verdicts if is_instance(result, error_type)), "error")
     try:
-        detail = f"{type(outcome[0]).__name__}: {outcome[0]}"[:300].replace("\n", " ")
+        detail = f"{type(result).__name__}: {result}"[:300].replace("\n", " ")
     except BaseException:  # noqa: BLE001  (an exception whose str() fails)
         detail = "an exception that cannot be printed"
     write(channel_out, f"{status} {detail}\n".encode("utf-8", "replace"))
@@ -103,12 +111,12 @@ def main():
 # the frames it can reach (sys._getframe, a traceback's tb_frame, then f_back) end here, never in main()
 # with its descriptors and os functions, or in this module's globals.
 _RUN = """
-def run(compiled, namespace, outcome, done):
+def run(compiled, expressions, namespace, outcome, done):
     try:
         exec(compiled, namespace)
-        outcome.append(None)
+        outcome.append(("values", [eval(expression, namespace) for expression in expressions]))
     except BaseException as error:
-        outcome.append(error)
+        outcome.append(("error", error))
     done.release()
 """
 
@@ -119,7 +127,7 @@ class Refused(PermissionError, ValueError):
 
 
 def _read_request(fd):
-    """-> (time_limit_s, memory_limit_mb, max_processes, program) from the parent's first message."""
+    """-> (time_limit_s, memory_limit_mb, max_processes, program, checks) from the parent's first message."""
     data = b""
     while b"\n" not in data:
         data += os.read(fd, 65536) or b"\n"
@@ -128,9 +136,10 @@ def _read_request(fd):
     while len(data) < int(size):
         chunk = os.read(fd, 65536)
         if not chunk:
-            raise EOFError("the parent closed the channel before the whole program arrived")
+            raise EOFError("the parent closed the channel before the whole request arrived")
         data += chunk
-    return float(time_limit_s), int(memory_limit_mb), int(max_processes), data.decode("utf-8")
+    request = json.loads(data.decode("utf-8"))
+    return float(time_limit_s), int(memory_limit_mb), int(max_processes), request["program"], request["checks"]
 
 
 def _absolute(path, cwd, type_of=type, str_type=str, bytes_type=bytes, sep=os.sep):

@@ -299,6 +299,39 @@ def test_sandbox_a_program_past_the_audit_hook_cannot_signal_the_evaluator(sandb
     assert not received and status != "passed"
 
 
+def test_sandbox_expected_values_never_enter_the_sandbox():
+    from sandbox import split_checks
+    program = "def f(x):\n    return x\n\nassert f(3) == 10\nassert f([1, 2]) == [1, 2]\nassert f('a') == 'a'\n"
+    source, checks = split_checks(program)
+    assert source == "def f(x):\n    return x\n" and "10" not in source
+    assert checks == [("f(3)", 10), ("f([1, 2])", [1, 2]), ("f('a')", "a")]
+    # other asserts (not `<expression> == <literal>`, or not last) stay in the program and run in the sandbox
+    for kept in ["assert f(1)\n", "assert f(1) == g(1)\n", "assert f(1) == 2, 'why'\n", "assert f(1) == 2\nx = 1\n",
+                 "def f(:\n"]:
+        assert split_checks(kept) == (kept, [])
+
+
+def test_sandbox_a_program_that_writes_on_its_channel_still_needs_the_right_values(sandbox_root):
+    """Past the audit hook (load_module builds posix without an import event) a program can write on the
+    child's descriptors whatever the protocol says a pass is; it still passes only with the right values,
+    which never entered the sandbox."""
+    forge = ("import sys\nposix = sys.meta_path[0].load_module('posix')\n"
+             "for fd in range(3, 10):\n    try:\n        posix.write(fd, LINE)\n    except OSError:\n        pass\n"
+             "posix._exit(0)\n")
+    wrong = "def f(x):\n    return x\nassert f(1) == 2\nassert f(5) == 10\n"
+    programs = [f"LINE = {line!r}\n" + forge + wrong for line in (b"passed\n", b"ran\npassed 0\n", b"values [1, 5]\n",
+                                                                   b"values [0, 0]\n")]
+    # and the attack on a nonce sent after "ran" (this sandbox's first form): say "ran", read the nonce, echo it
+    programs.append("import sys\nposix = sys.meta_path[0].load_module('posix')\nfor fd in range(3, 10):\n"
+                    "    try:\n        posix.write(fd, b'ran\\n')\n    except OSError:\n        pass\n"
+                    "nonce = posix.read(3, 64)\nfor fd in range(4, 10):\n    try:\n"
+                    "        posix.write(fd, b'passed ' + nonce + b'\\n')\n    except OSError:\n        pass\n"
+                    "posix._exit(0)\n" + wrong)
+    statuses = [r["status"] for r in run_programs(programs, time_limit_s=1.0)]
+    assert statuses == ["error", "error", "failed", "failed", "error"], statuses
+    assert not processes_left_in(sandbox_root)
+
+
 def test_sandbox_namespaces_take_the_network_away():
     """The programs above cannot reach a socket past the hook; this runs the command a program starts with
     (unshare's namespaces) on a plain interpreter that connects, to show the third wall on its own."""
@@ -368,7 +401,8 @@ def test_sandbox_reads_nothing_outside_its_folder_and_the_standard_library(sandb
 def test_sandbox_fails_a_child_that_dies_hangs_or_prints_garbage_and_goes_on(sandbox_root, monkeypatch):
     import sandbox
     children = {"dies": "import posix\nposix._exit(3)\n", "prints garbage": "print('passed ' * 1000)\n",
-                "hangs": "import time\ntime.sleep(100)\n", "a wrong nonce": "print('ran')\nprint('passed 123')\n"}
+                "hangs": "import time\ntime.sleep(100)\n", "says passed": "print('ran')\nprint('passed 123')\n",
+                "guesses values": "print('values [1]')\n"}
     results = {}
     for name, child in children.items():
         script = Path(sandbox_root) / f"{name.replace(' ', '_')}.py"
@@ -376,10 +410,10 @@ def test_sandbox_fails_a_child_that_dies_hangs_or_prints_garbage_and_goes_on(san
         script.chmod(0o644)
         monkeypatch.setattr(sandbox, "CHILD", script)
         monkeypatch.setattr(sandbox, "STARTUP_ALLOWANCE_S", 0.5)
-        results[name] = run_programs(["assert True\n", "assert True\n"], time_limit_s=1.0)
+        results[name] = run_programs(["def f(x):\n    return x\nassert f(1) == 2\n"] * 2, time_limit_s=1.0)
     assert {name: [r["status"] for r in rs] for name, rs in results.items()} == {
         "dies": ["error", "error"], "prints garbage": ["error", "error"], "hangs": ["timeout", "timeout"],
-        "a wrong nonce": ["error", "error"]}
+        "says passed": ["error", "error"], "guesses values": ["failed", "failed"]}
     assert not processes_left_in(sandbox_root)
 
 
