@@ -40,6 +40,7 @@ from contamination import NgramIndex, contamination_report  # noqa: E402  (this 
 from eval_tasks import COT_PROMPTS, TASKS, check_task_names, item_text, make_items, run_task, summarize  # noqa: E402
 from harness import LanguageModel  # noqa: E402
 from robustness import ROWS as ROBUSTNESS_ROWS  # noqa: E402  (chapter 04)
+from sandbox import isolation as sandbox_isolation  # noqa: E402
 from sft_data import MULTI_TURN_FRACTION, TRAIN_MIX, world_examples  # noqa: E402  (chapter 04)
 from sft_direct import STAGE as DIRECT_STAGE, train_direct_sft  # noqa: E402
 
@@ -275,7 +276,7 @@ def pass_table(results, settings):
                      + " | ".join(f"{100 * r['summary']['code'][k]:.0f}" for k in ks)
                      + f" | {statuses.count('passed')}/{len(statuses)} | "
                      + ", ".join(f"{k} {v}" for k, v in failures.items()) + " |")
-    return "\n".join(lines)
+    return "\n".join(lines + ["", f"Sandbox isolation: {sandbox_isolation()} (see sandbox.py for what that stops)."])
 
 
 def harmful_table(results):

@@ -3,7 +3,10 @@ containment, the harness's two calls against one-by-one computation, the world's
 report end to end on a tiny random model."""
 import json
 import math
+import os
 import random
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -17,7 +20,7 @@ from contamination import NgramIndex, contamination_report
 from eval_tasks import check_task_names, code_program, refuses
 from gpt import GPT, GPTConfig
 from harness import LanguageModel, Prompt
-from sandbox import run_programs
+from sandbox import isolation as sandbox_isolation, run_programs
 from scoring import (bits_per_byte, flexible_answer, letter_choice, majority_vote, multiple_choice_scores, pass_at_k,
                      perplexity, strict_answer)
 from text_overlap import corpus_bleu, lcs_length, rouge_l, rouge_n, sentence_bleu, tokenize_13a
@@ -182,10 +185,280 @@ def test_sandbox_contains_loops_allocations_writes_and_sockets(tmp_path):
     assert results["exits early"]["status"] != "passed"
 
 
-def test_sandbox_program_gets_a_scratch_folder():
-    program = "import os\nopen('notes.txt', 'w').write('ok')\nassert open('notes.txt').read() == 'ok'\n" \
-              "assert 'bytes2chat-sandbox' in os.getcwd()\n"
+def test_sandbox_program_gets_a_scratch_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    program = "open('notes.txt', 'w').write('ok')\nassert open('notes.txt').read() == 'ok'\n"
     assert run_programs([program])[0]["status"] == "passed"
+    assert not (tmp_path / "notes.txt").exists()  # it wrote in a folder of its own, not in ours
+
+
+# ---- the sandbox against code written to escape (issue 22). Each escape below got out of the first
+# sandbox (a fork of a runner process, an exit code as the pass signal); each test failed on it.
+
+
+@pytest.fixture
+def sandbox_root(monkeypatch):
+    """A folder of this test's own for the sandbox's scratch folders, so that the process table can be
+    searched for anything the programs left behind (their working folder is inside it)."""
+    import tempfile
+    root = tempfile.mkdtemp(prefix="b2c-sandbox-test-")
+    os.chmod(root, 0o711)  # the programs may run as another uid
+    monkeypatch.setattr(tempfile, "tempdir", root)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def processes_left_in(root, settle_s=1.0):
+    """Processes (other than us) whose working folder or command line is inside `root`, after giving
+    the ones just killed `settle_s` to leave the process table."""
+    import time
+    deadline = time.monotonic() + settle_s
+    while (left := _processes_in(root)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return left
+
+
+def _processes_in(root):
+    left = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            where = os.readlink(f"/proc/{entry}/cwd")
+            command = Path(f"/proc/{entry}/cmdline").read_bytes().decode(errors="replace")
+        except OSError:  # gone, or not ours to read
+            continue
+        if root in where or root in command:
+            left.append((entry, where, command))
+    return left
+
+
+def test_sandbox_an_early_exit_or_the_runners_exit_is_never_a_pass(sandbox_root):
+    programs = {
+        "posix._exit": "import posix\nposix._exit(10)\nassert False\n",
+        "the runner's exit via its frame": "import sys\nsys._getframe(1).f_locals['exit_now'](10)\nassert False\n",
+        "posix built by hand": "import sys\nsys.meta_path[0].load_module('posix')._exit(10)\nassert False\n",
+        "os._exit": "import os\nos._exit(10)\nassert False\n",
+        "prints a pass": "print('passed')\nraise SystemExit(0)\nassert False\n",
+    }
+    results = dict(zip(programs, run_programs(list(programs.values()), time_limit_s=1.0)))
+    assert all(r["status"] != "passed" for r in results.values()), results
+    assert results["posix._exit"]["status"] == results["the runner's exit via its frame"]["status"] == "blocked"
+    assert not processes_left_in(sandbox_root)
+
+
+def test_sandbox_dir_fd_cannot_delete_or_create_outside(tmp_path, sandbox_root):
+    (tmp_path / "victim.txt").write_text("keep me")
+    opened = f"import os\nfolder = os.open({str(tmp_path)!r}, os.O_RDONLY)\n"
+    programs = [opened + "os.remove('victim.txt', dir_fd=folder)\n",
+                opened + "os.close(os.open('created.txt', os.O_CREAT | os.O_WRONLY, dir_fd=folder))\n"]
+    assert all(r["status"] != "passed" for r in run_programs(programs, time_limit_s=1.0))
+    assert (tmp_path / "victim.txt").read_text() == "keep me"
+    assert not (tmp_path / "created.txt").exists()
+
+
+def test_sandbox_inherits_no_module_of_its_runner(tmp_path, sandbox_root):
+    marker = tmp_path / "shell-ran"
+    program = ("import __main__\n"  # the first runner's own `import subprocess` was reachable from here
+               "os, subprocess = __main__.os, __main__.subprocess\n"
+               "r, w = os.pipe()\n"
+               f"pid = subprocess._fork_exec([b'/bin/sh', b'-c', b'touch {marker}'], [b'/bin/sh'], True, (w,), None,"
+               " None, -1, -1, -1, -1, -1, -1, r, w, True, False, -1, None, None, None, -1, None, False)\n"
+               "os.waitpid(pid, 0)\n")
+    assert run_programs([program], time_limit_s=1.0)[0]["status"] != "passed"
+    assert not marker.exists()
+    assert not processes_left_in(sandbox_root)
+
+
+def test_sandbox_a_program_that_kills_its_parent_does_not_stop_the_evaluation(sandbox_root):
+    killers = ["import os, _signal\n_signal.pidfd_send_signal(os.pidfd_open(os.getppid()), 9)\n",
+               "import sys\nposix, sig = sys.meta_path[0].load_module('posix'), sys.meta_path[0].load_module('_signal')\n"
+               "sig.pidfd_send_signal(posix.pidfd_open(posix.getppid()), 9)\n"]
+    honest = "def f(x):\n    return x + 1\nassert f(1) == 2\n"
+    results = run_programs(killers + [honest], time_limit_s=1.0)  # the first sandbox raised RuntimeError here
+    assert [r["status"] != "passed" for r in results] == [True, True, False]
+    assert not processes_left_in(sandbox_root)
+
+
+def test_sandbox_a_program_past_the_audit_hook_cannot_signal_the_evaluator(sandbox_root):
+    """`sys.meta_path[0].load_module` builds posix and _signal without an import event (a hole in CPython's
+    audit hooks that the lesson names): what stops the signal then is the operating system, a uid of the
+    program's own. SIGUSR1, not SIGKILL, so that a failure is a red test, not a dead test run."""
+    import signal
+    from sandbox import isolation
+    received = []
+    previous = signal.signal(signal.SIGUSR1, lambda *args: received.append(args))
+    program = ("import sys\nposix, sig = sys.meta_path[0].load_module('posix'), sys.meta_path[0].load_module('_signal')\n"
+               f"sig.pidfd_send_signal(posix.pidfd_open({os.getpid()}), {int(signal.SIGUSR1)})\n")
+    try:
+        status = run_programs([program], time_limit_s=1.0)[0]["status"]
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    if "own uid" not in isolation():
+        pytest.skip(f"no uid of its own on this machine ({isolation()}): the signal arrived = {bool(received)}")
+    assert not received and status != "passed"
+
+
+def test_sandbox_expected_values_never_enter_the_sandbox():
+    from sandbox import split_checks
+    program = "def f(x):\n    return x\n\nassert f(3) == 10\nassert f([1, 2]) == [1, 2]\nassert f('a') == 'a'\n"
+    source, checks = split_checks(program)
+    assert source == "def f(x):\n    return x\n" and "10" not in source
+    assert checks == [("f(3)", 10), ("f([1, 2])", [1, 2]), ("f('a')", "a")]
+    # other asserts (not `<expression> == <literal>`, or not last) stay in the program and run in the sandbox
+    for kept in ["assert f(1)\n", "assert f(1) == g(1)\n", "assert f(1) == 2, 'why'\n", "assert f(1) == 2\nx = 1\n",
+                 "def f(:\n"]:
+        assert split_checks(kept) == (kept, [])
+
+
+def test_sandbox_a_program_that_writes_on_its_channel_still_needs_the_right_values(sandbox_root):
+    """Past the audit hook (load_module builds posix without an import event) a program can write on the
+    child's descriptors whatever the protocol says a pass is; it still passes only with the right values,
+    which never entered the sandbox."""
+    forge = ("import sys\nposix = sys.meta_path[0].load_module('posix')\n"
+             "for fd in range(3, 10):\n    try:\n        posix.write(fd, LINE)\n    except OSError:\n        pass\n"
+             "posix._exit(0)\n")
+    wrong = "def f(x):\n    return x\nassert f(1) == 2\nassert f(5) == 10\n"
+    programs = [f"LINE = {line!r}\n" + forge + wrong for line in (b"passed\n", b"ran\npassed 0\n", b"values [1, 5]\n",
+                                                                   b"values [0, 0]\n")]
+    # and the attack on a nonce sent after "ran" (this sandbox's first form): say "ran", read the nonce, echo it
+    programs.append("import sys\nposix = sys.meta_path[0].load_module('posix')\nfor fd in range(3, 10):\n"
+                    "    try:\n        posix.write(fd, b'ran\\n')\n    except OSError:\n        pass\n"
+                    "nonce = posix.read(3, 64)\nfor fd in range(4, 10):\n    try:\n"
+                    "        posix.write(fd, b'passed ' + nonce + b'\\n')\n    except OSError:\n        pass\n"
+                    "posix._exit(0)\n" + wrong)
+    statuses = [r["status"] for r in run_programs(programs, time_limit_s=1.0)]
+    assert statuses == ["error", "error", "failed", "failed", "error"], statuses
+    assert not processes_left_in(sandbox_root)
+
+
+def test_sandbox_namespaces_take_the_network_away():
+    """The programs above cannot reach a socket past the hook; this runs the command a program starts with
+    (unshare's namespaces) on a plain interpreter that connects, to show the third wall on its own."""
+    import socket
+    import subprocess
+    import sys
+    import sandbox
+    setup = sandbox._setup()
+    if not setup["namespaces"]:
+        pytest.skip(f"no network namespace on this machine ({sandbox.isolation()})")
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    script = f"import socket; socket.create_connection(('127.0.0.1', {listener.getsockname()[1]}), timeout=2)"
+    argv, extra = sandbox._command(setup, None, None, [sys.executable, "-I", "-S", "-c", script])
+    done = subprocess.run(argv, env={}, capture_output=True, text=True, timeout=60, **extra)
+    listener.settimeout(0.2)
+    with pytest.raises(socket.timeout):
+        listener.accept()
+    listener.close()
+    assert done.returncode != 0 and "unreachable" in done.stderr
+
+
+def test_sandbox_rlimit_nproc_and_the_uid_kill_hold_past_the_hook(sandbox_root, monkeypatch):
+    """The third wall alone: a child script whose hook allows fork (a program that got past the hook),
+    a fork bomb whose children sleep. RLIMIT_NPROC stops it at 8 processes, and the kill of its uid
+    leaves none of them behind."""
+    import sandbox
+    if "own uid" not in sandbox.isolation():
+        pytest.skip(f"no uid of its own on this machine ({sandbox.isolation()}): root ignores RLIMIT_NPROC")
+    forking_child = Path(sandbox_root) / "child_that_allows_fork.py"
+    source = sandbox.CHILD.read_text()
+    assert '"os.fork", ' in source
+    forking_child.write_text(source.replace('"os.fork", ', ''))
+    forking_child.chmod(0o644)
+    monkeypatch.setattr(sandbox, "CHILD", forking_child)
+    bomb = ("import sys\nposix = sys.meta_path[0].load_module('posix')\nforks = 0\ntry:\n    while True:\n"
+            "        if posix.fork() == 0:\n            import time\n            time.sleep(100)\n        forks += 1\n"
+            "except OSError as error:\n    raise AssertionError(f'{forks} forks, then {error}')\n")
+    result = run_programs([bomb], time_limit_s=2.0)[0]
+    forks = sandbox.MAX_PROCESSES - 2  # the child's two threads (its main one and the program's) count too
+    assert result["status"] == "failed" and result["detail"].startswith(f"AssertionError: {forks} forks"), result
+    assert not processes_left_in(sandbox_root)
+
+
+def test_sandbox_without_os_isolation_still_runs_and_refuses(sandbox_root, monkeypatch):
+    """A machine without root or unshare gets the fresh interpreter, the rlimits and the hook only."""
+    import sandbox
+    monkeypatch.setattr(sandbox, "_SETUP", {"root": False, "namespaces": False, "closed": None,
+                                            "isolation": "rlimits + audit hook only"})
+    programs = ["def f(x):\n    return x + 1\nassert f(1) == 2\n", "assert False\n", "import posix\nposix._exit(10)\n",
+                "import time\ntime.sleep(100)\n"]
+    statuses = [r["status"] for r in run_programs(programs, time_limit_s=1.0)]
+    assert statuses == ["passed", "failed", "blocked", "timeout"]
+    assert sandbox.isolation() == "rlimits + audit hook only"
+    assert not processes_left_in(sandbox_root)
+
+
+def test_sandbox_reads_nothing_outside_its_folder_and_the_standard_library(sandbox_root):
+    programs = ["assert 'root' in open('/etc/passwd').read()\n",
+                "import builtins\nbuiltins.any = lambda _: True\nbuiltins.isinstance = lambda *a: False\n"  # the guard's
+                "assert 'root' in open('/etc/passwd').read()\n",  # own calls must not be the program's to replace
+                "import json, collections, math, re\nassert json.loads('[1]') == [1]\n"]  # the stdlib imports
+    assert [r["status"] for r in run_programs(programs, time_limit_s=1.0)] == ["blocked", "blocked", "passed"]
+
+
+def test_sandbox_fails_a_child_that_dies_hangs_or_prints_garbage_and_goes_on(sandbox_root, monkeypatch):
+    import sandbox
+    children = {"dies": "import posix\nposix._exit(3)\n", "prints garbage": "print('passed ' * 1000)\n",
+                "hangs": "import time\ntime.sleep(100)\n", "says passed": "print('ran')\nprint('passed 123')\n",
+                "guesses values": "print('values [1]')\n"}
+    results = {}
+    for name, child in children.items():
+        script = Path(sandbox_root) / f"{name.replace(' ', '_')}.py"
+        script.write_text(child)
+        script.chmod(0o644)
+        monkeypatch.setattr(sandbox, "CHILD", script)
+        monkeypatch.setattr(sandbox, "STARTUP_ALLOWANCE_S", 0.5)
+        results[name] = run_programs(["def f(x):\n    return x\nassert f(1) == 2\n"] * 2, time_limit_s=1.0)
+    assert {name: [r["status"] for r in rs] for name, rs in results.items()} == {
+        "dies": ["error", "error"], "prints garbage": ["error", "error"], "hangs": ["timeout", "timeout"],
+        "says passed": ["error", "error"], "guesses values": ["failed", "failed"]}
+    assert not processes_left_in(sandbox_root)
+
+
+def test_sandbox_contains_bombs_floods_sleeps_and_sockets(sandbox_root):
+    import socket
+    import time
+    from sandbox import isolation
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    connect = f"c = sock.socket(); c.connect(('127.0.0.1', {port})); c.sendall(b'out')\n"
+    programs = {  # each tries whatever still works, the first sandbox's holes included
+        "fork bomb": "import sys\ntry:\n    import os\n    fork = os.fork\nexcept Exception:\n"
+                     "    fork = sys.meta_path[0].load_module('posix').fork\nwhile True:\n    fork()\n",
+        "socket": "import sys\ntry:\n    import socket as sock\nexcept Exception:\n"
+                  "    spec = sys.meta_path[-1].find_spec('_socket')\n    sock = spec.loader.create_module(spec)\n"
+                  + connect,
+        "socket from a shell": "import __main__\nos, subprocess = __main__.os, __main__.subprocess\nr, w = os.pipe()\n"
+                               f"script = {('import socket as sock; ' + connect)!r}\n"
+                               "pid = subprocess._fork_exec([__main__.sys.executable.encode(), b'-c', script.encode()],"
+                               " [__main__.sys.executable.encode()], True, (w,), None, None, -1, -1, -1, -1, -1, -1,"
+                               " r, w, True, False, -1, None, None, None, -1, None, False)\nos.waitpid(pid, 0)\n",
+        "2 GB": "x = bytearray(2 * 1024 ** 3)\n",
+        "10,000 files": "for i in range(10_000):\n    open(f'file-{i}.txt', 'w').write('x')\n",
+        "sleeps in C": "import time\ntime.sleep(100)\n",
+    }
+    started = time.monotonic()
+    results = dict(zip(programs, run_programs(list(programs.values()), time_limit_s=1.0)))
+    elapsed = time.monotonic() - started
+    listener.settimeout(0.2)
+    try:
+        connected = bool(listener.accept())
+    except socket.timeout:
+        connected = False
+    listener.close()
+    statuses = {name: r["status"] for name, r in results.items()}
+    assert statuses == {"fork bomb": "blocked", "socket": "blocked", "socket from a shell": "error", "2 GB": "memory",
+                        "10,000 files": "blocked", "sleeps in C": "timeout"}, results
+    assert elapsed < 60  # not a speed claim: the sleeper did not get its 100 s
+    assert not processes_left_in(sandbox_root)
+    if "network" in isolation():
+        assert not connected
+    elif connected:
+        pytest.fail(f"a program connected to 127.0.0.1 ({isolation()})")
 
 
 # ---- the world's code tasks
@@ -333,6 +606,7 @@ def test_report_end_to_end_on_a_tiny_model(tiny_runs, tmp_path, monkeypatch):
                                                      "code", "describe", "harmful", "honesty", "robustness"}
     assert set(summary["models"][0]["summary"]["robustness"]) == {key for key, _ in robustness.ROWS}
     assert "## Robustness: chapter 04's rows" in report and "| the same as the third turn of a conversation" in report
+    assert f"Sandbox isolation: {sandbox_isolation()}" in report  # which walls the code task's programs had
     lines = (out / "records" / "sft" / "multiple_choice.jsonl").read_text().splitlines()
     assert len(lines) == 4 and {"question", "choices", "gold", "reply", "score"} <= set(json.loads(lines[0]))
     with pytest.raises(FileExistsError, match="--overwrite"):  # a second run never destroys the first
