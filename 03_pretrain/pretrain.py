@@ -249,6 +249,10 @@ def pretrain(args):
         log("this CPU has no bf16 instructions, so fp32 is faster here than the preset's bf16: using fp32")
     # check every setting before anything is written: a bad one must not touch the run in out_dir
     device, precision = hardware.place(settings["device"], settings["precision"], world_size)
+    settings["compile"], note = hardware.resolve_compile(settings["compile"], torch.device(device).type,
+                                                         asked=args.compile is True)
+    if note:
+        log(note)
     model_config(settings, vocab_size=settings["vocab_size"] or 2048)
     config = train_config(settings, out_dir)
     train.check_config(config, world_size)
