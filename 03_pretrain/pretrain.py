@@ -47,7 +47,7 @@ GPT2_VOCAB_SIZE = 50257
 # autocast takes ~215 ms per step against ~315 ms in fp32, so `tiny` uses bf16; at shakespeare-char's size
 # (0.8M, 12 x 64) bf16 is slower (32.6 against 26.7 ms), so it keeps fp32, as nanoGPT does on a CPU.
 # attn_impl="sdpa" (torch's fused kernels, chapter 02's CPU presets) is ~2x our manual attention here;
-# torch.compile gains nothing.
+# torch.compile makes tiny's step 0.75x as long but costs ~2 minutes of compiling first (lesson appendix), so off.
 PRESETS = {
     # The pipeline's default: the mini-world corpus (3 MB, offline), a 2048-token BPE trained on it,
     # and chapter 02's "tiny" GPT (4 layers, 6 heads, width 192): 2.2M parameters, a few minutes on a CPU.
