@@ -3,11 +3,14 @@
     pick_device          cuda > mps > cpu, or the one asked for (ValueError if it is not there)
     resolve_precision    'auto' -> bf16 on a GPU that has it, fp16 on an older one, fp32 elsewhere
     autocast             the mixed-precision context for one forward pass
+    compile_problem      why torch.compile cannot work here (no C compiler, ...), or None
+    resolve_compile      compile or not: a preset's compile falls back with a note, an asked-for one refuses
     setup_ddp, ddp_info  data parallel under torchrun: join the process group; this process's rank
     peak_flops_of, training_flops_per_token    the two numbers of MFU (model FLOPs utilisation)
 """
 import contextlib
 import os
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -38,8 +41,11 @@ def pick_device(requested=None):
 def resolve_precision(precision, device_type):
     """'auto' -> 'bf16' on a GPU that has it, 'fp16' on an older GPU, 'fp32' elsewhere; checks the rest.
 
-    bf16 keeps fp32's exponent range, so it needs no loss scaling; fp16 does (a GradScaler).
-    On this project's 2-core CPU, bf16 autocast pays off only from about 10M parameters upward.
+    bf16 keeps fp32's exponent range, so it needs no loss scaling; fp16 does (a GradScaler, which torch
+    has for the CPU too: GradScaler("cpu")). fp16 is for GPUs without bf16 (a T4); on a CPU it is allowed
+    so that a T4 run can be rehearsed, but it is slower than fp32 there (a forward + backward at the tiny
+    preset's size, 1 thread: fp16 1.27x fp32's time, bf16 0.67x, on a CPU with avx512_fp16), so 'auto'
+    never picks it. MPS: fp16 with loss scaling is untried, so it is refused.
     """
     if precision == "auto":
         if device_type == "cuda":
@@ -47,8 +53,9 @@ def resolve_precision(precision, device_type):
         return "fp32"
     if precision not in ("fp32", "bf16", "fp16"):
         raise ValueError(f"--precision {precision}: use auto, fp32, bf16 or fp16")
-    if precision == "fp16" and device_type != "cuda":
-        raise ValueError("--precision fp16 needs a CUDA GPU (it relies on a GradScaler); use bf16 or fp32")
+    if precision == "fp16" and device_type not in ("cuda", "cpu"):
+        raise ValueError(f"--precision fp16 on {device_type}: its loss scaling (GradScaler) is untried there; "
+                         f"use bf16 or fp32")
     if precision == "bf16" and device_type == "cuda" and not torch.cuda.is_bf16_supported():
         raise ValueError("--precision bf16: this GPU has no bf16; use fp16 (or auto)")
     return precision
@@ -60,6 +67,60 @@ def autocast(device_type, precision):
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return torch.autocast(device_type=device_type, dtype=dtype)
+
+
+def compile_problem(device_type):
+    """None if torch.compile (its default backend, inductor) can work on `device_type` here, else one line
+    saying why and what to do. Cheap checks of what inductor needs, made before any work is done:
+
+        a Python that torch's compiler supports (torch.compile lags new Python releases);
+        on a CPU, a C++ compiler (inductor writes C++ kernels and builds them with g++ / clang++ / cl)
+            and Python's C headers (the kernels are loaded as Python extensions: Python.h);
+        on a CUDA GPU, Triton (inductor's GPU kernels) and a C compiler (Triton builds its launcher with it).
+    """
+    import shutil
+    import sysconfig
+    try:
+        from torch._dynamo.eval_frame import check_if_dynamo_supported
+        check_if_dynamo_supported()
+    except ImportError:
+        return "this torch has no torch.compile (torch._dynamo is missing): upgrade torch"
+    except RuntimeError as error:
+        return f"torch.compile does not support this Python here ({error})"
+    if device_type == "cpu":
+        try:
+            from torch._inductor import cpp_builder
+            cpp_builder.get_cpp_compiler()
+        except ImportError:
+            return "this torch has no inductor (torch._inductor is missing): upgrade torch"
+        except Exception:  # noqa: BLE001  (inductor's InvalidCxxCompiler, or a compiler that does not run)
+            return ("no C++ compiler found, and inductor builds its CPU kernels with one: install g++ or clang++, "
+                    "or point the CXX environment variable at one")
+        if not Path(sysconfig.get_paths()["include"], "Python.h").exists():
+            return "Python's C headers (Python.h) are missing, and inductor needs them: install python3-dev"
+    if device_type == "cuda":
+        from torch.utils._triton import has_triton
+        if not has_triton():
+            return "Triton is missing, and inductor's GPU kernels need it: pip install triton"
+        if not any(shutil.which(cc) for cc in (os.environ.get("CC") or "gcc", "clang", "cc")):
+            return "no C compiler found, and Triton builds its kernel launcher with one: install gcc"
+    return None
+
+
+def resolve_compile(compile, device_type, asked):
+    """(compile, note): whether to torch.compile the model, and a line to print when we do not.
+
+    compile   the run's setting (a preset's, or the flag's); asked: True if --compile was on the command line.
+    Where compile cannot work (compile_problem), a preset's setting falls back to eager mode with a note:
+    compile changes the speed, not the results. A --compile the user typed is refused with a RuntimeError
+    instead, so that a run they expect to be compiled (and sized by that speed) is not silently slower.
+    """
+    problem = compile_problem(device_type) if compile else None
+    if problem is None:
+        return bool(compile), None
+    if asked:
+        raise RuntimeError(f"--compile: torch.compile cannot work here: {problem}; or pass --no-compile")
+    return False, f"torch.compile is unavailable here, so this run trains without it (same results, slower): {problem}"
 
 
 def setup_ddp():

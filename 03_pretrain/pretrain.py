@@ -47,7 +47,7 @@ GPT2_VOCAB_SIZE = 50257
 # autocast takes ~215 ms per step against ~315 ms in fp32, so `tiny` uses bf16; at shakespeare-char's size
 # (0.8M, 12 x 64) bf16 is slower (32.6 against 26.7 ms), so it keeps fp32, as nanoGPT does on a CPU.
 # attn_impl="sdpa" (torch's fused kernels, chapter 02's CPU presets) is ~2x our manual attention here;
-# torch.compile gains nothing.
+# torch.compile makes tiny's step 0.75x as long but costs ~2 minutes of compiling first (lesson appendix), so off.
 PRESETS = {
     # The pipeline's default: the mini-world corpus (3 MB, offline), a 2048-token BPE trained on it,
     # and chapter 02's "tiny" GPT (4 layers, 6 heads, width 192): 2.2M parameters, a few minutes on a CPU.
@@ -249,6 +249,10 @@ def pretrain(args):
         log("this CPU has no bf16 instructions, so fp32 is faster here than the preset's bf16: using fp32")
     # check every setting before anything is written: a bad one must not touch the run in out_dir
     device, precision = hardware.place(settings["device"], settings["precision"], world_size)
+    settings["compile"], note = hardware.resolve_compile(settings["compile"], torch.device(device).type,
+                                                         asked=args.compile is True)
+    if note:
+        log(note)
     model_config(settings, vocab_size=settings["vocab_size"] or 2048)
     config = train_config(settings, out_dir)
     train.check_config(config, world_size)

@@ -42,7 +42,7 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from checkpoint import resume_from, save_training_state
-from hardware import autocast, ddp_info, peak_flops_of, place, training_flops_per_token
+from hardware import autocast, compile_problem, ddp_info, peak_flops_of, place, training_flops_per_token
 from optimizer import clip_grad_norm, lr_at, make_optimizer
 from train_log import Progress, append_record, keep_records_until, plot_metrics, progress_line
 
@@ -219,6 +219,9 @@ def train(model, get_batch, config, make_sample=None, resume=False, checkpoint_e
     accum_local = check_config(config, world_size)
     device, precision = place(config.device, config.precision, world_size)
     device_type = torch.device(device).type
+    problem = compile_problem(device_type) if config.compile else None
+    if problem:  # now, not as a compiler error at the first forward pass
+        raise RuntimeError(f"compile=True: torch.compile cannot work here: {problem}")
     out_dir = Path(config.out_dir)
     ckpt_path, metrics_path = out_dir / "ckpt.pt", out_dir / "metrics.jsonl"
     if master:

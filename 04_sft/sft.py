@@ -260,6 +260,8 @@ def fine_tune(args):
     # check every setting and input before anything is written: a bad one must not touch the run in out_dir
     parse_mix(settings["mix"], settings["mix_scale"])  # a typo in --mix fails now, not after loading the model
     device, precision = hardware.place(settings["device"], settings["precision"], world_size)
+    settings["compile"], compile_note = hardware.resolve_compile(settings["compile"], device.split(":")[0],
+                                                                 asked=args.compile is True)
     config = train.TrainConfig(
         steps=settings["steps"], batch_size=settings["batch_size"], grad_accum=settings["grad_accum"],
         lr=settings["lr"], min_lr=settings["min_lr"], warmup_steps=settings["warmup_steps"],
@@ -273,6 +275,8 @@ def fine_tune(args):
             check_jsonl_file(source)
     master = rank == 0
     log = print if master else (lambda *a, **k: None)
+    if compile_note:
+        log(compile_note)
     start = time.time()
 
     model, base_tokenizer, base_checkpoint = load_base(settings["base"])

@@ -998,8 +998,10 @@ def test_library_errors_are_exceptions_with_the_fix(tmp_path):
             hardware.pick_device("cuda")
     with pytest.raises(ValueError, match="--precision fp8: use auto, fp32, bf16 or fp16"):
         hardware.resolve_precision("fp8", "cpu")
-    with pytest.raises(ValueError, match="fp16 needs a CUDA GPU"):
-        hardware.resolve_precision("fp16", "cpu")
+    with pytest.raises(ValueError, match="--precision fp16 on mps: .*untried there; use bf16 or fp32"):
+        hardware.resolve_precision("fp16", "mps")
+    assert hardware.resolve_precision("fp16", "cpu") == "fp16"  # GradScaler("cpu"): a T4 run rehearsed on a CPU
+    assert hardware.resolve_precision("auto", "cpu") == "fp32"
     with pytest.raises(ValueError, match="grad_accum=3 must be a multiple of the number of processes .*--grad-accum 2"):
         train.check_config(tiny_train_config(tmp_path, grad_accum=3), world_size=2)
     with pytest.raises(ValueError, match="at least 1"):
@@ -1517,16 +1519,14 @@ def test_rl_plan_counts_the_models_a_ppo_stage_holds():
     assert ppo["total"] == 24 * n + 16 * (config.n_embd + 1) + max(ppo["kv_cache"], ppo["scoring"], ppo["update"])
 
 
-def test_fp16_path_scales_the_loss_and_unscales_before_clipping(tmp_path, monkeypatch):
-    """The loop's fp16 branch on the CPU (torch 2.13 has float16 autocast and GradScaler("cpu")):
-    hardware.resolve_precision refuses fp16 off CUDA, so the test stands in for it (a test-only switch).
-    With the scaler on, the losses and the clipped gradient norms are fp32's (the loss is scaled by 2^16
+def test_fp16_path_scales_the_loss_and_unscales_before_clipping(tmp_path):
+    """The loop's fp16 branch on the CPU (torch 2.13 has float16 autocast and GradScaler("cpu"), and
+    hardware.resolve_precision allows fp16 on the CPU so that a T4 run can be rehearsed). With the scaler on, the losses and the clipped gradient norms are fp32's (the loss is scaled by 2^16
     and the gradients unscaled before clipping); a loss that overflows in fp16 makes the scaler skip the
     step and halve its scale, and the weights stay finite."""
     from gpt import GPT, GPTConfig
 
     def run(precision, out, loss_fn=train.next_token_loss, steps=6):
-        monkeypatch.setattr(train, "place", lambda device, p, world_size=1: ("cpu", precision))
         torch.manual_seed(0)
         model = GPT(GPTConfig(vocab_size=16, block_size=8, n_layer=2, n_head=2, n_embd=32, attn_impl="sdpa"))
         config = tiny_train_config(tmp_path / out, steps=steps, log_interval=1, eval_interval=steps,
@@ -1546,6 +1546,70 @@ def test_fp16_path_scales_the_loss_and_unscales_before_clipping(tmp_path, monkey
     model, _, _, scaler = run("fp16", "overflow", loss_fn=huge, steps=2)
     assert scaler["scale"] < 2.0**16
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+# ---- torch.compile on the CPU: inductor with the system C++ compiler
+
+
+def test_compile_unavailable_is_one_clear_line(tmp_path, monkeypatch):
+    """No C++ compiler (faked: inductor searches only a name that does not exist) or no Python.h: the
+    reason in one line, before anything is written; a preset's compile falls back to eager with a note,
+    a typed --compile is refused (exit 2 through cli.run), and the loop itself refuses compile=True."""
+    import sysconfig
+    import torch._inductor.config as inductor_config
+    import pretrain
+
+    monkeypatch.setattr(inductor_config.cpp, "cxx", (None, "no-such-c++-compiler"))
+    problem = hardware.compile_problem("cpu")
+    assert problem.startswith("no C++ compiler found") and "install g++" in problem
+    assert hardware.resolve_compile(False, "cpu", asked=False) == (False, None)
+    compile, note = hardware.resolve_compile(True, "cpu", asked=False)
+    assert not compile and note.startswith("torch.compile is unavailable here") and problem in note
+    with pytest.raises(RuntimeError, match=r"^--compile: torch.compile cannot work here: no C\+\+ compiler.*--no-compile"):
+        pretrain.main(["--preset", "tiny", *SMALL_RUN, "--out-dir", str(tmp_path / "run"), "--compile"])
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(RuntimeError, match=r"^compile=True: torch.compile cannot work here: no C\+\+ compiler"):
+        train.train(TinyLM(TinyConfig()), make_get_batch(), tiny_train_config(tmp_path, compile=True), quiet=True)
+    monkeypatch.undo()
+    monkeypatch.setattr(sysconfig, "get_paths", lambda: {"include": str(tmp_path)})  # a folder without Python.h
+    problem = hardware.compile_problem("cpu")  # (a machine without a compiler stops at the compiler)
+    assert "Python.h" in problem and "python3-dev" in problem or problem.startswith("no C++ compiler")
+
+
+def test_compiled_training_equals_eager_on_the_cpu(tmp_path, monkeypatch):
+    """The loop with compile=True: chapter 02's GPT through inductor (C++ kernels built by the system
+    compiler) trains 2 steps with the eager run's losses and weights (to float32 rounding). Cold, the
+    ~27 kernels take about a minute to build on a busy 2-core CPU (seconds from inductor's cache)."""
+    from gpt import GPT, GPTConfig
+    import torch._dynamo
+    import torch._inductor.config as inductor_config
+
+    if hardware.compile_problem("cpu"):
+        pytest.skip(f"torch.compile cannot work here: {hardware.compile_problem('cpu')}")
+    monkeypatch.setattr(inductor_config, "compile_threads", 1)  # build in this process: no worker pool
+
+    def run(compile):
+        torch.manual_seed(0)
+        model = GPT(GPTConfig(vocab_size=16, block_size=8, n_layer=1, n_head=2, n_embd=32, attn_impl="sdpa"))
+        out = tmp_path / ("compiled" if compile else "eager")
+        config = tiny_train_config(out, steps=2, grad_accum=1, log_interval=1, eval_interval=2, eval_batches=1,
+                                   sample_interval=0, precision="fp32", compile=compile)
+        summary = train.train(model, make_get_batch(), config, quiet=True)
+        losses = [r["loss"] for r in train_log.read_metrics(out / "metrics.jsonl") if r["kind"] == "train"]
+        return model, losses + [summary["train_loss"], summary["val_loss"]]
+
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    eager_model, eager = run(compile=False)
+    assert not torch._dynamo.utils.counters["stats"]
+    compiled_model, compiled = run(compile=True)
+    try:
+        assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 2  # the training and the eval graph
+        assert len(compiled) == 4 and compiled == pytest.approx(eager, rel=1e-5)
+        for (name, a), b in zip(eager_model.state_dict().items(), compiled_model.state_dict().values()):
+            torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4, msg=lambda m: f"{name}: {m}")  # Adam: lr 3e-2
+    finally:
+        torch._dynamo.reset()
 
 
 PEAK_RSS_SCRIPT = r"""

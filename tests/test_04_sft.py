@@ -7,6 +7,7 @@ chat.py --prompt on the result.
 import doctest
 import http.client
 import json
+import os
 import random
 import re
 import subprocess
@@ -687,6 +688,35 @@ def test_sft_script_trains_evaluates_and_resumes(sft_run):
     assert set(CHAT_TOKENS) <= set(tokenizer.special_tokens) and model.config.vocab_size == tokenizer.vocab_size
     base = torch.load(root / "base" / "ckpt.pt", weights_only=True)["model"]
     assert not torch.equal(model.transformer.h[0].attn.c_attn.weight, base["transformer.h.0.attn.c_attn.weight"])
+
+
+def test_sft_under_torchrun_two_processes_equal_one(sft_run, tmp_path):
+    """sft.py under `torchrun --standalone --nproc_per_node 2` (gloo on the CPU) against one process at the
+    same global batch (2 rows x 2 micro-batches): the same losses, tokens and weights; rank 0 alone writes
+    the checkpoint, the log and the report, and prints."""
+    root = sft_run[0]
+    args = ["--base", str(root / "base" / "ckpt.pt"), "--mix", SMALL_MIX, "--steps", "3", "--batch-size", "2",
+            "--grad-accum", "2", "--eval-interval", "3", "--eval-batches", "1", "--log-interval", "1",
+            "--eval-per-task", "1", "--max-new-tokens", "4", "--device", "cpu"]
+    single = sft.main(args + ["--out-dir", str(tmp_path / "single")])
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH="")
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                             str(REPO / "04_sft" / "sft.py"), *args, "--out-dir", str(tmp_path / "ddp")],
+                            capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert "(fp32, 2 processes)" in result.stdout and result.stdout.count("done in ") == 1
+    records = [[json.loads(line) for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+               for run in ("single", "ddp")]
+    assert len(records[0]) == len(records[1]) == 5  # eval, 3 steps, eval: written once
+    for a, b in zip(*records):
+        assert (a["step"], a["kind"], a["tokens"]) == (b["step"], b["kind"], b["tokens"])
+        for key in ("loss", "assistant_tokens", "val_loss", "train_loss"):
+            assert b.get(key) == pytest.approx(a.get(key), rel=1e-6), (a["step"], key)
+    weights = [torch.load(tmp_path / run / "ckpt.pt", weights_only=True)["model"] for run in ("single", "ddp")]
+    for name, value in weights[0].items():
+        torch.testing.assert_close(weights[1][name], value, rtol=1e-6, atol=1e-7, msg=name)
+    after = json.loads((tmp_path / "ddp" / "sft_eval.json").read_text())
+    assert single["step"] == 3 and (tmp_path / "ddp" / "sft_eval.md").exists() and after
 
 
 def test_sft_without_a_base_model_says_what_to_run(tmp_path):
