@@ -99,39 +99,53 @@ def fp16_path_bytes(model, counts):
 
 
 @torch.no_grad()
-def outlier_study(model, tokenizer, data, chats, calibration, settings, device, threshold, alphas=ALPHAS,
-                  log=print):
+def outlier_study(model, tokenizer, data, chats, calibration, settings, device, threshold, natural_rows=(),
+                  alphas=ALPHAS, log=print):
     """The int8 rows of the natural model (alpha 1) and of injected copies, perplexities only (no checkpoint,
-    no task evaluation: cheap): fp32, absmax per tensor, vector-wise, LLM.int8 at `threshold` as bitsandbytes
-    runs it (W's outlier columns dequantized from int8), and LLM.int8 with W's columns for the dims that
-    reach the threshold on the calibration windows kept in float16 (the paper's W_f16). For each alpha also
-    the largest |input| of any Linear and the threshold sweep: outlier columns and their float16 bytes.
-    -> {"dims", "threshold", "alphas": [{"alpha", "max_abs_input", "rows", "sweep"}], "int8_weight_bytes"}."""
-    dims = typical_dims(model, calibration[: settings["ppl_batch_size"]])
+    no task evaluation): absmax per tensor, vector-wise, LLM.int8 at `threshold` as bitsandbytes runs it
+    (W's outlier columns dequantized from int8), and LLM.int8 with W's columns for the dims that reach the
+    threshold on the calibration windows kept in float16 (the paper's W_f16). For each alpha also the
+    largest |input| of any Linear, the largest change of a logit (the function is the same: ~1e-5), and the
+    threshold sweep: outlier columns and their float16 bytes.
+    To stay cheap, the rows the main table already measured (natural_rows: its fp32, int8_absmax, ...) are
+    reused for alpha 1, and fp32 is measured once: the injected models compute the same function.
+    -> {"dims", "threshold", "alphas": [{"alpha", "max_abs_input", "max_logit_change", "rows", "sweep"}],
+        "int8_weight_bytes"}."""
+    def measure(method, quantized):
+        return {"method": method, "linear_bytes": linear_weight_bytes(quantized),
+                "perplexity": perplexity(quantized, data, settings["ppl_batches"], settings["ppl_batch_size"],
+                                         settings["ppl_context"], device),
+                "chat_perplexity": chat_perplexity(quantized, tokenizer, chats)}
+
+    known = {r["method"]: {k: r[k] for k in ("method", "linear_bytes", "perplexity", "chat_perplexity")}
+             for r in natural_rows}
+    probe = calibration[: settings["ppl_batch_size"]]
+    dims = typical_dims(model, probe)
+    reference = model(probe)[0]
+    fp32 = known.get("fp32") or measure("fp32", model)
     study = {"dims": dims, "threshold": threshold, "alphas": []}
     for alpha in alphas:
         injected = inject_outliers(copy.deepcopy(model), dims, alpha)
         maxima = input_absmax_per_dim(injected, calibration)  # {layer: (K,)} over the calibration windows
         counts = outlier_dims_per_layer(maxima, settings["sweep"])
         float_dims = {name: (m >= threshold).nonzero().flatten().tolist() for name, m in maxima.items()}
-        makers = {"fp32": None,
-                  "int8_absmax": lambda n, l: Int8Linear.from_linear(l, "absmax"),
+        makers = {"int8_absmax": lambda n, l: Int8Linear.from_linear(l, "absmax"),
                   "int8_vectorwise": lambda n, l: Int8Linear.from_linear(l, "vectorwise"),
                   "llm_int8": lambda n, l: Int8Linear.from_linear(l, "llm_int8", threshold),
                   "llm_int8_fp16_cols": lambda n, l: Int8Linear.from_linear(l, "llm_int8", threshold, float_dims[n])}
-        rows = []
-        for stage, make in makers.items():
-            quantized = injected if make is None else swap_linears(copy.deepcopy(injected), make)
-            rows.append({"method": stage, "linear_bytes": linear_weight_bytes(quantized),
-                         "perplexity": perplexity(quantized, data, settings["ppl_batches"], settings["ppl_batch_size"],
-                                                  settings["ppl_context"], device),
-                         "chat_perplexity": chat_perplexity(quantized, tokenizer, chats)})
+        rows = [fp32]
+        for method, make in makers.items():
+            reused = known.get(method) if alpha == 1 else None
+            if alpha == 1 and method == "llm_int8_fp16_cols" and not any(float_dims.values()) and "llm_int8" in known:
+                reused = {**known["llm_int8"], "method": method}  # no float columns: the same modules as llm_int8
+            rows.append(reused or measure(method, swap_linears(copy.deepcopy(injected), make)))
         sweep = [{"threshold": t, "outlier_columns": sum(counts[t].values()),
                   "fp16_bytes": fp16_path_bytes(model, counts[t])} for t in settings["sweep"]]
         study["alphas"].append({"alpha": alpha, "max_abs_input": max(float(m.max()) for m in maxima.values()),
+                                "max_logit_change": float((injected(probe)[0] - reference).abs().max()),
                                 "rows": rows, "sweep": sweep})
         log(f"outliers alpha {alpha:g} in dims {dims}: largest |input| {study['alphas'][-1]['max_abs_input']:.1f}; "
-            + ", ".join(f"{r['method']} {r['perplexity']:.4f}" for r in rows))
+            + ", ".join(f"{r['method']} {r['perplexity']:.4f}" for r in rows[1:]))
     study["int8_weight_bytes"] = sum(model.get_submodule(n).weight.numel() for n in linear_names(model))
     return study
 
@@ -140,17 +154,19 @@ def outlier_study_markdown(study):
     """The study as a section of results.md: perplexities against each alpha's fp32, then the sweep."""
     names = [r["method"] for r in study["alphas"][0]["rows"]]
     lines = ["## Injected outliers: the int8 rows when a few dims carry large activations", "",
-             f"inject_outliers(model, dims={study['dims']}, alpha): the same function (fp32 rows), activations alpha "
-             f"times larger in those dims of every QKV and first-MLP input. LLM.int8 at threshold {study['threshold']:g}; "
-             f"llm_int8_fp16_cols keeps W's columns of the dims that reach it on the calibration windows in float16. "
-             f"Each cell: val ppl (vs that alpha's fp32) / chat ppl (vs fp32).", "",
-             "| alpha | largest \\|input\\| | " + " | ".join(names) + " |", "|---:|---:|" + "---:|" * len(names)]
+             f"inject_outliers(model, dims={study['dims']}, alpha): the same function (largest change of a logit in "
+             f"the last column, fp32), activations alpha times larger in those dims of every QKV and first-MLP input. "
+             f"LLM.int8 at threshold {study['threshold']:g}; llm_int8_fp16_cols keeps W's columns of the dims that reach "
+             f"it on the calibration windows in float16. Each cell: val ppl / chat ppl, and their change against fp32.",
+             "", "| alpha | largest \\|input\\| | " + " | ".join(names) + " | logit change |",
+             "|---:|---:|" + "---:|" * (len(names) + 1)]
     for entry in study["alphas"]:
         fp32 = entry["rows"][0]
         cells = [f"{r['perplexity']:.4f} ({100 * (r['perplexity'] / fp32['perplexity'] - 1):+.2f}%) / "
                  f"{r['chat_perplexity']:.4f} ({100 * (r['chat_perplexity'] / fp32['chat_perplexity'] - 1):+.2f}%)"
                  for r in entry["rows"]]
-        lines.append(f"| {entry['alpha']:g} | {entry['max_abs_input']:.1f} | " + " | ".join(cells) + " |")
+        lines.append(f"| {entry['alpha']:g} | {entry['max_abs_input']:.1f} | " + " | ".join(cells)
+                     + f" | {entry['max_logit_change']:.1e} |")
     thresholds = [s["threshold"] for s in study["alphas"][0]["sweep"]]
     lines += ["", "The threshold sweep on the calibration windows: input columns (summed over the Linear layers) "
               "that reach |x| >= threshold, i.e. go to the 16-bit path, and the bytes of their weight columns in "

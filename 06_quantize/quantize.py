@@ -325,9 +325,10 @@ def quantize_all(args, settings, out_dir, methods, source, device):
           + f" ({time.time() - phase_start:.1f} s)", flush=True)
     injected = None
     if any(stage == "llm_int8" for stage, _ in methods):  # the int8 rows again, on injected outlier features
-        phase_start = time.time()
-        injected = outlier_study(model, tokenizer, data, chats, calibration, settings, device, LLM_INT8_THRESHOLD)
-        print(f"injected outliers: {time.time() - phase_start:.1f} s", flush=True)
+        phase_start, phase_cpu = time.time(), time.process_time()
+        injected = outlier_study(model, tokenizer, data, chats, calibration, settings, device, LLM_INT8_THRESHOLD, rows)
+        print(f"injected outliers: {time.time() - phase_start:.1f} s ({time.process_time() - phase_cpu:.1f} s of CPU time)",
+              flush=True)
     phase_start = time.time()
     plot_points = extra_plot_points(model, tokenizer, data, chats, calibration, settings, device, n_linear)
     print(f"extra points for the plot (val ppl / chat ppl): " + ", ".join(
