@@ -19,6 +19,7 @@ Outputs, in --out-dir (default runs/06_quantize/):
     <stage>/ckpt.pt (+ tokenizer)   every quantized model but fp32 (the source is fp32): bf16, int8_absmax,
                                     ..., llm_int8, rtn4, gptq4, rtn4_g64, ..., gptq3_g64
     results.md, results.json        the table, the LLM.int8 threshold sweep, outlier dims per layer
+                                    and the int8 rows on injected outliers (outlier_injection.py)
     ppl_vs_bits.png                 perplexity vs stored bits per weight, RTN vs GPTQ
     error_hist.png                  the weight error per layer, RTN-4 vs GPTQ-4
 Then chat with one: python 06_quantize/chat_quantized.py --ckpt runs/06_quantize/gptq4/ckpt.pt
