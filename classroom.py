@@ -1,7 +1,7 @@
 """The classroom version of bytes2chat: a student copy with the paper formulas blanked, and its autograder.
 
     python classroom.py student handout/ --chapters 02 03   # a copy where 02's and 03's marked bodies are blanks
-    python classroom.py grade handout/                      # run the assigned chapters' tests, score them
+    python classroom.py grade handout/                      # score handout's code with this repository's tests
     python classroom.py grade --chapters 05                 # grade this repository (the solution: full marks)
     python classroom.py check                               # prove every blank is caught by a test (CI runs it)
     python classroom.py list                                # every marked body, with its lesson section
@@ -19,6 +19,8 @@ section <section>.")`; earlier and later chapters stay solved, so chapter 05 can
 Points: 1 point per test case (each parametrized case counts on its own) in the chapter's test file
 tests/test_0N_*.py; a skipped test (an optional reference package is missing) counts 0 of 0. A test that
 fails on a blank is "not attempted", one that fails otherwise "failed"; neither crashes the grader.
+grade takes only the chapter folders from the student (their code) and runs them, in a temporary copy, with
+the tests/, conftest.py and pytest settings of this repository: editing or deleting a test changes nothing.
 grade writes grade.json and grade.md into --out-dir (default PATH/runs/classroom/), replacing the last
 report there (a report is recomputed from the code in seconds; it is not a run worth keeping).
 """
@@ -46,6 +48,8 @@ NOT_WRITTEN = "Not written yet:"  # how every blank's message starts: how grade 
 SKIP_NAMES = {".git", "runs", "data_cache", "__pycache__", ".pytest_cache", ".ipynb_checkpoints", ".venv"}
 STUDENT_FILE = ".classroom.json"  # written into a student copy: which chapters are assignments
 PYTEST = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
+# pytest reads these (settings, hooks, plugins): in a graded tree they come from the teacher only
+PYTEST_FILES = {"conftest.py", "pytest.ini", ".pytest.ini", "pyproject.toml", "tox.ini", "setup.cfg"}
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -305,12 +309,50 @@ def grade_chapter(root, chapter, timeout, threads=None):
     return result
 
 
-def grade(root, chapters, timeout=1800, jobs=1):
-    """Run each chapter's tests in `root` -> the report (a dict, as grade.json holds it)."""
+def is_chapter_file(name):
+    """'05_rlhf/ppo.py' -> True: the file lies in a chapter folder, the part of a repository a student writes."""
+    return re.fullmatch(r"[0-9][0-9]_[^/]*", name.split("/")[0]) is not None and "/" in name
+
+
+def graded_copy(student, teacher, out):
+    """Write into `out` the tree that `grade` tests: the student's chapter folders (their code) and
+    everything else from the teacher's repository (tests/, conftest.py, the root's scripts and settings).
+    pytest's configuration files and conftest.py files are never taken from the student, so a test a student
+    edited, deleted or wrapped in a hook of their own does not count. The student's folder is only read."""
+    student, teacher, out = Path(student).resolve(), Path(teacher).resolve(), Path(out)
+    student_names = source_files(student)
+    # other student copies inside either repository (a handout/ beside the chapters) are not theirs to give
+    handouts = [Path(n).parent for n in student_names if Path(n).name == STUDENT_FILE and Path(n).parent != Path(".")]
+    for name in student_names:
+        if is_chapter_file(name) and Path(name).name not in PYTEST_FILES \
+                and not any(Path(name).is_relative_to(h) for h in handouts):
+            target = out / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(student / name, target)
+    teacher_names = source_files(teacher)
+    handouts = [Path(n).parent for n in teacher_names if Path(n).name == STUDENT_FILE]
+    for name in teacher_names:
+        if is_chapter_file(name) and Path(name).name not in PYTEST_FILES:
+            continue
+        inside_student = student != teacher and (teacher / name).resolve().is_relative_to(student)
+        if inside_student or any(Path(name).is_relative_to(h) for h in handouts):
+            continue
+        target = out / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(teacher / name, target)
+
+
+def grade(root, chapters, timeout=1800, jobs=1, teacher=REPO):
+    """Run each chapter's tests on the code in `root` -> the report (a dict, as grade.json holds it).
+    The tests and conftest.py are the `teacher`'s (this repository's), not root's: see graded_copy."""
     threads = 1 if jobs > 1 else None
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        results = list(pool.map(lambda c: grade_chapter(root, c, timeout, threads), chapters))
-    return {"path": str(root), "rule": "1 point per passing test case; skipped tests count 0 of 0",
+    with tempfile.TemporaryDirectory(prefix="classroom-grade-") as scratch:
+        tree = Path(scratch) / "graded"
+        graded_copy(root, teacher, tree)
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            results = list(pool.map(lambda c: grade_chapter(tree, c, timeout, threads), chapters))
+    return {"path": str(root), "tests_from": str(Path(teacher).resolve()),
+            "rule": "1 point per passing test case; skipped tests count 0 of 0",
             "chapters": results, "points": sum(r["points"] for r in results), "max": sum(r["max"] for r in results),
             "complete": all(r["status"] == "ran" for r in results)}
 
@@ -345,7 +387,8 @@ def report_text(report, per_test=True):
 
 
 def report_markdown(report):
-    lines = ["# Grade", "", f"Repository: `{report['path']}`. Rule: {report['rule']}.", "",
+    lines = ["# Grade", "", f"Repository: `{report['path']}`, graded with the tests of `{report['tests_from']}`. "
+             f"Rule: {report['rule']}.", "",
              "| chapter | points | tests |", "|---|---:|---|"]
     for r in report["chapters"]:
         lines.append(f"| {r['chapter']} | {r['points']} / {r['max']} | {counts(r)}{status_note(r)} |")
@@ -528,8 +571,9 @@ def main(argv=None):
         print(f"grade it with: python classroom.py grade {args.out}")
     elif args.command == "grade":
         root = Path(args.path).resolve()
-        if not (root / "tests").is_dir():
-            raise FileNotFoundError(f"{root} has no tests/ folder: give the root of a bytes2chat repository")
+        if not root.is_dir() or not chapter_folders(root):
+            raise FileNotFoundError(f"{root} has no chapter folders (01_tokenizer, ...): give the root of a "
+                                    f"bytes2chat repository or of a student copy")
         assigned = root / STUDENT_FILE
         default = json.loads(assigned.read_text(encoding="utf-8"))["chapters"] if assigned.exists() else None
         chapters = pick_chapters(args.chapters or default, root)
@@ -541,6 +585,7 @@ def main(argv=None):
         out_dir.mkdir(parents=True, exist_ok=True)
         cli.write_text_atomic(out_dir / "grade.json", json.dumps(report, indent=1) + "\n")
         cli.write_text_atomic(out_dir / "grade.md", report_markdown(report))
+        print(f"graded the code of {root} with the tests of {REPO}")
         print(f"wrote {out_dir / 'grade.json'} and {out_dir / 'grade.md'}")
     elif args.command == "check":
         problems = check(REPO, args.jobs, args.timeout)

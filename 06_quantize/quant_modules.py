@@ -34,29 +34,45 @@ class Int8Linear(nn.Module):
         vectorwise  W per row, X per row (token): the outer-product rescale ("vector-wise")
         llm_int8    vector-wise, plus the outlier feature dims of X in float (threshold, default 6.0)
     Stored: int8_weight (M, K) (uint8 for zeropoint), weight_scale (M,) or (1,), weight_zero (1,) for
-    zeropoint, the bias in float. The integer product goes through int8_matmul (int32 sums); zeropoint's
+    zeropoint, the bias in float. llm_int8 may also keep the weight columns of known outlier dims
+    (float_dims (k,), found on calibration inputs) in float16, float_weight (M, k), as the paper's
+    decomposition multiplies W[:, O] in 16 bits: those columns are 0 in int8_weight (so they set no row
+    scale) and their product x[:, float_dims] W_f16^T is always added in float. Without them the
+    decomposition dequantizes the int8 columns, as bitsandbytes' inference does. The integer product goes through int8_matmul (int32 sums); zeropoint's
     (Xq - z_x)(Wq - z_w) does not fit int8 x int8 (the differences need 9 bits; the paper's kernel
     expands the product into four terms), so it is computed as the float product of the dequantized
     tensors: the same values, not the same speed.
     """
 
-    def __init__(self, in_features, out_features, bias=True, mode="vectorwise", threshold=6.0):
+    def __init__(self, in_features, out_features, bias=True, mode="vectorwise", threshold=6.0, n_float_dims=0):
         super().__init__()
         if mode not in INT8_MODES:
             raise ValueError(f"Int8Linear mode {mode!r}: choose one of {INT8_MODES}")
+        if n_float_dims and mode != "llm_int8":
+            raise ValueError(f"Int8Linear mode {mode!r} has no float columns: only llm_int8 keeps outlier dims in float")
         self.in_features, self.out_features, self.mode, self.threshold = in_features, out_features, mode, threshold
         per_row = mode in ("rowwise", "vectorwise", "llm_int8")
         self.register_buffer("int8_weight", torch.zeros(out_features, in_features,
                                                         dtype=torch.uint8 if mode == "zeropoint" else torch.int8))
         self.register_buffer("weight_scale", torch.ones(out_features if per_row else 1))
         self.register_buffer("weight_zero", torch.zeros(1) if mode == "zeropoint" else None)
+        self.register_buffer("float_dims", torch.zeros(n_float_dims, dtype=torch.long) if n_float_dims else None)
+        self.register_buffer("float_weight", torch.zeros(out_features, n_float_dims, dtype=torch.float16)
+                             if n_float_dims else None)
         self.bias = nn.Parameter(torch.zeros(out_features), requires_grad=False) if bias else None
 
     @classmethod
     @torch.no_grad()
-    def from_linear(cls, linear, mode="vectorwise", threshold=6.0):
-        module = cls(linear.in_features, linear.out_features, linear.bias is not None, mode, threshold)
+    def from_linear(cls, linear, mode="vectorwise", threshold=6.0, float_dims=None):
+        """float_dims (llm_int8 only): input dims whose weight columns stay in float16 (see the class)."""
+        float_dims = [] if float_dims is None else [int(d) for d in float_dims]
+        module = cls(linear.in_features, linear.out_features, linear.bias is not None, mode, threshold, len(float_dims))
         weight = linear.weight.detach().float()
+        if float_dims:
+            module.float_dims.copy_(torch.tensor(float_dims))
+            module.float_weight.copy_(weight[:, float_dims].half())
+            weight = weight.clone()
+            weight[:, float_dims] = 0.0  # the int8 part holds the other columns; theirs set the row scales
         if mode == "zeropoint":
             q, scale, zero = zeropoint_quantize(weight, 8, "tensor")
             module.weight_zero.copy_(zero.reshape(1))
@@ -72,6 +88,8 @@ class Int8Linear(nn.Module):
         x2 = x.reshape(-1, self.in_features).float()  # (N, K)
         if self.mode == "llm_int8":
             y = llm_int8_matmul(x2, self.int8_weight, self.weight_scale, self.threshold)
+            if self.float_dims is not None:  # the known outlier dims, through their float16 weight columns
+                y = y + x2[:, self.float_dims] @ self.float_weight.float().t()
         elif self.mode == "vectorwise":
             y = vectorwise_int8_matmul(x2, self.int8_weight, self.weight_scale)
         elif self.mode == "zeropoint":
@@ -86,16 +104,20 @@ class Int8Linear(nn.Module):
         return y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
 
     def weight_bytes(self):
-        """Bytes of the stored weight: 1 per int8 value, plus the scales (and zero)."""
-        return sum(t.numel() * t.element_size() for t in (self.int8_weight, self.weight_scale, self.weight_zero)
-                   if t is not None)
+        """Bytes of the stored weight: 1 per int8 value, plus the scales (and zero), plus float columns if any."""
+        return sum(t.numel() * t.element_size() for t in (self.int8_weight, self.weight_scale, self.weight_zero,
+                                                          self.float_dims, self.float_weight) if t is not None)
 
     def spec(self):
-        return {"kind": "int8", "mode": self.mode, "threshold": self.threshold}
+        spec = {"kind": "int8", "mode": self.mode, "threshold": self.threshold}
+        if self.float_dims is not None:
+            spec["float_dims"] = len(self.float_dims)
+        return spec
 
     def extra_repr(self):
         return f"{self.in_features} -> {self.out_features}, mode={self.mode}" + \
-            (f", threshold={self.threshold}" if self.mode == "llm_int8" else "")
+            (f", threshold={self.threshold}" if self.mode == "llm_int8" else "") + \
+            (f", float16 columns={len(self.float_dims)}" if self.float_dims is not None else "")
 
 
 class QuantLinear(nn.Module):
@@ -201,7 +223,7 @@ def quantization_specs(model):
 def empty_quantized(spec, in_features, out_features, bias):
     """A quantized module of the right shape and kind, to load a state dict into."""
     if spec.get("kind") == "int8":
-        return Int8Linear(in_features, out_features, bias, spec["mode"], spec["threshold"])
+        return Int8Linear(in_features, out_features, bias, spec["mode"], spec["threshold"], spec.get("float_dims", 0))
     if spec.get("kind") == "quant":
         return QuantLinear(in_features, out_features, bias, spec["bits"], spec["group_size"], spec["has_perm"])
     raise ValueError(f"unknown quantized module spec {spec!r}")

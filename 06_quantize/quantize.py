@@ -19,6 +19,7 @@ Outputs, in --out-dir (default runs/06_quantize/):
     <stage>/ckpt.pt (+ tokenizer)   every quantized model but fp32 (the source is fp32): bf16, int8_absmax,
                                     ..., llm_int8, rtn4, gptq4, rtn4_g64, ..., gptq3_g64
     results.md, results.json        the table, the LLM.int8 threshold sweep, outlier dims per layer
+                                    and the int8 rows on injected outliers (outlier_injection.py)
     ppl_vs_bits.png                 perplexity vs stored bits per weight, RTN vs GPTQ
     error_hist.png                  the weight error per layer, RTN-4 vs GPTQ-4
 Then chat with one: python 06_quantize/chat_quantized.py --ckpt runs/06_quantize/gptq4/ckpt.pt
@@ -52,6 +53,7 @@ from quant_eval import (chat_perplexity, greedy_tokens_per_second, input_absmax_
                         perplexity, plot_error_histograms, plot_ppl_vs_bits)
 from quant_modules import Int8Linear, QuantLinear, linear_names, linear_weight_bytes, swap_linears  # noqa: E402
 from quantizers import check_bits, check_group_size, rtn  # noqa: E402
+from outlier_injection import outlier_study, write_outlier_study  # noqa: E402
 
 RUNS = REPO / "runs"
 DEFAULT_SOURCES = [RUNS / "05_rlhf" / "best" / "ckpt.pt", RUNS / "05_rlhf" / "ppo" / "ckpt.pt",
@@ -322,6 +324,12 @@ def quantize_all(args, settings, out_dir, methods, source, device):
     sweep, outliers = threshold_sweep(model, data, calibration, settings, device)
     print(f"LLM.int8 threshold sweep {settings['sweep']}: ppl " + ", ".join(f"{s['perplexity']:.3f}" for s in sweep)
           + f" ({time.time() - phase_start:.1f} s)", flush=True)
+    injected = None
+    if any(stage == "llm_int8" for stage, _ in methods):  # the int8 rows again, on injected outlier features
+        phase_start, phase_cpu = time.time(), time.process_time()
+        injected = outlier_study(model, tokenizer, data, chats, calibration, settings, device, LLM_INT8_THRESHOLD, rows)
+        print(f"injected outliers: {time.time() - phase_start:.1f} s ({time.process_time() - phase_cpu:.1f} s of CPU time)",
+              flush=True)
     phase_start = time.time()
     plot_points = extra_plot_points(model, tokenizer, data, chats, calibration, settings, device, n_linear)
     print(f"extra points for the plot (val ppl / chat ppl): " + ", ".join(
@@ -331,6 +339,8 @@ def quantize_all(args, settings, out_dir, methods, source, device):
     wall = time.time() - start
     settings["cpu_seconds"] = time.process_time() - cpu_start  # beside the wall time: the machine may be shared
     write_results(out_dir, rows, sweep, outliers, plot_points, settings, source, data_dir, errors, wall)
+    if injected:
+        write_outlier_study(out_dir, injected)
     print(f"\n{(out_dir / 'results.md').read_text().split('## ')[1]}")
     print(f"done in {wall:.0f} s ({settings['cpu_seconds']:.0f} s of CPU time). Outputs in {out_dir}/: results.md/.json (the table, the threshold sweep, outlier "
           f"dims), ppl_vs_bits.png, error_hist.png, <method>/ckpt.pt")

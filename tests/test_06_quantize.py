@@ -297,6 +297,101 @@ def test_outlier_dims_are_counted_per_layer():
     assert outlier_dims_per_layer(maxima, [largest])[largest]["transformer.h.0.mlp.c_fc"] >= 1
 
 
+# ---- injected outliers (outlier_injection.py)
+
+LLAMA_STYLE = dict(norm="rmsnorm", pos="rope", mlp="swiglu", tie_weights=False, bias=False)
+
+
+def gpt_with_trained_looking_norms(seed=0, **overrides):
+    """tiny_gpt with norm gains around 1 and biases around 0 that are not exactly 1 and 0 (as after training),
+    so that a wrong gain or a forgotten bias changes the logits."""
+    model = tiny_gpt(seed=seed, **overrides)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if ".ln_" in name:
+                param.add_(0.3 * torch.randn(param.shape, generator=generator))
+    return model
+
+
+@pytest.mark.parametrize("overrides", [{}, LLAMA_STYLE], ids=["gpt2", "llama"])
+def test_injected_outliers_leave_the_logits_unchanged(overrides):
+    import copy
+    from outlier_injection import inject_outliers
+    model = gpt_with_trained_looking_norms(**overrides)
+    idx = torch.randint(0, 300, (2, 24), generator=torch.Generator().manual_seed(0))
+    injected = inject_outliers(copy.deepcopy(model), [3, 17, 40], 30.0)
+    assert not torch.equal(injected.transformer.h[0].ln_1.weight, model.transformer.h[0].ln_1.weight)
+    with torch.no_grad():
+        reference, logits = model(idx)[0], injected(idx)[0]
+    assert reference.abs().max() > 0.1 and torch.allclose(logits, reference, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("overrides", [{}, LLAMA_STYLE], ids=["gpt2", "llama"])
+def test_injected_dims_carry_activations_alpha_times_larger(overrides):
+    import copy
+    from outlier_injection import inject_outliers, typical_dims
+    model = gpt_with_trained_looking_norms(**overrides)
+    tokens = torch.randint(0, 300, (2, 24), generator=torch.Generator().manual_seed(1))
+    dims = typical_dims(model, tokens, n=3)
+    assert len(dims) == 3 and dims == sorted(dims)
+    natural = input_absmax_per_dim(model, tokens)
+    injected = input_absmax_per_dim(inject_outliers(copy.deepcopy(model), dims, 10.0), tokens)
+    others = [d for d in range(64) if d not in dims]
+    for name in natural:
+        reads_a_norm = name.endswith(("c_attn", "c_fc", "w_gate", "w_up"))
+        expected = 10.0 if reads_a_norm else 1.0  # c_proj reads attention's or the MLP's output: unchanged
+        assert torch.allclose(injected[name][dims], expected * natural[name][dims], rtol=1e-4), name
+        assert torch.allclose(injected[name][others], natural[name][others], rtol=1e-4), name
+    assert max(float(m.max()) for m in injected.values()) > 6 > max(float(m.max()) for m in natural.values())
+
+
+def test_llm_int8_catches_the_injected_outliers_that_absmax_and_vectorwise_int8_do_not():
+    """The paper's order, on a small deterministic model: with outliers of ~30x, one absmax scale per tensor
+    and one per token both lose the other dims' precision; the decomposition with W's outlier columns in
+    float16 does not. Dequantizing those columns from int8 (bitsandbytes' inference) loses some: injected,
+    they are alpha times smaller than the rest of their row, so int8 rounds them coarsely."""
+    import copy
+    from outlier_injection import inject_outliers, typical_dims
+    model = gpt_with_trained_looking_norms(seed=2)
+    idx = torch.randint(0, 300, (4, 32), generator=torch.Generator().manual_seed(2))
+    errors = {}
+    for alpha in (1.0, 30.0):
+        injected = inject_outliers(copy.deepcopy(model), typical_dims(model, idx), alpha)
+        float_dims = {n: (m >= 6.0).nonzero().flatten().tolist() for n, m in input_absmax_per_dim(injected, idx).items()}
+        makers = {mode: lambda n, l, mode=mode: Int8Linear.from_linear(l, mode, 6.0)
+                  for mode in ("absmax", "vectorwise", "llm_int8")}
+        makers["fp16_cols"] = lambda n, l: Int8Linear.from_linear(l, "llm_int8", 6.0, float_dims[n])
+        for name, make in makers.items():
+            errors[alpha, name] = relative_logit_error(injected, swap_linears(copy.deepcopy(injected), make), idx)
+    assert errors[1.0, "fp16_cols"] == errors[1.0, "llm_int8"]  # no input reaches 6 in the natural model
+    for name in ("absmax", "vectorwise"):
+        assert errors[30.0, name] > 5 * errors[1.0, name] and errors[30.0, name] > 5 * errors[30.0, "fp16_cols"]
+    assert errors[30.0, "fp16_cols"] < 1.2 * errors[1.0, "fp16_cols"] < 1.2 * errors[30.0, "llm_int8"]
+
+
+def test_int8linear_float_columns_are_exact_and_cost_their_bytes():
+    torch.manual_seed(0)
+    linear = nn.Linear(32, 8)
+    x = torch.randn(5, 32)
+    x[:, 3] *= 40.0
+    module = Int8Linear.from_linear(linear, "llm_int8", 6.0, float_dims=[3, 9])
+    plain = Int8Linear.from_linear(linear, "llm_int8", 6.0)
+    assert module.spec() == {"kind": "int8", "mode": "llm_int8", "threshold": 6.0, "float_dims": 2}
+    assert (module.int8_weight[:, [3, 9]] == 0).all() and torch.equal(module.float_weight, linear.weight[:, [3, 9]].half())
+    assert module.weight_bytes() == plain.weight_bytes() + 2 * (8 * 2 + 8)
+    reference = linear(x)
+    assert (module(x) - reference).abs().max() < (plain(x) - reference).abs().max()
+    with pytest.raises(ValueError, match="only llm_int8"):
+        Int8Linear.from_linear(linear, "vectorwise", float_dims=[1])
+
+
+def test_a_non_positive_alpha_is_refused():
+    from outlier_injection import inject_outliers
+    with pytest.raises(ValueError, match="alpha=0 must be positive"):
+        inject_outliers(tiny_gpt(), [1], 0)
+
+
 # ---- the checkpoint
 
 
@@ -319,6 +414,7 @@ def chat_model_run(tmp_path_factory):
 
 @pytest.mark.parametrize("stage, make", [
     ("llm_int8", lambda n, l: Int8Linear.from_linear(l, "llm_int8", 6.0)),
+    ("llm_int8", lambda n, l: Int8Linear.from_linear(l, "llm_int8", 6.0, float_dims=[0, 5])),
     ("gptq4_g32", lambda n, l: QuantLinear.from_result(l, *_act_order_codes(l), 4, 32, torch.randperm(l.in_features))),
     ("rtn3", lambda n, l: QuantLinear.from_linear(l, 3)),
 ])
@@ -408,6 +504,16 @@ def test_quantize_script_writes_the_table_and_the_checkpoints(quantize_run):
     assert abs(low["perplexity"] / rows["fp32"]["perplexity"] - 1) <= abs(
         rows["int8_vectorwise"]["perplexity"] / rows["fp32"]["perplexity"] - 1) + 1e-4
     assert "| method | bits/weight |" in (out / "results.md").read_text()
+    study = json.loads((out / "results.json").read_text())["injected_outliers"]
+    assert [a["alpha"] for a in study["alphas"]] == [1.0, 10.0, 30.0] and len(study["dims"]) == 3
+    assert [r["method"] for r in study["alphas"][0]["rows"]] == ["fp32", "int8_absmax", "int8_vectorwise", "llm_int8",
+                                                                "llm_int8_fp16_cols"]
+    assert all(a["max_logit_change"] < 1e-4 for a in study["alphas"])  # the same function at every alpha
+    natural = {r["method"]: r["perplexity"] for r in study["alphas"][0]["rows"]}
+    assert natural["int8_absmax"] != study["alphas"][2]["rows"][1]["perplexity"]
+    assert natural["llm_int8"] == rows["llm_int8"]["perplexity"]  # alpha 1 is the main table's model
+    assert study["alphas"][0]["max_abs_input"] < study["alphas"][2]["max_abs_input"]
+    assert "## Injected outliers" in (out / "results.md").read_text()
 
 
 def test_chat_with_a_quantized_model_equals_greedy_generation(quantize_run, capsys):

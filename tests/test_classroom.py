@@ -168,7 +168,7 @@ def test_the_script_says_one_line_for_bad_input(tmp_path, capsys):
     assert not (tmp_path / "new").exists()
     with pytest.raises(SystemExit):
         cli.run(classroom.main, ["grade", str(tmp_path)])
-    assert "has no tests/ folder" in capsys.readouterr().err
+    assert "has no chapter folders" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("child, outcome", [
@@ -189,21 +189,73 @@ def test_grade_scores_a_student_copy_and_never_crashes(tmp_path):
     root = toy_repo(tmp_path / "repo")
     out = tmp_path / "handout"
     classroom.make_student_copy(out, ["01_toy"], root=root)
-    report = classroom.grade(out, ["01_toy"])
+    report = classroom.grade(out, ["01_toy"], teacher=root)
     (chapter,) = report["chapters"]
     outcomes = {t["test"]: (t["outcome"], t["points"], t["max"]) for t in chapter["tests"]}
     assert outcomes == {"test_double": ("not attempted", 0, 1), "test_area[1]": ("not attempted", 0, 1),
                         "test_area[2]": ("not attempted", 0, 1), "test_wrong": ("not attempted", 0, 1),
                         "test_skipped": ("skipped", 0, 0)}
     assert (report["points"], report["max"], report["complete"]) == (0, 4, True)
-    solved = classroom.grade(root, ["01_toy"])
+    solved = classroom.grade(root, ["01_toy"], teacher=root)
     assert (solved["points"], solved["max"]) == (3, 4)  # test_wrong fails on the solution too: "failed"
     assert "failed" in classroom.report_text(solved) and "| **total** | **3 / 4** |" in classroom.report_markdown(solved)
     # a test file that does not even import (a student's syntax error) is a row, not a crash
-    (out / "tests" / "test_01_toy.py").write_text("def broken(:\n")
-    broken = classroom.grade(out, ["01_toy"])
+    (out / "01_toy" / "toy.py").write_text("def broken(:\n")
+    broken = classroom.grade(out, ["01_toy"], teacher=root)
     assert broken["chapters"][0]["status"] == "could not collect" and not broken["complete"]
     assert "incomplete" in classroom.report_text(broken)
+
+
+FORCE_PASS_CONFTEST = textwrap.dedent('''\
+    import pytest
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_makereport(item, call):
+        outcome = yield
+        outcome.get_result().outcome = "passed"
+    ''')
+
+
+def always_true(out):
+    tests = out / "tests" / "test_01_toy.py"
+    tests.write_text(tests.read_text().replace("assert toy.double(2) == 4", "assert True"))
+
+
+def delete_a_test(out):
+    tests = out / "tests" / "test_01_toy.py"
+    tests.write_text(tests.read_text().replace("def test_wrong():\n    assert toy.double(1) == 3\n", ""))
+
+
+def conftest_that_passes_everything(out):
+    (out / "conftest.py").write_text(FORCE_PASS_CONFTEST)
+    (out / "01_toy" / "conftest.py").write_text(FORCE_PASS_CONFTEST)
+
+
+def ini_that_deselects(out):
+    (out / "pytest.ini").write_text('[pytest]\naddopts = -k "not double and not area and not wrong"\n')
+
+
+@pytest.mark.parametrize("edit", [always_true, delete_a_test, conftest_that_passes_everything, ini_that_deselects])
+def test_a_student_cannot_change_the_grade_by_editing_the_tests(tmp_path, edit):
+    """grade runs the teacher's tests/, conftest.py and pytest settings on the student's code: a test made to
+    `assert True`, a deleted test, a hook that passes everything or an ini that deselects the tests changes
+    nothing; the student's folder is not modified; the student's code is what is graded."""
+    root = toy_repo(tmp_path / "repo")
+    out = tmp_path / "handout"
+    classroom.make_student_copy(out, ["01_toy"], root=root)
+    def outcomes(report):
+        return {t["test"]: (t["outcome"], t["points"], t["max"]) for t in report["chapters"][0]["tests"]}
+    before = classroom.grade(out, ["01_toy"], teacher=root)
+    assert (before["points"], before["max"]) == (0, 4)
+    edit(out)
+    files = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    after = classroom.grade(out, ["01_toy"], teacher=root)
+    assert outcomes(after) == outcomes(before) and (after["points"], after["max"]) == (0, 4)
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == files  # only read
+    # the code graded is the student's: written correctly, it scores (test_wrong fails on the solution too)
+    (out / "01_toy" / "toy.py").write_text(SOURCE)
+    solved = classroom.grade(out, ["01_toy"], teacher=root)
+    assert (solved["points"], solved["max"]) == (3, 4)
 
 
 def test_check_finds_an_uncaught_blank_a_failing_solution_and_a_chapter_without_parts(tmp_path):
