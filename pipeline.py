@@ -15,7 +15,7 @@ Every script writes its outputs under runs/<chapter>/. What reads what, by path:
                            with chapter 01's train_bpe (not runs/01_tokenizer; --tokenizer PATH for that)
                            -> runs/03_pretrain/ (tokenizer, train.bin/val.bin, ckpt.pt)
     04 sft.py              reads runs/03_pretrain/ckpt.pt and the tokenizer it names -> runs/04_sft/
-    06 quantize.py         reads chapter 05's best policy if 05 has run (runs/05_rlhf/best|ppo|grpo|dpo/ckpt.pt),
+    06 quantize.py         reads chapter 05's PPO policy if 05 has run, else GRPO, DPO (runs/05_rlhf/ppo|grpo|dpo/ckpt.pt),
                            else runs/04_sft/ckpt.pt, and chapter 03's train.bin/val.bin -> runs/06_quantize/
     07 evaluate.py         reads every runs/*/**/ckpt.pt -> runs/07_eval/ (report.md, report.png, ...)
 The pipeline stops with a message at the first chapter not built yet. Run again after a finished run, a

@@ -24,8 +24,9 @@ for chapter in ["01_tokenizer", "02_transformer", "03_pretrain"]:  # the earlier
         sys.path.append(str(REPO / chapter))
 
 import cli  # noqa: E402  (chapter 01: one clear line for bad input)
-from chat_format import END, load_model_and_tokenizer, render_chat  # noqa: E402  (this chapter)
+from chat_format import END, render_chat  # noqa: E402  (this chapter)
 from hardware import pick_device  # noqa: E402  (chapter 03)
+from model_loader import WrongStageError, find_chat_models, load_model  # noqa: E402  (chapter 03)
 
 RUNS = REPO / "runs"
 DEFAULT_CKPT = RUNS / "04_sft" / "ckpt.pt"
@@ -134,19 +135,17 @@ def add_web_arguments(parser):
 
 
 def load_chat_model(path, device="cpu"):
-    """(model, tokenizer) of a chat checkpoint: FileNotFoundError (saying what to run) for a missing one,
-    ValueError for a checkpoint that is not a chat model."""
+    """(model, tokenizer) of a chat checkpoint (SFT, an RLHF policy, ...): FileNotFoundError (saying what to
+    run) for a missing one, ValueError for a checkpoint that is not a chat model."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no chat model at {path}. Fine-tune one first:\n    python 04_sft/sft.py "
                                 f"--preset tiny\n(or pass --ckpt PATH)")
     try:
-        model, tokenizer, _ = load_model_and_tokenizer(path, device)
-    except (FileNotFoundError, ValueError) as error:
-        raise type(error)(f"cannot load {path}: {error}") from None
-    if END not in tokenizer.special_tokens:
-        raise ValueError(f"{path} is not a chat model (its tokenizer has no {END} token): it looks like a base "
-                         f"model. Fine-tune it first: python 04_sft/sft.py --base {path}")
+        model, tokenizer, meta = load_model(path, stage="chat", device=device)
+    except WrongStageError as error:
+        fix = f"; fine-tune it first: python 04_sft/sft.py --base {path}" if error.role == "base" else ""
+        raise WrongStageError(f"{error}{fix}", error.stage, error.role) from None
     return model, tokenizer
 
 
@@ -208,8 +207,6 @@ def main(argv=None):
 
 def web_models(args):
     """{name: path} for --web: --ckpt first if given, then the chat models under runs/ (chat_web.py)."""
-    from chat_web import find_chat_models
-
     models = {args.ckpt: Path(args.ckpt)} if args.ckpt else {}
     given = Path(args.ckpt).resolve() if args.ckpt else None
     models.update({name: path for name, path in find_chat_models(RUNS).items() if path.resolve() != given})

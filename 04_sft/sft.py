@@ -38,10 +38,11 @@ for chapter in ["01_tokenizer", "02_transformer", "03_pretrain"]:  # the earlier
 import cli  # noqa: E402  (chapter 01: one clear line for bad input)
 import dataset  # noqa: E402  (chapter 03: the tokenizer's fingerprint)
 import hardware  # noqa: E402  (chapter 03: device, precision, DDP)
+from model_loader import load_model  # noqa: E402  (chapter 03: the one loader)
 import train  # noqa: E402  (chapter 03: the training loop)
 import world  # noqa: E402  (chapter 03: the mini-world)
 from checkpoint import read_run_checkpoint  # noqa: E402  (chapter 03)
-from chat_format import add_chat_embeddings, add_chat_tokens, load_model_and_tokenizer  # noqa: E402
+from chat_format import add_chat_embeddings, add_chat_tokens  # noqa: E402
 from grading import METRICS, evaluate, generate_replies, write_report  # noqa: E402  (this chapter)
 from robustness import measure, robustness_sets, robustness_table  # noqa: E402  (this chapter)
 from sft_data import (EVAL_MIX, MULTI_TURN_FRACTION, TASKS, TRAIN_MIX, SFTBatches, fill_ratio,  # noqa: E402
@@ -166,8 +167,8 @@ def parse_mix(text, scale=1.0):
 
 
 def load_base(path, device="cpu"):
-    """The base model and its tokenizer: FileNotFoundError saying what to run when chapter 03 has not
-    been run, ValueError when the file is not a usable base model."""
+    """The base model, its tokenizer and its checkpoint's metadata: FileNotFoundError saying what to run when
+    chapter 03 has not been run, ValueError when the file is not a usable base model."""
     path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(f"--base {path} is a folder, not a checkpoint: give the ckpt.pt file in it")
@@ -175,7 +176,7 @@ def load_base(path, device="cpu"):
         raise FileNotFoundError(f"no base model at {path}. Pretrain one first:\n    python 03_pretrain/pretrain.py "
                                 f"--preset tiny\n(or pass --base PATH to a chapter-03 checkpoint)")
     try:
-        return load_model_and_tokenizer(path, device)
+        return load_model(path, stage=("base", "sft"), device=device)  # fine-tuning an SFT model again is allowed
     except (FileNotFoundError, ValueError) as error:
         raise type(error)(f"cannot use {path} as the base model: {error}") from None
 
@@ -311,7 +312,8 @@ def fine_tune(args):
         return "\n".join(f"USER: {p[-1]['content']}\nASSISTANT: {r}" + ("" if ended else " [no <|end|>]")
                          for p, (r, ended) in zip(sample_prompts, replies))
 
-    extra = {"tokenizer": str(out_dir.absolute() / "tokenizer"), "tokenizer_sha256": tokenizer_sha256,
+    extra = {"stage": "sft", "role": "chat", "tokenizer": str(out_dir.absolute() / "tokenizer"),
+             "tokenizer_sha256": tokenizer_sha256,
              "data_sha256": data_sha256,
              "settings": settings, "base": str(settings["base"]), "base_step": base_checkpoint.get("step")}
     summary = train.train(model, batches.get_batch, config, make_sample=make_sample, resume=args.resume,

@@ -29,6 +29,7 @@ for chapter in ["01_tokenizer", "02_transformer", "03_pretrain", "04_sft"]:  # t
         sys.path.append(str(REPO / chapter))
 
 from chat_format import END, render_chat  # noqa: E402  (chapter 04)
+from model_loader import register_format, rebuild_gpt  # noqa: E402  (chapter 03: the one loader)
 from padding import left_pad  # noqa: E402  (chapter 02)
 
 
@@ -65,6 +66,16 @@ class RewardModel(nn.Module):
         hidden = self.body.hidden(ids, attention_mask=attention_mask)  # (B, T, C)
         last = hidden[torch.arange(ids.size(0), device=ids.device), last_token_index(attention_mask)]  # (B, C)
         return self.score_head(last).squeeze(-1).float()  # (B,)
+
+
+def rebuild_reward_model(meta, state_dict):
+    """The reward model of a checkpoint (chapter 03's loader calls it: load_model(path, stage="reward_model"))."""
+    reward_model = RewardModel(rebuild_gpt(meta, None))
+    reward_model.load_state_dict(state_dict)
+    return reward_model
+
+
+register_format("reward_model", rebuild_reward_model, recognize=lambda meta: meta.get("stage") == "reward_model")
 
 
 def pairwise_loss(chosen_scores, rejected_scores):

@@ -36,8 +36,9 @@ for chapter in ["01_tokenizer", "02_transformer", "03_pretrain", "04_sft"]:  # t
 import cli  # noqa: E402  (chapter 01: the shared script plumbing)
 import train  # noqa: E402  (chapter 03: the training loop)
 import world  # noqa: E402  (chapter 03: the mini-world)
-from chat_format import END, load_model_and_tokenizer, render_chat  # noqa: E402  (chapter 04)
+from chat_format import END, render_chat  # noqa: E402  (chapter 04)
 from checkpoint import read_checkpoint  # noqa: E402  (chapter 03)
+from model_loader import load_model  # noqa: E402  (chapter 03: the one loader)
 from generation import rollout  # noqa: E402  (chapter 02)
 from hardware import autocast, pick_device, resolve_precision  # noqa: E402  (chapter 03)
 from sft_data import EVAL_MIX, world_examples  # noqa: E402  (chapter 04)
@@ -144,33 +145,28 @@ def parse_stages(text):
 
 
 def load_sft(path, device):
-    """The SFT chat model and its tokenizer; FileNotFoundError saying what to run, ValueError for a checkpoint
-    that is not a chat model."""
+    """The SFT chat model, its tokenizer and metadata; FileNotFoundError saying what to run, ValueError for a
+    checkpoint that is not a chat model."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no SFT model at {path}. Fine-tune one first:\n    python 04_sft/sft.py --preset tiny"
                                 f"\n(or pass --sft PATH to a chapter-04 checkpoint)")
     try:
-        model, tokenizer, checkpoint = load_model_and_tokenizer(path, device)
-    except (FileNotFoundError, ValueError, RuntimeError) as error:
+        return load_model(path, stage="chat", device=device)
+    except (FileNotFoundError, ValueError) as error:
         raise ValueError(f"cannot use {path} as the SFT model: {error}") from None
-    if END not in tokenizer.special_tokens:
-        raise ValueError(f"{path} is not a chat model (its tokenizer has no {END}): pass a chapter-04 SFT checkpoint "
-                         f"(python 04_sft/sft.py), not a base model")
-    return model, tokenizer, checkpoint
 
 
-def load_stage_model(stage_dir, sft_path, stage, device):
-    """A finished stage's model (policy or reward model), checked against the SFT model it must start from."""
-    ckpt_path = Path(stage_dir) / "ckpt.pt"
-    checkpoint = read_checkpoint(ckpt_path)
-    if checkpoint.get("stage") != stage:
-        raise ValueError(f"{ckpt_path} holds stage {checkpoint.get('stage')!r}, not {stage!r}")
-    sft_config = read_checkpoint(sft_path)["model_config"]
-    if checkpoint.get("model_config") != sft_config:
-        raise ValueError(f"{ckpt_path} was trained from another SFT model (its config differs from {sft_path}): "
-                         f"rerun the stage with --stages {stage} --overwrite")
-    return checkpoint
+def load_stage_model(out_dir, stage, sft_meta, device):
+    """A finished stage's model (a policy, or the reward model), checked against the SFT model it must have
+    started from -> (model, meta)."""
+    ckpt_path = Path(out_dir) / stage / "ckpt.pt"
+    model, _, meta = load_model(ckpt_path, stage=stage, device=device)
+    if meta["model_config"] != sft_meta["model_config"]:
+        raise ValueError(f"{ckpt_path} was trained from another SFT model (its config differs from "
+                         f"{sft_meta.get('settings', {}).get('sft', 'the SFT model')}): rerun the stage with "
+                         f"--stages {stage} --overwrite")
+    return model, meta
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -256,7 +252,8 @@ def stage_extra(stage, settings, tokenizer, folder, sft_checkpoint):
     """The metadata every checkpoint of this chapter carries (chapter 07 reads "stage")."""
     tokenizer.save(Path(folder) / "tokenizer")  # next to the checkpoint: chat.py finds it there
     passed_on = {k: v for k, v in sft_checkpoint.items() if k.startswith("tokenizer_")}  # e.g. its hash
-    return {"stage": stage, "started_from": settings["sft"], "settings": settings,
+    role, fmt = ("scorer", "reward_model") if stage == "reward_model" else ("chat", "gpt")
+    return {"stage": stage, "role": role, "format": fmt, "started_from": settings["sft"], "settings": settings,
             "tokenizer": str(Path(folder) / "tokenizer"), **passed_on}
 
 
@@ -274,13 +271,6 @@ def reward_model_stage(sft_model, tokenizer, pairs, settings, out_dir, device, r
     summary = train.train(reward_model, batches.get_batch, config, resume=resume, checkpoint_extra=extra,
                           loss_fn=reward_model_loss)
     return reward_model.eval(), summary
-
-
-def load_reward_model(sft_model, out_dir, settings, device):
-    checkpoint = load_stage_model(Path(out_dir) / "reward_model", settings["sft"], "reward_model", device)
-    reward_model = RewardModel(sft_model)
-    reward_model.load_state_dict(checkpoint["model"])
-    return reward_model.to(device).eval()
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -330,14 +320,6 @@ def dpo_stage(sft_model, tokenizer, pairs, settings, out_dir, device, resume, st
     summary = train.train(policy, batches.get_batch, config, resume=resume, checkpoint_extra=extra,
                           loss_fn=make_dpo_loss(settings["dpo_beta"]))
     return policy.eval(), summary
-
-
-def load_policy(sft_model, out_dir, name, settings, device):
-    import copy
-    checkpoint = load_stage_model(Path(out_dir) / name, settings["sft"], name, device)
-    policy = copy.deepcopy(sft_model)
-    policy.load_state_dict(checkpoint["model"])
-    return policy.to(device).eval(), checkpoint
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -473,7 +455,7 @@ def main(argv=None):
         summaries["reward_model"] = reward_model_report(reward_model, tokenizer, pairs["heldout"], out_dir, log)
     elif any(s in stages for s in ("ppo", "eval", "overopt")):
         if (Path(out_dir) / "reward_model" / "ckpt.pt").exists():
-            reward_model = load_reward_model(sft_model, out_dir, settings, device)
+            reward_model = load_stage_model(out_dir, "reward_model", sft_checkpoint, device)[0]
         elif "ppo" in stages or "overopt" in stages:
             raise FileNotFoundError(f"no reward model in {out_dir / 'reward_model'}: run the reward_model stage first")
     if "ppo" in stages:
@@ -494,7 +476,7 @@ def main(argv=None):
         if stopped_early("grpo", summaries["grpo"]["step"], settings["grpo"]["steps"]):
             return {"timings": timings, "cpu_seconds": cpu_seconds, "stopped_at": "grpo"}
     if "eval" in stages:
-        summaries["eval"] = timed("eval", lambda: eval_stage(sft_model, reward_model, tokenizer, policies, settings,
+        summaries["eval"] = timed("eval", lambda: eval_stage(sft_model, sft_checkpoint, reward_model, tokenizer, policies, settings,
                                                              out_dir, device, timings, log))
     if "overopt" in stages:
         summaries["overopt"] = timed("overopt", lambda: overopt_stage(
@@ -509,12 +491,12 @@ def main(argv=None):
     return {"timings": timings, "cpu_seconds": cpu_seconds, "total_seconds": total, **summaries}
 
 
-def eval_stage(sft_model, reward_model, tokenizer, policies, settings, out_dir, device, timings, log):
+def eval_stage(sft_model, sft_checkpoint, reward_model, tokenizer, policies, settings, out_dir, device, timings, log):
     for name in ("ppo", "dpo", "grpo"):
         if name.upper() not in policies and (Path(out_dir) / name / "ckpt.pt").exists():
-            checkpoint = read_checkpoint(Path(out_dir) / name / "ckpt.pt")
-            if checkpoint.get("step", 0) >= checkpoint.get("train_config", checkpoint.get("rl_config", {})).get("steps", 0):
-                policies[name.upper()] = load_policy(sft_model, out_dir, name, settings, device)[0]
+            policy, meta = load_stage_model(out_dir, name, sft_checkpoint, device)
+            if meta.get("step", 0) >= meta.get("train_config", meta.get("rl_config", {})).get("steps", 0):
+                policies[name.upper()] = policy
     examples = eval_examples(settings)
     results = {}
     for name, model in {"SFT": sft_model, **{k: policies[k] for k in ("PPO", "DPO", "GRPO") if k in policies}}.items():

@@ -18,7 +18,6 @@ where the time went), report.png (the main table as grouped bars, with chance le
 (every number), records/<model>/<task>.jsonl (one line per item: prompt, reply, gold, score), and
 sft_direct/ (the control model).
 """
-import importlib
 import json
 import math
 import sys
@@ -28,14 +27,15 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-for chapter in ["01_tokenizer", "02_transformer", "03_pretrain", "04_sft"]:  # the earlier chapters this file builds on
+for chapter in ["01_tokenizer", "02_transformer", "03_pretrain", "04_sft", "06_quantize"]:  # the earlier chapters this file builds on
     if str(REPO / chapter) not in sys.path:
         sys.path.append(str(REPO / chapter))
 
 import cli  # noqa: E402  (chapter 01: the shared script plumbing)
 import hardware  # noqa: E402  (chapter 03)
+import model_loader  # noqa: E402  (chapter 03: the one loader, and finding models by their stage)
+import quant_checkpoint  # noqa: E402, F401  (chapter 06: registers the "quantized" format with the loader)
 import world  # noqa: E402  (chapter 03)
-from checkpoint import read_checkpoint  # noqa: E402  (chapter 03)
 from contamination import NgramIndex, contamination_report  # noqa: E402  (this chapter)
 from eval_tasks import COT_PROMPTS, TASKS, check_task_names, item_text, make_items, run_task, summarize  # noqa: E402
 from harness import LanguageModel  # noqa: E402
@@ -75,14 +75,6 @@ EXPECTED = [("base", "03_pretrain", "python 03_pretrain/pretrain.py"), ("sft", "
             (DIRECT_STAGE, "07_eval", "python 07_eval/evaluate.py --direct-sft"),
             ("ppo", "05_rlhf", "python 05_rlhf/rlhf.py"), ("dpo", "05_rlhf", "python 05_rlhf/rlhf.py"),
             ("grpo", "05_rlhf", "python 05_rlhf/rlhf.py")]
-NOT_LANGUAGE_MODELS = {"reward", "reward_model"}  # checkpoints that score text rather than write it
-STAGE_FROM_FOLDER = {"03_pretrain": "base", "04_sft": "sft"}  # checkpoints written before stages were recorded
-# Chapter 06's quantized checkpoints need chapter 06's loader: (folder, module, function), called as
-#     model, tokenizer, checkpoint = load_quantized_model(ckpt_path, device)
-# returning chapter 02's GPT with its quantized modules swapped in (forward, hidden, lm_head, config).
-# Imported only when a checkpoint needs it (a later chapter may import earlier ones, never the reverse).
-QUANTIZED_LOADER = ("06_quantize", "quant_checkpoint", "load_quantized_model")
-
 # The main table: (column, task, summary key, scale to percent or None, chance level in %, lower is better)
 COLUMNS = [("bits/byte", "perplexity", "bits_per_byte", None, None, True),
            ("MC acc", "multiple_choice", "acc", 100, 25, False),
@@ -125,67 +117,35 @@ def parse_args(argv):
 # Finding the models
 
 
-def find_models(runs_dir, extra=(), out_dir=None):
-    """Every checkpoint under runs_dir (runs/*/**/ckpt.pt) and in `extra`, with its stage ->
-    (models: [(label, path, stage, checkpoint metadata)], skipped: [line])."""
-    runs_dir = Path(runs_dir)
-    paths = sorted(runs_dir.glob("*/**/ckpt.pt")) + [Path(p) for p in extra]
-    if out_dir is not None and (Path(out_dir) / "sft_direct" / "ckpt.pt").exists():
-        paths.append(Path(out_dir) / "sft_direct" / "ckpt.pt")
-    models, skipped, seen = [], [], set()
-    for path in paths:
+def find_models(runs_dir, extra=()):
+    """Every model checkpoint under runs_dir (runs/*/**/ckpt.pt) and in `extra`, by the stage and role its
+    checkpoint records -> (models: [{"label", "path", "stage", "meta"}] in the table's order, skipped: [line])."""
+    runs_dir, skipped = Path(runs_dir), []
+    found = [(p, m) for p, m in model_loader.find_models(runs_dir, problems=skipped) if p.parent != runs_dir]
+    for path in map(Path, extra):
         if not path.is_file():
             raise FileNotFoundError(f"no checkpoint at {path}: check the --ckpt path")
+        found.append((path, model_loader.read_model_meta(path)))
+    models, seen = [], set()
+    for path, meta in found:
         if path.resolve() in seen:
             continue
         seen.add(path.resolve())
-        metadata = read_checkpoint(path)
-        relative = path.parent.relative_to(runs_dir) if path.is_relative_to(runs_dir) else path.parent
-        stage = metadata.get("stage") or STAGE_FROM_FOLDER.get(str(relative), "?")
-        if stage in NOT_LANGUAGE_MODELS or path.parent.name in NOT_LANGUAGE_MODELS:
-            skipped.append(f"{path}: a {stage} checkpoint scores text, it does not write it (not evaluated)")
+        if meta["role"] == "scorer":
+            skipped.append(f"{path}: a {meta['stage']} checkpoint scores text, it does not write it (not evaluated)")
             continue
-        # chapter 06's checkpoints hold quantized tensors that only its own loader can read
-        metadata["plain_weights"] = "model" in metadata and "model_config" in metadata and \
-            not metadata.get("quantization") and "06_quantize" not in path.parts
-        metadata.pop("model", None)
-        metadata.pop("optimizer", None)
-        models.append([stage, path, stage, metadata])
+        models.append({"path": path, "stage": meta["stage"], "meta": meta})
     order = [stage for stage, _, _ in EXPECTED]
-    models.sort(key=lambda m: (order.index(m[2]) if m[2] in order else len(order), str(m[1])))
-    stages = [m[2] for m in models]
-    for model in models:  # a label per row: the stage, and the folder when two share a stage
-        model[0] = model[2] if stages.count(model[2]) == 1 else f"{model[2]} ({model[1].parent.name})"
+    models.sort(key=lambda m: (order.index(m["stage"]) if m["stage"] in order else len(order), str(m["path"])))
+    stages = [m["stage"] for m in models]
+    for m in models:  # a label per row: the stage, and the folder when two share a stage
+        m["label"] = m["stage"] if stages.count(m["stage"]) == 1 else f"{m['stage']} ({m['path'].parent.name})"
     for stage, chapter, command in EXPECTED:
         if stage not in stages:
             skipped.append(f"no {stage} model under {runs_dir}: chapter {chapter} makes it ({command})")
-    if not any("06_quantize" in str(m[1]) for m in models):
+    if not any(m["meta"]["format"] == "quantized" for m in models):
         skipped.append(f"no quantized models under {runs_dir / '06_quantize'}: chapter 06_quantize makes them")
-    return [tuple(m) for m in models], skipped
-
-
-def quantized_loader():
-    """Chapter 06's loader function, or None when chapter 06 is not there (never imported otherwise)."""
-    folder, module, function = QUANTIZED_LOADER
-    if not (REPO / folder / f"{module}.py").is_file():
-        return None
-    if str(REPO / folder) not in sys.path:
-        sys.path.append(str(REPO / folder))
-    return getattr(importlib.import_module(module), function, None)
-
-
-def load_language_model(label, path, stage, metadata, device, settings):
-    """A LanguageModel for one checkpoint: plain weights through chapter 04's loader, a quantized one
-    through chapter 06's (ValueError when that loader is missing)."""
-    kwargs = dict(batch_size=settings["batch_size"])
-    if metadata["plain_weights"]:
-        return LanguageModel.load(path, name=label, stage=stage, device=device, **kwargs)
-    load = quantized_loader()
-    if load is None:
-        raise ValueError(f"{path} is a quantized checkpoint and chapter 06's loader "
-                         f"{'/'.join(QUANTIZED_LOADER[:2])}.py:{QUANTIZED_LOADER[2]} is not there")
-    model, tokenizer, _ = load(path, device)
-    return LanguageModel(model, tokenizer, label, stage, **kwargs)
+    return models, skipped
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -196,9 +156,10 @@ def heldout_documents(models, runs_dir, n):
     """Documents of the pretraining corpus' validation split (chapter 03's val.bin, decoded with the base
     model's tokenizer); when there is none, documents the corpus generator makes with seed 1 (chapter 03
     trains on seed 0): the same kind of text, never trained on."""
-    for _, path, stage, metadata in models:
+    for model in models:
+        metadata = model["meta"]
         data_dir = (metadata.get("data") or {}).get("dir")
-        if stage == "base" and data_dir and (Path(data_dir) / "val.bin").is_file():
+        if model["stage"] == "base" and data_dir and (Path(data_dir) / "val.bin").is_file():
             import dataset
             from bpe import Tokenizer
             tokenizer = Tokenizer.load(metadata["tokenizer"])
@@ -214,7 +175,7 @@ def training_texts(models, w):
     """What the models were trained on: the pretraining corpus and the SFT conversations (with the SFT
     run's seed, read from its checkpoint). The direct-answer control's math replies ("The answer is 14.")
     are the last lines of these step-by-step ones, so they add no n-gram."""
-    sft_seed = next((m[3].get("settings", {}).get("seed") for m in models if m[2] == "sft"), 1337)
+    sft_seed = next((m["meta"].get("settings", {}).get("seed") for m in models if m["stage"] == "sft"), 1337)
     texts = world.make_corpus().split(world.EOT)
     texts += [m["content"] for e in world_examples(w, "train", TRAIN_MIX, seed=sft_seed,
                                                     multi_turn=MULTI_TURN_FRACTION) for m in e["messages"]]
@@ -387,6 +348,22 @@ def write_report(out_dir, results, skipped, contamination, settings, timings, so
 # The script
 
 
+def select_models(models, names, runs_dir):
+    """The models --models names (stages, row labels or folder names, comma-separated; None: all). A name that
+    matches no model is one clear line listing the names there are."""
+    if not models:
+        raise FileNotFoundError(f"no models to evaluate under {runs_dir}: run the pipeline first (python pipeline.py)")
+    if names is None:
+        return models
+    wanted = [n.strip() for n in names.split(",") if n.strip()]
+    known = {n for m in models for n in (m["stage"], m["label"], m["path"].parent.name)}
+    unknown = [n for n in wanted if n not in known]
+    if unknown or not wanted:
+        raise ValueError(f"--models {names!r}: {'no model is called ' + ', '.join(unknown) if unknown else 'name a model'}"
+                         f"; the models under {runs_dir} are {', '.join(m['label'] for m in models)}")
+    return [m for m in models if {m["stage"], m["label"], m["path"].parent.name} & set(wanted)]
+
+
 def resolve_settings(args):
     settings = json.loads(json.dumps(PRESETS[args.preset]))  # a deep copy
     settings["preset"] = args.preset
@@ -421,24 +398,22 @@ def main(argv=None):
     device = hardware.pick_device(args.device)
     other_seconds = {}
 
-    models, skipped = find_models(runs_dir, args.ckpt or [], out_dir)
-    sft = next((m for m in models if m[2] == "sft"), None)
+    extra = list(args.ckpt or [])
+    if (out_dir / "sft_direct" / "ckpt.pt").is_file():
+        extra.append(out_dir / "sft_direct" / "ckpt.pt")
+    models, skipped = find_models(runs_dir, extra)
+    sft = next((m for m in models if m["stage"] == "sft"), None)
     wants_direct = "chain_of_thought" in tasks and settings["direct_sft"]
-    if wants_direct and sft and not any(m[2] == DIRECT_STAGE for m in models):
+    if wants_direct and sft and not any(m["stage"] == DIRECT_STAGE for m in models):
         print(f"training the direct-answer SFT control for the chain-of-thought study (once; {out_dir / 'sft_direct'})")
         t = time.time()
         out_dir.mkdir(parents=True, exist_ok=True)
-        train_direct_sft(sft[1], out_dir / "sft_direct", device=args.device)  # with torch's default threads
+        train_direct_sft(sft["path"], out_dir / "sft_direct", device=args.device)  # with torch's default threads
         other_seconds["direct-answer SFT control (training, once)"] = time.time() - t
-        models, skipped = find_models(runs_dir, args.ckpt or [], out_dir)
+        models, skipped = find_models(runs_dir, extra + [out_dir / "sft_direct" / "ckpt.pt"])
     if settings["threads"]:
         torch.set_num_threads(settings["threads"])
-    if args.models:
-        wanted = set(args.models.split(","))
-        models = [m for m in models if m[2] in wanted or m[0] in wanted or m[1].parent.name in wanted]
-    if not models:
-        raise FileNotFoundError(f"no models to evaluate under {runs_dir}" + (f" matching --models {args.models}"
-                                if args.models else ": run the pipeline first (python pipeline.py)"))
+    models = select_models(models, args.models, runs_dir)
     for line in skipped:
         print(f"skipped: {line}")
 
@@ -451,10 +426,11 @@ def main(argv=None):
 
     out_dir.mkdir(parents=True, exist_ok=True)
     results, timings = [], {}
-    for label, path, stage, metadata in models:
+    for model in models:
+        label, path, stage = model["label"], model["path"], model["stage"]
         print(f"\n== {label} ({path})", flush=True)
         try:
-            lm = load_language_model(label, path, stage, metadata, device, settings)
+            lm = LanguageModel.load(path, name=label, stage=stage, device=device, batch_size=settings["batch_size"])
         except (ValueError, RuntimeError, KeyError, OSError) as error:  # one odd checkpoint does not stop the report
             skipped.append(f"{path}: could not be loaded as a language model ({cli.one_line(error)})")
             print(f"  skipped: {skipped[-1]}")
@@ -474,6 +450,8 @@ def main(argv=None):
             print(f"  {task:<17} {timings[label][task]:5.1f} s  " + ", ".join(
                 f"{k} {v:.3g}" for k, v in result["summary"][task].items()), flush=True)
         results.append(result)
+    if not results:  # nothing to report: say why instead of writing an empty table
+        raise ValueError(f"none of the {len(models)} model(s) could be loaded, so there is no report: {skipped[-1]}")
 
     t = time.time()
     index = NgramIndex(training_texts(models, w))

@@ -28,7 +28,8 @@ import grading
 import sft
 import world
 from chat_format import (ASSISTANT, BOS, CHAT_TOKENS, END, USER, add_chat_embeddings, add_chat_tokens,
-                         load_model_and_tokenizer, render_chat, show_mask, to_inputs_and_targets)
+                         render_chat, show_mask, to_inputs_and_targets)
+from model_loader import load_model
 from grading import extract_answer, is_refusal, says_dont_know
 from conftest import tiny_gpt
 from sft_data import (EVAL_MIX, TRAIN_MIX, SFTBatches, load_jsonl, pack_rows, pad_rows, tokenize, user_prompts,
@@ -646,7 +647,7 @@ def test_tokenizer_larger_than_the_model_is_rejected(tmp_path, base_tokenizer, t
     checkpoint.save_checkpoint(tmp_path / "ckpt.pt", {"model": model.state_dict(), "model_config":
                                checkpoint.model_config_dict(model), "tokenizer": str(tmp_path / "tokenizer")})
     with pytest.raises(ValueError, match="do not belong together"):
-        load_model_and_tokenizer(tmp_path / "ckpt.pt")
+        load_model(tmp_path / "ckpt.pt")
 
 
 # ---- the scripts, on a tiny base model made here
@@ -682,7 +683,7 @@ def test_sft_script_trains_evaluates_and_resumes(sft_run):
     assert "| replies that end with `<|end|>` |" in report and "| base model | after SFT |" in report
     steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert steps == sorted(steps) and max(steps) == 4
-    model, tokenizer, checkpoint = load_model_and_tokenizer(out / "ckpt.pt")
+    model, tokenizer, checkpoint = load_model(out / "ckpt.pt")
     assert checkpoint["step"] == 4 and checkpoint["tokenizer"] == str(out / "tokenizer")
     assert set(CHAT_TOKENS) <= set(tokenizer.special_tokens) and model.config.vocab_size == tokenizer.vocab_size
     base = torch.load(root / "base" / "ckpt.pt", weights_only=True)["model"]
@@ -703,7 +704,7 @@ def test_chat_prompt_one_shot_equals_greedy_generation(sft_run):
     result = run_script(REPO / "04_sft" / "chat.py", "--ckpt", out / "ckpt.pt", "--prompt", "Where does Mia live?",
                         "--temp", "0", "--max-new-tokens", "10")
     assert result.returncode == 0, result.stderr
-    model, tokenizer, _ = load_model_and_tokenizer(out / "ckpt.pt")
+    model, tokenizer, _ = load_model(out / "ckpt.pt")
     prompt, _ = render_chat(chat("Where does Mia live?"), tokenizer, add_generation_prompt=True)
     expected = model.generate_batch([prompt], 10, temperature=0, stop_tokens=[tokenizer.special_tokens[END]])[0]
     if expected and expected[-1] == tokenizer.special_tokens[END]:
@@ -807,7 +808,7 @@ def test_web_chat_streams_the_greedy_reply_token_by_token(sft_run, web_server):
     conversation = chat("Where does Mia live?", "In Sherby.", "And Sam?")
     events = post_chat(url, {"model": "sft", "messages": conversation, "temperature": 0, "max_new_tokens": 12})
     *texts, done = events
-    model, tokenizer, _ = load_model_and_tokenizer(out / "ckpt.pt")
+    model, tokenizer, _ = load_model(out / "ckpt.pt")
     prompt, _ = render_chat(conversation, tokenizer, add_generation_prompt=True)
     expected = model.generate_batch([prompt], 12, temperature=0, stop_tokens=[tokenizer.special_tokens[END]])[0]
     ended = expected[-1] == tokenizer.special_tokens[END]
@@ -915,16 +916,42 @@ def test_web_chat_server_refuses_a_taken_port_and_no_models():
         first.server_close()
 
 
-def test_find_chat_models_lists_the_sft_model_and_the_policies(tmp_path):
-    import chat_web
+def test_find_chat_models_reads_the_stage_from_the_checkpoint_not_the_folder(sft_run, tmp_path):
+    """Chat models are listed by the role their checkpoint records, whatever their folders are called; a
+    reward model, a base model, a format no loaded chapter registered and a damaged file are left out."""
+    import model_loader
 
-    for folder in ("04_sft", "05_rlhf/ppo", "05_rlhf/dpo", "05_rlhf/reward_model", "05_rlhf/grpo", "06_quantize/gptq4"):
-        (tmp_path / folder).mkdir(parents=True)
-        (tmp_path / folder / "ckpt.pt").write_bytes(b"")
-    (tmp_path / "05_rlhf" / "preferences").mkdir()  # no checkpoint: not listed
-    found = chat_web.find_chat_models(tmp_path)
-    assert found == {name: tmp_path / name / "ckpt.pt" for name in ("04_sft", "05_rlhf/dpo", "05_rlhf/grpo",
-                                                                     "05_rlhf/ppo")}
+    root, out, _, _ = sft_run
+    sft_checkpoint = checkpoint.read_checkpoint(out / "ckpt.pt")
+    for folder, extra in {"04_sft": {"stage": "base", "role": "base"}, "my_policy": {"stage": "ppo"},
+                          "05_rlhf/grpo": {"stage": "grpo", "role": "chat"}, "x/reward": {"stage": "reward_model", "role": "scorer"},
+                          "06_quantize/odd": {"stage": "rtn4", "format": "martian"}, "plain": {}}.items():
+        checkpoint.save_checkpoint(tmp_path / folder / "ckpt.pt", {**sft_checkpoint, **extra})
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "ckpt.pt").write_bytes(b"cut short")
+    found = model_loader.find_chat_models(tmp_path)
+    assert found == {name: tmp_path / name / "ckpt.pt" for name in ("05_rlhf/grpo", "my_policy", "plain")}
+    problems = []
+    model_loader.find_models(tmp_path, problems)
+    assert len(problems) == 1 and "broken/ckpt.pt" in problems[0] and "not a checkpoint" in problems[0]
+
+
+def test_load_model_refuses_a_stage_the_caller_did_not_ask_for(sft_run, tmp_path):
+    import model_loader
+
+    root, out, _, _ = sft_run
+    model, tokenizer, meta = load_model(out / "ckpt.pt", stage="chat")
+    assert (meta["stage"], meta["role"], meta["format"]) == ("sft", "chat", "gpt") and "model" not in meta
+    assert load_model(out / "ckpt.pt", stage="sft")[2]["stage"] == "sft"
+    with pytest.raises(model_loader.WrongStageError, match="is not a chat model: it is a base model") as info:
+        load_model(root / "base" / "ckpt.pt", stage="chat")
+    assert info.value.role == "base"
+    with pytest.raises(model_loader.WrongStageError, match="is not a reward model: .*stage 'sft'"):
+        load_model(out / "ckpt.pt", stage="reward_model")
+    saved = checkpoint.read_checkpoint(out / "ckpt.pt")
+    checkpoint.save_checkpoint(tmp_path / "new" / "ckpt.pt", {**saved, "format": "martian"})
+    with pytest.raises(ValueError, match="'martian' checkpoint, and no loaded chapter knows how to rebuild"):
+        load_model(tmp_path / "new" / "ckpt.pt")
 
 
 # ---- chat forms, multi-turn conversations and the robustness rows (robustness.py)

@@ -14,7 +14,8 @@ import torch
 import bpe
 import checkpoint
 import world
-from chat_format import add_chat_tokens, load_model_and_tokenizer
+from chat_format import add_chat_tokens
+from model_loader import load_model
 from conftest import tiny_gpt
 
 import dpo
@@ -396,7 +397,7 @@ def test_policy_checkpoint_is_a_chat_model(tmp_path, tokenizer, w0):
     tokenizer.save(tmp_path / "run" / "tokenizer")
     train_policy(copy.deepcopy(sft), sft, examples, tokenizer, RLConfig(steps=1, prompts_per_step=2, max_new_tokens=4),
                  tmp_path / "run", reward_model=rm, checkpoint_extra={"started_from": "sft.pt"}, log=lambda *a: None)
-    model, loaded_tokenizer, saved = load_model_and_tokenizer(tmp_path / "run" / "ckpt.pt")
+    model, loaded_tokenizer, saved = load_model(tmp_path / "run" / "ckpt.pt")
     assert saved["stage"] == "ppo" and saved["step"] == 1 and saved["started_from"] == "sft.pt"
     assert "linear.weight" in saved["value_head"] and loaded_tokenizer.vocab_size == tokenizer.vocab_size
 

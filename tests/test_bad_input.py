@@ -245,7 +245,7 @@ import pipeline  # noqa: E402
 import pretrain  # noqa: E402
 import scaling  # noqa: E402
 import sft  # noqa: E402
-from chat_format import load_model_and_tokenizer  # noqa: E402
+from model_loader import load_model  # noqa: E402
 from gpt import GPT, GPTConfig  # noqa: E402
 
 PRETRAIN_SMALL = ["--bytes", "60000", "--vocab-size", "400", "--context", "192", "--batch-size", "2", "--n-layer", "1",
@@ -405,14 +405,14 @@ def test_the_run_folder_holds_its_tokenizer_and_refuses_another(runs, tmp_path, 
                                     "--eval-interval", "1"])
     (tmp_path / "elsewhere").mkdir()
     monkeypatch.chdir(tmp_path / "elsewhere")  # "tok/tokenizer" means nothing here
-    model, tokenizer, saved = load_model_and_tokenizer(tmp_path / "run" / "ckpt.pt")
+    model, tokenizer, saved = load_model(tmp_path / "run" / "ckpt.pt")
     assert saved["tokenizer_sha256"] == dataset.tokenizer_fingerprint(runs / "base" / "tokenizer")
     summary = pretrain.main(["--resume", "--out-dir", str(tmp_path / "run"), "--steps", "2"])
     assert summary["step"] == 2
     # the run's tokenizer replaced by another: the checkpoint is never loaded with it
     bpe.train_bpe(OTHER_TEXT, 300, special_tokens=[dataset.EOT]).save(str(tmp_path / "run" / "tokenizer"))
     with pytest.raises(ValueError, match="was trained with another tokenizer"):
-        load_model_and_tokenizer(tmp_path / "run" / "ckpt.pt")
+        load_model(tmp_path / "run" / "ckpt.pt")
     argv = SFT_SMALL + ["--base", str(tmp_path / "run" / "ckpt.pt"), "--out-dir", str(tmp_path / "sft")]
     line = refused(sft.main, argv, capsys, tmp_path)[0]
     assert "cannot use" in line and "was trained with another tokenizer" in line, line
