@@ -38,7 +38,7 @@ import train  # noqa: E402  (chapter 03: the training loop)
 import world  # noqa: E402  (chapter 03: the mini-world)
 from chat_format import END, render_chat  # noqa: E402  (chapter 04)
 from checkpoint import read_checkpoint  # noqa: E402  (chapter 03)
-from model_loader import load_model  # noqa: E402  (chapter 03: the one loader)
+from model_loader import WrongStageError, load_model  # noqa: E402  (chapter 03: the one loader)
 from generation import rollout  # noqa: E402  (chapter 02)
 from hardware import autocast, pick_device, resolve_precision  # noqa: E402  (chapter 03)
 from sft_data import EVAL_MIX, world_examples  # noqa: E402  (chapter 04)
@@ -153,6 +153,9 @@ def load_sft(path, device):
                                 f"\n(or pass --sft PATH to a chapter-04 checkpoint)")
     try:
         return load_model(path, stage="chat", device=device)
+    except WrongStageError as error:
+        raise WrongStageError(f"--sft {error}: pass a chapter-04 SFT checkpoint (python 04_sft/sft.py makes one)",
+                              error.stage, error.role) from None
     except (FileNotFoundError, ValueError) as error:
         raise ValueError(f"cannot use {path} as the SFT model: {error}") from None
 

@@ -460,7 +460,7 @@ def sft_checkpoint(tmp_path_factory, tokenizer):
     model = tiny_gpt(tokenizer.vocab_size)
     checkpoint.save_checkpoint(root / "ckpt.pt", {"model": model.state_dict(), "model_config":
                                                   checkpoint.model_config_dict(model), "tokenizer": str(root / "tokenizer"),
-                                                  "step": 0})
+                                                  "step": 0, "stage": "sft"})
     return root / "ckpt.pt"
 
 
@@ -519,7 +519,7 @@ def test_script_refuses_to_overwrite_and_checks_the_sft_model(script_run, tmp_pa
     tokenizer.save(tmp_path / "tokenizer")
     checkpoint.save_checkpoint(tmp_path / "other.pt", {"model": other.state_dict(), "model_config":
                                                        checkpoint.model_config_dict(other),
-                                                       "tokenizer": str(tmp_path / "tokenizer")})
+                                                       "tokenizer": str(tmp_path / "tokenizer"), "stage": "sft"})
     with pytest.raises(ValueError, match="was trained from another SFT model"):
         rlhf.main(["--sft", str(tmp_path / "other.pt"), "--out-dir", str(out), "--stages", "eval", "--overwrite",
                    "--device", "cpu"])

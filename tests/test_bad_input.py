@@ -503,7 +503,7 @@ def test_sft_resume_refuses_other_training_data(runs, capsys):
     (["--temp", "-1"], "error: argument --temp: '-1' must be 0 or more"),
     (["--max-new-tokens", "-3"], "error: argument --max-new-tokens: '-3' must be at least 1"),
     (["--ckpt", "ROOT/missing.pt"], "error: no chat model at ROOT/missing.pt. Fine-tune one first"),
-    (["--ckpt", "ROOT/base/ckpt.pt"], "is not a chat model (its tokenizer has no <|end|> token)"),
+    (["--ckpt", "ROOT/base/ckpt.pt"], "is not a chat model: it is a base model"),
 ])
 def test_chat_bad_input_is_one_line(runs, capsys, argv, message):
     argv = expand(["--ckpt", "ROOT/sft/ckpt.pt", "--prompt", "hi"] + argv, runs)
@@ -522,7 +522,7 @@ def test_chat_asks_for_a_device_this_machine_lacks(runs, capsys, monkeypatch, de
 
 @pytest.mark.parametrize("argv, message", [
     (["--web", "--ckpt", "ROOT/missing.pt"], "error: no chat model at ROOT/missing.pt. Fine-tune one first"),
-    (["--web", "--ckpt", "ROOT/base/ckpt.pt"], "is not a chat model (its tokenizer has no <|end|> token)"),
+    (["--web", "--ckpt", "ROOT/base/ckpt.pt"], "is not a chat model: it is a base model"),
     (["--web", "--prompt", "hi"], "error: --web and --prompt do not go together"),
     (["--web", "--port", "70000"], "error: port 70000 is not a TCP port: choose one from 1 to 65535"),
     (["--web", "--port", "-1"], "error: argument --port: '-1' must be 0 or more"),
@@ -668,14 +668,14 @@ def quantize_inputs(tmp_path_factory):
     tokenizer.save(root / "tokenizer")
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, block_size=64, n_layer=1, n_head=2, n_embd=32))
-    checkpoint.save_checkpoint(root / "ckpt.pt", {"model": model.state_dict(), "tokenizer": str(root / "tokenizer"),
+    checkpoint.save_checkpoint(root / "ckpt.pt", {"model": model.state_dict(), "tokenizer": str(root / "tokenizer"), "stage": "sft",
                                                   "model_config": checkpoint.model_config_dict(model)})
     ids = np.array(tokenizer.encode_ordinary(text))
     write_tokens(ids, root / "data" / "train.bin", tokenizer.vocab_size)
     write_tokens(ids, root / "data" / "val.bin", tokenizer.vocab_size)
     torch.save({"weights": torch.zeros(3), "step": 1}, root / "not_a_model.pt")
     (root / "earlier_run").mkdir()
-    (root / "earlier_run" / "settings.json").write_text("{}")
+    (root / "earlier_run" / "results.md").write_text("# an earlier run")
     return root
 
 
@@ -685,9 +685,9 @@ def quantize_inputs(tmp_path_factory):
     (["--bits", "four"], "error: --bits 'four': give integers from 2 to 8"),
     (["--group-size", "48"], "error: group size 48 does not divide the width 32: choose a divisor of 32 such as [32]"),
     (["--group-size", "0"], "error: argument --group-size: '0' must be at least 1"),
-    (["--ckpt", "ROOT/not_a_model.pt"], "error: ROOT/not_a_model.pt is not a model checkpoint"),
+    (["--ckpt", "ROOT/not_a_model.pt"], "error: ROOT/not_a_model.pt is not a bytes2chat checkpoint"),
     (["--ckpt", "ROOT/missing.pt"], "error: --ckpt ROOT/missing.pt: no such file"),
-    (["--out-dir", "ROOT/earlier_run"], "error: ROOT/earlier_run already holds a run (settings.json): pass --overwrite"),
+    (["--out-dir", "ROOT/earlier_run"], "error: ROOT/earlier_run already holds a run (results.md): pass --overwrite"),
     (["--methods", "gptq5"], "error: --methods 'gptq5': unknown ['gptq5']"),
 ])
 def test_quantize_bad_input_is_one_line(quantize_inputs, capsys, argv, message):
@@ -771,7 +771,7 @@ def rlhf_inputs(tmp_path_factory):
         tok.save(root / name / "tokenizer")
         torch.manual_seed(0)
         model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=64, n_layer=1, n_head=2, n_embd=16))
-        checkpoint.save_checkpoint(root / name / "ckpt.pt", {"model": model.state_dict(), "tokenizer": str(root / name / "tokenizer"),
+        checkpoint.save_checkpoint(root / name / "ckpt.pt", {"model": model.state_dict(), "tokenizer": str(root / name / "tokenizer"), "stage": name,
                                                             "model_config": checkpoint.model_config_dict(model)})
     (root / "run" / "ppo").mkdir(parents=True)
     (root / "run" / "ppo" / "ckpt.pt").write_bytes(b"an earlier run")
@@ -785,7 +785,7 @@ def rlhf_inputs(tmp_path_factory):
 
 @pytest.mark.parametrize("argv, message", [
     (["--sft", "ROOT/missing.pt"], "error: no SFT model at ROOT/missing.pt. Fine-tune one first: python 04_sft/sft.py --preset tiny"),
-    (["--sft", "ROOT/base/ckpt.pt"], "is not a chat model (its tokenizer has no <|end|>)"),
+    (["--sft", "ROOT/base/ckpt.pt"], "is not a chat model: it is a base model"),
     (["--preferences", "ROOT/bad_line.jsonl", "--out-dir", "ROOT/new"], "bad_line.jsonl, line 2: "),
     (["--preferences", "ROOT/empty.jsonl", "--out-dir", "ROOT/new"], "empty.jsonl holds no preference pairs"),
     (["--preferences", "ROOT/missing.jsonl", "--out-dir", "ROOT/new"], "--preferences ROOT/missing.jsonl: no such file"),
