@@ -178,10 +178,12 @@ def read_model_meta(path):
 
 
 def find_models(runs_dir, problems=None):
-    """[(path, meta)] for every model checkpoint runs_dir/**/ckpt.pt, sorted by path (read_model_meta). A file
-    that is not one is left out, with a line saying why appended to `problems` if given."""
+    """[(path, meta)] for every model checkpoint runs_dir/**/ckpt.pt outside hidden folders, sorted by path
+    (read_model_meta). A file that is not one is left out, with a line saying why appended to `problems`."""
     found = []
     for path in sorted(Path(runs_dir).glob("**/ckpt.pt")):
+        if any(part.startswith(".") for part in path.relative_to(runs_dir).parts):
+            continue  # a staging folder of a run in progress (quantize.py's .staging/): not a finished model
         try:
             found.append((path, read_model_meta(path)))
         except (OSError, ValueError) as error:

@@ -160,11 +160,21 @@ def load_sft(path, device):
         raise ValueError(f"cannot use {path} as the SFT model: {error}") from None
 
 
-def load_stage_model(out_dir, stage, sft_meta, device):
-    """A finished stage's model (a policy, or the reward model), checked against the SFT model it must have
-    started from -> (model, meta)."""
+def steps_done(meta):
+    """(step reached, steps planned) of a stage's checkpoint (chapter 03's train() or rl_loop's)."""
+    planned = (meta.get("train_config") or meta.get("rl_config") or {}).get("steps", 0)
+    return meta.get("step", 0), planned
+
+
+def load_stage_model(out_dir, stage, sft_meta, device, finished=False):
+    """A stage's model (a policy, or the reward model), checked against the SFT model it must have started
+    from -> (model, meta). finished=True: refuse a run that was stopped before its last step."""
     ckpt_path = Path(out_dir) / stage / "ckpt.pt"
     model, _, meta = load_model(ckpt_path, stage=stage, device=device)
+    step, planned = steps_done(meta)
+    if finished and step < planned:
+        raise ValueError(f"{ckpt_path} is a run stopped at step {step} of {planned}: finish it first with  python "
+                         f"05_rlhf/rlhf.py --resume --stages {stage} --out-dir {out_dir}  (or redo it with --overwrite)")
     if meta["model_config"] != sft_meta["model_config"]:
         raise ValueError(f"{ckpt_path} was trained from another SFT model (its config differs from "
                          f"{sft_meta.get('settings', {}).get('sft', 'the SFT model')}): rerun the stage with "
@@ -221,8 +231,8 @@ def make_preferences(sft_model, tokenizer, settings, out_dir, user_pairs_path, l
         pairs["train"] = [with_gold(p) if "example" in p else p for p in read_pairs(user_pairs_path)]
         log(f"preferences train: {len(pairs['train'])} pairs from {user_pairs_path} (instead of the world's)")
     folder = Path(out_dir) / "preferences"
-    for split, split_pairs in pairs.items():
-        write_pairs(folder / f"{split}.jsonl", split_pairs)
+    for split in ("heldout", "train"):  # train.jsonl last: it marks finished preferences (Ctrl-C between the two)
+        write_pairs(folder / f"{split}.jsonl", pairs[split])
     stats = {split: {"pairs": len(p), "label_agreement": label_agreement(p) if p and "gold_chosen" in p[0] else None,
                      "by_category": {c: sum(q["category"] == c for q in p) for c in CATEGORIES}}
              for split, p in pairs.items()}
@@ -458,7 +468,8 @@ def main(argv=None):
         summaries["reward_model"] = reward_model_report(reward_model, tokenizer, pairs["heldout"], out_dir, log)
     elif any(s in stages for s in ("ppo", "eval", "overopt")):
         if (Path(out_dir) / "reward_model" / "ckpt.pt").exists():
-            reward_model = load_stage_model(out_dir, "reward_model", sft_checkpoint, device)[0]
+            reward_model = load_stage_model(out_dir, "reward_model", sft_checkpoint, device,
+                                            finished="ppo" in stages or "overopt" in stages)[0]
         elif "ppo" in stages or "overopt" in stages:
             raise FileNotFoundError(f"no reward model in {out_dir / 'reward_model'}: run the reward_model stage first")
     if "ppo" in stages:
@@ -498,7 +509,7 @@ def eval_stage(sft_model, sft_checkpoint, reward_model, tokenizer, policies, set
     for name in ("ppo", "dpo", "grpo"):
         if name.upper() not in policies and (Path(out_dir) / name / "ckpt.pt").exists():
             policy, meta = load_stage_model(out_dir, name, sft_checkpoint, device)
-            if meta.get("step", 0) >= meta.get("train_config", meta.get("rl_config", {})).get("steps", 0):
+            if steps_done(meta)[0] >= steps_done(meta)[1]:  # a stopped run is left out of the table
                 policies[name.upper()] = policy
     examples = eval_examples(settings)
     results = {}

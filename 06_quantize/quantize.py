@@ -250,8 +250,14 @@ def main(argv=None):
     threads_before = torch.get_num_threads()
     if settings["threads"]:
         torch.set_num_threads(settings["threads"])
+    out_dir_existed = out_dir.exists()
     try:
         return quantize_all(args, settings, out_dir, methods, source, device)
+    except BaseException:  # a failure or Ctrl-C: the earlier run stays as it was, the staging folder goes
+        shutil.rmtree(out_dir / STAGING, ignore_errors=True)
+        if not out_dir_existed and out_dir.is_dir() and not any(out_dir.iterdir()):
+            out_dir.rmdir()
+        raise
     finally:
         torch.set_num_threads(threads_before)  # main() may run inside another program (the tests)
 

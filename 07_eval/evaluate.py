@@ -386,7 +386,15 @@ def resolve_settings(args):
 
 
 def main(argv=None):
-    args = parse_args(argv)
+    threads_before = torch.get_num_threads()
+    try:
+        return evaluate_all(parse_args(argv))
+    finally:
+        torch.set_num_threads(threads_before)  # main() may run inside another program (the tests)
+
+
+def evaluate_all(args):
+    """Find the models, draw the items, run every task on every model, write the report -> the results."""
     start = time.time()
     settings = resolve_settings(args)
     tasks = args.tasks.split(",") if args.tasks else list(TASKS)
@@ -411,9 +419,9 @@ def main(argv=None):
         train_direct_sft(sft["path"], out_dir / "sft_direct", device=args.device)  # with torch's default threads
         other_seconds["direct-answer SFT control (training, once)"] = time.time() - t
         models, skipped = find_models(runs_dir, extra + [out_dir / "sft_direct" / "ckpt.pt"])
+    models = select_models(models, args.models, runs_dir)
     if settings["threads"]:
         torch.set_num_threads(settings["threads"])
-    models = select_models(models, args.models, runs_dir)
     for line in skipped:
         print(f"skipped: {line}")
 
@@ -424,7 +432,6 @@ def main(argv=None):
     del settings["heldout_text"]
     other_seconds["held-out items"] = time.time() - t
 
-    out_dir.mkdir(parents=True, exist_ok=True)
     results, timings = [], {}
     for model in models:
         label, path, stage = model["label"], model["path"], model["stage"]
