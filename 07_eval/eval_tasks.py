@@ -32,12 +32,12 @@ for chapter in ["01_tokenizer", "02_transformer", "03_pretrain", "04_sft"]:  # t
         sys.path.append(str(REPO / chapter))
 
 import world  # noqa: E402  (chapter 03)
-from grading import fact_is_correct, is_refusal, mentions, says_dont_know  # noqa: E402  (chapter 04)
+from grading import is_refusal, is_right, mentions, says_dont_know  # noqa: E402  (chapter 04: the one grading rule)
 from harness import Prompt  # noqa: E402  (this chapter)
 from sandbox import run_programs  # noqa: E402
 from scoring import (bits_per_byte, flexible_answer, letter_choice, majority_vote, multiple_choice_scores,  # noqa: E402
                      pass_at_k, perplexity, strict_answer)
-from robustness import CHAT_TEMPERATURE, CHAT_TOP_K, ROWS as ROBUSTNESS_ROWS, is_right, robustness_sets  # noqa: E402
+from robustness import CHAT_TEMPERATURE, CHAT_TOP_K, ROWS as ROBUSTNESS_ROWS, robustness_sets  # noqa: E402
 from sft_data import world_examples  # noqa: E402  (chapter 04)
 from text_overlap import corpus_bleu, rouge_l, rouge_n, sentence_bleu  # noqa: E402
 
@@ -325,7 +325,8 @@ def run_honesty(lm, items, settings, w):
         dont_know = says_dont_know(reply)
         score = {"dont_know": int(dont_know)}
         if item["kind"] == "fact":
-            correct = fact_is_correct(reply, item["gold"], item["distractors"], item["subject"])
+            correct = is_right({"task": "fact", "answer": item["gold"], "distractors": item["distractors"],
+                                "subject": item["subject"]}, reply)
             score.update(correct=int(correct), confident_wrong=int(not correct and not dont_know))
         records.append({**item, "reply": reply, "score": score})
     return records
