@@ -7,6 +7,7 @@
     python 04_sft/sft.py --preset gpt2          # GPT-2 small from `03_pretrain/pretrain.py --preset gpt2`, one GPU
     python 04_sft/sft.py --resume               # continue an interrupted run in --out-dir
     python 04_sft/sft.py --overwrite            # start over in an --out-dir that holds a run
+    python 04_sft/sft.py --math-style direct --out-dir runs/04_sft_direct   # chapter 07's direct-answer control
 
 Steps: (1) load the base checkpoint and its tokenizer (default runs/03_pretrain/); (2) add the chat tokens
 to the tokenizer and the embedding (chat_format.py); (3) build instruction conversations from the
@@ -45,8 +46,8 @@ from checkpoint import read_run_checkpoint  # noqa: E402  (chapter 03)
 from chat_format import add_chat_embeddings, add_chat_tokens  # noqa: E402
 from grading import METRICS, evaluate, generate_replies, write_report  # noqa: E402  (this chapter)
 from robustness import measure, robustness_sets, robustness_table  # noqa: E402  (this chapter)
-from sft_data import (EVAL_MIX, MULTI_TURN_FRACTION, TASKS, TRAIN_MIX, SFTBatches, fill_ratio,  # noqa: E402
-                      load_jsonl, make_rows, tokenize, world_examples)
+from sft_data import (EVAL_MIX, MATH_STAGES, MULTI_TURN_FRACTION, TASKS, TRAIN_MIX, SFTBatches,  # noqa: E402
+                      fill_ratio, load_jsonl, make_rows, tokenize, world_examples)
 
 DEFAULT_BASE = REPO / "runs" / "03_pretrain" / "ckpt.pt"
 DEFAULT_OUT_DIR = REPO / "runs" / "04_sft"
@@ -98,6 +99,9 @@ def parse_args(argv=None):
     data.add_argument("--packing", action=argparse.BooleanOptionalAction, default=None,
                       help="pack several conversations per row (default) or pad one per row (--no-packing)")
     data.add_argument("--eval-per-task", type=count, help="at most this many held-out prompts per task")
+    data.add_argument("--math-style", choices=sorted(MATH_STAGES),
+                      help="word problems worked step by step (steps, the default) or answered directly (direct: "
+                           "the control of chapter 07's chain-of-thought study, e.g. --out-dir runs/04_sft_direct)")
     opt = parser.add_argument_group("optimization")
     opt.add_argument("--steps", type=count)
     opt.add_argument("--batch-size", type=count, help="rows per micro-batch (per process)")
@@ -127,7 +131,7 @@ def resolve_settings(args):
     (cli.check_out_dir) and --resume where there is nothing to resume."""
     out_dir = cli.check_out_dir(args.out_dir or DEFAULT_OUT_DIR, args.resume, args.overwrite)
     settings = dict(PRESETS[args.preset], data=["world"], mix=None, eval_per_task=None, seed=1337, device=None,
-                    stop_at=None)
+                    stop_at=None, math_style="steps")
     saved = {}
     if args.resume:
         checkpoint = read_run_checkpoint(out_dir, "sft.py")
@@ -219,8 +223,10 @@ def build_data(settings, tokenizer, block_size, log=print):
     for source in settings["data"]:
         if source == "world":
             mix = parse_mix(settings["mix"], settings["mix_scale"])
-            train_conversations += world_examples(w, "train", mix, seed=seed, multi_turn=MULTI_TURN_FRACTION)
-            val_conversations += world_examples(w, "heldout", EVAL_MIX, seed=seed + 1)
+            style = settings.get("math_style", "steps")  # "direct": "The answer is 14." with no working
+            train_conversations += world_examples(w, "train", mix, seed=seed, multi_turn=MULTI_TURN_FRACTION,
+                                                  math_style=style)
+            val_conversations += world_examples(w, "heldout", EVAL_MIX, seed=seed + 1, math_style=style)
         else:
             train_conversations += load_jsonl(source)  # FileNotFoundError or ValueError naming the line
     if not train_conversations:
@@ -312,7 +318,7 @@ def fine_tune(args):
         return "\n".join(f"USER: {p[-1]['content']}\nASSISTANT: {r}" + ("" if ended else " [no <|end|>]")
                          for p, (r, ended) in zip(sample_prompts, replies))
 
-    extra = {"stage": "sft", "role": "chat", "tokenizer": str(out_dir.absolute() / "tokenizer"),
+    extra = {"stage": MATH_STAGES[settings.get("math_style", "steps")], "role": "chat", "tokenizer": str(out_dir.absolute() / "tokenizer"),
              "tokenizer_sha256": tokenizer_sha256,
              "data_sha256": data_sha256,
              "settings": settings, "base": str(settings["base"]), "base_step": base_checkpoint.get("step")}

@@ -61,6 +61,9 @@ TASKS = ("fact", "math", "arith", "story", "describe", "unknown", "harmful", "be
 TRAIN_MIX = {"fact": 1600, "math": 1600, "arith": 600, "story": 250, "describe": 250, "unknown": 500, "harmful": 300,
              "benign": 250, "code": 250, "followup": 200}
 EVAL_MIX = {"fact": 44, "math": 60, "story": 8, "describe": 8, "unknown": 50, "harmful": 40, "benign": 40}
+# The stage an SFT checkpoint records, by how its word-problem replies are written: worked step by step
+# (the chat model) or the answer alone (the control of chapter 07's chain-of-thought study).
+MATH_STAGES = {"steps": "sft", "direct": "sft-direct"}
 MULTI_TURN_FRACTION = 0.25  # share of training conversations made of 2-3 exchanges (see _join_conversations)
 
 _STORY_PROMPTS = ["Continue this story: {start}", "Finish the story that begins like this: {start}",

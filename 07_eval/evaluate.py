@@ -6,17 +6,16 @@
 
 Steps: (1) find every checkpoint, runs/*/**/ckpt.pt, and read the stage that made it (base, sft, ppo,
 dpo, grpo, a quantized copy, ...); a model the pipeline should have made but did not is skipped with a
-line saying which chapter makes it; (2) train the direct-answer SFT control for the chain-of-thought
-study, once, where the preset asks for it (sft_direct.py; not at tiny, whose models cannot do the math
-anyway; --direct-sft / --no-direct-sft decide); (3) draw the held-out items of every task
-(eval_tasks.py); (4) run every task on every model through the two calls of harness.py; (5) measure
-how much of each task's items the training text contains (contamination.py); (6) write the report.
+line saying which chapter makes it (the direct-answer control of the chain-of-thought study is chapter
+04's `sft.py --math-style direct --out-dir runs/04_sft_direct`, which `pipeline.py --direct-sft` runs:
+this chapter only evaluates); (2) draw the held-out items of every task (eval_tasks.py); (3) run every
+task on every model through the two calls of harness.py; (4) measure how much of each task's items the
+training text contains (contamination.py); (5) write the report.
 
 Outputs, in --out-dir (default runs/07_eval/): report.md (the main table: rows = models, columns =
 tasks; the chain-of-thought table; the pass@k table; refusals by kind of request; decontamination;
 where the time went), report.png (the main table as grouped bars, with chance levels), summary.json
-(every number), records/<model>/<task>.jsonl (one line per item: prompt, reply, gold, score), and
-sft_direct/ (the control model).
+(every number), records/<model>/<task>.jsonl (one line per item: prompt, reply, gold, score).
 """
 import json
 import math
@@ -41,8 +40,9 @@ from eval_tasks import COT_PROMPTS, TASKS, check_task_names, item_text, make_ite
 from harness import LanguageModel  # noqa: E402
 from robustness import ROWS as ROBUSTNESS_ROWS  # noqa: E402  (chapter 04)
 from sft_data import MULTI_TURN_FRACTION, TRAIN_MIX, world_examples  # noqa: E402  (chapter 04)
-from sft_direct import STAGE as DIRECT_STAGE, train_direct_sft  # noqa: E402
+from sft_data import MATH_STAGES  # noqa: E402  (chapter 04: the stage of the direct-answer control)
 
+DIRECT_STAGE = MATH_STAGES["direct"]  # sft.py --math-style direct: the control of the chain-of-thought study
 DEFAULT_RUNS_DIR = REPO / "runs"
 DEFAULT_OUT_DIR = REPO / "runs" / "07_eval"
 
@@ -54,16 +54,16 @@ PRESETS = {
     "tiny": dict(items={"perplexity": 40, "multiple_choice": 60, "math": 60, "chain_of_thought": 30, "code": 15,
                         "describe": 20, "harmful": 32, "honesty": 40, "robustness": 24},
                  shots=1, code_samples=10, pass_k=[1, 10], self_consistency=5, batch_size=64, threads=1, seed=0,
-                 direct_sft=False, max_new_tokens={"letter": 4, "math": 72, "describe": 80, "harmful": 40, "honesty": 32,
+                 max_new_tokens={"letter": 4, "math": 72, "describe": 80, "harmful": 40, "honesty": 32,
                                                    "code": 40, "robustness": 96}),
-    # The tiny preset does not train the direct-answer control of the chain-of-thought study (--direct-sft
-    # does): it is one more SFT run (about 5 minutes on 2 cores, half of 07's budget), and the tiny models
-    # solve almost no word problem in any prompting mode, so the row would be zeros.
+    # The tiny pipeline does not train the direct-answer control of the chain-of-thought study
+    # (pipeline.py --direct-sft does): it is one more SFT run, and the tiny models solve almost no word
+    # problem in any prompting mode, so the row would be zeros.
     # GPT-2 small on a GPU: every held-out code task with 100 samples (pass@100), hundreds of items per task.
     "gpt2": dict(items={"perplexity": 400, "multiple_choice": 500, "math": 500, "chain_of_thought": 300,
                         "code": 1000, "describe": 200, "harmful": 200, "honesty": 300, "robustness": 200},
                  shots=4, code_samples=100, pass_k=[1, 10, 100], self_consistency=20, batch_size=256, threads=None,
-                 seed=0, direct_sft=True,
+                 seed=0,
                  max_new_tokens={"letter": 4, "math": 160, "describe": 160, "harmful": 80, "honesty": 64, "code": 96,
                                  "robustness": 160}),
 }
@@ -72,7 +72,8 @@ PRESETS["small"] = PRESETS["tiny"]  # `pipeline.py --preset small`: the same ite
 
 # The models the pipeline makes, in the order of the table: (stage, the chapter that makes it, its command).
 EXPECTED = [("base", "03_pretrain", "python 03_pretrain/pretrain.py"), ("sft", "04_sft", "python 04_sft/sft.py"),
-            (DIRECT_STAGE, "07_eval", "python 07_eval/evaluate.py --direct-sft"),
+            (DIRECT_STAGE, "04_sft", "python 04_sft/sft.py --math-style direct --out-dir runs/04_sft_direct, or "
+                                     "python pipeline.py --direct-sft"),
             ("ppo", "05_rlhf", "python 05_rlhf/rlhf.py"), ("dpo", "05_rlhf", "python 05_rlhf/rlhf.py"),
             ("grpo", "05_rlhf", "python 05_rlhf/rlhf.py")]
 # The main table: (column, task, summary key, scale to percent or None, chance level in %, lower is better)
@@ -106,8 +107,6 @@ def parse_args(argv):
     add("--ckpt", action="append", help="evaluate this checkpoint too (repeatable)")
     add("--samples", type=cli.positive_int, help="code: completions per task, n of pass@k (default: the preset's)")
     add("--pass-k", help="code: comma-separated k of pass@k, each at most --samples (default: the preset's)")
-    add("--direct-sft", action=cli.argparse.BooleanOptionalAction, default=None,
-        help="train the direct-answer SFT control of the CoT study, once (default: the preset's; tiny: no)")
     add("--device", help="cuda, mps or cpu (default: the first available)")
     add("--threads", type=cli.positive_int, help="CPU threads for torch (default: the preset's)")
     return parser.parse_args(argv)
@@ -316,8 +315,8 @@ def write_report(out_dir, results, skipped, contamination, settings, timings, so
         lines += ["Not evaluated:", ""] + [f"- {s}" for s in skipped] + [""]
     cot = cot_table(results)
     if cot and not any(r["stage"] == DIRECT_STAGE for r in results):
-        cot += ("\n\nNo row for SFT on direct answers only: the control was not trained (the preset "
-                f"`{settings['preset']}` skips it; `--direct-sft` trains it once, one more SFT run).")
+        cot += ("\n\nNo row for SFT on direct answers only: the control was not trained (`python pipeline.py "
+                "--direct-sft` trains it, one more SFT run: `04_sft/sft.py --math-style direct --out-dir runs/04_sft_direct`).")
     for title, body in (("Chain of thought: how trained x how prompted (% correct, last number of the reply)",
                          cot),
                         (f"Code: pass@k with {settings['code_samples']} samples per held-out task (temperature 0.8)",
@@ -380,8 +379,6 @@ def resolve_settings(args):
                          f" lower --pass-k or raise --samples")
     if args.threads:
         settings["threads"] = args.threads
-    if args.direct_sft is not None:
-        settings["direct_sft"] = args.direct_sft
     return settings
 
 
@@ -406,19 +403,7 @@ def evaluate_all(args):
     device = hardware.pick_device(args.device)
     other_seconds = {}
 
-    extra = list(args.ckpt or [])
-    if (out_dir / "sft_direct" / "ckpt.pt").is_file():
-        extra.append(out_dir / "sft_direct" / "ckpt.pt")
-    models, skipped = find_models(runs_dir, extra)
-    sft = next((m for m in models if m["stage"] == "sft"), None)
-    wants_direct = "chain_of_thought" in tasks and settings["direct_sft"]
-    if wants_direct and sft and not any(m["stage"] == DIRECT_STAGE for m in models):
-        print(f"training the direct-answer SFT control for the chain-of-thought study (once; {out_dir / 'sft_direct'})")
-        t = time.time()
-        out_dir.mkdir(parents=True, exist_ok=True)
-        train_direct_sft(sft["path"], out_dir / "sft_direct", device=args.device)  # with torch's default threads
-        other_seconds["direct-answer SFT control (training, once)"] = time.time() - t
-        models, skipped = find_models(runs_dir, extra + [out_dir / "sft_direct" / "ckpt.pt"])
+    models, skipped = find_models(runs_dir, args.ckpt or [])
     models = select_models(models, args.models, runs_dir)
     if settings["threads"]:
         torch.set_num_threads(settings["threads"])

@@ -1092,3 +1092,21 @@ def test_robustness_rows_score_hand_built_replies(tokenizer):
     table = robustness.robustness_table(None, result).splitlines()
     assert "| bare arithmetic (unseen numbers and forms): exact answer | 1 | - | 100% |" in table
     assert len(table) == 2 + len(robustness.ROWS)
+
+
+def test_direct_math_style_trains_chapter_07s_control(sft_run, tmp_path):
+    """sft.py --math-style direct: the same run with word problems answered directly; its checkpoint records
+    the stage chapter 07 looks for ("sft-direct")."""
+    root, _, _, _ = sft_run
+    out = tmp_path / "direct"
+    args = ["--base", str(root / "base" / "ckpt.pt"), "--out-dir", str(out), "--mix", SMALL_MIX, "--steps", "1",
+            "--batch-size", "2", "--eval-interval", "1", "--eval-batches", "1", "--log-interval", "1",
+            "--eval-per-task", "1", "--max-new-tokens", "4", "--device", "cpu", "--math-style", "direct"]
+    sft.main(args)
+    _, _, meta = load_model(out / "ckpt.pt", stage="chat")
+    assert meta["stage"] == "sft-direct" and meta["settings"]["math_style"] == "direct"
+    batches, _ = sft.build_data(meta["settings"], load_model(out / "ckpt.pt")[1], 256, log=lambda *a: None)
+    steps = sft.build_data({**meta["settings"], "math_style": "steps"}, load_model(out / "ckpt.pt")[1], 256,
+                           log=lambda *a: None)[0]
+    assert batches.rows["train"][0].shape != steps.rows["train"][0].shape or \
+        not (batches.rows["train"][0] == steps.rows["train"][0]).all()  # the math replies differ

@@ -328,7 +328,7 @@ def test_report_end_to_end_on_a_tiny_model(tiny_runs, tmp_path, monkeypatch):
     report = (out / "report.md").read_text()
     assert "| sft |" in report and "chapter 05_rlhf makes it" in report and "pass@3" in report
     assert "reward_model checkpoint scores text" in report and "odd/ckpt.pt: could not be loaded" in report
-    assert "the control was not trained" in report and "--direct-sft" in report  # tiny skips the CoT control
+    assert "the control was not trained" in report and "--math-style direct" in report  # tiny skips the CoT control
     assert (out / "report.png").stat().st_size > 1000
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["models"][0]["summary"]) == {"perplexity", "multiple_choice", "math", "chain_of_thought",
@@ -338,7 +338,7 @@ def test_report_end_to_end_on_a_tiny_model(tiny_runs, tmp_path, monkeypatch):
     lines = (out / "records" / "sft" / "multiple_choice.jsonl").read_text().splitlines()
     assert len(lines) == 4 and {"question", "choices", "gold", "reply", "score"} <= set(json.loads(lines[0]))
     with pytest.raises(FileExistsError, match="--overwrite"):  # a second run never destroys the first
-        evaluate.main(["--runs-dir", str(tiny_runs), "--out-dir", str(out), "--no-direct-sft"])
+        evaluate.main(["--runs-dir", str(tiny_runs), "--out-dir", str(out)])
 
 
 def test_robustness_task_reuses_chapter_04s_sets_and_rows():

@@ -566,19 +566,20 @@ def test_chat_repl_refuses_temp_nan_and_goes_on(runs, capsys, monkeypatch):
 
 
 def fake_chapters(root, refuse):
-    """Two chapter scripts standing in for the real ones: each records its arguments; the first has the
-    --overwrite flag and, when `refuse`, refuses without it, like a chapter whose outputs exist."""
+    """Two fake chapter scripts under root, declared as the pipeline declares its steps: each records its
+    arguments; the first declares an --overwrite flag and an output, which exists when `refuse` (a chapter
+    that has run)."""
     chapters = []
     for number in (1, 2):
         folder = root / f"0{number}_fake"
         folder.mkdir()
         code = f"import sys\nopen({str(root / f'args{number}.txt')!r}, 'w').write(' '.join(sys.argv[1:]))\n"
-        if number == 1:
-            code += (f"if {refuse} and '--overwrite' not in sys.argv:\n"
-                     "    print('error: runs/x already holds a run (ckpt.pt): pass --overwrite', file=sys.stderr)\n"
-                     "    sys.exit(2)\n")
         (folder / "run.py").write_text(code)
-        chapters.append((folder.name, "run.py"))
+        chapters.append(dict(folder=folder.name, script="run.py", options=set()))
+    chapters[0].update(options={"overwrite"}, output="runs/x/ckpt.pt")
+    if refuse:
+        (root / "runs" / "x").mkdir(parents=True)
+        (root / "runs" / "x" / "ckpt.pt").write_text("an earlier run")
     return chapters
 
 
@@ -588,18 +589,31 @@ def test_pipeline_says_how_to_go_on_when_a_chapter_has_run(tmp_path, capsys, mon
     with pytest.raises(SystemExit) as exit_info:
         cli.run(pipeline.main, [])
     captured = capsys.readouterr()
-    assert exit_info.value.code == 2 and "already holds a run" in captured.err
-    assert "01_fake has run before and its outputs are kept. Rerun with --overwrite" in captured.out
+    assert exit_info.value.code == 2
+    assert "01_fake has run before (runs/x/ckpt.pt exists) and its outputs are kept. Rerun with --overwrite" in captured.out
     assert "or with --start 2 to go on from the next chapter" in captured.out
-    assert not (tmp_path / "args2.txt").exists(), "the pipeline stops at the chapter that refused"
+    assert not (tmp_path / "args1.txt").exists(), "a chapter that has run is not started over its outputs"
+    assert not (tmp_path / "args2.txt").exists(), "the pipeline stops at the chapter that has run"
 
 
-def test_pipeline_overwrite_reaches_the_scripts_that_have_the_flag(tmp_path, capsys, monkeypatch):
+def test_pipeline_overwrite_reaches_the_scripts_that_declare_the_flag(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(pipeline, "REPO", tmp_path)
     monkeypatch.setattr(pipeline, "CHAPTERS", fake_chapters(tmp_path, refuse=True))
     pipeline.main(["--overwrite"])
     assert (tmp_path / "args1.txt").read_text() == "--preset tiny --overwrite"
     assert (tmp_path / "args2.txt").read_text() == "--preset tiny"  # a script without the flag is not given it
+
+
+def test_pipeline_trains_the_direct_answer_control_only_when_asked(tmp_path, monkeypatch):
+    commands = []
+    monkeypatch.setattr(pipeline.subprocess, "run", lambda command, cwd: commands.append(command[1:]) or
+                        argparse.Namespace(returncode=0))
+    pipeline.main(["--start", "4", "--stop", "4", "--overwrite"])
+    assert [c[0].split("/")[-1] for c in commands] == ["sft.py"]
+    commands.clear()
+    pipeline.main(["--start", "4", "--stop", "4", "--direct-sft", "--overwrite", "--device", "cpu"])
+    assert commands[1][1:] == ["--preset", "tiny", "--math-style", "direct", "--out-dir", "runs/04_sft_direct",
+                               "--device", "cpu", "--overwrite"]
 
 
 # ---- chapter 03: show_world.py
