@@ -50,7 +50,7 @@ for chapter in ["01_tokenizer", "02_transformer", "03_pretrain"]:  # the earlier
         sys.path.append(str(REPO / chapter))
 
 import cli  # noqa: E402  (chapter 01: one-line messages)
-from chat import MAX_NEW_TOKENS, TEMPERATURE, TOP_K, ChatSession  # noqa: E402  (this chapter: the REPL's session)
+from chat_session import MAX_NEW_TOKENS, TEMPERATURE, TOP_K, ChatSession  # noqa: E402  (this chapter)
 from chat_format import check_messages  # noqa: E402  (this chapter)
 
 PAGE = Path(__file__).with_name("chat_web.html")

@@ -22,7 +22,7 @@ for chapter in ["01_tokenizer", "02_transformer", "03_pretrain"]:  # the earlier
         sys.path.append(str(REPO / chapter))
 
 import world  # noqa: E402  (chapter 03: the mini-world)
-from chat import TEMPERATURE, TOP_K  # noqa: E402  (this chapter: the chat defaults)
+from chat_session import TEMPERATURE, TOP_K  # noqa: E402  (this chapter: the chat defaults)
 from grading import generate_replies, is_right  # noqa: E402  (this chapter: the one grading rule)
 from sft_data import exchange, arith_example, world_examples  # noqa: E402  (this chapter)
 

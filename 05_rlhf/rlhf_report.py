@@ -5,9 +5,15 @@ overoptimization demo). rlhf.py runs the stages and calls these.
 """
 import json
 import math
+import sys
 from pathlib import Path
 
 import torch
+
+REPO = Path(__file__).resolve().parents[1]
+for chapter in ["01_tokenizer", "02_transformer", "03_pretrain", "04_sft"]:  # the earlier chapters this file builds on
+    if str(REPO / chapter) not in sys.path:
+        sys.path.append(str(REPO / chapter))
 
 import cli  # noqa: E402  (chapter 01)
 from chat_format import END, render_chat  # noqa: E402  (chapter 04)
