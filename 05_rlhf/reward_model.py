@@ -32,16 +32,7 @@ from chat_format import END, render_chat  # noqa: E402  (chapter 04)
 from model_loader import register_format, rebuild_gpt  # noqa: E402  (chapter 03: the one loader)
 from padding import left_pad  # noqa: E402  (chapter 02)
 
-
-def last_token_index(attention_mask):
-    """Column of each row's last real token: (B, T) bool -> (B,) int64.
-
-    >>> last_token_index(torch.tensor([[0, 1, 1, 0], [1, 1, 1, 1]]).bool()).tolist()
-    [2, 3]
-    """
-    T = attention_mask.size(1)
-    columns = torch.arange(T, device=attention_mask.device).expand_as(attention_mask)
-    return torch.where(attention_mask, columns, -1).max(dim=1).values
+from ppo import last_token_index  # noqa: E402, F401  (this chapter: the one place it is written)
 
 
 class RewardModel(nn.Module):

@@ -21,6 +21,7 @@ from generation import rollout  # noqa: E402  (chapter 02)
 from grading import evaluate  # noqa: E402  (chapter 04)
 from hardware import autocast, resolve_precision  # noqa: E402  (chapter 03)
 from logprobs import sequence_logprobs  # noqa: E402  (chapter 02)
+from ppo import kl_per_reply  # noqa: E402  (this chapter)
 from preferences import gold_reward  # noqa: E402  (this chapter)
 from reward_model import score_replies, spearman  # noqa: E402  (this chapter)
 
@@ -79,7 +80,7 @@ def evaluate_policy(policy, sft_model, reward_model, tokenizer, examples, settin
             r = rollout(policy, prompts[start:start + 256], settings["eval_tokens"], temperature=1.0,
                         stop_tokens=[tokenizer.special_tokens[END]], seed=settings["seed"] + 4242 + start)
             ref = sequence_logprobs(sft_model, r.ids, r.response_mask, r.attention_mask).token_logprobs
-        kls += torch.where(r.response_mask, r.logprobs - ref, 0.0).sum(dim=1).tolist()
+        kls += kl_per_reply(r.logprobs, ref, r.response_mask).tolist()
     extra = {"gold_reward": sum(gold) / len(gold), "rm_score": sum(scores) / len(scores) if scores else None,
              "kl_from_sft": sum(kls) / len(kls), "kl_prompts": len(kls), "reply_length": sum(lengths) / len(lengths)}
     result["metrics"].update(extra)
