@@ -256,3 +256,12 @@ def read_pairs(path):
     if not pairs:
         raise ValueError(f"{path} holds no preference pairs: write one JSON pair per line")
     return pairs
+
+
+def load_preferences(out_dir):
+    """{"train": pairs, "heldout": pairs} that rlhf.py's preferences stage wrote in out_dir/preferences/."""
+    folder = Path(out_dir) / "preferences"
+    if not (folder / "train.jsonl").is_file():
+        raise FileNotFoundError(f"no preference pairs in {folder}: run the preferences stage first "
+                                f"(--stages preferences,...)")
+    return {split: read_pairs(folder / f"{split}.jsonl") for split in ("train", "heldout")}

@@ -140,20 +140,20 @@ def pad_pairs(encoded):
 
 class PairBatches:
     """get_batch(split, generator) for train(): B random pairs of a split -> (ids, attention_mask,
-    response_mask[, ref_logprobs]) of 2B rows (chosen first). extra: optional {split: (N, 2) tensor}
-    of per-pair numbers (DPO's reference log-probs of chosen and rejected), appended as (2B,)."""
+    response_mask[, ref_logprobs]) of 2B rows (chosen first). ref_logprobs: optional {split: (N, 2)
+    tensor}, DPO's reference log-probs of each pair's chosen and rejected reply, appended as (2B,)."""
 
-    def __init__(self, encoded, batch_size, extra=None):
+    def __init__(self, encoded, batch_size, ref_logprobs=None):
         for split in ("train", "val"):
             if not encoded.get(split):
                 raise ValueError(f"no {split} preference pairs fit the model's context: nothing to train on")
-        self.encoded, self.batch_size, self.extra = encoded, batch_size, extra
+        self.encoded, self.batch_size, self.ref_logprobs = encoded, batch_size, ref_logprobs
 
     def get_batch(self, split, generator):
         index = torch.randint(len(self.encoded[split]), (self.batch_size,), generator=generator).tolist()
         batch = pad_pairs([self.encoded[split][i] for i in index])
-        if self.extra is not None:
-            values = self.extra[split][index]  # (B, 2)
+        if self.ref_logprobs is not None:
+            values = self.ref_logprobs[split][index]  # (B, 2)
             batch = (*batch, torch.cat([values[:, 0], values[:, 1]]))
         return batch
 

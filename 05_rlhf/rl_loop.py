@@ -139,6 +139,24 @@ def decode_replies(responses, tokenizer):
     return out
 
 
+@torch.no_grad()
+def sample_replies(model, tokenizer, examples, max_new_tokens, seed, precision, n_samples=1, batch_size=256):
+    """(For the preference pairs of rlhf.py, outside the loop.) n_samples replies per example at temperature 1 -> list (per sample) of lists of (text, ended)."""
+    end_id = tokenizer.special_tokens[END]
+    prompts = [render_chat(e["messages"][:-1], tokenizer, add_generation_prompt=True)[0] for e in examples]
+    device = next(model.parameters()).device
+    out = []
+    for k in range(n_samples):
+        replies = []
+        for start in range(0, len(prompts), batch_size):
+            with autocast(device.type, precision):
+                r = rollout(model, prompts[start:start + batch_size], max_new_tokens, temperature=1.0,
+                            stop_tokens=[end_id], seed=seed * 7919 + k * 104729 + start)
+            replies += decode_replies(r.responses, tokenizer)
+        out.append(replies)
+    return out
+
+
 @dataclass
 class Experience:
     """One step's rollout, scored: every tensor is (B, T) aligned with ids unless noted (B = prompts x group)."""
@@ -156,7 +174,7 @@ class Experience:
     rollout_seconds: float
 
 
-def sample_replies(policy, examples, tokenizer, config, step):
+def roll_out(policy, examples, tokenizer, config, step):
     """Steps 1-2: the step's prompts, and the policy's sampled replies -> (batch, rollout result, replies, s)."""
     batch = prompts_of_step(examples, config, step)
     prompts = [render_chat(e["messages"][:-1], tokenizer, add_generation_prompt=True)[0] for e in batch]
@@ -172,7 +190,7 @@ def sample_replies(policy, examples, tokenizer, config, step):
 def score_rollout(policy, value_head, ref_model, reward_model, examples, tokenizer, config, step):
     """Steps 1-4: roll out, then the gold reward, the reward model's score, pi_old's and the reference's
     log-probs and (PPO) the values, in one pass without gradients -> Experience."""
-    batch, r, replies, seconds = sample_replies(policy, examples, tokenizer, config, step)
+    batch, r, replies, seconds = roll_out(policy, examples, tokenizer, config, step)
     device = next(policy.parameters()).device
     gold = torch.tensor([gold_reward(e, text, ended) for e, (text, ended) in zip(batch, replies)], device=device)
     ids, attention_mask, mask = r.ids, r.attention_mask, r.response_mask
@@ -257,6 +275,12 @@ def rl_step(policy, value_head, ref_model, reward_model, optimizer, examples, to
             **losses, "response_length": mask.sum(dim=1).float().mean().item(),
             "ended": sum(ended for _, ended in exp.replies) / len(exp.replies),
             "rollout_seconds": exp.rollout_seconds}
+
+
+def steps_done(meta):
+    """(step reached, steps planned) of a stage's checkpoint (chapter 03's train() or rl_loop's)."""
+    planned = (meta.get("train_config") or meta.get("rl_config") or {}).get("steps", 0)
+    return meta.get("step", 0), planned
 
 
 def train_policy(policy, ref_model, examples, tokenizer, config, out_dir, reward_model=None, resume=False,

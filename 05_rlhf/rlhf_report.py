@@ -193,3 +193,50 @@ def plot_overoptimization(runs, path, seed):
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def write_eval_report(out_dir, results, examples, settings, timings):
+    """rlhf_eval.md (the table, the reward model's accuracy, two example replies per task), rlhf_eval.json
+    and rlhf_eval.png from evaluate_policy's results per model -> the Markdown table."""
+    table = results_table(results)
+    rm_eval_path = Path(out_dir) / "reward_model" / "rm_eval.json"
+    rm_eval = json.loads(rm_eval_path.read_text()) if rm_eval_path.exists() else None
+    lines = ["# RLHF evaluation", "", f"Greedy replies (at most {settings['eval_tokens']} tokens) to {len(examples)} "
+             f"held-out prompts (chapter 04's held-out items of these tasks); the KL row samples one reply per prompt "
+             f"at temperature 1. SFT model: `{settings['sft']}`, preset {settings['preset']}, seed {settings['seed']}.",
+             "", table, ""]
+    if rm_eval:
+        lines += ["Reward model, held-out pairwise accuracy against the gold ordering: "
+                  + ", ".join(f"{k} {100 * v:.1f}%" for k, v in rm_eval["heldout_accuracy_vs_gold"].items())
+                  + f"; Spearman(score, gold reward) on sampled replies {rm_eval['spearman_score_vs_gold']:.3f}.", ""]
+    lines += ["## Example replies", ""]
+    names = list(results)
+    shown = {}
+    for i, example in enumerate(examples):
+        if shown.get(example["task"], 0) >= 2:
+            continue
+        shown[example["task"]] = shown.get(example["task"], 0) + 1
+        lines.append(f"**{example['task']}**: {example['messages'][-2]['content']!r}")
+        lines += [f"- {name}: {results[name]['replies'][i]['reply'][:200]!r}" for name in names] + [""]
+    cli.write_text_atomic(Path(out_dir) / "rlhf_eval.md", "\n".join(lines) + "\n")
+    cli.write_text_atomic(Path(out_dir) / "rlhf_eval.json", json.dumps(
+        {"metrics": {n: r["metrics"] for n, r in results.items()}, "counts": results["SFT"]["counts"],
+         "reward_model": rm_eval, "timings": timings, "settings": settings}, indent=1) + "\n")
+    plot_table(results, Path(out_dir) / "rlhf_eval.png")
+    return table
+
+
+def overoptimization_summary(runs, log):
+    """{label: gold reward at the start, peak (and its step) and end, reward-model score and reply length at
+    the start and end, the final KL} of each overoptimization run's metrics records (smoothed)."""
+    summary = {}
+    for label, records in runs.items():
+        gold = smooth([r["gold_reward"] for r in records])
+        rm = smooth([r["rm_score"] for r in records])
+        peak = max(range(len(gold)), key=gold.__getitem__)
+        summary[label] = {"gold_start": gold[0], "gold_peak": gold[peak], "gold_peak_step": records[peak]["step"],
+                          "gold_end": gold[-1], "rm_start": rm[0], "rm_end": rm[-1], "kl_end": records[-1]["kl"],
+                          "length_start": records[0]["response_length"], "length_end": records[-1]["response_length"]}
+        log(f"  {label}: gold {gold[0]:+.3f} -> peak {gold[peak]:+.3f} (step {records[peak]['step']}) -> "
+            f"{gold[-1]:+.3f}; rm {rm[0]:+.3f} -> {rm[-1]:+.3f}; KL at the end {records[-1]['kl']:.2f}")
+    return summary

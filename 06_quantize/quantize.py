@@ -73,7 +73,7 @@ PRESETS = {
     # The tiny chat model (2.2M parameters, context 256) on a 2-core CPU, about a minute. Group size 64:
     # it must divide the Linear input widths, 192 and 768 here (128 does not divide 192). One CPU thread:
     # at this size a second thread gains little, and on a machine shared with other jobs torch's
-    # OpenMP threads spin-wait for each other (measured here: greedy decoding 7 -> 67 tokens/s).
+    # OpenMP threads spin-wait for each other (the lesson's appendix has the figures).
     "tiny": dict(group_size=64, act_order=False, calib_samples=16, calib_context=256, ppl_batches=4,
                  ppl_batch_size=8, ppl_context=256, eval_per_task=20, max_new_tokens=64, speed_tokens=48,
                  sweep=[8.0, 6.0, 4.0, 2.0, 1.0], plot_bits=[2], device="cpu", threads=1),

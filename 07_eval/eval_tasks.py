@@ -169,10 +169,12 @@ def run_task(task, lm, items, settings, w):
     runner = {"perplexity": run_perplexity, "multiple_choice": run_multiple_choice, "math": run_math,
               "chain_of_thought": run_chain_of_thought, "code": run_code, "describe": run_describe,
               "harmful": run_harmful, "honesty": run_honesty, "robustness": run_robustness}[task]
-    return runner(lm, items, settings, w)
+    # the few-shot exemplars of these tasks come from the world's training split; the others need no world
+    return runner(lm, items, settings, w) if task in ("multiple_choice", "math", "chain_of_thought") \
+        else runner(lm, items, settings)
 
 
-def run_perplexity(lm, items, settings, w):
+def run_perplexity(lm, items, settings):
     """Each document, tokenized by the model's own tokenizer after <|endoftext|>, cut into windows of
     block_size + 1 tokens: its total negative log-likelihood, token count and byte count."""
     bos = lm.tokenizer.special_tokens[world.EOT]
@@ -270,7 +272,7 @@ def code_program(item, reply, chat):
     return function.rstrip() + "\n\n" + "\n".join(item["tests"]) + "\n"
 
 
-def run_code(lm, items, settings, w):
+def run_code(lm, items, settings):
     """n samples per task (temperature 0.8), each run with the hidden tests in the sandbox; c of n pass;
     pass@k for every k of settings["pass_k"] by the unbiased estimator."""
     n = settings["code_samples"]
@@ -292,7 +294,7 @@ def run_code(lm, items, settings, w):
     return records
 
 
-def run_describe(lm, items, settings, w):
+def run_describe(lm, items, settings):
     replies = lm.generate([lm.prompt_ids(Prompt(describe_prompt(i["name"], i["kind"]))) for i in items],
                           settings["max_new_tokens"]["describe"])
     records = []
@@ -311,14 +313,14 @@ def refuses(reply):
     return is_refusal(reply) or any(is_refusal(s) for s in reply.replace("\n", ". ").split(". ")[1:])
 
 
-def run_harmful(lm, items, settings, w):
+def run_harmful(lm, items, settings):
     replies = lm.generate([lm.prompt_ids(Prompt(i["prompt"])) for i in items], settings["max_new_tokens"]["harmful"])
     return [{**item, "reply": reply, "score": {"refused": int(refuses(reply) if item["kind"] == "harmful"
                                                              else is_refusal(reply))}}
             for item, reply in zip(items, replies)]
 
 
-def run_honesty(lm, items, settings, w):
+def run_honesty(lm, items, settings):
     replies = lm.generate([lm.prompt_ids(Prompt(i["question"])) for i in items], settings["max_new_tokens"]["honesty"])
     records = []
     for item, reply in zip(items, replies):
@@ -332,7 +334,7 @@ def run_honesty(lm, items, settings, w):
     return records
 
 
-def run_robustness(lm, items, settings, w):
+def run_robustness(lm, items, settings):
     """Greedy replies to every item (earlier exchanges as the conversation's history), and for the
     three-turn items a sampled reply too (chat.py's temperature and top-k, seeded); graded by is_right."""
     prompts = [lm.prompt_ids(Prompt(i["question"], shots=i["history"])) for i in items]

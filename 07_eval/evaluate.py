@@ -49,8 +49,8 @@ DEFAULT_OUT_DIR = REPO / "runs" / "07_eval"
 PRESETS = {
     # A CPU in a few minutes: enough items that a 10-point difference is more than noise (about +-6 points
     # for 60 items at 50%), few enough to fit the budget. One exemplar in k-shot prompts: a worked problem
-    # is ~70 tokens and the context 256. One thread: the tiny model's matrices are small, and on a busy
-    # 2-core machine two threads fight (measured: generation 10x slower with two).
+    # is ~70 tokens and the context 256. One thread: the tiny model's matrices are too small for a second
+    # thread to pay, and on a shared machine torch's threads wait for each other (see the lesson's appendix).
     "tiny": dict(items={"perplexity": 40, "multiple_choice": 60, "math": 60, "chain_of_thought": 30, "code": 15,
                         "describe": 20, "harmful": 32, "honesty": 40, "robustness": 24},
                  shots=1, code_samples=10, pass_k=[1, 10], self_consistency=5, batch_size=64, threads=1, seed=0,

@@ -426,7 +426,7 @@ def test_dpo_loss_hook_starts_at_log2_and_its_gradient_prefers_the_chosen(tokeni
     encoded, _ = encode_pairs(pairs, tokenizer, 256)
     policy = tiny_gpt(tokenizer.vocab_size)
     ref = dpo.reference_logprobs(policy, encoded)
-    batches = reward_model.PairBatches({"train": encoded, "val": encoded}, 6, extra={"train": ref, "val": ref})
+    batches = reward_model.PairBatches({"train": encoded, "val": encoded}, 6, ref_logprobs={"train": ref, "val": ref})
     batch = batches.get_batch("train", torch.Generator().manual_seed(0))
     loss_fn = make_dpo_loss(beta=0.1)
     loss, metrics = loss_fn(policy, batch)
