@@ -318,40 +318,46 @@ def fine_tune(args):
         return "\n".join(f"USER: {p[-1]['content']}\nASSISTANT: {r}" + ("" if ended else " [no <|end|>]")
                          for p, (r, ended) in zip(sample_prompts, replies))
 
-    extra = {"stage": MATH_STAGES[settings.get("math_style", "steps")], "role": "chat", "tokenizer": str(out_dir.absolute() / "tokenizer"),
-             "tokenizer_sha256": tokenizer_sha256,
-             "data_sha256": data_sha256,
-             "settings": settings, "base": str(settings["base"]), "base_step": base_checkpoint.get("step")}
+    metadata = {"stage": MATH_STAGES[settings.get("math_style", "steps")], "role": "chat",
+                "tokenizer": str(out_dir.absolute() / "tokenizer"), "tokenizer_sha256": tokenizer_sha256,
+                "data_sha256": data_sha256, "settings": settings, "base": str(settings["base"]),
+                "base_step": base_checkpoint.get("step")}
     summary = train.train(model, batches.get_batch, config, make_sample=make_sample, resume=args.resume,
-                          checkpoint_extra=extra, loss_fn=sft_loss)
+                          checkpoint_extra=metadata, loss_fn=sft_loss)
 
     if master:
         if summary["step"] < settings["steps"]:
             log(f"stopped early at step {summary['step']}: continue with  python 04_sft/sft.py --resume "
                 f"--out-dir {out_dir}")
         else:
-            log(f"evaluating the SFT model on the same {len(eval_examples)} held-out prompts ...")
-            after = evaluate(model, tokenizer, eval_examples, settings["max_new_tokens"], precision)
-            robust = None
-            if "world" in settings["data"]:
-                log("measuring robustness: held-out items in forms never seen in training ...")
-                per_row = ROBUSTNESS_ITEMS if settings["eval_per_task"] is None \
-                    else min(ROBUSTNESS_ITEMS, settings["eval_per_task"])
-                sets = robustness_sets(world.build_world(WORLD_SEED), per_row, seed=settings["seed"])
-                robust = measure(model, tokenizer, sets, settings["max_new_tokens"], precision, seed=settings["seed"])
-                summary["robustness"] = robust["metrics"]
-            table = write_report(before, after, out_dir, settings, time.time() - start, robust,
-                                 robustness_table(None, robust) if robust else "")
-            summary["before"], summary["after"] = before["metrics"], after["metrics"]
-            log("\n" + table + "\n")
-            log(f"done in {time.time() - start:.0f} s. Outputs in {out_dir}/:")
-            log("  ckpt.pt, tokenizer.tiktoken/.json   the chat model and its tokenizer (with the chat tokens)")
-            log("  metrics.jsonl, loss.png, sample.txt  the loss on assistant tokens, replies during training")
-            log("  sft_eval.md, sft_eval.png           the table above with example replies, and as bars")
-            log(f"next: talk to it with  python 04_sft/chat.py --ckpt {out_dir / 'ckpt.pt'}")
+            summary.update(evaluate_after(model, tokenizer, before, eval_examples, settings, out_dir, precision, start,
+                                          log))
     if dist.is_initialized():
         dist.destroy_process_group()
     return summary
+
+
+def evaluate_after(model, tokenizer, before, eval_examples, settings, out_dir, precision, start, log):
+    """The trained model on the same held-out prompts, and the robustness rows (world data only); writes
+    sft_eval.md/.json/.png -> {"before", "after"[, "robustness"]} metrics for the run's summary."""
+    log(f"evaluating the SFT model on the same {len(eval_examples)} held-out prompts ...")
+    after = evaluate(model, tokenizer, eval_examples, settings["max_new_tokens"], precision)
+    robust, results = None, {"before": before["metrics"], "after": after["metrics"]}
+    if "world" in settings["data"]:
+        log("measuring robustness: held-out items in forms never seen in training ...")
+        per_row = ROBUSTNESS_ITEMS if settings["eval_per_task"] is None else min(ROBUSTNESS_ITEMS, settings["eval_per_task"])
+        sets = robustness_sets(world.build_world(WORLD_SEED), per_row, seed=settings["seed"])
+        robust = measure(model, tokenizer, sets, settings["max_new_tokens"], precision, seed=settings["seed"])
+        results["robustness"] = robust["metrics"]
+    table = write_report(before, after, out_dir, settings, time.time() - start, robust,
+                         robustness_table(None, robust) if robust else "")
+    log("\n" + table + "\n")
+    log(f"done in {time.time() - start:.0f} s. Outputs in {out_dir}/:")
+    log("  ckpt.pt, tokenizer.tiktoken/.json   the chat model and its tokenizer (with the chat tokens)")
+    log("  metrics.jsonl, loss.png, sample.txt  the loss on assistant tokens, replies during training")
+    log("  sft_eval.md, sft_eval.png           the table above with example replies, and as bars")
+    log(f"next: talk to it with  python 04_sft/chat.py --ckpt {out_dir / 'ckpt.pt'}")
+    return results
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ Outputs, in --out-dir (default runs/06_quantize/):
 Then chat with one: python 06_quantize/chat_quantized.py --ckpt runs/06_quantize/gptq4/ckpt.pt
 """
 import copy
+import dataclasses
 import json
 import re
 import shutil
@@ -307,6 +308,48 @@ def publish(staging, out_dir):
     staging.rmdir()
 
 
+@dataclasses.dataclass
+class Inputs:
+    """What every method of one run is built from and measured on."""
+    source: Path            # the chat model's checkpoint
+    checkpoint: dict        # its metadata (stage, tokenizer hash, ...)
+    tokenizer: object
+    data: TokenDataset      # chapter 03's train.bin/val.bin
+    examples: list          # held-out prompts of the task columns
+    chats: list             # held-out conversations for the chat perplexity
+    calibration: torch.Tensor  # (calib_samples, context) token windows of the training split
+    n_linear: int           # weights in the Linear layers (bits per weight = 8 * bytes / n_linear)
+
+
+def held_out_sets(per_task):
+    """The held-out prompts of the table's task columns (at most per_task each) and the conversations of
+    the chat perplexity (CHAT_PPL_TASKS)."""
+    mix = {task: EVAL_MIX[task] if per_task is None else min(per_task, EVAL_MIX[task]) for task in EVAL_TASKS}
+    w = world.build_world(WORLD_SEED)
+    examples = world_examples(w, "heldout", mix, seed=EVAL_SEED)
+    chats = [e["messages"] for e in world_examples(w, "heldout", {task: min(mix.values()) for task in CHAT_PPL_TASKS},
+                                                   seed=EVAL_SEED)]
+    return examples, chats
+
+
+def quantize_method(stage, spec, model, inputs, settings, staging, out_dir, device):
+    """One row of the table: build the method's model, save it (in the staging folder), load it back and
+    measure what was saved -> (row, {layer: weight error} or None)."""
+    quantized, weight_errors = build(stage, spec, model, inputs.calibration, settings)
+    path = staging / stage / "ckpt.pt"
+    size = save_quantized(path, quantized.cpu(), stage, inputs.source, inputs.tokenizer, {**settings, "method": spec},
+                          inputs.checkpoint, final_path=out_dir / stage / "ckpt.pt")
+    linear_bytes = linear_weight_bytes(quantized)
+    del quantized
+    if stage == "fp32":  # the source itself: measure its size as saved, keep no copy
+        shutil.rmtree(staging / stage)
+    loaded, _, _ = load_model(path if stage != "fp32" else inputs.source, stage="chat", device=device)
+    row = {"method": stage, "family": spec["family"], "bits": spec["bits"], "group_size": spec.get("group_size"),
+           "linear_bytes": linear_bytes, "bits_per_weight": 8 * linear_bytes / inputs.n_linear, "checkpoint_bytes": size,
+           **measure(loaded, inputs.tokenizer, inputs.data, inputs.examples, inputs.chats, settings, device)}
+    return row, weight_errors and {name: e.cpu() for name, e in weight_errors.items()}
+
+
 def quantize_all(args, settings, out_dir, methods, source, device):
     """Load the model, build every method's model, save it, load it back and measure it; then the sweep,
     the extra plot points and the report."""
@@ -332,35 +375,18 @@ def quantize_all(args, settings, out_dir, methods, source, device):
         {"source": str(source), "data_dir": str(data_dir), "preset": args.preset, **settings}, indent=1, default=str))
 
     model.to(device)
-    per_task = settings["eval_per_task"]
-    mix = {task: EVAL_MIX[task] if per_task is None else min(per_task, EVAL_MIX[task]) for task in EVAL_TASKS}
-    w = world.build_world(WORLD_SEED)
-    examples = world_examples(w, "heldout", mix, seed=EVAL_SEED)
-    chats = [e["messages"] for e in world_examples(w, "heldout", {task: min(mix.values()) for task in CHAT_PPL_TASKS},
-                                                   seed=EVAL_SEED)]
+    examples, chats = held_out_sets(settings["eval_per_task"])
     calibration = calibration_windows(data, settings["calib_samples"],
                                       min(settings["calib_context"], model.config.block_size), settings["seed"]).to(device)
     n_linear = sum(m.weight.numel() for _, m in _linears(model))
 
     rows, errors = [], {}
+    inputs = Inputs(source, checkpoint, tokenizer, data, examples, chats, calibration, n_linear)
     for k, (stage, spec) in enumerate(methods):
         method_start = time.time()
-        quantized, weight_errors = build(stage, spec, model, calibration, settings)
+        row, weight_errors = quantize_method(stage, spec, model, inputs, settings, staging, out_dir, device)
         if weight_errors and stage in ("rtn4", "gptq4"):
-            errors[stage.upper().replace("RTN", "RTN-").replace("GPTQ", "GPTQ-")] = {
-                name: e.cpu() for name, e in weight_errors.items()}
-        path = staging / stage / "ckpt.pt"
-        size = save_quantized(path, quantized.cpu(), stage, source, tokenizer, {**settings, "method": spec},
-                              checkpoint, final_path=out_dir / stage / "ckpt.pt")
-        linear_bytes = linear_weight_bytes(quantized)
-        del quantized
-        if stage == "fp32":  # the source itself: measure its size as saved, keep no copy
-            shutil.rmtree(staging / stage)
-        loaded, _, _ = load_model(path if stage != "fp32" else source, stage="chat", device=device)  # what was saved
-        row = {"method": stage, "family": spec["family"], "bits": spec["bits"],
-               "group_size": spec.get("group_size"), "linear_bytes": linear_bytes,
-               "bits_per_weight": 8 * linear_bytes / n_linear, "checkpoint_bytes": size,
-               **measure(loaded, tokenizer, data, examples, chats, settings, device)}
+            errors[stage.upper().replace("RTN", "RTN-").replace("GPTQ", "GPTQ-")] = weight_errors
         rows.append(row)
         elapsed = time.time() - start
         print(f"[{k + 1}/{len(methods)}] {stage:<16} ppl {row['perplexity']:.4f} chat {row['chat_perplexity']:.4f}  "
