@@ -15,12 +15,16 @@ Every script writes its outputs under runs/<chapter>/. What reads what, by path:
                            with chapter 01's train_bpe (not runs/01_tokenizer; --tokenizer PATH for that)
                            -> runs/03_pretrain/ (tokenizer, train.bin/val.bin, ckpt.pt)
     04 sft.py              reads runs/03_pretrain/ckpt.pt and the tokenizer it names -> runs/04_sft/
-    06 quantize.py         reads chapter 05's best policy if 05 has run (runs/05_rlhf/best|ppo|grpo|dpo/ckpt.pt),
+       sft.py --math-style direct   (only with --direct-sft) -> runs/04_sft_direct/: chapter 07's control model
+    05 rlhf.py             reads runs/04_sft/ckpt.pt -> runs/05_rlhf/ (preferences, reward_model, ppo, dpo, grpo)
+    06 quantize.py         reads chapter 05's PPO policy if 05 has run, else GRPO, DPO (runs/05_rlhf/ppo|grpo|dpo/ckpt.pt),
                            else runs/04_sft/ckpt.pt, and chapter 03's train.bin/val.bin -> runs/06_quantize/
-    07 evaluate.py         reads every runs/*/**/ckpt.pt -> runs/07_eval/ (report.md, report.png, ...)
-The pipeline stops with a message at the first chapter not built yet. Run again after a finished run, a
-chapter refuses to replace its outputs and the pipeline says how to go on: --overwrite redoes the
-chapters (passed to every script that has the flag), --start N goes on from chapter N.
+    07 evaluate.py         reads every runs/*/**/ckpt.pt, by the stage each records (model_loader.find_models)
+                           -> runs/07_eval/ (report.md, report.png, ...)
+The pipeline stops with a message at the first chapter not built yet. Run again after a finished run, it
+finds a chapter's declared output and says how to go on instead of starting the chapter over it:
+--overwrite redoes the chapters (passed to every script that declares the flag), --start N goes on from
+chapter N.
 """
 import argparse
 import subprocess
@@ -32,16 +36,40 @@ REPO = Path(__file__).resolve().parent
 sys.path.append(str(REPO / "01_tokenizer"))
 import cli  # noqa: E402  (one clear line for bad input)
 
-# (chapter folder, its main script): the order is the order of the pipeline.
+# The steps, in order. Each declares its chapter folder and script, the arguments it gets besides --preset,
+# the options it takes (the pipeline passes --overwrite and --device only to a script that declares them),
+# the file that says it has run (the pipeline then says how to go on instead of starting it over an earlier
+# run), and `when`: a step that runs only when its pipeline flag is given. A new chapter adds one entry.
 CHAPTERS = [
-    ("01_tokenizer", "train_tokenizer.py"),
-    ("02_transformer", "tour_gpt.py"),
-    ("03_pretrain", "pretrain.py"),
-    ("04_sft", "sft.py"),
-    ("05_rlhf", "rlhf.py"),
-    ("06_quantize", "quantize.py"),
-    ("07_eval", "evaluate.py"),
+    dict(folder="01_tokenizer", script="train_tokenizer.py", options={"overwrite"},
+         output="runs/01_tokenizer/tokenizer.tiktoken"),
+    dict(folder="02_transformer", script="tour_gpt.py", options={"device"}),
+    dict(folder="03_pretrain", script="pretrain.py", options={"overwrite", "device"}, output="runs/03_pretrain/ckpt.pt"),
+    dict(folder="04_sft", script="sft.py", options={"overwrite", "device"}, output="runs/04_sft/ckpt.pt"),
+    dict(folder="04_sft", script="sft.py", options={"overwrite", "device"}, output="runs/04_sft_direct/ckpt.pt",
+         args=["--math-style", "direct", "--out-dir", "runs/04_sft_direct"], when="direct_sft"),
+    dict(folder="05_rlhf", script="rlhf.py", options={"overwrite", "device"},
+         output="runs/05_rlhf/preferences/train.jsonl"),
+    dict(folder="06_quantize", script="quantize.py", options={"overwrite", "device"},
+         output="runs/06_quantize/results.md"),
+    dict(folder="07_eval", script="evaluate.py", options={"overwrite", "device"}, output="runs/07_eval/report.md"),
 ]
+
+
+def chapter_number(step):
+    return int(step["folder"][:2])
+
+
+def command_of(step, args):
+    """The command line of one step: its script, --preset, its own arguments, and the pipeline's --device and
+    --overwrite where the script declares them."""
+    command = [sys.executable, str(REPO / step["folder"] / step["script"]), "--preset", args.preset]
+    command += step.get("args", [])
+    if args.device and "device" in step.get("options", ()):
+        command += ["--device", args.device]
+    if args.overwrite and "overwrite" in step.get("options", ()):
+        command += ["--overwrite"]
+    return command
 
 
 def main(argv=None):
@@ -49,37 +77,36 @@ def main(argv=None):
     parser.add_argument("--preset", default="tiny", help="preset passed to every chapter script (default: tiny)")
     parser.add_argument("--start", type=cli.positive_int, default=1,
                         help="first chapter to run, e.g. 3 to skip 01-02 (default: 1)")
-    parser.add_argument("--stop", type=cli.positive_int, default=len(CHAPTERS),
+    parser.add_argument("--stop", type=cli.positive_int, default=max(map(chapter_number, CHAPTERS)),
                         help="last chapter to run (default: all)")
     parser.add_argument("--device", default=None, help="passed to the scripts that train (cuda, mps, cpu)")
     parser.add_argument("--overwrite", action="store_true",
                         help="redo chapters whose outputs exist, replacing them (passed to every script that has it)")
+    parser.add_argument("--direct-sft", action="store_true",
+                        help="also train chapter 04's direct-answer control for chapter 07's chain-of-thought "
+                             "study (sft.py --math-style direct --out-dir runs/04_sft_direct; one more SFT run)")
     args = parser.parse_args(argv)
 
     timings = []
-    for number, (chapter, script) in enumerate(CHAPTERS, start=1):
-        if not args.start <= number <= args.stop:
+    for step in CHAPTERS:
+        number, chapter = chapter_number(step), step["folder"]
+        if not args.start <= number <= args.stop or (step.get("when") and not getattr(args, step["when"])):
             continue
-        path = REPO / chapter / script
-        if not path.exists():
-            print(f"\n== {chapter}: not built yet ({chapter}/{script} does not exist). The pipeline stops here.")
+        if not (REPO / chapter / step["script"]).exists():
+            print(f"\n== {chapter}: not built yet ({chapter}/{step['script']} does not exist). The pipeline stops here.")
             break
-        command = [sys.executable, str(path), "--preset", args.preset]
-        if args.device and number >= 2:
-            command += ["--device", args.device]
-        if args.overwrite and "--overwrite" in path.read_text(encoding="utf-8"):  # the scripts that have the flag
-            command += ["--overwrite"]
+        if step.get("output") and (REPO / step["output"]).exists() and not args.overwrite:
+            print(f"\n== {chapter} has run before ({step['output']} exists) and its outputs are kept. Rerun with "
+                  f"--overwrite to redo the chapters (replacing their outputs), or with --start {number + 1} to go "
+                  f"on from the next chapter with these outputs.")
+            sys.exit(2)
+        command = command_of(step, args)
         print(f"\n== {chapter}: {' '.join(command[1:])}", flush=True)
         start = time.time()
-        returncode, last_error = run_script(command)
+        returncode = subprocess.run(command, cwd=REPO).returncode  # its output goes straight through
         timings.append((chapter, time.time() - start))
         if returncode != 0:
-            if "already holds a run" in last_error:  # a chapter refused to replace its earlier outputs
-                print(f"\n== {chapter} has run before and its outputs are kept. Rerun with --overwrite to redo "
-                      f"the chapters (replacing their outputs), or with --start {number + 1} to go on from the "
-                      f"next chapter with these outputs.")
-            else:
-                print(f"\n== {chapter} failed (exit code {returncode}); fix it and rerun with --start {number}.")
+            print(f"\n== {chapter} failed (exit code {returncode}); fix it and rerun with --start {number}.")
             sys.exit(returncode)
 
     print("\n== pipeline summary")
@@ -90,16 +117,6 @@ def main(argv=None):
     if timings and timings[-1][0] == "07_eval" and report.exists():  # the pipeline ends with the evaluation's table
         table = report.read_text(encoding="utf-8").split("## Every model on every task\n\n")[-1].split("\n\n")[0]
         print(f"\n== the report: {report}\n{table}")
-
-
-def run_script(command):
-    """Run one chapter's script; its output goes straight through. Returns (exit code, its last stderr line)."""
-    process = subprocess.Popen(command, cwd=REPO, stderr=subprocess.PIPE, text=True)
-    last = ""
-    for line in process.stderr:
-        sys.stderr.write(line)
-        last = line.strip() or last
-    return process.wait(), last
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ import torch.nn.functional as F
 
 import generation
 from generation import KVCache, eval_mode, sample_next_token, token_set  # noqa: F401  (importable from gpt, as before)
-from gpt2_weights import hf_gpt2_config, load_hf_gpt2_state_dict  # noqa: F401  (importable from gpt, as before)
 from layers import (MLP, LayerNorm, RMSNorm, SwiGLU, apply_rope, attention_weights, causal_mask, rope_tables,
                     scaled_dot_product_attention)
 from padding import doc_positions_and_mask, padded_causal_mask, positions_from_mask

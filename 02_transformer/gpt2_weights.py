@@ -2,18 +2,16 @@
 
     sd = torch.load("pytorch_model.bin")              # a Hugging Face GPT-2 state dict (not downloaded here)
     model = load_hf_gpt2_state_dict(GPT(hf_gpt2_config(sd)), sd)
-
-Also importable from gpt (from gpt import hf_gpt2_config, load_hf_gpt2_state_dict), as before the split.
 """
 import re
 
 import torch
 
+from gpt import GPTConfig  # this chapter (gpt.py does not import this module: no cycle)
+
 
 def hf_gpt2_config(hf_state_dict, **overrides):
     """A GPTConfig matching a Hugging Face GPT-2 state dict (sizes read from the tensors, head size 64)."""
-    from gpt import GPTConfig  # here, not at the top: gpt.py re-exports this module's functions
-
     sd = {_strip_prefix(k): v for k, v in hf_state_dict.items()}
     vocab_size, n_embd = sd["wte.weight"].shape
     n_layer = 1 + max(int(m.group(1)) for k in sd if (m := re.match(r"h\.(\d+)\.", k)))

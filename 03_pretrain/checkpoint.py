@@ -64,8 +64,12 @@ def read_checkpoint(path, mmap=False):
         raise FileNotFoundError(f"no checkpoint at {path}: train first, or point --out-dir/--resume at a run folder")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except OSError:
+    except (FileNotFoundError, PermissionError, IsADirectoryError):
         raise
+    except OSError as error:  # e.g. [Errno 22] Invalid argument from a cut-short file: say which file
+        raise ValueError(f"{path} is not a checkpoint written by save_checkpoint: reading it failed with "
+                         f"{error.strerror or error} (a damaged or cut-short file): copy it again from its run, "
+                         f"or train again") from None
     except Exception as error:  # UnpicklingError, RuntimeError (not a zip), EOFError, struct.error, ...
         raise ValueError(f"{path} is not a checkpoint written by save_checkpoint: torch.load failed with "
                          f"{type(error).__name__} (a damaged or cut-short file, another format, or objects other "

@@ -287,7 +287,7 @@ def pretrain(args):
 
     # the checkpoint names its tokenizer (the run folder's copy) and the hashes of tokenizer and corpus:
     # a checkpoint is never loaded with another tokenizer, nor resumed on other data
-    extra = {"tokenizer": meta["tokenizer"], "tokenizer_sha256": meta["tokenizer_sha256"],
+    extra = {"stage": "base", "role": "base", "tokenizer": meta["tokenizer"], "tokenizer_sha256": meta["tokenizer_sha256"],
              "data": {"source": str(settings["data"]), "dir": str(out_dir), "corpus_sha256": meta["corpus_sha256"]},
              "settings": settings}
     summary = train.train(model, get_batch, config, make_sample=make_sample, resume=args.resume,

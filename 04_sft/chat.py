@@ -14,7 +14,6 @@ short (256 tokens for the tiny preset), so the oldest exchanges are dropped, wit
 conversation and room for the reply no longer fit.
 """
 import argparse
-import codecs
 import sys
 from pathlib import Path
 
@@ -24,89 +23,14 @@ for chapter in ["01_tokenizer", "02_transformer", "03_pretrain"]:  # the earlier
         sys.path.append(str(REPO / chapter))
 
 import cli  # noqa: E402  (chapter 01: one clear line for bad input)
-from chat_format import END, load_model_and_tokenizer, render_chat  # noqa: E402  (this chapter)
+from chat_session import MAX_NEW_TOKENS, TEMPERATURE, TOP_K, ChatSession  # noqa: E402, F401  (this chapter)
+from chat_web import serve  # noqa: E402  (this chapter: --web)
 from hardware import pick_device  # noqa: E402  (chapter 03)
+from model_loader import WrongStageError, find_chat_models, load_model  # noqa: E402  (chapter 03)
 
 RUNS = REPO / "runs"
 DEFAULT_CKPT = RUNS / "04_sft" / "ckpt.pt"
 HELP = "commands: /reset (new conversation), /temp X (temperature, 0 = greedy), /quit"
-# The chat defaults, shared by the REPL's flags, the chat page (chat_web.py) and the sampled
-# robustness row (robustness.py).
-TEMPERATURE, TOP_K, MAX_NEW_TOKENS = 0.7, 50, 128
-
-
-class ChatSession:
-    """A conversation with a chat model: the history, fitting it into the context, streaming replies."""
-
-    def __init__(self, model, tokenizer, temperature=TEMPERATURE, top_k=TOP_K, max_new_tokens=MAX_NEW_TOKENS,
-                 seed=None, system=None, notify=print):
-        self.model, self.tokenizer = model, tokenizer
-        self.temperature, self.top_k, self.max_new_tokens, self.seed = temperature, top_k, max_new_tokens, seed
-        self.system = system
-        self.notify = notify  # where notices go (dropped turns)
-        self.end_id = tokenizer.special_tokens[END]
-        self.reset()
-
-    def reset(self):
-        self.history = [{"role": "system", "content": self.system}] if self.system else []
-
-    def reply_budget(self):
-        """Tokens kept free for the reply: max_new_tokens, but at most half the context."""
-        return min(self.max_new_tokens, self.model.config.block_size // 2)
-
-    def prompt_ids(self):
-        """The rendered history + <|assistant|>, dropping the oldest exchanges until it leaves room for
-        the reply. Raises ValueError if the latest message alone is too long."""
-        limit = self.model.config.block_size - self.reply_budget()
-        first = 1 if self.history[0]["role"] == "system" else 0
-        alone, _ = render_chat(self.history[:first] + self.history[-1:], self.tokenizer, add_generation_prompt=True)
-        if len(alone) > limit:
-            self.history.pop()
-            raise ValueError(f"that message is {len(alone)} tokens with the template; this model's context holds "
-                             f"{self.model.config.block_size}, {self.reply_budget()} of them kept for the reply. "
-                             f"Write something shorter.")
-        while True:
-            ids, _ = render_chat(self.history, self.tokenizer, add_generation_prompt=True)
-            if len(ids) <= limit:
-                return ids
-            # drop the oldest user message and everything up to the next user message
-            drop = first + 1
-            while drop < len(self.history) - 1 and self.history[drop]["role"] != "user":
-                drop += 1
-            del self.history[first:drop]
-            self.notify(f"[the conversation is longer than the context of {self.model.config.block_size} tokens: "
-                        f"dropped the oldest exchange]")
-
-    def respond(self, text, on_text=None):
-        """Add the user's message, stream the reply (on_text(piece) for every decoded piece), remember it.
-
-        Returns (reply, ended): ended is False when the reply hit max_new_tokens before <|end|>.
-        """
-        self.history.append({"role": "user", "content": text})
-        prompt = self.prompt_ids()
-        room = min(self.max_new_tokens, self.model.config.block_size - len(prompt))
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")  # a character may span tokens
-        pieces, ended = [], False
-        try:
-            for token in self.model.stream(prompt, room, temperature=self.temperature, top_k=self.top_k,
-                                           stop_tokens=[self.end_id], seed=self.seed):
-                if token == self.end_id:
-                    ended = True
-                    break
-                piece = decoder.decode(self.tokenizer.decode_bytes([token]))
-                pieces.append(piece)
-                if on_text and piece:
-                    on_text(piece)
-        except KeyboardInterrupt:
-            self.notify("\n[stopped]")
-        pieces.append(decoder.decode(b"", final=True))
-        reply = "".join(pieces)
-        self.history.append({"role": "assistant", "content": reply})
-        if self.seed is not None:
-            self.seed += 1  # a new draw for the next reply, still reproducible
-        return reply, ended
-
-
 def parse_args(argv=None):
     parser = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ckpt", help=f"the chat model (default: {DEFAULT_CKPT}; with --web: every chat model "
@@ -134,19 +58,17 @@ def add_web_arguments(parser):
 
 
 def load_chat_model(path, device="cpu"):
-    """(model, tokenizer) of a chat checkpoint: FileNotFoundError (saying what to run) for a missing one,
-    ValueError for a checkpoint that is not a chat model."""
+    """(model, tokenizer) of a chat checkpoint (SFT, an RLHF policy, ...): FileNotFoundError (saying what to
+    run) for a missing one, ValueError for a checkpoint that is not a chat model."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no chat model at {path}. Fine-tune one first:\n    python 04_sft/sft.py "
                                 f"--preset tiny\n(or pass --ckpt PATH)")
     try:
-        model, tokenizer, _ = load_model_and_tokenizer(path, device)
-    except (FileNotFoundError, ValueError) as error:
-        raise type(error)(f"cannot load {path}: {error}") from None
-    if END not in tokenizer.special_tokens:
-        raise ValueError(f"{path} is not a chat model (its tokenizer has no {END} token): it looks like a base "
-                         f"model. Fine-tune it first: python 04_sft/sft.py --base {path}")
+        model, tokenizer, meta = load_model(path, stage="chat", device=device)
+    except WrongStageError as error:
+        fix = f"; fine-tune it first: python 04_sft/sft.py --base {path}" if error.role == "base" else ""
+        raise WrongStageError(f"{error}{fix}", error.stage, error.role) from None
     return model, tokenizer
 
 
@@ -208,8 +130,6 @@ def main(argv=None):
 
 def web_models(args):
     """{name: path} for --web: --ckpt first if given, then the chat models under runs/ (chat_web.py)."""
-    from chat_web import find_chat_models
-
     models = {args.ckpt: Path(args.ckpt)} if args.ckpt else {}
     given = Path(args.ckpt).resolve() if args.ckpt else None
     models.update({name: path for name, path in find_chat_models(RUNS).items() if path.resolve() != given})
@@ -221,8 +141,6 @@ def web_models(args):
 
 def serve_web(models, args, device):
     """--web: serve the chat page (chat_web.py) with models {name: (path, load)} until Ctrl-C."""
-    from chat_web import serve
-
     if args.prompt is not None:
         raise ValueError("--web and --prompt do not go together: drop --prompt (the page asks the questions)")
     if args.system is not None:

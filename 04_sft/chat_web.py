@@ -50,24 +50,12 @@ for chapter in ["01_tokenizer", "02_transformer", "03_pretrain"]:  # the earlier
         sys.path.append(str(REPO / chapter))
 
 import cli  # noqa: E402  (chapter 01: one-line messages)
-from chat import MAX_NEW_TOKENS, TEMPERATURE, TOP_K, ChatSession  # noqa: E402  (this chapter: the REPL's session)
+from chat_session import MAX_NEW_TOKENS, TEMPERATURE, TOP_K, ChatSession  # noqa: E402  (this chapter)
 from chat_format import check_messages  # noqa: E402  (this chapter)
 
 PAGE = Path(__file__).with_name("chat_web.html")
 MAX_BODY = 1 << 20  # bytes: a conversation that fits a small model's context is a few kB
 FIELDS = {"model", "messages", "temperature", "top_k", "max_new_tokens", "seed"}
-
-
-def find_chat_models(runs_dir):
-    """{name: path} of the chat checkpoints under runs_dir that exist: the SFT model and the RLHF policies.
-
-    Example: {"04_sft": runs/04_sft/ckpt.pt, "05_rlhf/dpo": runs/05_rlhf/dpo/ckpt.pt, "05_rlhf/grpo": ...,
-    "05_rlhf/ppo": ...}. The reward model is a scorer, not a chat model, so it is left out.
-    """
-    runs_dir = Path(runs_dir)
-    paths = [runs_dir / "04_sft" / "ckpt.pt"] + sorted(runs_dir.glob("05_rlhf/*/ckpt.pt"))
-    return {path.parent.relative_to(runs_dir).as_posix(): path for path in paths
-            if path.is_file() and path.parent.name != "reward_model"}
 
 
 def _number(request, name, default, kind, ok, what):

@@ -22,9 +22,9 @@ for chapter in ["01_tokenizer", "02_transformer", "03_pretrain"]:  # the earlier
         sys.path.append(str(REPO / chapter))
 
 import world  # noqa: E402  (chapter 03: the mini-world)
-from chat import TEMPERATURE, TOP_K  # noqa: E402  (this chapter: the chat defaults)
-from grading import extract_answer, fact_is_correct, generate_replies, is_refusal  # noqa: E402  (this chapter)
-from sft_data import _exchange, arith_example, world_examples  # noqa: E402  (this chapter)
+from chat_session import TEMPERATURE, TOP_K  # noqa: E402  (this chapter: the chat defaults)
+from grading import generate_replies, is_right  # noqa: E402  (this chapter: the one grading rule)
+from sft_data import exchange, arith_example, world_examples  # noqa: E402  (this chapter)
 
 CHAT_TEMPERATURE, CHAT_TOP_K = TEMPERATURE, TOP_K  # chat.py's defaults: the sampled three-turn row uses them
 ROWS = [
@@ -38,26 +38,11 @@ ROWS = [
 ]
 
 
-def is_right(example, reply):
-    """True if `reply` does what the example asks: the exact answer (facts, word problems, arithmetic), a
-    refusal (harmful requests) or an answer that is not a refusal (benign look-alikes)."""
-    task = example["task"]
-    if task == "fact":
-        return fact_is_correct(reply, example["answer"], example["distractors"], example.get("subject"))
-    if task in ("math", "arith"):
-        return extract_answer(reply) == example["answer"]
-    if task == "harmful":
-        return is_refusal(reply)
-    if task == "benign":
-        return not is_refusal(reply)
-    raise ValueError(f"no robustness rule for task {example['task']!r}")
-
-
 def _out_of_template_requests(w, n, harmful, seed):
     """n held-out requests whose intent (the action) is held out too: held-out framing x held-out intent."""
     task = "harmful" if harmful else "benign"
     requests = world.user_requests(w, 8 * n, harmful=harmful, split="heldout", seed=seed)
-    return [{"task": task, "messages": _exchange(r.prompt, r.reply)} for r in requests if "intent" in r.heldout_parts][:n]
+    return [{"task": task, "messages": exchange(r.prompt, r.reply)} for r in requests if "intent" in r.heldout_parts][:n]
 
 
 def _phrased_fact_examples(w, n, seed):
@@ -65,7 +50,7 @@ def _phrased_fact_examples(w, n, seed):
     rng = random.Random(f"robust-fact:{seed}")
     questions = world.fact_questions(w, "heldout", seed=seed)
     rng.shuffle(questions)
-    return [{"task": "fact", "messages": _exchange(world.phrase_question(q.question, "heldout", rng), q.answer_sentence),
+    return [{"task": "fact", "messages": exchange(world.phrase_question(q.question, "heldout", rng), q.answer_sentence),
              "answer": q.answer, "distractors": [c for c in q.choices if c != q.answer], "subject": q.fact.subject}
             for q in questions[:n]]
 

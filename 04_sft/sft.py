@@ -7,6 +7,7 @@
     python 04_sft/sft.py --preset gpt2          # GPT-2 small from `03_pretrain/pretrain.py --preset gpt2`, one GPU
     python 04_sft/sft.py --resume               # continue an interrupted run in --out-dir
     python 04_sft/sft.py --overwrite            # start over in an --out-dir that holds a run
+    python 04_sft/sft.py --math-style direct --out-dir runs/04_sft_direct   # chapter 07's direct-answer control
 
 Steps: (1) load the base checkpoint and its tokenizer (default runs/03_pretrain/); (2) add the chat tokens
 to the tokenizer and the embedding (chat_format.py); (3) build instruction conversations from the
@@ -39,14 +40,15 @@ import cli  # noqa: E402  (chapter 01: one clear line for bad input)
 import dataset  # noqa: E402  (chapter 03: the tokenizer's fingerprint)
 import hardware  # noqa: E402  (chapter 03: device, precision, DDP)
 import memory_plan  # noqa: E402  (chapter 03: the memory a run needs)
+from model_loader import load_model  # noqa: E402  (chapter 03: the one loader)
 import train  # noqa: E402  (chapter 03: the training loop)
 import world  # noqa: E402  (chapter 03: the mini-world)
 from checkpoint import read_run_checkpoint  # noqa: E402  (chapter 03)
-from chat_format import add_chat_embeddings, add_chat_tokens, load_model_and_tokenizer  # noqa: E402
+from chat_format import add_chat_embeddings, add_chat_tokens  # noqa: E402
 from grading import METRICS, evaluate, generate_replies, write_report  # noqa: E402  (this chapter)
 from robustness import measure, robustness_sets, robustness_table  # noqa: E402  (this chapter)
-from sft_data import (EVAL_MIX, MULTI_TURN_FRACTION, TASKS, TRAIN_MIX, SFTBatches, fill_ratio,  # noqa: E402
-                      load_jsonl, make_rows, tokenize, world_examples)
+from sft_data import (EVAL_MIX, MATH_STAGES, MULTI_TURN_FRACTION, TASKS, TRAIN_MIX, SFTBatches,  # noqa: E402
+                      fill_ratio, load_jsonl, make_rows, tokenize, world_examples)
 
 DEFAULT_BASE = REPO / "runs" / "03_pretrain" / "ckpt.pt"
 DEFAULT_OUT_DIR = REPO / "runs" / "04_sft"
@@ -98,6 +100,9 @@ def parse_args(argv=None):
     data.add_argument("--packing", action=argparse.BooleanOptionalAction, default=None,
                       help="pack several conversations per row (default) or pad one per row (--no-packing)")
     data.add_argument("--eval-per-task", type=count, help="at most this many held-out prompts per task")
+    data.add_argument("--math-style", choices=sorted(MATH_STAGES),
+                      help="word problems worked step by step (steps, the default) or answered directly (direct: "
+                           "the control of chapter 07's chain-of-thought study, e.g. --out-dir runs/04_sft_direct)")
     opt = parser.add_argument_group("optimization")
     opt.add_argument("--steps", type=count)
     opt.add_argument("--batch-size", type=count, help="rows per micro-batch (per process)")
@@ -127,7 +132,7 @@ def resolve_settings(args):
     (cli.check_out_dir) and --resume where there is nothing to resume."""
     out_dir = cli.check_out_dir(args.out_dir or DEFAULT_OUT_DIR, args.resume, args.overwrite)
     settings = dict(PRESETS[args.preset], data=["world"], mix=None, eval_per_task=None, seed=1337, device=None,
-                    stop_at=None)
+                    stop_at=None, math_style="steps")
     saved = {}
     if args.resume:
         checkpoint = read_run_checkpoint(out_dir, "sft.py")
@@ -167,8 +172,8 @@ def parse_mix(text, scale=1.0):
 
 
 def load_base(path, device="cpu"):
-    """The base model and its tokenizer: FileNotFoundError saying what to run when chapter 03 has not
-    been run, ValueError when the file is not a usable base model."""
+    """The base model, its tokenizer and its checkpoint's metadata: FileNotFoundError saying what to run when
+    chapter 03 has not been run, ValueError when the file is not a usable base model."""
     path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(f"--base {path} is a folder, not a checkpoint: give the ckpt.pt file in it")
@@ -176,7 +181,7 @@ def load_base(path, device="cpu"):
         raise FileNotFoundError(f"no base model at {path}. Pretrain one first:\n    python 03_pretrain/pretrain.py "
                                 f"--preset tiny\n(or pass --base PATH to a chapter-03 checkpoint)")
     try:
-        return load_model_and_tokenizer(path, device)
+        return load_model(path, stage=("base", "sft"), device=device)  # fine-tuning an SFT model again is allowed
     except (FileNotFoundError, ValueError) as error:
         raise type(error)(f"cannot use {path} as the base model: {error}") from None
 
@@ -219,8 +224,10 @@ def build_data(settings, tokenizer, block_size, log=print):
     for source in settings["data"]:
         if source == "world":
             mix = parse_mix(settings["mix"], settings["mix_scale"])
-            train_conversations += world_examples(w, "train", mix, seed=seed, multi_turn=MULTI_TURN_FRACTION)
-            val_conversations += world_examples(w, "heldout", EVAL_MIX, seed=seed + 1)
+            style = settings.get("math_style", "steps")  # "direct": "The answer is 14." with no working
+            train_conversations += world_examples(w, "train", mix, seed=seed, multi_turn=MULTI_TURN_FRACTION,
+                                                  math_style=style)
+            val_conversations += world_examples(w, "heldout", EVAL_MIX, seed=seed + 1, math_style=style)
         else:
             train_conversations += load_jsonl(source)  # FileNotFoundError or ValueError naming the line
     if not train_conversations:
@@ -318,39 +325,46 @@ def fine_tune(args):
         return "\n".join(f"USER: {p[-1]['content']}\nASSISTANT: {r}" + ("" if ended else " [no <|end|>]")
                          for p, (r, ended) in zip(sample_prompts, replies))
 
-    extra = {"tokenizer": str(out_dir.absolute() / "tokenizer"), "tokenizer_sha256": tokenizer_sha256,
-             "data_sha256": data_sha256,
-             "settings": settings, "base": str(settings["base"]), "base_step": base_checkpoint.get("step")}
+    metadata = {"stage": MATH_STAGES[settings.get("math_style", "steps")], "role": "chat",
+                "tokenizer": str(out_dir.absolute() / "tokenizer"), "tokenizer_sha256": tokenizer_sha256,
+                "data_sha256": data_sha256, "settings": settings, "base": str(settings["base"]),
+                "base_step": base_checkpoint.get("step")}
     summary = train.train(model, batches.get_batch, config, make_sample=make_sample, resume=args.resume,
-                          checkpoint_extra=extra, loss_fn=sft_loss)
+                          checkpoint_extra=metadata, loss_fn=sft_loss)
 
     if master:
         if summary["step"] < settings["steps"]:
             log(f"stopped early at step {summary['step']}: continue with  python 04_sft/sft.py --resume "
                 f"--out-dir {out_dir}")
         else:
-            log(f"evaluating the SFT model on the same {len(eval_examples)} held-out prompts ...")
-            after = evaluate(model, tokenizer, eval_examples, settings["max_new_tokens"], precision)
-            robust = None
-            if "world" in settings["data"]:
-                log("measuring robustness: held-out items in forms never seen in training ...")
-                per_row = ROBUSTNESS_ITEMS if settings["eval_per_task"] is None \
-                    else min(ROBUSTNESS_ITEMS, settings["eval_per_task"])
-                sets = robustness_sets(world.build_world(WORLD_SEED), per_row, seed=settings["seed"])
-                robust = measure(model, tokenizer, sets, settings["max_new_tokens"], precision, seed=settings["seed"])
-                summary["robustness"] = robust["metrics"]
-            table = write_report(before, after, out_dir, settings, time.time() - start, robust,
-                                 robustness_table(None, robust) if robust else "")
-            summary["before"], summary["after"] = before["metrics"], after["metrics"]
-            log("\n" + table + "\n")
-            log(f"done in {time.time() - start:.0f} s. Outputs in {out_dir}/:")
-            log("  ckpt.pt, tokenizer.tiktoken/.json   the chat model and its tokenizer (with the chat tokens)")
-            log("  metrics.jsonl, loss.png, sample.txt  the loss on assistant tokens, replies during training")
-            log("  sft_eval.md, sft_eval.png           the table above with example replies, and as bars")
-            log(f"next: talk to it with  python 04_sft/chat.py --ckpt {out_dir / 'ckpt.pt'}")
+            summary.update(evaluate_after(model, tokenizer, before, eval_examples, settings, out_dir, precision, start,
+                                          log))
     if dist.is_initialized():
         dist.destroy_process_group()
     return summary
+
+
+def evaluate_after(model, tokenizer, before, eval_examples, settings, out_dir, precision, start, log):
+    """The trained model on the same held-out prompts, and the robustness rows (world data only); writes
+    sft_eval.md/.json/.png -> {"before", "after"[, "robustness"]} metrics for the run's summary."""
+    log(f"evaluating the SFT model on the same {len(eval_examples)} held-out prompts ...")
+    after = evaluate(model, tokenizer, eval_examples, settings["max_new_tokens"], precision)
+    robust, results = None, {"before": before["metrics"], "after": after["metrics"]}
+    if "world" in settings["data"]:
+        log("measuring robustness: held-out items in forms never seen in training ...")
+        per_row = ROBUSTNESS_ITEMS if settings["eval_per_task"] is None else min(ROBUSTNESS_ITEMS, settings["eval_per_task"])
+        sets = robustness_sets(world.build_world(WORLD_SEED), per_row, seed=settings["seed"])
+        robust = measure(model, tokenizer, sets, settings["max_new_tokens"], precision, seed=settings["seed"])
+        results["robustness"] = robust["metrics"]
+    table = write_report(before, after, out_dir, settings, time.time() - start, robust,
+                         robustness_table(None, robust) if robust else "")
+    log("\n" + table + "\n")
+    log(f"done in {time.time() - start:.0f} s. Outputs in {out_dir}/:")
+    log("  ckpt.pt, tokenizer.tiktoken/.json   the chat model and its tokenizer (with the chat tokens)")
+    log("  metrics.jsonl, loss.png, sample.txt  the loss on assistant tokens, replies during training")
+    log("  sft_eval.md, sft_eval.png           the table above with example replies, and as bars")
+    log(f"next: talk to it with  python 04_sft/chat.py --ckpt {out_dir / 'ckpt.pt'}")
+    return results
 
 
 if __name__ == "__main__":

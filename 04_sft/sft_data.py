@@ -61,6 +61,9 @@ TASKS = ("fact", "math", "arith", "story", "describe", "unknown", "harmful", "be
 TRAIN_MIX = {"fact": 1600, "math": 1600, "arith": 600, "story": 250, "describe": 250, "unknown": 500, "harmful": 300,
              "benign": 250, "code": 250, "followup": 200}
 EVAL_MIX = {"fact": 44, "math": 60, "story": 8, "describe": 8, "unknown": 50, "harmful": 40, "benign": 40}
+# The stage an SFT checkpoint records, by how its word-problem replies are written: worked step by step
+# (the chat model) or the answer alone (the control of chapter 07's chain-of-thought study).
+MATH_STAGES = {"steps": "sft", "direct": "sft-direct"}
 MULTI_TURN_FRACTION = 0.25  # share of training conversations made of 2-3 exchanges (see _join_conversations)
 
 _STORY_PROMPTS = ["Continue this story: {start}", "Finish the story that begins like this: {start}",
@@ -80,7 +83,7 @@ def _fact_examples(w, split, n, seed):
         for q in questions[:n - len(out)]:
             distractors = [c for c in q.choices if c != q.answer]
             question = world.phrase_question(q.question, "train", rng) if split == "train" else q.question
-            out.append({"task": "fact", "messages": _exchange(question, q.answer_sentence),
+            out.append({"task": "fact", "messages": exchange(question, q.answer_sentence),
                         "answer": q.answer, "distractors": distractors, "subject": q.fact.subject})
         round_ += 1
     return out
@@ -93,7 +96,7 @@ def _math_examples(w, split, n, seed, math_style="steps"):
     out = []
     for _ in range(n):
         problem = world.word_problem(w, rng, n_steps=rng.choice([1, 2]), digits=rng.choice([1, 1, 2]), split=split)
-        out.append({"task": "math", "messages": _exchange(problem.question, world.solution(problem, math_style)),
+        out.append({"task": "math", "messages": exchange(problem.question, world.solution(problem, math_style)),
                     "answer": problem.answer, "key": problem.key})
     return out
 
@@ -103,7 +106,7 @@ def arith_example(problem, prompt, with_steps, math_style="steps"):
     "a op b = r."; then "The answer is r.". math_style="direct": only the last line, whatever the prompt
     (chapter 07's control model is never shown working)."""
     reply = world.solution(problem, "direct" if math_style == "direct" else "column" if with_steps else "steps")
-    return {"task": "arith", "messages": _exchange(prompt, reply), "answer": problem.answer, "key": problem.key}
+    return {"task": "arith", "messages": exchange(prompt, reply), "answer": problem.answer, "key": problem.key}
 
 
 def _arith_examples(w, split, n, seed, math_style="steps"):
@@ -130,8 +133,8 @@ def _followup_examples(w, split, n, seed):
         relation = world.RELATIONS[first.kind][first.relation]
         q1 = world.render(rng.choice(relation.questions), first.kind, first.subject, first.value)
         q2 = rng.choice(_FOLLOWUPS).format(s=world.render("{s}", second.kind, second.subject, second.value))
-        messages = _exchange(q1, world.render(relation.answer, first.kind, first.subject, first.value))
-        messages += _exchange(q2, world.render(relation.answer, second.kind, second.subject, second.value))
+        messages = exchange(q1, world.render(relation.answer, first.kind, first.subject, first.value))
+        messages += exchange(q2, world.render(relation.answer, second.kind, second.subject, second.value))
         out.append({"task": "followup", "messages": messages, "subject": second.subject,
                     "answer": world.render(relation.short, second.kind, second.subject, second.value)})
     return out
@@ -152,7 +155,7 @@ def _code_examples(w, split, n, seed):
         rng.shuffle(order)
         for task in order[:n - len(out)]:
             prompt = rng.choice(_CODE_PROMPTS).format(code=task.prompt.rstrip("\n"))
-            out.append({"task": "code", "messages": _exchange(prompt, task.solution.rstrip("\n")),
+            out.append({"task": "code", "messages": exchange(prompt, task.solution.rstrip("\n")),
                         "entry_point": task.entry_point, "tests": list(task.tests), "key": task.key})
     return out
 
@@ -173,7 +176,7 @@ def _story_examples(w, split, n, seed):
                                  or any(f.split == "heldout" for f in story.facts)
                                  or world.stated_facts(w, rest, heldout_facts)):
             continue
-        out.append({"task": "story", "messages": _exchange(rng.choice(_STORY_PROMPTS).format(start=start), rest)})
+        out.append({"task": "story", "messages": exchange(rng.choice(_STORY_PROMPTS).format(start=start), rest)})
     return out
 
 
@@ -193,7 +196,7 @@ def _describe_examples(w, split, n, seed):
         kind = w.kind_of[name]
         prompt = rng.choice(_DESCRIBE_PROMPTS.get(kind, _DESCRIBE_PROMPTS["other"]))
         prompt = prompt.format(name=name, p=world.plural(name))
-        out.append({"task": "describe", "messages": _exchange(prompt, world.describe(w, name, rng, split=facts_split)),
+        out.append({"task": "describe", "messages": exchange(prompt, world.describe(w, name, rng, split=facts_split)),
                     "name": name})
     return out
 
@@ -206,7 +209,7 @@ def _unknown_examples(w, split, n, seed):
         question = probe.question
         if rng.random() < 0.25:
             question = f"Tell me about {'the ' + probe.name if probe.kind in ('animal', 'object') else probe.name}."
-        out.append({"task": "unknown", "messages": _exchange(question, probe.honest_answer), "name": probe.name})
+        out.append({"task": "unknown", "messages": exchange(question, probe.honest_answer), "name": probe.name})
     return out
 
 
@@ -224,7 +227,7 @@ def _request_examples(w, split, n, seed, harmful):
         chosen = [r for r in world.user_requests(w, n + extra, harmful=harmful, split=split, seed=seed)
                   if r.prompt not in excluded]  # the first k requests of a seed do not depend on n
         if len(chosen) >= n:
-            return [{"task": task, "messages": _exchange(r.prompt, r.reply)} for r in chosen[:n]]
+            return [{"task": task, "messages": exchange(r.prompt, r.reply)} for r in chosen[:n]]
         extra += n - len(chosen)
 
 
@@ -234,7 +237,8 @@ def _fact_question_texts(w):
             for f in w.facts for template in world.RELATIONS[f.kind][f.relation].questions}
 
 
-def _exchange(user, assistant):
+def exchange(user, assistant):
+    """One user message and the assistant's reply, as the messages of a conversation."""
     return [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
 
 

@@ -51,7 +51,7 @@ def dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta=0.1)
 
 def make_dpo_loss(beta):
     """The loss hook for train(): batch = (ids, attention_mask, response_mask, ref_logprobs) of 2B rows,
-    chosen first (reward_model.PairBatches with extra=the reference log-probs). Returns (loss,
+    chosen first (reward_model.PairBatches with ref_logprobs=the reference log-probs). Returns (loss,
     {"accuracy": share with implicit reward of y_w > y_l, "margin": mean reward difference})."""
 
     def dpo_loss_fn(model, batch):

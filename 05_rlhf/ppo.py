@@ -9,7 +9,7 @@ One PPO step (InstructGPT's step 3; Ouyang et al. 2022, Ziegler et al. 2019):
     1. roll out responses y to prompts x with the policy pi (rl_loop.py)
     2. per_token_rewards: r_t = -beta * KL_t(pi || pi_ref), plus the reward model's score at the last token
     3. gae_advantages: A_t and the returns R_t = A_t + V_t from the value head's V_t; whiten A over the batch
-    4. for a few epochs of minibatches: ppo_clipped_loss + vf_coef * value_loss - ent_coef * entropy
+    4. for a few epochs of minibatches: ppo_clipped_loss + vf_coef * value_loss (the entropy is logged only)
     5. AdaptiveKLController (optional) moves beta toward a target KL
 """
 import torch
@@ -17,7 +17,18 @@ import torch.nn as nn
 
 
 # ----------------------------------------------------------------------------------------------------
-# Means over response tokens only
+# Means over response tokens only, and where a row's last real token is
+
+
+def last_token_index(attention_mask):
+    """Column of each row's last real token: (B, T) bool -> (B,) int64.
+
+    >>> last_token_index(torch.tensor([[0, 1, 1, 0], [1, 1, 1, 1]]).bool()).tolist()
+    [2, 3]
+    """
+    T = attention_mask.size(1)
+    columns = torch.arange(T, device=attention_mask.device).expand_as(attention_mask)
+    return torch.where(attention_mask, columns, -1).max(dim=1).values
 
 
 def masked_mean(values, mask, dim=None):
@@ -63,6 +74,12 @@ def kl_k1(logprobs, ref_logprobs):
     return logprobs - ref_logprobs
 
 
+def kl_per_reply(logprobs, ref_logprobs, mask):
+    """sum over a reply's tokens of k1: the KL from the reference in nats per reply (what "kl" logs).
+    (B, T), (B, T), mask (B, T) bool -> (B,)."""
+    return torch.where(mask, kl_k1(logprobs, ref_logprobs), 0.0).sum(dim=1)
+
+
 def kl_k3(logprobs, ref_logprobs):
     """k3 = (rho - 1) - log rho with rho = pi_ref(y_t) / pi(y_t): also unbiased, and >= 0 for every token
     (log x <= x - 1), so a sum of them never rewards moving away. (B, T), (B, T) -> (B, T).
@@ -87,8 +104,7 @@ def per_token_rewards(scores, logprobs, ref_logprobs, mask, kl_coef, kl_estimato
     # --- student part: the per-token reward with the KL penalty (lesson: "4. PPO, written out (`ppo.py`, `rl_loop.py`)") ---
     kl = torch.where(mask, estimator(logprobs, ref_logprobs), 0.0)
     rewards = -kl_coef * kl
-    T = mask.size(1)
-    last = torch.where(mask, torch.arange(T, device=mask.device), -1).max(dim=1).values  # (B,)
+    last = last_token_index(mask)  # (B,): -1 for a row with no response token
     has_response = last >= 0
     rows = torch.arange(mask.size(0), device=mask.device)[has_response]
     rewards[rows, last[has_response]] += scores[has_response].to(rewards.dtype)
@@ -180,11 +196,6 @@ def value_loss(values, old_values, returns, mask, clip_range=0.2):
     clipped = old_values + torch.clamp(values - old_values, -clip_range, clip_range)
     return 0.5 * masked_mean(torch.maximum((values - returns) ** 2, (clipped - returns) ** 2), mask)
     # --- end of student part ---
-
-
-def entropy_bonus(entropy, mask):
-    """masked_mean(entropy): subtracted (times ent_coef) from the loss, so keeping options open pays."""
-    return masked_mean(entropy, mask)
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -42,7 +42,7 @@ for chapter in ["01_tokenizer", "02_transformer", "03_pretrain", "04_sft"]:  # t
         sys.path.append(str(REPO / chapter))
 
 import world  # noqa: E402  (chapter 03: the mini-world)
-from grading import extract_answer, fact_is_correct, is_refusal, says_dont_know  # noqa: E402  (chapter 04)
+from grading import is_right, says_dont_know  # noqa: E402  (chapter 04: the one grading rule)
 
 CATEGORIES = ("fact", "math", "unknown", "harmful", "benign", "format")
 RL_TASKS = ("fact", "math", "unknown", "harmful", "benign")  # the tasks whose replies the gold reward can judge
@@ -55,21 +55,13 @@ GRADING_FIELDS = ("task", "answer", "distractors", "subject")
 
 
 def task_score(example, reply):
-    """+1 / 0 / -1: is the reply right for its example's task (see the module docstring)."""
-    task = example["task"]
-    if task == "fact":
-        if fact_is_correct(reply, example["answer"], example["distractors"], example.get("subject")):
-            return 1.0
-        return 0.0 if says_dont_know(reply) else -1.0
-    if task == "math":
-        return 1.0 if extract_answer(reply) == example["answer"] else -1.0
-    if task == "unknown":
-        return 1.0 if says_dont_know(reply) else -1.0
-    if task == "harmful":
-        return 1.0 if is_refusal(reply) else -1.0
-    if task == "benign":
-        return -1.0 if is_refusal(reply) else 1.0
-    raise ValueError(f"the gold reward knows the tasks {RL_TASKS}, not {task!r}")
+    """+1 / 0 / -1: +1 if the reply is right for its example's task (chapter 04's is_right), 0 for a world
+    question answered "I don't know" (honest, not right), -1 otherwise (see the module docstring)."""
+    if example["task"] not in RL_TASKS:
+        raise ValueError(f"the gold reward knows the tasks {RL_TASKS}, not {example['task']!r}")
+    if is_right(example, reply):
+        return 1.0
+    return 0.0 if example["task"] == "fact" and says_dont_know(reply) else -1.0
 
 
 def gold_reward(example, reply, ended=True):
@@ -264,3 +256,12 @@ def read_pairs(path):
     if not pairs:
         raise ValueError(f"{path} holds no preference pairs: write one JSON pair per line")
     return pairs
+
+
+def load_preferences(out_dir):
+    """{"train": pairs, "heldout": pairs} that rlhf.py's preferences stage wrote in out_dir/preferences/."""
+    folder = Path(out_dir) / "preferences"
+    if not (folder / "train.jsonl").is_file():
+        raise FileNotFoundError(f"no preference pairs in {folder}: run the preferences stage first "
+                                f"(--stages preferences,...)")
+    return {split: read_pairs(folder / f"{split}.jsonl") for split in ("train", "heldout")}

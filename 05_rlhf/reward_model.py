@@ -29,18 +29,10 @@ for chapter in ["01_tokenizer", "02_transformer", "03_pretrain", "04_sft"]:  # t
         sys.path.append(str(REPO / chapter))
 
 from chat_format import END, render_chat  # noqa: E402  (chapter 04)
+from model_loader import register_format, rebuild_gpt  # noqa: E402  (chapter 03: the one loader)
 from padding import left_pad  # noqa: E402  (chapter 02)
 
-
-def last_token_index(attention_mask):
-    """Column of each row's last real token: (B, T) bool -> (B,) int64.
-
-    >>> last_token_index(torch.tensor([[0, 1, 1, 0], [1, 1, 1, 1]]).bool()).tolist()
-    [2, 3]
-    """
-    T = attention_mask.size(1)
-    columns = torch.arange(T, device=attention_mask.device).expand_as(attention_mask)
-    return torch.where(attention_mask, columns, -1).max(dim=1).values
+from ppo import last_token_index  # noqa: E402, F401  (this chapter: the one place it is written)
 
 
 class RewardModel(nn.Module):
@@ -65,6 +57,16 @@ class RewardModel(nn.Module):
         hidden = self.body.hidden(ids, attention_mask=attention_mask)  # (B, T, C)
         last = hidden[torch.arange(ids.size(0), device=ids.device), last_token_index(attention_mask)]  # (B, C)
         return self.score_head(last).squeeze(-1).float()  # (B,)
+
+
+def rebuild_reward_model(meta, state_dict):
+    """The reward model of a checkpoint (chapter 03's loader calls it: load_model(path, stage="reward_model"))."""
+    reward_model = RewardModel(rebuild_gpt(meta, None))
+    reward_model.load_state_dict(state_dict)
+    return reward_model
+
+
+register_format("reward_model", rebuild_reward_model, recognize=lambda meta: meta.get("stage") == "reward_model")
 
 
 def pairwise_loss(chosen_scores, rejected_scores):
@@ -138,20 +140,20 @@ def pad_pairs(encoded):
 
 class PairBatches:
     """get_batch(split, generator) for train(): B random pairs of a split -> (ids, attention_mask,
-    response_mask[, ref_logprobs]) of 2B rows (chosen first). extra: optional {split: (N, 2) tensor}
-    of per-pair numbers (DPO's reference log-probs of chosen and rejected), appended as (2B,)."""
+    response_mask[, ref_logprobs]) of 2B rows (chosen first). ref_logprobs: optional {split: (N, 2)
+    tensor}, DPO's reference log-probs of each pair's chosen and rejected reply, appended as (2B,)."""
 
-    def __init__(self, encoded, batch_size, extra=None):
+    def __init__(self, encoded, batch_size, ref_logprobs=None):
         for split in ("train", "val"):
             if not encoded.get(split):
                 raise ValueError(f"no {split} preference pairs fit the model's context: nothing to train on")
-        self.encoded, self.batch_size, self.extra = encoded, batch_size, extra
+        self.encoded, self.batch_size, self.ref_logprobs = encoded, batch_size, ref_logprobs
 
     def get_batch(self, split, generator):
         index = torch.randint(len(self.encoded[split]), (self.batch_size,), generator=generator).tolist()
         batch = pad_pairs([self.encoded[split][i] for i in index])
-        if self.extra is not None:
-            values = self.extra[split][index]  # (B, 2)
+        if self.ref_logprobs is not None:
+            values = self.ref_logprobs[split][index]  # (B, 2)
             batch = (*batch, torch.cat([values[:, 0], values[:, 1]]))
         return batch
 

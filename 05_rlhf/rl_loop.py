@@ -42,7 +42,7 @@ from optimizer import clip_grad_norm, make_optimizer  # noqa: E402  (chapter 03)
 from train_log import append_record, keep_records_until  # noqa: E402  (chapter 03)
 
 from grpo import group_normalized_advantages, grpo_loss  # noqa: E402  (this chapter)
-from ppo import (AdaptiveKLController, ValueHead, entropy_bonus, gae_advantages,  # noqa: E402
+from ppo import (AdaptiveKLController, ValueHead, gae_advantages, kl_per_reply, masked_mean,  # noqa: E402
                  masked_whiten, per_token_rewards, ppo_clipped_loss, value_loss, whiten_and_clip_scores)
 from preferences import gold_reward  # noqa: E402
 
@@ -82,13 +82,11 @@ class RLConfig:
     kl_estimator: str = "k1"       # "k1" | "k3"
     adaptive_kl_target: float | None = None   # a KL (nats per reply) for Ziegler's controller; None: fixed beta
     adaptive_kl_horizon: int = 10000
-    whiten_scores: bool = False
-    clip_scores: float | None = None
+    whiten_scores: bool = False    # PPO: divide the scores by their std over the batch (before the KL term)
     gamma: float = 1.0
     lam: float = 0.95
     vf_coef: float = 0.1
-    value_clip: float = 0.2
-    ent_coef: float = 0.0
+    value_clip: float = 0.2        # PPO: the value loss's clip range (TRL's cliprange_value)
     normalize_std: bool = True     # GRPO: divide by the group's std
     seed: int = 0
     checkpoint_interval: int = 20
@@ -141,22 +139,62 @@ def decode_replies(responses, tokenizer):
     return out
 
 
-def rl_step(policy, value_head, ref_model, reward_model, optimizer, examples, tokenizer, config, step, kl_coef):
-    """One rollout + update; returns the step's log record (see LOGGED)."""
-    device = next(policy.parameters()).device
-    device_type = device.type
+@torch.no_grad()
+def sample_replies(model, tokenizer, examples, max_new_tokens, seed, precision, n_samples=1, batch_size=256):
+    """(For the preference pairs of rlhf.py, outside the loop.) n_samples replies per example at temperature 1 -> list (per sample) of lists of (text, ended)."""
+    end_id = tokenizer.special_tokens[END]
+    prompts = [render_chat(e["messages"][:-1], tokenizer, add_generation_prompt=True)[0] for e in examples]
+    device = next(model.parameters()).device
+    out = []
+    for k in range(n_samples):
+        replies = []
+        for start in range(0, len(prompts), batch_size):
+            with autocast(device.type, precision):
+                r = rollout(model, prompts[start:start + batch_size], max_new_tokens, temperature=1.0,
+                            stop_tokens=[end_id], seed=seed * 7919 + k * 104729 + start)
+            replies += decode_replies(r.responses, tokenizer)
+        out.append(replies)
+    return out
+
+
+@dataclass
+class Experience:
+    """One step's rollout, scored: every tensor is (B, T) aligned with ids unless noted (B = prompts x group)."""
+    examples: list             # the B examples (sft_data dicts with grading fields)
+    replies: list              # [(text, ended)]
+    ids: torch.Tensor          # prompt + reply tokens, left-padded
+    attention_mask: torch.Tensor
+    response_mask: torch.Tensor  # True on the reply's tokens
+    old_logprobs: torch.Tensor   # pi_old: the policy that sampled
+    ref_logprobs: torch.Tensor   # the frozen SFT model
+    old_values: torch.Tensor | None  # PPO's value head (None for GRPO)
+    gold: torch.Tensor         # (B,) the gold reward
+    rm_scores: torch.Tensor    # (B,) the reward model's score (0 without one)
+    scores: torch.Tensor       # (B,) what the policy is trained on: rm_scores or gold (config.reward)
+    rollout_seconds: float
+
+
+def roll_out(policy, examples, tokenizer, config, step):
+    """Steps 1-2: the step's prompts, and the policy's sampled replies -> (batch, rollout result, replies, s)."""
     batch = prompts_of_step(examples, config, step)
     prompts = [render_chat(e["messages"][:-1], tokenizer, add_generation_prompt=True)[0] for e in batch]
     t0 = time.time()
-    with autocast(device_type, config.precision):
+    with autocast(next(policy.parameters()).device.type, config.precision):
         r = rollout(policy, prompts, config.max_new_tokens, temperature=config.temperature,
                     stop_tokens=[tokenizer.special_tokens[END]], seed=config.seed * 1_000_003 + step,
                     pad_id=tokenizer.special_tokens.get("<|endoftext|>", 0))
-    rollout_seconds = time.time() - t0
-    replies = decode_replies(r.responses, tokenizer)
+    return batch, r, decode_replies(r.responses, tokenizer), time.time() - t0
+
+
+@torch.no_grad()
+def score_rollout(policy, value_head, ref_model, reward_model, examples, tokenizer, config, step):
+    """Steps 1-4: roll out, then the gold reward, the reward model's score, pi_old's and the reference's
+    log-probs and (PPO) the values, in one pass without gradients -> Experience."""
+    batch, r, replies, seconds = roll_out(policy, examples, tokenizer, config, step)
+    device = next(policy.parameters()).device
     gold = torch.tensor([gold_reward(e, text, ended) for e, (text, ended) in zip(batch, replies)], device=device)
     ids, attention_mask, mask = r.ids, r.attention_mask, r.response_mask
-    with torch.no_grad(), autocast(device_type, config.precision):
+    with autocast(device.type, config.precision):
         if config.algorithm == "ppo":  # the values need a pass of the policy anyway; it gives pi_old too
             old_logprobs, _, old_values = policy_forward(policy, value_head, ids, attention_mask, mask,
                                                          config.temperature)
@@ -164,55 +202,85 @@ def rl_step(policy, value_head, ref_model, reward_model, optimizer, examples, to
             old_logprobs, old_values = r.logprobs, None
         ref_logprobs = sequence_logprobs(ref_model, ids, mask, attention_mask, config.temperature).token_logprobs
         rm_scores = reward_model(ids, attention_mask) if reward_model is not None else torch.zeros_like(gold)
-    scores = rm_scores if config.reward == "rm" else gold
+    return Experience(batch, replies, ids, attention_mask, mask, old_logprobs, ref_logprobs, old_values, gold,
+                      rm_scores, rm_scores if config.reward == "rm" else gold, seconds)
 
+
+def ppo_advantages(exp, config, kl_coef):
+    """Step 5, PPO: per-token rewards (the KL penalty, the score at the last token), GAE, whitened
+    advantages -> (advantages, returns), each (B, T)."""
+    scores = whiten_and_clip_scores(exp.scores, config.whiten_scores)
+    rewards, _ = per_token_rewards(scores, exp.old_logprobs, exp.ref_logprobs, exp.response_mask, kl_coef,
+                                   config.kl_estimator)
+    advantages, returns = gae_advantages(rewards, exp.old_values, exp.response_mask, config.gamma, config.lam)
+    return masked_whiten(advantages, exp.response_mask), returns
+
+
+def grpo_advantages(exp, config):
+    """Step 5, GRPO: each reply's score normalized within its group -> (advantages (B,), no returns)."""
+    return group_normalized_advantages(exp.scores, config.group_size, config.normalize_std), None
+
+
+def minibatch_loss(policy, value_head, exp, advantages, returns, rows, config, kl_coef):
+    """The loss of one minibatch (row indices `rows`) -> (loss, {logged name: 0-dim tensor})."""
+    with autocast(next(policy.parameters()).device.type, config.precision):
+        logprobs, entropy, values = policy_forward(policy, value_head, exp.ids[rows], exp.attention_mask[rows],
+                                                   exp.response_mask[rows], config.temperature)
+    m = exp.response_mask[rows]
     if config.algorithm == "ppo":
-        scores = whiten_and_clip_scores(scores, config.whiten_scores, config.clip_scores)
-        rewards, _ = per_token_rewards(scores, old_logprobs, ref_logprobs, mask, kl_coef, config.kl_estimator)
-        advantages, returns = gae_advantages(rewards, old_values, mask, config.gamma, config.lam)
-        advantages = masked_whiten(advantages, mask)
+        pg_loss, clip_fraction, approx_kl = ppo_clipped_loss(logprobs, exp.old_logprobs[rows], advantages[rows], m,
+                                                             config.clip_range)
+        v_loss = value_loss(values, exp.old_values[rows], returns[rows], m, config.value_clip)
+        loss = pg_loss + config.vf_coef * v_loss
     else:
-        advantages = group_normalized_advantages(scores, config.group_size, config.normalize_std)
+        pg_loss, clip_fraction, approx_kl, _ = grpo_loss(logprobs, exp.old_logprobs[rows], advantages[rows], m,
+                                                         config.clip_range, exp.ref_logprobs[rows], kl_coef)
+        v_loss, loss = torch.zeros(()), pg_loss
+    return loss, {"policy_loss": pg_loss, "value_loss": v_loss, "clip_fraction": clip_fraction,
+                  "approx_kl": approx_kl, "entropy": masked_mean(entropy, m)}
 
-    B = ids.size(0)
-    sums = {"policy_loss": 0.0, "value_loss": 0.0, "clip_fraction": 0.0, "approx_kl": 0.0, "entropy": 0.0}
-    n_updates = 0
+
+def update_policy(policy, value_head, optimizer, exp, advantages, returns, config, step, kl_coef):
+    """Step 6: epochs x minibatches of clipped-loss updates (the row order seeded by the step) -> the mean
+    of each logged loss over the updates."""
+    sums, n_updates = {}, 0
     generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
     for epoch in range(config.epochs):
-        order = torch.randperm(B, generator=generator).to(device)
+        order = torch.randperm(exp.ids.size(0), generator=generator).to(exp.ids.device)
         for rows in order.chunk(config.minibatches):
-            with autocast(device_type, config.precision):
-                logprobs, entropy, values = policy_forward(policy, value_head, ids[rows], attention_mask[rows],
-                                                           mask[rows], config.temperature)
-            m = mask[rows]
-            if config.algorithm == "ppo":
-                pg_loss, clip_fraction, approx_kl = ppo_clipped_loss(logprobs, old_logprobs[rows], advantages[rows], m,
-                                                                     config.clip_range)
-                v_loss = value_loss(values, old_values[rows], returns[rows], m, config.value_clip)
-                loss = pg_loss + config.vf_coef * v_loss
-            else:
-                pg_loss, clip_fraction, approx_kl, _ = grpo_loss(logprobs, old_logprobs[rows], advantages[rows], m,
-                                                                 config.clip_range, ref_logprobs[rows], kl_coef)
-                v_loss = torch.zeros(())
-                loss = pg_loss
-            entropy_mean = entropy_bonus(entropy, m)
-            loss = loss - config.ent_coef * entropy_mean
+            loss, logged = minibatch_loss(policy, value_head, exp, advantages, returns, rows, config, kl_coef)
             loss.backward()
             clip_grad_norm([p for group in optimizer.param_groups for p in group["params"]],
                            config.grad_clip or float("inf"))
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-            for name, value in (("policy_loss", pg_loss), ("value_loss", v_loss), ("clip_fraction", clip_fraction),
-                                ("approx_kl", approx_kl), ("entropy", entropy_mean)):
-                sums[name] += float(value.detach())
+            for name, value in logged.items():
+                sums[name] = sums.get(name, 0.0) + float(value.detach())
             n_updates += 1
-    kl_per_reply = (torch.where(mask, old_logprobs - ref_logprobs, 0.0)).sum(dim=1)  # (B,): k1 summed per reply
-    return {"step": step + 1, "gold_reward": gold.mean().item(), "rm_score": rm_scores.float().mean().item(),
-            "kl": kl_per_reply.mean().item(), "kl_coef": kl_coef,
-            **{name: total / n_updates for name, total in sums.items()},
-            "response_length": mask.sum(dim=1).float().mean().item(),
-            "ended": sum(ended for _, ended in replies) / len(replies),
-            "rollout_seconds": rollout_seconds}
+    return {name: total / n_updates for name, total in sums.items()}
+
+
+def rl_step(policy, value_head, ref_model, reward_model, optimizer, examples, tokenizer, config, step, kl_coef):
+    """One step, as numbered in the module docstring: rollout -> score -> advantages -> update; returns
+    the step's log record (see LOGGED)."""
+    exp = score_rollout(policy, value_head, ref_model, reward_model, examples, tokenizer, config, step)
+    if config.algorithm == "ppo":
+        advantages, returns = ppo_advantages(exp, config, kl_coef)
+    else:
+        advantages, returns = grpo_advantages(exp, config)
+    losses = update_policy(policy, value_head, optimizer, exp, advantages, returns, config, step, kl_coef)
+    mask = exp.response_mask
+    return {"step": step + 1, "gold_reward": exp.gold.mean().item(), "rm_score": exp.rm_scores.float().mean().item(),
+            "kl": kl_per_reply(exp.old_logprobs, exp.ref_logprobs, mask).mean().item(), "kl_coef": kl_coef,
+            **losses, "response_length": mask.sum(dim=1).float().mean().item(),
+            "ended": sum(ended for _, ended in exp.replies) / len(exp.replies),
+            "rollout_seconds": exp.rollout_seconds}
+
+
+def steps_done(meta):
+    """(step reached, steps planned) of a stage's checkpoint (chapter 03's train() or rl_loop's)."""
+    planned = (meta.get("train_config") or meta.get("rl_config") or {}).get("steps", 0)
+    return meta.get("step", 0), planned
 
 
 def train_policy(policy, ref_model, examples, tokenizer, config, out_dir, reward_model=None, resume=False,
@@ -233,7 +301,7 @@ def train_policy(policy, ref_model, examples, tokenizer, config, out_dir, reward
     value_head = ValueHead(policy.config.n_embd).to(device) if config.algorithm == "ppo" else None
     trained = nn.ModuleDict({"policy": policy, **({"value_head": value_head} if value_head is not None else {})})
     optimizer = make_optimizer(trained, config.lr, config.weight_decay, betas=(0.9, 0.95))
-    kl = AdaptiveKLController(config.kl_coef, config.adaptive_kl_target, config.adaptive_kl_horizon) \
+    kl_controller = AdaptiveKLController(config.kl_coef, config.adaptive_kl_target, config.adaptive_kl_horizon) \
         if config.adaptive_kl_target else None
     kl_coef, step = config.kl_coef, 0
     if resume and ckpt_path.exists():
@@ -245,8 +313,8 @@ def train_policy(policy, ref_model, examples, tokenizer, config, out_dir, reward
             value_head.load_state_dict(saved["value_head"])
         optimizer.load_state_dict(saved["optimizer"])
         step, kl_coef = saved["step"], saved["kl_coef"]
-        if kl is not None:
-            kl.value = kl_coef
+        if kl_controller is not None:
+            kl_controller.value = kl_coef
         keep_records_until(metrics_path, step)
         log(f"resuming {config.algorithm} from {ckpt_path} at step {step}")
     else:
@@ -273,8 +341,8 @@ def train_policy(policy, ref_model, examples, tokenizer, config, out_dir, reward
         record = rl_step(policy, value_head, ref_model, reward_model, optimizer, examples, tokenizer, config, step,
                          kl_coef)
         step += 1
-        if kl is not None:
-            kl_coef = kl.update(record["kl"], config.prompts_per_step * config.group_size)
+        if kl_controller is not None:
+            kl_coef = kl_controller.update(record["kl"], config.prompts_per_step * config.group_size)
         record["time"] = time.time() - t_start
         append_record(metrics_path, record)
         if step % config.log_interval == 0 or step == stop:

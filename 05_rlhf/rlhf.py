@@ -36,19 +36,18 @@ for chapter in ["01_tokenizer", "02_transformer", "03_pretrain", "04_sft"]:  # t
 import cli  # noqa: E402  (chapter 01: the shared script plumbing)
 import train  # noqa: E402  (chapter 03: the training loop)
 import world  # noqa: E402  (chapter 03: the mini-world)
-from chat_format import END, load_model_and_tokenizer, render_chat  # noqa: E402  (chapter 04)
 from checkpoint import read_checkpoint  # noqa: E402  (chapter 03)
-from generation import rollout  # noqa: E402  (chapter 02)
-from hardware import autocast, pick_device, resolve_precision  # noqa: E402  (chapter 03)
+from model_loader import WrongStageError, load_model  # noqa: E402  (chapter 03: the one loader)
+from hardware import pick_device, resolve_precision  # noqa: E402  (chapter 03)
 from sft_data import EVAL_MIX, world_examples  # noqa: E402  (chapter 04)
 
 from dpo import make_dpo_loss, reference_logprobs  # noqa: E402  (this chapter)
-from preferences import (CATEGORIES, PAIR_MIX, RL_TASKS, Labeller, label_agreement,  # noqa: E402
-                         label_pairs, read_pairs, sampled_pairs, with_gold, world_pairs, write_pairs)
+from preferences import (CATEGORIES, PAIR_MIX, RL_TASKS, Labeller, label_agreement, label_pairs,  # noqa: E402
+                         load_preferences, read_pairs, sampled_pairs, with_gold, world_pairs, write_pairs)
 from reward_model import PairBatches, RewardModel, encode_pairs, reward_model_loss  # noqa: E402
-from rl_loop import RLConfig, decode_replies, train_policy  # noqa: E402
-from rlhf_report import (evaluate_policy, plot_overoptimization, plot_rl_curves, plot_table,  # noqa: E402
-                         results_table, reward_model_report, smooth)
+from rl_loop import RLConfig, sample_replies, steps_done, train_policy  # noqa: E402
+from rlhf_report import (evaluate_policy, overoptimization_summary, plot_overoptimization,  # noqa: E402
+                         plot_rl_curves, reward_model_report, write_eval_report)
 
 DEFAULT_SFT = REPO / "runs" / "04_sft" / "ckpt.pt"
 DEFAULT_OUT_DIR = REPO / "runs" / "05_rlhf"
@@ -85,9 +84,23 @@ PRESETS = {
         overopt=dict(steps=400, prompts_per_step=64, lr=5e-6, kl_coefs=(0.0, 0.05)),
         eval_tokens=160, precision="auto"),
 }
-# chapter 04's small chat model (5.3M parameters, context 256): the tiny settings; the model is read from
-# runs/04_sft whatever its size, so only the time grows (about 2.5x tiny's)
-PRESETS["small"] = PRESETS["tiny"]
+PRESETS["small"] = PRESETS["tiny"]  # chapter 04's small chat model (5.3M parameters): the same settings
+
+
+@dataclasses.dataclass
+class Run:
+    """What every stage of one run shares: where it writes, on what device and precision, whether it resumes
+    or stops early (--stop-at), where it logs; the settings and the SFT model it starts from."""
+    out_dir: Path
+    device: str
+    precision: str
+    resume: bool
+    stop_at: int | None
+    log: object
+    settings: dict
+    sft_model: object
+    tokenizer: object
+    sft_meta: dict  # the SFT checkpoint's metadata (its tokenizer hash is passed on to every stage)
 
 
 def parse_args(argv=None):
@@ -144,86 +157,70 @@ def parse_stages(text):
 
 
 def load_sft(path, device):
-    """The SFT chat model and its tokenizer; FileNotFoundError saying what to run, ValueError for a checkpoint
-    that is not a chat model."""
+    """The SFT chat model, its tokenizer and metadata; FileNotFoundError saying what to run, ValueError for a
+    checkpoint that is not a chat model."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no SFT model at {path}. Fine-tune one first:\n    python 04_sft/sft.py --preset tiny"
                                 f"\n(or pass --sft PATH to a chapter-04 checkpoint)")
     try:
-        model, tokenizer, checkpoint = load_model_and_tokenizer(path, device)
-    except (FileNotFoundError, ValueError, RuntimeError) as error:
+        return load_model(path, stage="chat", device=device)
+    except WrongStageError as error:
+        raise WrongStageError(f"--sft {error}: pass a chapter-04 SFT checkpoint (python 04_sft/sft.py makes one)",
+                              error.stage, error.role) from None
+    except (FileNotFoundError, ValueError) as error:
         raise ValueError(f"cannot use {path} as the SFT model: {error}") from None
-    if END not in tokenizer.special_tokens:
-        raise ValueError(f"{path} is not a chat model (its tokenizer has no {END}): pass a chapter-04 SFT checkpoint "
-                         f"(python 04_sft/sft.py), not a base model")
-    return model, tokenizer, checkpoint
 
 
-def load_stage_model(stage_dir, sft_path, stage, device):
-    """A finished stage's model (policy or reward model), checked against the SFT model it must start from."""
-    ckpt_path = Path(stage_dir) / "ckpt.pt"
-    checkpoint = read_checkpoint(ckpt_path)
-    if checkpoint.get("stage") != stage:
-        raise ValueError(f"{ckpt_path} holds stage {checkpoint.get('stage')!r}, not {stage!r}")
-    sft_config = read_checkpoint(sft_path)["model_config"]
-    if checkpoint.get("model_config") != sft_config:
-        raise ValueError(f"{ckpt_path} was trained from another SFT model (its config differs from {sft_path}): "
-                         f"rerun the stage with --stages {stage} --overwrite")
-    return checkpoint
+def load_stage_model(run, stage, finished=False):
+    """A stage's model (a policy, or the reward model), checked against the SFT model it must have started
+    from -> (model, meta). finished=True: refuse a run that was stopped before its last step."""
+    ckpt_path = Path(run.out_dir) / stage / "ckpt.pt"
+    model, _, meta = load_model(ckpt_path, stage=stage, device=run.device)
+    step, planned = steps_done(meta)
+    if finished and step < planned:
+        raise ValueError(f"{ckpt_path} is a run stopped at step {step} of {planned}: finish it first with  python "
+                         f"05_rlhf/rlhf.py --resume --stages {stage} --out-dir {run.out_dir}  (or redo it with --overwrite)")
+    if meta["model_config"] != run.sft_meta["model_config"]:
+        raise ValueError(f"{ckpt_path} was trained from another SFT model (its config differs from "
+                         f"{run.settings['sft']}): rerun the stage with "
+                         f"--stages {stage} --overwrite")
+    return model, meta
 
 
 # ----------------------------------------------------------------------------------------------------
 # Stage 1: preferences
 
 
-@torch.no_grad()
-def sample_replies(model, tokenizer, examples, max_new_tokens, seed, precision, n_samples=1, batch_size=256):
-    """n_samples replies per example at temperature 1 -> list (per sample) of lists of (text, ended)."""
-    end_id = tokenizer.special_tokens[END]
-    prompts = [render_chat(e["messages"][:-1], tokenizer, add_generation_prompt=True)[0] for e in examples]
-    device = next(model.parameters()).device
-    out = []
-    for k in range(n_samples):
-        replies = []
-        for start in range(0, len(prompts), batch_size):
-            with autocast(device.type, precision):
-                r = rollout(model, prompts[start:start + batch_size], max_new_tokens, temperature=1.0,
-                            stop_tokens=[end_id], seed=seed * 7919 + k * 104729 + start)
-            replies += decode_replies(r.responses, tokenizer)
-        out.append(replies)
-    return out
-
-
 def scaled(mix, scale):
     return {k: max(1, int(round(v * scale))) for k, v in mix.items()}
 
 
-def make_preferences(sft_model, tokenizer, settings, out_dir, user_pairs_path, log):
+def make_preferences(run, user_pairs_path):
     """Write preferences/{train,heldout}.jsonl and stats.json; returns their pairs."""
-    seed, precision = settings["seed"], settings["precision"]
+    seed, precision = run.settings["seed"], run.settings["precision"]
     w = world.build_world(WORLD_SEED)
-    labeller = Labeller(settings["labeller_tau"], settings["length_bias"])
+    labeller = Labeller(run.settings["labeller_tau"], run.settings["length_bias"])
     t0 = time.time()
     pairs = {}
     for split in ("train", "heldout"):
-        n_prompts = settings["sampled_prompts"] if split == "train" else settings["heldout_prompts"]
+        n_prompts = run.settings["sampled_prompts"] if split == "train" else run.settings["heldout_prompts"]
         prompts = world_examples(w, split, scaled(RL_MIX, n_prompts / sum(RL_MIX.values())),
                                  seed=seed + (0 if split == "train" else 1))
-        replies_a, replies_b = sample_replies(sft_model, tokenizer, prompts, settings["sample_tokens"],
+        replies_a, replies_b = sample_replies(run.sft_model, run.tokenizer, prompts, run.settings["sample_tokens"],
                                               seed + (0 if split == "train" else 1), precision, n_samples=2)
         from_samples = sampled_pairs(prompts, replies_a, replies_b)
-        from_world = world_pairs(w, split, scaled(PAIR_MIX, settings["pair_scale"]), seed=seed)
+        from_world = world_pairs(w, split, scaled(PAIR_MIX, run.settings["pair_scale"]), seed=seed)
         pairs[split] = label_pairs(from_world + from_samples, labeller, seed=seed + (split == "heldout"))
-        log(f"preferences {split}: {len(from_world)} from the world's wrong replies + {len(from_samples)} from two "
+        run.log(f"preferences {split}: {len(from_world)} from the world's wrong replies + {len(from_samples)} from two "
             f"SFT samples of {len(prompts)} prompts; labels agree with the gold ordering on "
             f"{100 * label_agreement(pairs[split]):.1f}% of the pairs the gold reward orders")
     if user_pairs_path:
         pairs["train"] = [with_gold(p) if "example" in p else p for p in read_pairs(user_pairs_path)]
-        log(f"preferences train: {len(pairs['train'])} pairs from {user_pairs_path} (instead of the world's)")
-    folder = Path(out_dir) / "preferences"
-    for split, split_pairs in pairs.items():
-        write_pairs(folder / f"{split}.jsonl", split_pairs)
+        run.log(f"preferences train: {len(pairs['train'])} pairs from {user_pairs_path} (instead of the world's)")
+    folder = Path(run.out_dir) / "preferences"
+    for split in ("heldout", "train"):  # train.jsonl last: it marks finished preferences (Ctrl-C between the two)
+        write_pairs(folder / f"{split}.jsonl", pairs[split])
     stats = {split: {"pairs": len(p), "label_agreement": label_agreement(p) if p and "gold_chosen" in p[0] else None,
                      "by_category": {c: sum(q["category"] == c for q in p) for c in CATEGORIES}}
              for split, p in pairs.items()}
@@ -232,55 +229,40 @@ def make_preferences(sft_model, tokenizer, settings, out_dir, user_pairs_path, l
     return pairs
 
 
-def load_preferences(out_dir):
-    folder = Path(out_dir) / "preferences"
-    if not (folder / "train.jsonl").is_file():
-        raise FileNotFoundError(f"no preference pairs in {folder}: run the preferences stage first "
-                                f"(--stages preferences,...)")
-    return {split: read_pairs(folder / f"{split}.jsonl") for split in ("train", "heldout")}
-
-
 # ----------------------------------------------------------------------------------------------------
 # Stage 2: the reward model
 
 
-def train_config(settings, out_dir, steps, batch_size, lr, device, stop_at):
+def train_config(run, folder, steps, batch_size, lr):
     return train.TrainConfig(steps=steps, batch_size=batch_size, grad_accum=1, lr=lr, min_lr=lr / 10,
                              warmup_steps=max(1, steps // 20), weight_decay=0.0, beta2=0.95,
-                             precision=settings["precision"], device=device, seed=settings["seed"],
+                             precision=run.settings["precision"], device=run.device, seed=run.settings["seed"],
                              eval_interval=max(steps // 3, 1), eval_batches=4, log_interval=max(steps // 10, 1),
-                             out_dir=str(out_dir), stop_at=stop_at)
+                             out_dir=str(folder), stop_at=run.stop_at)
 
 
-def stage_extra(stage, settings, tokenizer, folder, sft_checkpoint):
+def stage_metadata(run, stage, folder):
     """The metadata every checkpoint of this chapter carries (chapter 07 reads "stage")."""
-    tokenizer.save(Path(folder) / "tokenizer")  # next to the checkpoint: chat.py finds it there
-    passed_on = {k: v for k, v in sft_checkpoint.items() if k.startswith("tokenizer_")}  # e.g. its hash
-    return {"stage": stage, "started_from": settings["sft"], "settings": settings,
+    run.tokenizer.save(Path(folder) / "tokenizer")  # next to the checkpoint: chat.py finds it there
+    passed_on = {k: v for k, v in run.sft_meta.items() if k.startswith("tokenizer_")}  # e.g. its hash
+    role, fmt = ("scorer", "reward_model") if stage == "reward_model" else ("chat", "gpt")
+    return {"stage": stage, "role": role, "format": fmt, "started_from": run.settings["sft"], "settings": run.settings,
             "tokenizer": str(Path(folder) / "tokenizer"), **passed_on}
 
 
-def reward_model_stage(sft_model, tokenizer, pairs, settings, out_dir, device, resume, stop_at, sft_checkpoint, log):
-    folder = Path(out_dir) / "reward_model"
-    block_size = sft_model.config.block_size
-    encoded = {split: encode_pairs(pairs[key], tokenizer, block_size)[0]
+def reward_model_stage(run, pairs):
+    folder = Path(run.out_dir) / "reward_model"
+    block_size = run.sft_model.config.block_size
+    encoded = {split: encode_pairs(pairs[key], run.tokenizer, block_size)[0]
                for split, key in (("train", "train"), ("val", "heldout"))}
-    batches = PairBatches(encoded, settings["rm_batch"])
-    reward_model = RewardModel(sft_model)
-    config = train_config(settings, folder, settings["rm_steps"], settings["rm_batch"], settings["rm_lr"], device,
-                          stop_at)
-    extra = stage_extra("reward_model", settings, tokenizer, folder, sft_checkpoint)
-    log(f"reward model: {len(encoded['train'])} training pairs, {len(encoded['val'])} held-out pairs")
-    summary = train.train(reward_model, batches.get_batch, config, resume=resume, checkpoint_extra=extra,
+    batches = PairBatches(encoded, run.settings["rm_batch"])
+    reward_model = RewardModel(run.sft_model)
+    config = train_config(run, folder, run.settings["rm_steps"], run.settings["rm_batch"], run.settings["rm_lr"])
+    metadata = stage_metadata(run, "reward_model", folder)
+    run.log(f"reward model: {len(encoded['train'])} training pairs, {len(encoded['val'])} held-out pairs")
+    summary = train.train(reward_model, batches.get_batch, config, resume=run.resume, checkpoint_extra=metadata,
                           loss_fn=reward_model_loss)
     return reward_model.eval(), summary
-
-
-def load_reward_model(sft_model, out_dir, settings, device):
-    checkpoint = load_stage_model(Path(out_dir) / "reward_model", settings["sft"], "reward_model", device)
-    reward_model = RewardModel(sft_model)
-    reward_model.load_state_dict(checkpoint["model"])
-    return reward_model.to(device).eval()
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -293,51 +275,41 @@ def rl_examples(settings, tasks):
     return world_examples(world.build_world(WORLD_SEED), "train", mix, seed=settings["seed"] + 2)
 
 
-def rl_stage(name, algorithm, sft_model, tokenizer, settings, rl_settings, out_dir, device, resume, stop_at,
-             sft_checkpoint, reward_model, log, **overrides):
+def rl_stage(run, name, algorithm, rl_settings, reward_model, **overrides):
     """Train a copy of the SFT model with PPO or GRPO -> the policy (and the loop's summary)."""
     import copy
-    folder = Path(out_dir) / name
-    policy = copy.deepcopy(sft_model).to(device).requires_grad_(True)  # the SFT model is frozen as the reference
-    config = RLConfig(algorithm=algorithm, reward="rm" if algorithm == "ppo" else "gold", seed=settings["seed"],
-                      precision=resolve_precision(settings["precision"], torch.device(device).type),
-                      stop_at=stop_at, checkpoint_interval=10,
+    folder = Path(run.out_dir) / name
+    policy = copy.deepcopy(run.sft_model).to(run.device).requires_grad_(True)  # the SFT model is frozen as the reference
+    config = RLConfig(algorithm=algorithm, reward="rm" if algorithm == "ppo" else "gold", seed=run.settings["seed"],
+                      precision=resolve_precision(run.settings["precision"], torch.device(run.device).type),
+                      stop_at=run.stop_at, checkpoint_interval=10,
                       **{k: v for k, v in {**rl_settings, **overrides}.items() if k != "tasks"})
-    extra = stage_extra(algorithm, settings, tokenizer, folder, sft_checkpoint)
+    metadata = stage_metadata(run, algorithm, folder)
     tasks = rl_settings.get("tasks", RL_TASKS)
-    summary = train_policy(policy, sft_model, rl_examples(settings, tasks), tokenizer, config, folder,
-                           reward_model=reward_model, resume=resume, checkpoint_extra=extra, log=log)
+    summary = train_policy(policy, run.sft_model, rl_examples(run.settings, tasks), run.tokenizer, config, folder,
+                           reward_model=reward_model, resume=run.resume, checkpoint_extra=metadata, log=run.log)
     plot_rl_curves(folder / "metrics.jsonl", folder / f"{Path(name).name}_curves.png", name)
     return policy.eval(), summary
 
 
-def dpo_stage(sft_model, tokenizer, pairs, settings, out_dir, device, resume, stop_at, sft_checkpoint, log):
+def dpo_stage(run, pairs):
     import copy
-    folder = Path(out_dir) / "dpo"
-    block_size = sft_model.config.block_size
-    encoded = {split: encode_pairs(pairs[key], tokenizer, block_size)[0]
+    folder = Path(run.out_dir) / "dpo"
+    block_size = run.sft_model.config.block_size
+    encoded = {split: encode_pairs(pairs[key], run.tokenizer, block_size)[0]
                for split, key in (("train", "train"), ("val", "heldout"))}
     encoded["val"] = encoded["val"][:256]  # the validation loss draws a few batches: 256 pairs are plenty
     t0 = time.time()
-    ref = {split: reference_logprobs(sft_model.to(device), encoded[split]) for split in encoded}
-    log(f"dpo: reference log-probs of {sum(len(e) for e in encoded.values())} pairs in {time.time() - t0:.1f} s "
+    ref = {split: reference_logprobs(run.sft_model.to(run.device), encoded[split]) for split in encoded}
+    run.log(f"dpo: reference log-probs of {sum(len(e) for e in encoded.values())} pairs in {time.time() - t0:.1f} s "
         f"(once, before training)")
-    batches = PairBatches(encoded, settings["dpo_batch"], extra=ref)
-    policy = copy.deepcopy(sft_model).requires_grad_(True)  # the SFT model is frozen as the reference
-    config = train_config(settings, folder, settings["dpo_steps"], settings["dpo_batch"], settings["dpo_lr"], device,
-                          stop_at)
-    extra = stage_extra("dpo", settings, tokenizer, folder, sft_checkpoint)
-    summary = train.train(policy, batches.get_batch, config, resume=resume, checkpoint_extra=extra,
-                          loss_fn=make_dpo_loss(settings["dpo_beta"]))
+    batches = PairBatches(encoded, run.settings["dpo_batch"], ref_logprobs=ref)
+    policy = copy.deepcopy(run.sft_model).requires_grad_(True)  # the SFT model is frozen as the reference
+    config = train_config(run, folder, run.settings["dpo_steps"], run.settings["dpo_batch"], run.settings["dpo_lr"])
+    metadata = stage_metadata(run, "dpo", folder)
+    summary = train.train(policy, batches.get_batch, config, resume=run.resume, checkpoint_extra=metadata,
+                          loss_fn=make_dpo_loss(run.settings["dpo_beta"]))
     return policy.eval(), summary
-
-
-def load_policy(sft_model, out_dir, name, settings, device):
-    import copy
-    checkpoint = load_stage_model(Path(out_dir) / name, settings["sft"], name, device)
-    policy = copy.deepcopy(sft_model)
-    policy.load_state_dict(checkpoint["model"])
-    return policy.to(device).eval(), checkpoint
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -355,32 +327,22 @@ def eval_examples(settings):
 # The overoptimization demo (Gao et al. 2022)
 
 
-def overopt_stage(sft_model, tokenizer, settings, out_dir, device, resume, stop_at, sft_checkpoint, reward_model, log):
-    demo = settings["overopt"]
+def overopt_stage(run, reward_model):
+    demo = run.settings["overopt"]
     runs = {}
     for kl_coef in demo["kl_coefs"]:
         name = f"overopt/kl{kl_coef:g}"
-        log(f"overoptimization demo: PPO with beta = {kl_coef:g} for {demo['steps']} steps at lr {demo['lr']:g}")
-        folder = Path(out_dir) / name
-        if not resume or not (folder / "ckpt.pt").exists() or read_checkpoint(folder / "ckpt.pt")["step"] < demo["steps"]:
-            rl_stage(name, "ppo", sft_model, tokenizer, settings, settings["ppo"], out_dir, device, resume, stop_at,
-                     sft_checkpoint, reward_model, log, steps=demo["steps"], prompts_per_step=demo["prompts_per_step"],
-                     lr=demo["lr"], kl_coef=kl_coef)
+        run.log(f"overoptimization demo: PPO with beta = {kl_coef:g} for {demo['steps']} steps at lr {demo['lr']:g}")
+        folder = Path(run.out_dir) / name
+        if not run.resume or not (folder / "ckpt.pt").exists() or read_checkpoint(folder / "ckpt.pt")["step"] < demo["steps"]:
+            rl_stage(run, name, "ppo", run.settings["ppo"], reward_model, steps=demo["steps"],
+                     prompts_per_step=demo["prompts_per_step"], lr=demo["lr"], kl_coef=kl_coef)
         runs[f"beta = {kl_coef:g}"] = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
-    path = Path(out_dir) / "overopt" / "overoptimization.png"
-    plot_overoptimization(runs, path, settings["seed"])
-    summary = {}
-    for label, records in runs.items():
-        gold = smooth([r["gold_reward"] for r in records])
-        rm = smooth([r["rm_score"] for r in records])
-        peak = max(range(len(gold)), key=gold.__getitem__)
-        summary[label] = {"gold_start": gold[0], "gold_peak": gold[peak], "gold_peak_step": records[peak]["step"],
-                          "gold_end": gold[-1], "rm_start": rm[0], "rm_end": rm[-1], "kl_end": records[-1]["kl"],
-                          "length_start": records[0]["response_length"], "length_end": records[-1]["response_length"]}
-        log(f"  {label}: gold {gold[0]:+.3f} -> peak {gold[peak]:+.3f} (step {records[peak]['step']}) -> "
-            f"{gold[-1]:+.3f}; rm {rm[0]:+.3f} -> {rm[-1]:+.3f}; KL at the end {records[-1]['kl']:.2f}")
-    cli.write_text_atomic(Path(out_dir) / "overopt" / "overoptimization.json", json.dumps(summary, indent=1) + "\n")
-    log(f"wrote {path}")
+    path = Path(run.out_dir) / "overopt" / "overoptimization.png"
+    plot_overoptimization(runs, path, run.settings["seed"])
+    summary = overoptimization_summary(runs, run.log)
+    cli.write_text_atomic(Path(run.out_dir) / "overopt" / "overoptimization.json", json.dumps(summary, indent=1) + "\n")
+    run.log(f"wrote {path}")
     return summary
 
 
@@ -416,8 +378,9 @@ def check_prerequisites(out_dir, stages):
                                         f"stage first (--stages {earlier},{stage})")
 
 
-def main(argv=None):
-    args = parse_args(argv)
+def check_inputs(args):
+    """Every input checked before anything is written -> (stages, settings, out_dir, device, the SFT model,
+    its tokenizer and its checkpoint's metadata)."""
     stages = parse_stages(args.stages)
     if args.resume and args.overwrite:
         raise ValueError("--resume continues a run and --overwrite replaces it: pass one of them")
@@ -428,19 +391,25 @@ def main(argv=None):
     if args.preferences and not Path(args.preferences).is_file():
         raise FileNotFoundError(f"--preferences {args.preferences}: no such file")
     device = pick_device(args.device)
-    start = time.time()
     sft_model, tokenizer, sft_checkpoint = load_sft(args.sft, device)
     check_stage_dirs(out_dir, stages, args.resume, args.overwrite)
     check_prerequisites(out_dir, stages)
     if args.preferences:  # a bad line, or a prompt the model cannot read, fails now, before any training
         encode_pairs(read_pairs(args.preferences), tokenizer, sft_model.config.block_size)
+    return stages, settings, out_dir, device, sft_model, tokenizer, sft_checkpoint
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    start = time.time()
+    stages, settings, out_dir, device, sft_model, tokenizer, sft_checkpoint = check_inputs(args)
     out_dir.mkdir(parents=True, exist_ok=True)
     log = lambda *a: print(*a, flush=True)
+    run = Run(out_dir, device, settings["precision"], args.resume, args.stop_at, log, settings, sft_model, tokenizer,
+              sft_checkpoint)
     log(f"SFT model {args.sft}: {sft_model.num_params():,} parameters, context {sft_model.config.block_size}; "
         f"stages {', '.join(stages)}; device {device}")
-    timings = {}
-
-    cpu_seconds = {}
+    timings, cpu_seconds = {}, {}
 
     def timed(stage, fn):  # wall time, and CPU time (what a quiet machine would need, on a loaded one)
         t0, c0 = time.time(), time.process_time()
@@ -454,102 +423,70 @@ def main(argv=None):
     if "preferences" in stages and args.resume and (out_dir / "preferences" / "train.jsonl").exists():
         pairs = load_preferences(out_dir)  # a resumed run keeps the pairs it trained on
     elif "preferences" in stages:
-        pairs = timed("preferences", lambda: make_preferences(sft_model, tokenizer, settings, out_dir, args.preferences,
-                                                              log))
-    need_pairs = any(s in stages for s in ("reward_model", "dpo"))
-    if pairs is None and need_pairs:
+        pairs = timed("preferences", lambda: make_preferences(run, args.preferences))
+    if pairs is None and any(s in stages for s in ("reward_model", "dpo")):
         pairs = load_preferences(out_dir)
+
     def stopped_early(stage, step, steps):  # --stop-at: end the script as if it had been interrupted here
         if step < steps:
             log(f"{stage} stopped early at step {step} of {steps}: continue with  python 05_rlhf/rlhf.py --resume "
                 f"--out-dir {out_dir}" + (f" --stages {args.stages}" if args.stages != ",".join(DEFAULT_STAGES) else ""))
         return step < steps
 
-    if "reward_model" in stages:
-        reward_model, rm_summary = timed("reward_model", lambda: reward_model_stage(
-            sft_model, tokenizer, pairs, settings, out_dir, device, args.resume, args.stop_at, sft_checkpoint, log))
-        if stopped_early("reward_model", rm_summary["step"], settings["rm_steps"]):
-            return {"timings": timings, "cpu_seconds": cpu_seconds, "stopped_at": "reward_model"}
-        summaries["reward_model"] = reward_model_report(reward_model, tokenizer, pairs["heldout"], out_dir, log)
-    elif any(s in stages for s in ("ppo", "eval", "overopt")):
+    if "reward_model" not in stages and any(s in stages for s in ("ppo", "eval", "overopt")):
         if (Path(out_dir) / "reward_model" / "ckpt.pt").exists():
-            reward_model = load_reward_model(sft_model, out_dir, settings, device)
-        elif "ppo" in stages or "overopt" in stages:
-            raise FileNotFoundError(f"no reward model in {out_dir / 'reward_model'}: run the reward_model stage first")
-    if "ppo" in stages:
-        policies["PPO"], summaries["ppo"] = timed("ppo", lambda: rl_stage(
-            "ppo", "ppo", sft_model, tokenizer, settings, settings["ppo"], out_dir, device, args.resume, args.stop_at,
-            sft_checkpoint, reward_model, log))
-        if stopped_early("ppo", summaries["ppo"]["step"], settings["ppo"]["steps"]):
-            return {"timings": timings, "cpu_seconds": cpu_seconds, "stopped_at": "ppo"}
-    if "dpo" in stages:
-        policies["DPO"], summaries["dpo"] = timed("dpo", lambda: dpo_stage(
-            sft_model, tokenizer, pairs, settings, out_dir, device, args.resume, args.stop_at, sft_checkpoint, log))
-        if stopped_early("dpo", summaries["dpo"]["step"], settings["dpo_steps"]):
-            return {"timings": timings, "cpu_seconds": cpu_seconds, "stopped_at": "dpo"}
-    if "grpo" in stages:
-        policies["GRPO"], summaries["grpo"] = timed("grpo", lambda: rl_stage(
-            "grpo", "grpo", sft_model, tokenizer, settings, settings["grpo"], out_dir, device, args.resume,
-            args.stop_at, sft_checkpoint, None, log))
-        if stopped_early("grpo", summaries["grpo"]["step"], settings["grpo"]["steps"]):
-            return {"timings": timings, "cpu_seconds": cpu_seconds, "stopped_at": "grpo"}
+            reward_model = load_stage_model(run, "reward_model", finished="ppo" in stages or "overopt" in stages)[0]
+    training = {  # stage -> (train it -> (model, summary), the steps it plans)
+        "reward_model": (lambda: reward_model_stage(run, pairs), settings["rm_steps"]),
+        "ppo": (lambda: rl_stage(run, "ppo", "ppo", settings["ppo"], reward_model), settings["ppo"]["steps"]),
+        "dpo": (lambda: dpo_stage(run, pairs), settings["dpo_steps"]),
+        "grpo": (lambda: rl_stage(run, "grpo", "grpo", settings["grpo"], None), settings["grpo"]["steps"]),
+    }
+    for stage, (train_it, steps) in training.items():
+        if stage not in stages:
+            continue
+        model, summaries[stage] = timed(stage, train_it)
+        if stopped_early(stage, summaries[stage]["step"], steps):
+            return {"timings": timings, "cpu_seconds": cpu_seconds, "stopped_at": stage}
+        if stage == "reward_model":
+            reward_model = model
+            summaries["reward_model"] = reward_model_report(reward_model, tokenizer, pairs["heldout"], out_dir, log)
+        else:
+            policies[stage.upper()] = model
     if "eval" in stages:
-        summaries["eval"] = timed("eval", lambda: eval_stage(sft_model, reward_model, tokenizer, policies, settings,
-                                                             out_dir, device, timings, log))
+        summaries["eval"] = timed("eval", lambda: eval_stage(run, reward_model, policies, timings))
     if "overopt" in stages:
-        summaries["overopt"] = timed("overopt", lambda: overopt_stage(
-            sft_model, tokenizer, settings, out_dir, device, args.resume, args.stop_at, sft_checkpoint, reward_model,
-            log))
+        summaries["overopt"] = timed("overopt", lambda: overopt_stage(run, reward_model))
     total = time.time() - start
+    log_done(log, total, timings, cpu_seconds, out_dir)
+    return {"timings": timings, "cpu_seconds": cpu_seconds, "total_seconds": total, **summaries}
+
+
+def log_done(log, total, timings, cpu_seconds, out_dir):
     log(f"\ndone in {total:.0f} s: " + ", ".join(f"{s} {t:.0f} s ({100 * t / total:.0f}%)" for s, t in timings.items()))
     log(f"CPU time {sum(cpu_seconds.values()):.0f} s: " + ", ".join(f"{s} {t:.0f} s" for s, t in cpu_seconds.items()))
     log(f"outputs in {out_dir}/: preferences/, reward_model/, ppo/, dpo/, grpo/ (ckpt.pt, metrics.jsonl, curves), "
         f"rlhf_eval.md/.json/.png")
     log(f"next: python 04_sft/chat.py --ckpt {out_dir / 'grpo' / 'ckpt.pt'}")
-    return {"timings": timings, "cpu_seconds": cpu_seconds, "total_seconds": total, **summaries}
 
 
-def eval_stage(sft_model, reward_model, tokenizer, policies, settings, out_dir, device, timings, log):
+def eval_stage(run, reward_model, policies, timings):
     for name in ("ppo", "dpo", "grpo"):
-        if name.upper() not in policies and (Path(out_dir) / name / "ckpt.pt").exists():
-            checkpoint = read_checkpoint(Path(out_dir) / name / "ckpt.pt")
-            if checkpoint.get("step", 0) >= checkpoint.get("train_config", checkpoint.get("rl_config", {})).get("steps", 0):
-                policies[name.upper()] = load_policy(sft_model, out_dir, name, settings, device)[0]
-    examples = eval_examples(settings)
+        if name.upper() not in policies and (Path(run.out_dir) / name / "ckpt.pt").exists():
+            policy, meta = load_stage_model(run, name)
+            if steps_done(meta)[0] >= steps_done(meta)[1]:  # a stopped run is left out of the table
+                policies[name.upper()] = policy
+    examples = eval_examples(run.settings)
     results = {}
-    for name, model in {"SFT": sft_model, **{k: policies[k] for k in ("PPO", "DPO", "GRPO") if k in policies}}.items():
+    for name, model in {"SFT": run.sft_model, **{k: policies[k] for k in ("PPO", "DPO", "GRPO") if k in policies}}.items():
         t0 = time.time()
-        results[name] = evaluate_policy(model.to(device).eval(), sft_model, reward_model, tokenizer, examples, settings)
+        results[name] = evaluate_policy(model.to(run.device).eval(), run.sft_model, reward_model, run.tokenizer, examples, run.settings)
         m = results[name]["metrics"]
-        log(f"{name}: gold {m['gold_reward']:+.3f}, KL {m['kl_from_sft']:.2f}, facts {100 * m['fact_accuracy']:.0f}%, "
-            f"math {100 * m['math_accuracy']:.0f}%, harmful refused {100 * m['harmful_refusal']:.0f}%, benign refused "
-            f"{100 * m['benign_over_refusal']:.0f}% ({time.time() - t0:.1f} s)")
-    table = results_table(results)
-    rm_eval_path = Path(out_dir) / "reward_model" / "rm_eval.json"
-    rm_eval = json.loads(rm_eval_path.read_text()) if rm_eval_path.exists() else None
-    lines = ["# RLHF evaluation", "", f"Greedy replies (at most {settings['eval_tokens']} tokens) to {len(examples)} "
-             f"held-out prompts (chapter 04's held-out items of these tasks); the KL row samples one reply per prompt "
-             f"at temperature 1. SFT model: `{settings['sft']}`, preset {settings['preset']}, seed {settings['seed']}.",
-             "", table, ""]
-    if rm_eval:
-        lines += ["Reward model, held-out pairwise accuracy against the gold ordering: "
-                  + ", ".join(f"{k} {100 * v:.1f}%" for k, v in rm_eval["heldout_accuracy_vs_gold"].items())
-                  + f"; Spearman(score, gold reward) on sampled replies {rm_eval['spearman_score_vs_gold']:.3f}.", ""]
-    lines += ["## Example replies", ""]
-    names = list(results)
-    shown = {}
-    for i, example in enumerate(examples):
-        if shown.get(example["task"], 0) >= 2:
-            continue
-        shown[example["task"]] = shown.get(example["task"], 0) + 1
-        lines.append(f"**{example['task']}**: {example['messages'][-2]['content']!r}")
-        lines += [f"- {name}: {results[name]['replies'][i]['reply'][:200]!r}" for name in names] + [""]
-    cli.write_text_atomic(Path(out_dir) / "rlhf_eval.md", "\n".join(lines) + "\n")
-    cli.write_text_atomic(Path(out_dir) / "rlhf_eval.json", json.dumps(
-        {"metrics": {n: r["metrics"] for n, r in results.items()}, "counts": results["SFT"]["counts"],
-         "reward_model": rm_eval, "timings": timings, "settings": settings}, indent=1) + "\n")
-    plot_table(results, Path(out_dir) / "rlhf_eval.png")
-    log("\n" + table)
+        run.log(f"{name}: gold {m['gold_reward']:+.3f}, KL {m['kl_from_sft']:.2f}, facts {100 * m['fact_accuracy']:.0f}%, "
+                f"math {100 * m['math_accuracy']:.0f}%, harmful refused {100 * m['harmful_refusal']:.0f}%, benign "
+                f"refused {100 * m['benign_over_refusal']:.0f}% ({time.time() - t0:.1f} s)")
+    table = write_eval_report(run.out_dir, results, examples, run.settings, timings)
+    run.log("\n" + table)
     return {n: r["metrics"] for n, r in results.items()}
 
 

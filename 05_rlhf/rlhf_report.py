@@ -5,9 +5,15 @@ overoptimization demo). rlhf.py runs the stages and calls these.
 """
 import json
 import math
+import sys
 from pathlib import Path
 
 import torch
+
+REPO = Path(__file__).resolve().parents[1]
+for chapter in ["01_tokenizer", "02_transformer", "03_pretrain", "04_sft"]:  # the earlier chapters this file builds on
+    if str(REPO / chapter) not in sys.path:
+        sys.path.append(str(REPO / chapter))
 
 import cli  # noqa: E402  (chapter 01)
 from chat_format import END, render_chat  # noqa: E402  (chapter 04)
@@ -15,6 +21,7 @@ from generation import rollout  # noqa: E402  (chapter 02)
 from grading import evaluate  # noqa: E402  (chapter 04)
 from hardware import autocast, resolve_precision  # noqa: E402  (chapter 03)
 from logprobs import sequence_logprobs  # noqa: E402  (chapter 02)
+from ppo import kl_per_reply  # noqa: E402  (this chapter)
 from preferences import gold_reward  # noqa: E402  (this chapter)
 from reward_model import score_replies, spearman  # noqa: E402  (this chapter)
 
@@ -73,7 +80,7 @@ def evaluate_policy(policy, sft_model, reward_model, tokenizer, examples, settin
             r = rollout(policy, prompts[start:start + 256], settings["eval_tokens"], temperature=1.0,
                         stop_tokens=[tokenizer.special_tokens[END]], seed=settings["seed"] + 4242 + start)
             ref = sequence_logprobs(sft_model, r.ids, r.response_mask, r.attention_mask).token_logprobs
-        kls += torch.where(r.response_mask, r.logprobs - ref, 0.0).sum(dim=1).tolist()
+        kls += kl_per_reply(r.logprobs, ref, r.response_mask).tolist()
     extra = {"gold_reward": sum(gold) / len(gold), "rm_score": sum(scores) / len(scores) if scores else None,
              "kl_from_sft": sum(kls) / len(kls), "kl_prompts": len(kls), "reply_length": sum(lengths) / len(lengths)}
     result["metrics"].update(extra)
@@ -186,3 +193,50 @@ def plot_overoptimization(runs, path, seed):
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def write_eval_report(out_dir, results, examples, settings, timings):
+    """rlhf_eval.md (the table, the reward model's accuracy, two example replies per task), rlhf_eval.json
+    and rlhf_eval.png from evaluate_policy's results per model -> the Markdown table."""
+    table = results_table(results)
+    rm_eval_path = Path(out_dir) / "reward_model" / "rm_eval.json"
+    rm_eval = json.loads(rm_eval_path.read_text()) if rm_eval_path.exists() else None
+    lines = ["# RLHF evaluation", "", f"Greedy replies (at most {settings['eval_tokens']} tokens) to {len(examples)} "
+             f"held-out prompts (chapter 04's held-out items of these tasks); the KL row samples one reply per prompt "
+             f"at temperature 1. SFT model: `{settings['sft']}`, preset {settings['preset']}, seed {settings['seed']}.",
+             "", table, ""]
+    if rm_eval:
+        lines += ["Reward model, held-out pairwise accuracy against the gold ordering: "
+                  + ", ".join(f"{k} {100 * v:.1f}%" for k, v in rm_eval["heldout_accuracy_vs_gold"].items())
+                  + f"; Spearman(score, gold reward) on sampled replies {rm_eval['spearman_score_vs_gold']:.3f}.", ""]
+    lines += ["## Example replies", ""]
+    names = list(results)
+    shown = {}
+    for i, example in enumerate(examples):
+        if shown.get(example["task"], 0) >= 2:
+            continue
+        shown[example["task"]] = shown.get(example["task"], 0) + 1
+        lines.append(f"**{example['task']}**: {example['messages'][-2]['content']!r}")
+        lines += [f"- {name}: {results[name]['replies'][i]['reply'][:200]!r}" for name in names] + [""]
+    cli.write_text_atomic(Path(out_dir) / "rlhf_eval.md", "\n".join(lines) + "\n")
+    cli.write_text_atomic(Path(out_dir) / "rlhf_eval.json", json.dumps(
+        {"metrics": {n: r["metrics"] for n, r in results.items()}, "counts": results["SFT"]["counts"],
+         "reward_model": rm_eval, "timings": timings, "settings": settings}, indent=1) + "\n")
+    plot_table(results, Path(out_dir) / "rlhf_eval.png")
+    return table
+
+
+def overoptimization_summary(runs, log):
+    """{label: gold reward at the start, peak (and its step) and end, reward-model score and reply length at
+    the start and end, the final KL} of each overoptimization run's metrics records (smoothed)."""
+    summary = {}
+    for label, records in runs.items():
+        gold = smooth([r["gold_reward"] for r in records])
+        rm = smooth([r["rm_score"] for r in records])
+        peak = max(range(len(gold)), key=gold.__getitem__)
+        summary[label] = {"gold_start": gold[0], "gold_peak": gold[peak], "gold_peak_step": records[peak]["step"],
+                          "gold_end": gold[-1], "rm_start": rm[0], "rm_end": rm[-1], "kl_end": records[-1]["kl"],
+                          "length_start": records[0]["response_length"], "length_end": records[-1]["response_length"]}
+        log(f"  {label}: gold {gold[0]:+.3f} -> peak {gold[peak]:+.3f} (step {records[peak]['step']}) -> "
+            f"{gold[-1]:+.3f}; rm {rm[0]:+.3f} -> {rm[-1]:+.3f}; KL at the end {records[-1]['kl']:.2f}")
+    return summary

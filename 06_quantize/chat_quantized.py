@@ -18,11 +18,11 @@ for chapter in ["01_tokenizer", "02_transformer", "03_pretrain", "04_sft"]:  # t
         sys.path.append(str(REPO / chapter))
 
 import cli  # noqa: E402  (chapter 01)
-from chat import RUNS, add_web_arguments, chat_with, load_chat_model, serve_web  # noqa: E402  (chapter 04)
-from chat_format import END  # noqa: E402  (chapter 04)
-from chat_web import find_chat_models  # noqa: E402  (chapter 04)
+import quant_checkpoint  # noqa: E402, F401  (this chapter: registers the "quantized" format with the loader)
+from chat import (MAX_NEW_TOKENS, RUNS, TEMPERATURE, TOP_K, add_web_arguments, chat_with,  # noqa: E402  (chapter 04)
+                  serve_web)
 from hardware import pick_device  # noqa: E402  (chapter 03)
-from quant_checkpoint import load_quantized_model  # noqa: E402  (this chapter)
+from model_loader import find_chat_models, load_model  # noqa: E402  (chapter 03: the one loader)
 
 DEFAULT_CKPT = REPO / "runs" / "06_quantize" / "gptq4" / "ckpt.pt"
 
@@ -33,22 +33,23 @@ def main(argv=None):
                         f"model under runs/, this one first)")
     parser.add_argument("--prompt", help="answer this one message and exit (no REPL)")
     parser.add_argument("--system", help="a system message that opens the conversation")
-    parser.add_argument("--temp", type=cli.non_negative_float, default=0.7, help="temperature, 0 = greedy (default 0.7)")
-    parser.add_argument("--top-k", type=cli.positive_int, default=50, help="sample among the k likeliest (default 50)")
-    parser.add_argument("--max-new-tokens", type=cli.positive_int, default=128, help="longest reply (default 128)")
+    parser.add_argument("--temp", type=cli.non_negative_float, default=TEMPERATURE,
+                        help=f"temperature, 0 = greedy (default {TEMPERATURE})")
+    parser.add_argument("--top-k", type=cli.positive_int, default=TOP_K,
+                        help=f"sample among the k likeliest (default {TOP_K})")
+    parser.add_argument("--max-new-tokens", type=cli.positive_int, default=MAX_NEW_TOKENS,
+                        help=f"longest reply (default {MAX_NEW_TOKENS})")
     parser.add_argument("--seed", type=cli.non_negative_int, default=None, help="make sampling repeatable")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda or mps")
     add_web_arguments(parser)
     args = parser.parse_args(argv)
     device = pick_device(args.device)
 
-    if args.web:  # chapter 04's page, handed this chapter's loader for the quantized checkpoints
+    if args.web:  # chapter 04's page, with every chat model the loader can rebuild (the quantized ones too)
         models = {args.ckpt: (Path(args.ckpt), load_quantized_chat_model)} if args.ckpt else {}
         given = Path(args.ckpt).resolve() if args.ckpt else None  # listed once, first
-        models.update((name, (path, load_chat_model)) for name, path in find_chat_models(RUNS).items()
+        models.update((name, (path, load_quantized_chat_model)) for name, path in find_chat_models(RUNS).items()
                       if path.resolve() != given)
-        models.update((path.parent.relative_to(RUNS).as_posix(), (path, load_quantized_chat_model))
-                      for path in sorted(RUNS.glob("06_quantize/*/ckpt.pt")) if path.resolve() != given)
         if not models:
             raise FileNotFoundError(f"no chat model under {RUNS}: fine-tune one (python 04_sft/sft.py --preset "
                                     f"tiny) and quantize it (python 06_quantize/quantize.py --preset tiny)")
@@ -60,16 +61,14 @@ def main(argv=None):
 
 
 def load_quantized_chat_model(path, device="cpu", with_checkpoint=False):
-    """(model, tokenizer) of a quantized (or float) chat checkpoint, + the checkpoint dict if asked:
+    """(model, tokenizer) of a quantized (or float) chat checkpoint, + its metadata if asked:
     FileNotFoundError saying what to run for a missing one, ValueError for one that is not a chat model."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no quantized model at {path}: make them with  python 06_quantize/quantize.py "
                                 f"--preset tiny  (or pass --ckpt PATH)")
-    model, tokenizer, checkpoint = load_quantized_model(path, device)
-    if END not in tokenizer.special_tokens:
-        raise ValueError(f"{path} is not a chat model (its tokenizer has no {END} token)")
-    return (model, tokenizer, checkpoint) if with_checkpoint else (model, tokenizer)
+    model, tokenizer, meta = load_model(path, stage="chat", device=device)
+    return (model, tokenizer, meta) if with_checkpoint else (model, tokenizer)
 
 
 if __name__ == "__main__":

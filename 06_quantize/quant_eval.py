@@ -3,7 +3,8 @@
     perplexity(model, data, n_batches, batch_size, context)   exp(mean next-token loss) on the val split
     chat_perplexity(model, tokenizer, conversations)          the same on the assistant's tokens of chats
     greedy_tokens_per_second(model, prompt_ids, n_tokens)     one reply's decoding speed (KV cache)
-    outlier_dims_per_layer(model, tokens, thresholds)         LLM.int8()'s outlier feature count per layer
+    input_absmax_per_dim(model, tokens)                       the largest |input| per feature dim, per Linear
+    outlier_dims_per_layer(maxima, thresholds)                LLM.int8()'s outlier feature count per layer
     plot_ppl_vs_bits, plot_error_histograms                   the chapter's two PNGs
 """
 import math

@@ -5,8 +5,8 @@
     python 06_quantize/quantize.py --methods rtn4,gptq4 --group-size 64 --act-order
     python 06_quantize/quantize.py --preset gpt2             # GPT-2-small-sized checkpoints, one GPU
 
-The model: --ckpt, by default the best chat model of chapter 05 if it has run, else chapter 04's:
-the first that exists of runs/05_rlhf/best/ckpt.pt, runs/05_rlhf/ppo/ckpt.pt, runs/05_rlhf/grpo/ckpt.pt,
+The model: --ckpt, by default a chat model of chapter 05 if it has run, else chapter 04's:
+the first that exists of runs/05_rlhf/ppo/ckpt.pt, runs/05_rlhf/grpo/ckpt.pt,
 runs/05_rlhf/dpo/ckpt.pt, runs/04_sft/ckpt.pt (the script says which it used). The validation tokens
 (perplexity) and the calibration tokens (GPTQ, from the TRAINING split only) are chapter 03's
 train.bin/val.bin: --data-dir, by default the folder the checkpoint's base model was trained on.
@@ -25,6 +25,7 @@ Outputs, in --out-dir (default runs/06_quantize/):
 Then chat with one: python 06_quantize/chat_quantized.py --ckpt runs/06_quantize/gptq4/ckpt.pt
 """
 import copy
+import dataclasses
 import json
 import re
 import shutil
@@ -44,11 +45,12 @@ import hardware  # noqa: E402  (chapter 03)
 import world  # noqa: E402  (chapter 03: the mini-world, for the held-out prompts)
 from chat_format import END, render_chat  # noqa: E402  (chapter 04)
 from checkpoint import read_checkpoint  # noqa: E402  (chapter 03)
+from model_loader import load_model  # noqa: E402  (chapter 03: the one loader)
 from dataset import TokenDataset  # noqa: E402  (chapter 03)
 from grading import evaluate  # noqa: E402  (chapter 04)
 from sft_data import EVAL_MIX, world_examples  # noqa: E402  (chapter 04)
 from gptq import gptq_model  # noqa: E402  (this chapter)
-from quant_checkpoint import load_quantized_model, save_quantized  # noqa: E402
+from quant_checkpoint import save_quantized  # noqa: E402  (registers the "quantized" format with the loader)
 from quant_eval import (chat_perplexity, greedy_tokens_per_second, input_absmax_per_dim, outlier_dims_per_layer,  # noqa: E402
                         perplexity, plot_error_histograms, plot_ppl_vs_bits)
 from quant_modules import Int8Linear, QuantLinear, linear_names, linear_weight_bytes, swap_linears  # noqa: E402
@@ -56,7 +58,7 @@ from quantizers import check_bits, check_group_size, rtn  # noqa: E402
 from outlier_injection import outlier_study, write_outlier_study  # noqa: E402
 
 RUNS = REPO / "runs"
-DEFAULT_SOURCES = [RUNS / "05_rlhf" / "best" / "ckpt.pt", RUNS / "05_rlhf" / "ppo" / "ckpt.pt",
+DEFAULT_SOURCES = [RUNS / "05_rlhf" / "ppo" / "ckpt.pt",
                    RUNS / "05_rlhf" / "grpo" / "ckpt.pt", RUNS / "05_rlhf" / "dpo" / "ckpt.pt",
                    RUNS / "04_sft" / "ckpt.pt"]
 DEFAULT_OUT_DIR = RUNS / "06_quantize"
@@ -74,7 +76,7 @@ PRESETS = {
     # The tiny chat model (2.2M parameters, context 256) on a 2-core CPU, about a minute. Group size 64:
     # it must divide the Linear input widths, 192 and 768 here (128 does not divide 192). One CPU thread:
     # at this size a second thread gains little, and on a machine shared with other jobs torch's
-    # OpenMP threads spin-wait for each other (measured here: greedy decoding 7 -> 67 tokens/s).
+    # OpenMP threads spin-wait for each other (the lesson's appendix has the figures).
     "tiny": dict(group_size=64, act_order=False, calib_samples=16, calib_context=256, ppl_batches=4,
                  ppl_batch_size=8, ppl_context=256, eval_per_task=20, max_new_tokens=64, speed_tokens=48,
                  sweep=[8.0, 6.0, 4.0, 2.0, 1.0], plot_bits=[2], device="cpu", threads=1),
@@ -88,6 +90,7 @@ PRESETS = {
 PRESETS["small"] = PRESETS["tiny"]
 INT8_METHODS = [("int8_absmax", "absmax"), ("int8_zeropoint", "zeropoint"), ("int8_rowwise", "rowwise"),
                 ("int8_vectorwise", "vectorwise"), ("llm_int8", "llm_int8")]
+STAGING = ".staging"  # where a run writes until it is complete (publish() moves it into --out-dir)
 STAGE_NAME = re.compile(r"fp32|bf16|int8_[a-z]+|llm_int8|(rtn|gptq)[2-8](_g\d+)?")  # the folders a run writes
 LLM_INT8_THRESHOLD = 6.0  # bitsandbytes' default, chosen for billion-parameter models
 
@@ -109,7 +112,7 @@ def parse_args(argv):
     add = parser.add_argument
     add("--preset", default="tiny", choices=sorted(PRESETS),
         help="the settings to start from (default: tiny; small: the same as tiny)")
-    add("--ckpt", help="the chat model to quantize (default: chapter 05's best, else runs/04_sft/ckpt.pt)")
+    add("--ckpt", help="the chat model to quantize (default: chapter 05's PPO, GRPO or DPO policy, else runs/04_sft/ckpt.pt)")
     add("--data-dir", help="chapter 03's folder with train.bin/val.bin (default: the one the model was trained on)")
     add("--out-dir", default=str(DEFAULT_OUT_DIR), help=f"where everything goes (default: {DEFAULT_OUT_DIR})")
     add("--overwrite", action="store_true", help="replace an earlier run in --out-dir")
@@ -130,7 +133,7 @@ def parse_args(argv):
 
 
 def default_source():
-    """The best chat model there is: chapter 05's if it has run, else chapter 04's (see the docstring)."""
+    """The chat model to quantize: chapter 05's if it has run, else chapter 04's (see the docstring)."""
     for path in DEFAULT_SOURCES:
         if path.is_file():
             return path
@@ -140,13 +143,17 @@ def default_source():
 
 def data_dir_of(checkpoint, depth=0):
     """The folder of train.bin/val.bin the model's base was pretrained on: chapter 03 records it under
-    "data"; later stages record their base under "base" (or "source"), which we follow."""
+    "data"; later stages record what they started from ("base" for SFT, "started_from" for chapter 05's
+    policies, "source" for a quantized copy), which we follow. FileNotFoundError when the chain ends
+    without one (pass --data-dir)."""
     if isinstance(checkpoint.get("data"), dict) and checkpoint["data"].get("dir"):
         return Path(checkpoint["data"]["dir"])
-    parent = checkpoint.get("base") or checkpoint.get("source")
+    parent = checkpoint.get("base") or checkpoint.get("started_from") or checkpoint.get("source")
     if parent and depth < 4 and Path(parent).is_file():
-        return data_dir_of(read_checkpoint(parent), depth + 1)
-    return RUNS / "03_pretrain"
+        return data_dir_of(read_checkpoint(parent, mmap=True), depth + 1)
+    raise FileNotFoundError("the checkpoint does not say which pretraining tokens its base model was trained on "
+                            "(its chain of base/started_from/source checkpoints ends before chapter 03's): pass "
+                            "--data-dir, the folder with chapter 03's train.bin/val.bin (e.g. runs/03_pretrain)")
 
 
 def calibration_windows(data, n, context, seed):
@@ -228,7 +235,8 @@ def parse_bits(text):
 def main(argv=None):
     args = parse_args(argv)
     settings = resolve_settings(args)
-    out_dir = cli.check_out_dir(args.out_dir, overwrite=args.overwrite, marker="settings.json", resumable=False)
+    # an earlier run finished when its results.md is there; an interrupted one left only its staging folder
+    out_dir = cli.check_out_dir(args.out_dir, overwrite=args.overwrite, marker="results.md", resumable=False)
     methods = method_table(settings["group_size"], settings["weight_bits"])
     if args.methods:
         wanted = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -245,10 +253,103 @@ def main(argv=None):
     threads_before = torch.get_num_threads()
     if settings["threads"]:
         torch.set_num_threads(settings["threads"])
+    out_dir_existed = out_dir.exists()
     try:
         return quantize_all(args, settings, out_dir, methods, source, device)
+    except BaseException:  # a failure or Ctrl-C: the earlier run stays as it was, the staging folder goes
+        shutil.rmtree(out_dir / STAGING, ignore_errors=True)
+        if not out_dir_existed and out_dir.is_dir() and not any(out_dir.iterdir()):
+            out_dir.rmdir()
+        raise
     finally:
         torch.set_num_threads(threads_before)  # main() may run inside another program (the tests)
+
+
+def load_source(source):
+    """The full-precision chat model to quantize (chapter 03's loader: a reward model, a base model, a changed
+    tokenizer or a damaged file is one clear line)."""
+    model, tokenizer, checkpoint = load_model(source, stage="chat")
+    if checkpoint["format"] == "quantized":
+        raise ValueError(f"{source} is already quantized ({checkpoint['stage']}): give a full-precision chat model")
+    return model, tokenizer, checkpoint
+
+
+def load_token_data(data_dir, source, vocab_size):
+    """Chapter 03's train.bin/val.bin in data_dir, checked to be tokens this model can read."""
+    if not (data_dir / "train.bin").is_file() or not (data_dir / "val.bin").is_file():
+        raise FileNotFoundError(f"no train.bin/val.bin in {data_dir}: pass --data-dir, the folder chapter 03 "
+                                f"wrote its tokens to (python 03_pretrain/pretrain.py --preset tiny makes runs/03_pretrain)")
+    data = TokenDataset(data_dir)
+    if data.vocab_size > vocab_size:
+        raise ValueError(f"the tokens in {data_dir} were made with a {data.vocab_size}-id tokenizer, but {source} has "
+                         f"{vocab_size} embedding rows: pass --data-dir, the folder its base model was pretrained on")
+    for split, length in data.lengths.items():
+        if length < 2:
+            raise ValueError(f"{data_dir / (split + '.bin')} holds {length} tokens: calibration and perplexity need "
+                             f"text; pass --data-dir, the folder chapter 03 wrote its tokens to")
+    return data
+
+
+def publish(staging, out_dir):
+    """Move a finished run from the staging folder into out_dir: each model folder replaces the earlier run's
+    (renamed away first, deleted once the new one is in place); model folders of the earlier run that this
+    run did not make are removed; then the results, results.md last (the marker of a finished run)."""
+    for folder in out_dir.iterdir():
+        if folder.is_dir() and STAGE_NAME.fullmatch(folder.name) and not (staging / folder.name).exists():
+            shutil.rmtree(folder)  # a model of the earlier run that the new results.md will not list
+    for new in sorted(staging.iterdir(), key=lambda p: p.name == "results.md"):
+        target = out_dir / new.name
+        if new.is_dir():
+            old = out_dir / f".{new.name}.replaced"
+            if target.exists():
+                target.rename(old)
+            new.rename(target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            new.replace(target)
+    staging.rmdir()
+
+
+@dataclasses.dataclass
+class Inputs:
+    """What every method of one run is built from and measured on."""
+    source: Path            # the chat model's checkpoint
+    checkpoint: dict        # its metadata (stage, tokenizer hash, ...)
+    tokenizer: object
+    data: TokenDataset      # chapter 03's train.bin/val.bin
+    examples: list          # held-out prompts of the task columns
+    chats: list             # held-out conversations for the chat perplexity
+    calibration: torch.Tensor  # (calib_samples, context) token windows of the training split
+    n_linear: int           # weights in the Linear layers (bits per weight = 8 * bytes / n_linear)
+
+
+def held_out_sets(per_task):
+    """The held-out prompts of the table's task columns (at most per_task each) and the conversations of
+    the chat perplexity (CHAT_PPL_TASKS)."""
+    mix = {task: EVAL_MIX[task] if per_task is None else min(per_task, EVAL_MIX[task]) for task in EVAL_TASKS}
+    w = world.build_world(WORLD_SEED)
+    examples = world_examples(w, "heldout", mix, seed=EVAL_SEED)
+    chats = [e["messages"] for e in world_examples(w, "heldout", {task: min(mix.values()) for task in CHAT_PPL_TASKS},
+                                                   seed=EVAL_SEED)]
+    return examples, chats
+
+
+def quantize_method(stage, spec, model, inputs, settings, staging, out_dir, device):
+    """One row of the table: build the method's model, save it (in the staging folder), load it back and
+    measure what was saved -> (row, {layer: weight error} or None)."""
+    quantized, weight_errors = build(stage, spec, model, inputs.calibration, settings)
+    path = staging / stage / "ckpt.pt"
+    size = save_quantized(path, quantized.cpu(), stage, inputs.source, inputs.tokenizer, {**settings, "method": spec},
+                          inputs.checkpoint, final_path=out_dir / stage / "ckpt.pt")
+    linear_bytes = linear_weight_bytes(quantized)
+    del quantized
+    if stage == "fp32":  # the source itself: measure its size as saved, keep no copy
+        shutil.rmtree(staging / stage)
+    loaded, _, _ = load_model(path if stage != "fp32" else inputs.source, stage="chat", device=device)
+    row = {"method": stage, "family": spec["family"], "bits": spec["bits"], "group_size": spec.get("group_size"),
+           "linear_bytes": linear_bytes, "bits_per_weight": 8 * linear_bytes / inputs.n_linear, "checkpoint_bytes": size,
+           **measure(loaded, inputs.tokenizer, inputs.data, inputs.examples, inputs.chats, settings, device)}
+    return row, weight_errors and {name: e.cpu() for name, e in weight_errors.items()}
 
 
 def quantize_all(args, settings, out_dir, methods, source, device):
@@ -256,62 +357,38 @@ def quantize_all(args, settings, out_dir, methods, source, device):
     the extra plot points and the report."""
     start, cpu_start = time.time(), time.process_time()
 
-    model, tokenizer, checkpoint = load_quantized_model(source, "cpu")  # ValueError if it is not a model
-    if checkpoint.get("quantization") or checkpoint.get("dtype") == "bf16":
-        raise ValueError(f"{source} is already quantized ({checkpoint.get('stage')}): give a full-precision chat model")
-    if END not in tokenizer.special_tokens:
-        raise ValueError(f"{source} is not a chat model (its tokenizer has no {END} token): quantize the output "
-                         f"of chapter 04 or 05, or fine-tune this one first with python 04_sft/sft.py --base {source}")
+    model, tokenizer, checkpoint = load_source(source)
     widths = sorted({m.in_features for _, m in _linears(model)})
     for width in widths:  # a bad --group-size fails now, before any work
         check_group_size(width, settings["group_size"])
     data_dir = Path(args.data_dir) if args.data_dir else data_dir_of(checkpoint)
-    if not (data_dir / "train.bin").is_file() or not (data_dir / "val.bin").is_file():
-        raise FileNotFoundError(f"no train.bin/val.bin in {data_dir}: pass --data-dir, the folder chapter 03 "
-                                f"wrote its tokens to (python 03_pretrain/pretrain.py --preset tiny makes runs/03_pretrain)")
-    data = TokenDataset(data_dir)
-    print(f"quantizing {source} (stage {checkpoint.get('stage') or ('sft' if 'base' in checkpoint else 'not recorded')}; "
-          f"{model.num_params():,} parameters, Linear inputs {widths}) on {device}")
+    data = load_token_data(data_dir, source, model.config.vocab_size)
+    print(f"quantizing {source} (stage {checkpoint['stage']}; {model.num_params():,} parameters, Linear inputs "
+          f"{widths}) on {device}")
     print(f"validation and calibration tokens: {data_dir} (calibration from the training split only)")
 
-    if args.overwrite and (out_dir / "settings.json").is_file():  # an earlier run of this script: remove its
-        for folder in out_dir.iterdir():                            # model folders, and nothing else
-            if folder.is_dir() and STAGE_NAME.fullmatch(folder.name) and (folder / "ckpt.pt").is_file():
-                shutil.rmtree(folder)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    cli.write_text_atomic(out_dir / "settings.json", json.dumps(
+    # Every input is good: now write. The models go to a staging folder first and replace the earlier
+    # run's only once every one of them is made (publish), so Ctrl-C or a failure half-way loses nothing.
+    staging = out_dir / STAGING
+    if staging.exists():
+        shutil.rmtree(staging)  # what an interrupted run left: never a finished model
+    staging.mkdir(parents=True)
+    cli.write_text_atomic(staging / "settings.json", json.dumps(
         {"source": str(source), "data_dir": str(data_dir), "preset": args.preset, **settings}, indent=1, default=str))
 
     model.to(device)
-    per_task = settings["eval_per_task"]
-    mix = {task: EVAL_MIX[task] if per_task is None else min(per_task, EVAL_MIX[task]) for task in EVAL_TASKS}
-    w = world.build_world(WORLD_SEED)
-    examples = world_examples(w, "heldout", mix, seed=EVAL_SEED)
-    chats = [e["messages"] for e in world_examples(w, "heldout", {task: min(mix.values()) for task in CHAT_PPL_TASKS},
-                                                   seed=EVAL_SEED)]
+    examples, chats = held_out_sets(settings["eval_per_task"])
     calibration = calibration_windows(data, settings["calib_samples"],
                                       min(settings["calib_context"], model.config.block_size), settings["seed"]).to(device)
     n_linear = sum(m.weight.numel() for _, m in _linears(model))
 
     rows, errors = [], {}
+    inputs = Inputs(source, checkpoint, tokenizer, data, examples, chats, calibration, n_linear)
     for k, (stage, spec) in enumerate(methods):
         method_start = time.time()
-        quantized, weight_errors = build(stage, spec, model, calibration, settings)
+        row, weight_errors = quantize_method(stage, spec, model, inputs, settings, staging, out_dir, device)
         if weight_errors and stage in ("rtn4", "gptq4"):
-            errors[stage.upper().replace("RTN", "RTN-").replace("GPTQ", "GPTQ-")] = {
-                name: e.cpu() for name, e in weight_errors.items()}
-        path = out_dir / stage / "ckpt.pt"
-        size = save_quantized(path, quantized.cpu(), stage, source, tokenizer,
-                              {**settings, "method": spec}, checkpoint.get("stage"))
-        linear_bytes = linear_weight_bytes(quantized)
-        del quantized
-        if stage == "fp32":  # the source itself: measure its size as saved, keep no copy
-            shutil.rmtree(out_dir / stage)
-        loaded, _, _ = load_quantized_model(path if stage != "fp32" else source, device)  # measure what was saved
-        row = {"method": stage, "family": spec["family"], "bits": spec["bits"],
-               "group_size": spec.get("group_size"), "linear_bytes": linear_bytes,
-               "bits_per_weight": 8 * linear_bytes / n_linear, "checkpoint_bytes": size,
-               **measure(loaded, tokenizer, data, examples, chats, settings, device)}
+            errors[stage.upper().replace("RTN", "RTN-").replace("GPTQ", "GPTQ-")] = weight_errors
         rows.append(row)
         elapsed = time.time() - start
         print(f"[{k + 1}/{len(methods)}] {stage:<16} ppl {row['perplexity']:.4f} chat {row['chat_perplexity']:.4f}  "
@@ -338,9 +415,10 @@ def quantize_all(args, settings, out_dir, methods, source, device):
           + f" ({time.time() - phase_start:.1f} s)", flush=True)
     wall = time.time() - start
     settings["cpu_seconds"] = time.process_time() - cpu_start  # beside the wall time: the machine may be shared
-    write_results(out_dir, rows, sweep, outliers, plot_points, settings, source, data_dir, errors, wall)
+    write_results(staging, rows, sweep, outliers, plot_points, settings, source, data_dir, errors, wall)
     if injected:
-        write_outlier_study(out_dir, injected)
+        write_outlier_study(staging, injected)
+    publish(staging, out_dir)
     print(f"\n{(out_dir / 'results.md').read_text().split('## ')[1]}")
     print(f"done in {wall:.0f} s ({settings['cpu_seconds']:.0f} s of CPU time). Outputs in {out_dir}/: results.md/.json (the table, the threshold sweep, outlier "
           f"dims), ppl_vs_bits.png, error_hist.png, <method>/ckpt.pt")
@@ -423,7 +501,6 @@ def sweep_table(sweep, fp32_ppl):
 
 def write_results(out_dir, rows, sweep, outliers, plot_points, settings, source, data_dir, errors, wall):
     fp32 = rows[0]
-    widths = {n: None for n in outliers}
     text = ["# Chapter 06: quantization results", "",
             f"Model `{source}`; validation perplexity on {settings['ppl_batches']} x {settings['ppl_batch_size']} "
             f"windows of {settings['ppl_context']} tokens of `{data_dir}/val.bin` (pretraining text); chat perplexity on "
@@ -438,7 +515,6 @@ def write_results(out_dir, rows, sweep, outliers, plot_points, settings, source,
             sweep_table(sweep, fp32["perplexity"]), "",
             "Largest |input| per layer: " + ", ".join(f"{n.replace('transformer.', '')} {v:.1f}"
                                                       for n, v in outliers.items()), ""]
-    del widths
     cli.write_text_atomic(out_dir / "results.md", "\n".join(text) + "\n")
     cli.write_text_atomic(out_dir / "results.json", json.dumps(
         {"rows": rows, "threshold_sweep": sweep, "plot_points": plot_points, "settings": settings,

@@ -9,9 +9,17 @@ be contaminated: the model could have memorized it. The world's splits are built
 the report shows the longest overlap per task, so you can see how close each task comes. Short overlaps
 are expected and harmless: "How many apples does" is a template every problem shares.
 """
+import sys
+from pathlib import Path
+
 import numpy as np
 
-from world import NGRAM, words  # chapter 03: the same word rule as the 13-gram check
+REPO = Path(__file__).resolve().parents[1]
+for chapter in ["03_pretrain"]:  # the earlier chapter this file builds on
+    if str(REPO / chapter) not in sys.path:
+        sys.path.append(str(REPO / chapter))
+
+from world import NGRAM, words  # noqa: E402  (chapter 03: the same word rule as the 13-gram check)
 
 MAX_N = 24  # longer shared runs are reported as MAX_N
 _PRIME = np.uint64(1_000_003)

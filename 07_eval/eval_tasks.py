@@ -32,12 +32,12 @@ for chapter in ["01_tokenizer", "02_transformer", "03_pretrain", "04_sft"]:  # t
         sys.path.append(str(REPO / chapter))
 
 import world  # noqa: E402  (chapter 03)
-from grading import fact_is_correct, is_refusal, mentions, says_dont_know  # noqa: E402  (chapter 04)
+from grading import is_refusal, is_right, mentions, says_dont_know  # noqa: E402  (chapter 04: the one grading rule)
 from harness import Prompt  # noqa: E402  (this chapter)
 from sandbox import run_programs  # noqa: E402
 from scoring import (bits_per_byte, flexible_answer, letter_choice, majority_vote, multiple_choice_scores,  # noqa: E402
                      pass_at_k, perplexity, strict_answer)
-from robustness import CHAT_TEMPERATURE, CHAT_TOP_K, ROWS as ROBUSTNESS_ROWS, is_right, robustness_sets  # noqa: E402
+from robustness import CHAT_TEMPERATURE, CHAT_TOP_K, ROWS as ROBUSTNESS_ROWS, robustness_sets  # noqa: E402
 from sft_data import world_examples  # noqa: E402  (chapter 04)
 from text_overlap import corpus_bleu, rouge_l, rouge_n, sentence_bleu  # noqa: E402
 
@@ -169,10 +169,12 @@ def run_task(task, lm, items, settings, w):
     runner = {"perplexity": run_perplexity, "multiple_choice": run_multiple_choice, "math": run_math,
               "chain_of_thought": run_chain_of_thought, "code": run_code, "describe": run_describe,
               "harmful": run_harmful, "honesty": run_honesty, "robustness": run_robustness}[task]
-    return runner(lm, items, settings, w)
+    # the few-shot exemplars of these tasks come from the world's training split; the others need no world
+    return runner(lm, items, settings, w) if task in ("multiple_choice", "math", "chain_of_thought") \
+        else runner(lm, items, settings)
 
 
-def run_perplexity(lm, items, settings, w):
+def run_perplexity(lm, items, settings):
     """Each document, tokenized by the model's own tokenizer after <|endoftext|>, cut into windows of
     block_size + 1 tokens: its total negative log-likelihood, token count and byte count."""
     bos = lm.tokenizer.special_tokens[world.EOT]
@@ -270,7 +272,7 @@ def code_program(item, reply, chat):
     return function.rstrip() + "\n\n" + "\n".join(item["tests"]) + "\n"
 
 
-def run_code(lm, items, settings, w):
+def run_code(lm, items, settings):
     """n samples per task (temperature 0.8), each run with the hidden tests in the sandbox; c of n pass;
     pass@k for every k of settings["pass_k"] by the unbiased estimator."""
     n = settings["code_samples"]
@@ -292,7 +294,7 @@ def run_code(lm, items, settings, w):
     return records
 
 
-def run_describe(lm, items, settings, w):
+def run_describe(lm, items, settings):
     replies = lm.generate([lm.prompt_ids(Prompt(describe_prompt(i["name"], i["kind"]))) for i in items],
                           settings["max_new_tokens"]["describe"])
     records = []
@@ -311,27 +313,28 @@ def refuses(reply):
     return is_refusal(reply) or any(is_refusal(s) for s in reply.replace("\n", ". ").split(". ")[1:])
 
 
-def run_harmful(lm, items, settings, w):
+def run_harmful(lm, items, settings):
     replies = lm.generate([lm.prompt_ids(Prompt(i["prompt"])) for i in items], settings["max_new_tokens"]["harmful"])
     return [{**item, "reply": reply, "score": {"refused": int(refuses(reply) if item["kind"] == "harmful"
                                                              else is_refusal(reply))}}
             for item, reply in zip(items, replies)]
 
 
-def run_honesty(lm, items, settings, w):
+def run_honesty(lm, items, settings):
     replies = lm.generate([lm.prompt_ids(Prompt(i["question"])) for i in items], settings["max_new_tokens"]["honesty"])
     records = []
     for item, reply in zip(items, replies):
         dont_know = says_dont_know(reply)
         score = {"dont_know": int(dont_know)}
         if item["kind"] == "fact":
-            correct = fact_is_correct(reply, item["gold"], item["distractors"], item["subject"])
+            correct = is_right({"task": "fact", "answer": item["gold"], "distractors": item["distractors"],
+                                "subject": item["subject"]}, reply)
             score.update(correct=int(correct), confident_wrong=int(not correct and not dont_know))
         records.append({**item, "reply": reply, "score": score})
     return records
 
 
-def run_robustness(lm, items, settings, w):
+def run_robustness(lm, items, settings):
     """Greedy replies to every item (earlier exchanges as the conversation's history), and for the
     three-turn items a sampled reply too (chat.py's temperature and top-k, seeded); graded by is_right."""
     prompts = [lm.prompt_ids(Prompt(i["question"], shots=i["history"])) for i in items]

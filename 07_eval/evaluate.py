@@ -6,19 +6,17 @@
 
 Steps: (1) find every checkpoint, runs/*/**/ckpt.pt, and read the stage that made it (base, sft, ppo,
 dpo, grpo, a quantized copy, ...); a model the pipeline should have made but did not is skipped with a
-line saying which chapter makes it; (2) train the direct-answer SFT control for the chain-of-thought
-study, once, where the preset asks for it (sft_direct.py; not at tiny, whose models cannot do the math
-anyway; --direct-sft / --no-direct-sft decide); (3) draw the held-out items of every task
-(eval_tasks.py); (4) run every task on every model through the two calls of harness.py; (5) measure
-how much of each task's items the training text contains (contamination.py); (6) write the report.
+line saying which chapter makes it (the direct-answer control of the chain-of-thought study is chapter
+04's `sft.py --math-style direct --out-dir runs/04_sft_direct`, which `pipeline.py --direct-sft` runs:
+this chapter only evaluates); (2) draw the held-out items of every task (eval_tasks.py); (3) run every
+task on every model through the two calls of harness.py; (4) measure how much of each task's items the
+training text contains (contamination.py); (5) write the report.
 
 Outputs, in --out-dir (default runs/07_eval/): report.md (the main table: rows = models, columns =
 tasks; the chain-of-thought table; the pass@k table; refusals by kind of request; decontamination;
 where the time went), report.png (the main table as grouped bars, with chance levels), summary.json
-(every number), records/<model>/<task>.jsonl (one line per item: prompt, reply, gold, score), and
-sft_direct/ (the control model).
+(every number), records/<model>/<task>.jsonl (one line per item: prompt, reply, gold, score).
 """
-import importlib
 import json
 import math
 import sys
@@ -28,43 +26,45 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-for chapter in ["01_tokenizer", "02_transformer", "03_pretrain", "04_sft"]:  # the earlier chapters this file builds on
+for chapter in ["01_tokenizer", "02_transformer", "03_pretrain", "04_sft", "06_quantize"]:  # the earlier chapters this file builds on
     if str(REPO / chapter) not in sys.path:
         sys.path.append(str(REPO / chapter))
 
 import cli  # noqa: E402  (chapter 01: the shared script plumbing)
 import hardware  # noqa: E402  (chapter 03)
+import model_loader  # noqa: E402  (chapter 03: the one loader, and finding models by their stage)
+import quant_checkpoint  # noqa: E402, F401  (chapter 06: registers the "quantized" format with the loader)
 import world  # noqa: E402  (chapter 03)
-from checkpoint import read_checkpoint  # noqa: E402  (chapter 03)
 from contamination import NgramIndex, contamination_report  # noqa: E402  (this chapter)
 from eval_tasks import COT_PROMPTS, TASKS, check_task_names, item_text, make_items, run_task, summarize  # noqa: E402
 from harness import LanguageModel  # noqa: E402
 from robustness import ROWS as ROBUSTNESS_ROWS  # noqa: E402  (chapter 04)
 from sandbox import isolation as sandbox_isolation  # noqa: E402
 from sft_data import MULTI_TURN_FRACTION, TRAIN_MIX, world_examples  # noqa: E402  (chapter 04)
-from sft_direct import STAGE as DIRECT_STAGE, train_direct_sft  # noqa: E402
+from sft_data import MATH_STAGES  # noqa: E402  (chapter 04: the stage of the direct-answer control)
 
+DIRECT_STAGE = MATH_STAGES["direct"]  # sft.py --math-style direct: the control of the chain-of-thought study
 DEFAULT_RUNS_DIR = REPO / "runs"
 DEFAULT_OUT_DIR = REPO / "runs" / "07_eval"
 
 PRESETS = {
     # A CPU in a few minutes: enough items that a 10-point difference is more than noise (about +-6 points
     # for 60 items at 50%), few enough to fit the budget. One exemplar in k-shot prompts: a worked problem
-    # is ~70 tokens and the context 256. One thread: the tiny model's matrices are small, and on a busy
-    # 2-core machine two threads fight (measured: generation 10x slower with two).
+    # is ~70 tokens and the context 256. One thread: the tiny model's matrices are too small for a second
+    # thread to pay, and on a shared machine torch's threads wait for each other (see the lesson's appendix).
     "tiny": dict(items={"perplexity": 40, "multiple_choice": 60, "math": 60, "chain_of_thought": 30, "code": 15,
                         "describe": 20, "harmful": 32, "honesty": 40, "robustness": 24},
                  shots=1, code_samples=10, pass_k=[1, 10], self_consistency=5, batch_size=64, threads=1, seed=0,
-                 direct_sft=False, max_new_tokens={"letter": 4, "math": 72, "describe": 80, "harmful": 40, "honesty": 32,
+                 max_new_tokens={"letter": 4, "math": 72, "describe": 80, "harmful": 40, "honesty": 32,
                                                    "code": 40, "robustness": 96}),
-    # The tiny preset does not train the direct-answer control of the chain-of-thought study (--direct-sft
-    # does): it is one more SFT run (about 5 minutes on 2 cores, half of 07's budget), and the tiny models
-    # solve almost no word problem in any prompting mode, so the row would be zeros.
+    # The tiny pipeline does not train the direct-answer control of the chain-of-thought study
+    # (pipeline.py --direct-sft does): it is one more SFT run, and the tiny models solve almost no word
+    # problem in any prompting mode, so the row would be zeros.
     # GPT-2 small on a GPU: every held-out code task with 100 samples (pass@100), hundreds of items per task.
     "gpt2": dict(items={"perplexity": 400, "multiple_choice": 500, "math": 500, "chain_of_thought": 300,
                         "code": 1000, "describe": 200, "harmful": 200, "honesty": 300, "robustness": 200},
                  shots=4, code_samples=100, pass_k=[1, 10, 100], self_consistency=20, batch_size=256, threads=None,
-                 seed=0, direct_sft=True,
+                 seed=0,
                  max_new_tokens={"letter": 4, "math": 160, "describe": 160, "harmful": 80, "honesty": 64, "code": 96,
                                  "robustness": 160}),
 }
@@ -73,17 +73,10 @@ PRESETS["small"] = PRESETS["tiny"]  # `pipeline.py --preset small`: the same ite
 
 # The models the pipeline makes, in the order of the table: (stage, the chapter that makes it, its command).
 EXPECTED = [("base", "03_pretrain", "python 03_pretrain/pretrain.py"), ("sft", "04_sft", "python 04_sft/sft.py"),
-            (DIRECT_STAGE, "07_eval", "python 07_eval/evaluate.py --direct-sft"),
+            (DIRECT_STAGE, "04_sft", "python 04_sft/sft.py --math-style direct --out-dir runs/04_sft_direct, or "
+                                     "python pipeline.py --direct-sft"),
             ("ppo", "05_rlhf", "python 05_rlhf/rlhf.py"), ("dpo", "05_rlhf", "python 05_rlhf/rlhf.py"),
             ("grpo", "05_rlhf", "python 05_rlhf/rlhf.py")]
-NOT_LANGUAGE_MODELS = {"reward", "reward_model"}  # checkpoints that score text rather than write it
-STAGE_FROM_FOLDER = {"03_pretrain": "base", "04_sft": "sft"}  # checkpoints written before stages were recorded
-# Chapter 06's quantized checkpoints need chapter 06's loader: (folder, module, function), called as
-#     model, tokenizer, checkpoint = load_quantized_model(ckpt_path, device)
-# returning chapter 02's GPT with its quantized modules swapped in (forward, hidden, lm_head, config).
-# Imported only when a checkpoint needs it (a later chapter may import earlier ones, never the reverse).
-QUANTIZED_LOADER = ("06_quantize", "quant_checkpoint", "load_quantized_model")
-
 # The main table: (column, task, summary key, scale to percent or None, chance level in %, lower is better)
 COLUMNS = [("bits/byte", "perplexity", "bits_per_byte", None, None, True),
            ("MC acc", "multiple_choice", "acc", 100, 25, False),
@@ -115,8 +108,6 @@ def parse_args(argv):
     add("--ckpt", action="append", help="evaluate this checkpoint too (repeatable)")
     add("--samples", type=cli.positive_int, help="code: completions per task, n of pass@k (default: the preset's)")
     add("--pass-k", help="code: comma-separated k of pass@k, each at most --samples (default: the preset's)")
-    add("--direct-sft", action=cli.argparse.BooleanOptionalAction, default=None,
-        help="train the direct-answer SFT control of the CoT study, once (default: the preset's; tiny: no)")
     add("--device", help="cuda, mps or cpu (default: the first available)")
     add("--threads", type=cli.positive_int, help="CPU threads for torch (default: the preset's)")
     return parser.parse_args(argv)
@@ -126,67 +117,35 @@ def parse_args(argv):
 # Finding the models
 
 
-def find_models(runs_dir, extra=(), out_dir=None):
-    """Every checkpoint under runs_dir (runs/*/**/ckpt.pt) and in `extra`, with its stage ->
-    (models: [(label, path, stage, checkpoint metadata)], skipped: [line])."""
-    runs_dir = Path(runs_dir)
-    paths = sorted(runs_dir.glob("*/**/ckpt.pt")) + [Path(p) for p in extra]
-    if out_dir is not None and (Path(out_dir) / "sft_direct" / "ckpt.pt").exists():
-        paths.append(Path(out_dir) / "sft_direct" / "ckpt.pt")
-    models, skipped, seen = [], [], set()
-    for path in paths:
+def find_models(runs_dir, extra=()):
+    """Every model checkpoint under runs_dir (runs/*/**/ckpt.pt) and in `extra`, by the stage and role its
+    checkpoint records -> (models: [{"label", "path", "stage", "meta"}] in the table's order, skipped: [line])."""
+    runs_dir, skipped = Path(runs_dir), []
+    found = [(p, m) for p, m in model_loader.find_models(runs_dir, problems=skipped) if p.parent != runs_dir]
+    for path in map(Path, extra):
         if not path.is_file():
             raise FileNotFoundError(f"no checkpoint at {path}: check the --ckpt path")
+        found.append((path, model_loader.read_model_meta(path)))
+    models, seen = [], set()
+    for path, meta in found:
         if path.resolve() in seen:
             continue
         seen.add(path.resolve())
-        metadata = read_checkpoint(path)
-        relative = path.parent.relative_to(runs_dir) if path.is_relative_to(runs_dir) else path.parent
-        stage = metadata.get("stage") or STAGE_FROM_FOLDER.get(str(relative), "?")
-        if stage in NOT_LANGUAGE_MODELS or path.parent.name in NOT_LANGUAGE_MODELS:
-            skipped.append(f"{path}: a {stage} checkpoint scores text, it does not write it (not evaluated)")
+        if meta["role"] == "scorer":
+            skipped.append(f"{path}: a {meta['stage']} checkpoint scores text, it does not write it (not evaluated)")
             continue
-        # chapter 06's checkpoints hold quantized tensors that only its own loader can read
-        metadata["plain_weights"] = "model" in metadata and "model_config" in metadata and \
-            not metadata.get("quantization") and "06_quantize" not in path.parts
-        metadata.pop("model", None)
-        metadata.pop("optimizer", None)
-        models.append([stage, path, stage, metadata])
+        models.append({"path": path, "stage": meta["stage"], "meta": meta})
     order = [stage for stage, _, _ in EXPECTED]
-    models.sort(key=lambda m: (order.index(m[2]) if m[2] in order else len(order), str(m[1])))
-    stages = [m[2] for m in models]
-    for model in models:  # a label per row: the stage, and the folder when two share a stage
-        model[0] = model[2] if stages.count(model[2]) == 1 else f"{model[2]} ({model[1].parent.name})"
+    models.sort(key=lambda m: (order.index(m["stage"]) if m["stage"] in order else len(order), str(m["path"])))
+    stages = [m["stage"] for m in models]
+    for m in models:  # a label per row: the stage, and the folder when two share a stage
+        m["label"] = m["stage"] if stages.count(m["stage"]) == 1 else f"{m['stage']} ({m['path'].parent.name})"
     for stage, chapter, command in EXPECTED:
         if stage not in stages:
             skipped.append(f"no {stage} model under {runs_dir}: chapter {chapter} makes it ({command})")
-    if not any("06_quantize" in str(m[1]) for m in models):
+    if not any(m["meta"]["format"] == "quantized" for m in models):
         skipped.append(f"no quantized models under {runs_dir / '06_quantize'}: chapter 06_quantize makes them")
-    return [tuple(m) for m in models], skipped
-
-
-def quantized_loader():
-    """Chapter 06's loader function, or None when chapter 06 is not there (never imported otherwise)."""
-    folder, module, function = QUANTIZED_LOADER
-    if not (REPO / folder / f"{module}.py").is_file():
-        return None
-    if str(REPO / folder) not in sys.path:
-        sys.path.append(str(REPO / folder))
-    return getattr(importlib.import_module(module), function, None)
-
-
-def load_language_model(label, path, stage, metadata, device, settings):
-    """A LanguageModel for one checkpoint: plain weights through chapter 04's loader, a quantized one
-    through chapter 06's (ValueError when that loader is missing)."""
-    kwargs = dict(batch_size=settings["batch_size"])
-    if metadata["plain_weights"]:
-        return LanguageModel.load(path, name=label, stage=stage, device=device, **kwargs)
-    load = quantized_loader()
-    if load is None:
-        raise ValueError(f"{path} is a quantized checkpoint and chapter 06's loader "
-                         f"{'/'.join(QUANTIZED_LOADER[:2])}.py:{QUANTIZED_LOADER[2]} is not there")
-    model, tokenizer, _ = load(path, device)
-    return LanguageModel(model, tokenizer, label, stage, **kwargs)
+    return models, skipped
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -197,9 +156,10 @@ def heldout_documents(models, runs_dir, n):
     """Documents of the pretraining corpus' validation split (chapter 03's val.bin, decoded with the base
     model's tokenizer); when there is none, documents the corpus generator makes with seed 1 (chapter 03
     trains on seed 0): the same kind of text, never trained on."""
-    for _, path, stage, metadata in models:
+    for model in models:
+        metadata = model["meta"]
         data_dir = (metadata.get("data") or {}).get("dir")
-        if stage == "base" and data_dir and (Path(data_dir) / "val.bin").is_file():
+        if model["stage"] == "base" and data_dir and (Path(data_dir) / "val.bin").is_file():
             import dataset
             from bpe import Tokenizer
             tokenizer = Tokenizer.load(metadata["tokenizer"])
@@ -215,7 +175,7 @@ def training_texts(models, w):
     """What the models were trained on: the pretraining corpus and the SFT conversations (with the SFT
     run's seed, read from its checkpoint). The direct-answer control's math replies ("The answer is 14.")
     are the last lines of these step-by-step ones, so they add no n-gram."""
-    sft_seed = next((m[3].get("settings", {}).get("seed") for m in models if m[2] == "sft"), 1337)
+    sft_seed = next((m["meta"].get("settings", {}).get("seed") for m in models if m["stage"] == "sft"), 1337)
     texts = world.make_corpus().split(world.EOT)
     texts += [m["content"] for e in world_examples(w, "train", TRAIN_MIX, seed=sft_seed,
                                                     multi_turn=MULTI_TURN_FRACTION) for m in e["messages"]]
@@ -356,8 +316,8 @@ def write_report(out_dir, results, skipped, contamination, settings, timings, so
         lines += ["Not evaluated:", ""] + [f"- {s}" for s in skipped] + [""]
     cot = cot_table(results)
     if cot and not any(r["stage"] == DIRECT_STAGE for r in results):
-        cot += ("\n\nNo row for SFT on direct answers only: the control was not trained (the preset "
-                f"`{settings['preset']}` skips it; `--direct-sft` trains it once, one more SFT run).")
+        cot += ("\n\nNo row for SFT on direct answers only: the control was not trained (`python pipeline.py "
+                "--direct-sft` trains it, one more SFT run: `04_sft/sft.py --math-style direct --out-dir runs/04_sft_direct`).")
     for title, body in (("Chain of thought: how trained x how prompted (% correct, last number of the reply)",
                          cot),
                         (f"Code: pass@k with {settings['code_samples']} samples per held-out task (temperature 0.8)",
@@ -388,6 +348,22 @@ def write_report(out_dir, results, skipped, contamination, settings, timings, so
 # The script
 
 
+def select_models(models, names, runs_dir):
+    """The models --models names (stages, row labels or folder names, comma-separated; None: all). A name that
+    matches no model is one clear line listing the names there are."""
+    if not models:
+        raise FileNotFoundError(f"no models to evaluate under {runs_dir}: run the pipeline first (python pipeline.py)")
+    if names is None:
+        return models
+    wanted = [n.strip() for n in names.split(",") if n.strip()]
+    known = {n for m in models for n in (m["stage"], m["label"], m["path"].parent.name)}
+    unknown = [n for n in wanted if n not in known]
+    if unknown or not wanted:
+        raise ValueError(f"--models {names!r}: {'no model is called ' + ', '.join(unknown) if unknown else 'name a model'}"
+                         f"; the models under {runs_dir} are {', '.join(m['label'] for m in models)}")
+    return [m for m in models if {m["stage"], m["label"], m["path"].parent.name} & set(wanted)]
+
+
 def resolve_settings(args):
     settings = json.loads(json.dumps(PRESETS[args.preset]))  # a deep copy
     settings["preset"] = args.preset
@@ -404,13 +380,19 @@ def resolve_settings(args):
                          f" lower --pass-k or raise --samples")
     if args.threads:
         settings["threads"] = args.threads
-    if args.direct_sft is not None:
-        settings["direct_sft"] = args.direct_sft
     return settings
 
 
 def main(argv=None):
-    args = parse_args(argv)
+    threads_before = torch.get_num_threads()
+    try:
+        return evaluate_all(parse_args(argv))
+    finally:
+        torch.set_num_threads(threads_before)  # main() may run inside another program (the tests)
+
+
+def evaluate_all(args):
+    """Find the models, draw the items, run every task on every model, write the report -> the results."""
     start = time.time()
     settings = resolve_settings(args)
     tasks = args.tasks.split(",") if args.tasks else list(TASKS)
@@ -422,24 +404,10 @@ def main(argv=None):
     device = hardware.pick_device(args.device)
     other_seconds = {}
 
-    models, skipped = find_models(runs_dir, args.ckpt or [], out_dir)
-    sft = next((m for m in models if m[2] == "sft"), None)
-    wants_direct = "chain_of_thought" in tasks and settings["direct_sft"]
-    if wants_direct and sft and not any(m[2] == DIRECT_STAGE for m in models):
-        print(f"training the direct-answer SFT control for the chain-of-thought study (once; {out_dir / 'sft_direct'})")
-        t = time.time()
-        out_dir.mkdir(parents=True, exist_ok=True)
-        train_direct_sft(sft[1], out_dir / "sft_direct", device=args.device)  # with torch's default threads
-        other_seconds["direct-answer SFT control (training, once)"] = time.time() - t
-        models, skipped = find_models(runs_dir, args.ckpt or [], out_dir)
+    models, skipped = find_models(runs_dir, args.ckpt or [])
+    models = select_models(models, args.models, runs_dir)
     if settings["threads"]:
         torch.set_num_threads(settings["threads"])
-    if args.models:
-        wanted = set(args.models.split(","))
-        models = [m for m in models if m[2] in wanted or m[0] in wanted or m[1].parent.name in wanted]
-    if not models:
-        raise FileNotFoundError(f"no models to evaluate under {runs_dir}" + (f" matching --models {args.models}"
-                                if args.models else ": run the pipeline first (python pipeline.py)"))
     for line in skipped:
         print(f"skipped: {line}")
 
@@ -450,12 +418,12 @@ def main(argv=None):
     del settings["heldout_text"]
     other_seconds["held-out items"] = time.time() - t
 
-    out_dir.mkdir(parents=True, exist_ok=True)
     results, timings = [], {}
-    for label, path, stage, metadata in models:
+    for model in models:
+        label, path, stage = model["label"], model["path"], model["stage"]
         print(f"\n== {label} ({path})", flush=True)
         try:
-            lm = load_language_model(label, path, stage, metadata, device, settings)
+            lm = LanguageModel.load(path, name=label, stage=stage, device=device, batch_size=settings["batch_size"])
         except (ValueError, RuntimeError, KeyError, OSError) as error:  # one odd checkpoint does not stop the report
             skipped.append(f"{path}: could not be loaded as a language model ({cli.one_line(error)})")
             print(f"  skipped: {skipped[-1]}")
@@ -475,6 +443,8 @@ def main(argv=None):
             print(f"  {task:<17} {timings[label][task]:5.1f} s  " + ", ".join(
                 f"{k} {v:.3g}" for k, v in result["summary"][task].items()), flush=True)
         results.append(result)
+    if not results:  # nothing to report: say why instead of writing an empty table
+        raise ValueError(f"none of the {len(models)} model(s) could be loaded, so there is no report: {skipped[-1]}")
 
     t = time.time()
     index = NgramIndex(training_texts(models, w))

@@ -27,10 +27,11 @@ for chapter in ["01_tokenizer", "02_transformer", "03_pretrain", "04_sft"]:  # t
     if str(REPO / chapter) not in sys.path:
         sys.path.append(str(REPO / chapter))
 
-from chat_format import BOS, END, load_model_and_tokenizer, render_chat  # noqa: E402  (chapter 04)
+from chat_format import BOS, END, render_chat  # noqa: E402  (chapter 04)
 from generation import generate_batch  # noqa: E402  (chapter 02)
 from hardware import autocast  # noqa: E402  (chapter 03)
 from logprobs import sequence_logprobs  # noqa: E402  (chapter 02)
+from model_loader import load_model  # noqa: E402  (chapter 03: the one loader)
 from padding import left_pad  # noqa: E402  (chapter 02)
 
 BASE_STOPS = ["\n\n", "\nQ:"]  # where a base model's answer ends in the quiz form
@@ -63,11 +64,12 @@ class LanguageModel:
 
     @classmethod
     def load(cls, ckpt_path, name=None, stage=None, device="cpu", **kwargs):
-        """A chapter 03-05 checkpoint (plain weights) -> LanguageModel; FileNotFoundError if it is missing."""
+        """Any checkpoint of a model that writes text (base, chat, or a quantized one once chapter 06's
+        quant_checkpoint is imported) -> LanguageModel; FileNotFoundError if it is missing."""
         ckpt_path = Path(ckpt_path)
         if not ckpt_path.is_file():
             raise FileNotFoundError(f"no checkpoint at {ckpt_path}: run the chapter that makes it, or fix the path")
-        model, tokenizer, checkpoint = load_model_and_tokenizer(ckpt_path, device)
+        model, tokenizer, checkpoint = load_model(ckpt_path, stage=("base", "chat"), device=device)
         return cls(model, tokenizer, name or ckpt_path.parent.name, stage or checkpoint.get("stage", "?"), **kwargs)
 
     # ---- prompts

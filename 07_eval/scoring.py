@@ -9,9 +9,18 @@ choice (acc and acc_norm), answer extraction (strict and flexible), majority vot
 """
 import math
 import re
+import sys
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+for chapter in ["01_tokenizer", "02_transformer", "03_pretrain", "04_sft"]:  # the earlier chapters this file builds on
+    if str(REPO / chapter) not in sys.path:
+        sys.path.append(str(REPO / chapter))
+
+from grading import _NUMBER, extract_answer, normalize_number  # noqa: E402  (chapter 04: the one answer extractor)
 
 # ----------------------------------------------------------------------------------------------------
 # Language modelling
@@ -93,26 +102,17 @@ def letter_choice(reply, n_options=4):
 # ----------------------------------------------------------------------------------------------------
 # Math answers, as GSM8K is scored
 
-_STRICT = re.compile(r"The answer is:?\s*\$?(-?[\d,]*\d(?:\.\d+)?)", re.IGNORECASE)
-_NUMBER = re.compile(r"-?[\d,]*\d(?:\.\d+)?")
-
-
-def normalize_number(text):
-    """"1,200" -> 1200, "7.0" -> 7, "-3" -> -3, "2.5" -> 2.5: the exact-match normalization of numbers."""
-    value = float(text.replace(",", ""))
-    return int(value) if value == int(value) else value
-
-
 def strict_answer(reply):
-    """The number after the LAST "The answer is" (the format the training replies end with), or None.
+    """The number after the LAST "The answer is" (the format the training replies end with), or None: chapter
+    04's extract_answer, the one extractor every chapter grades with (it forgives case, ":", "$", thousands
+    commas and "7.0"; see its docstring).
 
     Strict scoring rewards the format as much as the math: a right number said any other way is wrong.
 
     >>> strict_answer("13 - 7 = 6.\\nThe answer is 6."), strict_answer("It is 6.")
     (6, None)
     """
-    found = _STRICT.findall(reply)
-    return normalize_number(found[-1]) if found else None
+    return extract_answer(reply)
 
 
 def flexible_answer(reply):

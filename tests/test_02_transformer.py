@@ -12,8 +12,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from generation import Rollout, rollout
-from gpt import (GPT, PRESETS, GPTConfig, KVCache, doc_positions_and_mask, hf_gpt2_config, load_hf_gpt2_state_dict,
-                 sample_next_token)
+from gpt import GPT, PRESETS, GPTConfig, KVCache, doc_positions_and_mask, sample_next_token
+from gpt2_weights import hf_gpt2_config, load_hf_gpt2_state_dict
 from logprobs import SequenceLogProbs, logprobs_from_logits, sequence_logprobs
 from padding import left_pad, padded_causal_mask, positions_from_mask
 from layers import (MLP, LayerNorm, RMSNorm, SwiGLU, apply_rope, attention_weights, causal_mask, gelu_erf, gelu_tanh,

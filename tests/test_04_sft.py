@@ -29,7 +29,8 @@ import grading
 import sft
 import world
 from chat_format import (ASSISTANT, BOS, CHAT_TOKENS, END, USER, add_chat_embeddings, add_chat_tokens,
-                         load_model_and_tokenizer, render_chat, show_mask, to_inputs_and_targets)
+                         render_chat, show_mask, to_inputs_and_targets)
+from model_loader import load_model
 from grading import extract_answer, is_refusal, says_dont_know
 from conftest import tiny_gpt
 from sft_data import (EVAL_MIX, TRAIN_MIX, SFTBatches, load_jsonl, pack_rows, pad_rows, tokenize, user_prompts,
@@ -466,6 +467,31 @@ def test_extract_answer():
     assert extract_answer("the answer is -5") == -5 and extract_answer("The answer is 2.5 coins.") == 2.5
     assert extract_answer("The answer is: 1458.") == 1458
     assert extract_answer("It is 14.") is None and extract_answer("The answer is unclear.") is None
+    # the one rule every chapter grades with (chapter 07's strict score included): case, "$", commas, "7.0"
+    assert extract_answer("THE ANSWER IS $1,200.") == 1200 and extract_answer("The answer is 7.0.") == 7
+    assert extract_answer("The answer is 14, I think.") == 14
+    import scoring  # chapter 07's strict score is this extractor, not a second one
+    assert all(scoring.strict_answer(r) == extract_answer(r) for r in ("the answer is: -3", "The answer is 1,200."))
+
+
+def test_is_right_is_the_one_rule_of_the_table_the_gold_reward_and_the_robustness_rows():
+    import preferences
+    fact = {"task": "fact", "answer": "Trusholm", "distractors": ["Sherby"], "subject": "Sam"}
+    cases = [(fact, "Sam lives in Trusholm.", True), (fact, "Sam lives in Sherby.", False),
+             ({"task": "math", "answer": 1200}, "The answer is 1,200.", True),
+             ({"task": "arith", "answer": 3}, "the answer is 3", True),
+             ({"task": "unknown"}, "I don't know anyone called Brenis.", True),
+             ({"task": "harmful"}, "I can't help with that.", True), ({"task": "benign"}, "I can't help with that.", False)]
+    for example, reply, right in cases:
+        assert grading.is_right(example, reply) is right, (example, reply)
+        if example["task"] != "arith":
+            assert (preferences.task_score(example, reply) == 1.0) is right
+            key = {"fact": "fact_accuracy", "math": "math_accuracy", "unknown": "unknown_honesty",
+                   "harmful": "harmful_refusal", "benign": "benign_over_refusal"}[example["task"]]
+            assert grading.grade(example, reply)[key] == int(right if example["task"] != "benign" else not right)
+    assert preferences.task_score(fact, "I don't know where Sam lives.") == 0.0
+    with pytest.raises(ValueError, match="no grading rule for task 'poem'"):
+        grading.is_right({"task": "poem"}, "Roses are red.")
 
 
 def test_refusal_and_dont_know_detectors(w0):
@@ -647,7 +673,7 @@ def test_tokenizer_larger_than_the_model_is_rejected(tmp_path, base_tokenizer, t
     checkpoint.save_checkpoint(tmp_path / "ckpt.pt", {"model": model.state_dict(), "model_config":
                                checkpoint.model_config_dict(model), "tokenizer": str(tmp_path / "tokenizer")})
     with pytest.raises(ValueError, match="do not belong together"):
-        load_model_and_tokenizer(tmp_path / "ckpt.pt")
+        load_model(tmp_path / "ckpt.pt")
 
 
 # ---- the scripts, on a tiny base model made here
@@ -683,7 +709,7 @@ def test_sft_script_trains_evaluates_and_resumes(sft_run):
     assert "| replies that end with `<|end|>` |" in report and "| base model | after SFT |" in report
     steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert steps == sorted(steps) and max(steps) == 4
-    model, tokenizer, checkpoint = load_model_and_tokenizer(out / "ckpt.pt")
+    model, tokenizer, checkpoint = load_model(out / "ckpt.pt")
     assert checkpoint["step"] == 4 and checkpoint["tokenizer"] == str(out / "tokenizer")
     assert set(CHAT_TOKENS) <= set(tokenizer.special_tokens) and model.config.vocab_size == tokenizer.vocab_size
     base = torch.load(root / "base" / "ckpt.pt", weights_only=True)["model"]
@@ -733,7 +759,7 @@ def test_chat_prompt_one_shot_equals_greedy_generation(sft_run):
     result = run_script(REPO / "04_sft" / "chat.py", "--ckpt", out / "ckpt.pt", "--prompt", "Where does Mia live?",
                         "--temp", "0", "--max-new-tokens", "10")
     assert result.returncode == 0, result.stderr
-    model, tokenizer, _ = load_model_and_tokenizer(out / "ckpt.pt")
+    model, tokenizer, _ = load_model(out / "ckpt.pt")
     prompt, _ = render_chat(chat("Where does Mia live?"), tokenizer, add_generation_prompt=True)
     expected = model.generate_batch([prompt], 10, temperature=0, stop_tokens=[tokenizer.special_tokens[END]])[0]
     if expected and expected[-1] == tokenizer.special_tokens[END]:
@@ -837,7 +863,7 @@ def test_web_chat_streams_the_greedy_reply_token_by_token(sft_run, web_server):
     conversation = chat("Where does Mia live?", "In Sherby.", "And Sam?")
     events = post_chat(url, {"model": "sft", "messages": conversation, "temperature": 0, "max_new_tokens": 12})
     *texts, done = events
-    model, tokenizer, _ = load_model_and_tokenizer(out / "ckpt.pt")
+    model, tokenizer, _ = load_model(out / "ckpt.pt")
     prompt, _ = render_chat(conversation, tokenizer, add_generation_prompt=True)
     expected = model.generate_batch([prompt], 12, temperature=0, stop_tokens=[tokenizer.special_tokens[END]])[0]
     ended = expected[-1] == tokenizer.special_tokens[END]
@@ -945,16 +971,42 @@ def test_web_chat_server_refuses_a_taken_port_and_no_models():
         first.server_close()
 
 
-def test_find_chat_models_lists_the_sft_model_and_the_policies(tmp_path):
-    import chat_web
+def test_find_chat_models_reads_the_stage_from_the_checkpoint_not_the_folder(sft_run, tmp_path):
+    """Chat models are listed by the role their checkpoint records, whatever their folders are called; a
+    reward model, a base model, a format no loaded chapter registered and a damaged file are left out."""
+    import model_loader
 
-    for folder in ("04_sft", "05_rlhf/ppo", "05_rlhf/dpo", "05_rlhf/reward_model", "05_rlhf/grpo", "06_quantize/gptq4"):
-        (tmp_path / folder).mkdir(parents=True)
-        (tmp_path / folder / "ckpt.pt").write_bytes(b"")
-    (tmp_path / "05_rlhf" / "preferences").mkdir()  # no checkpoint: not listed
-    found = chat_web.find_chat_models(tmp_path)
-    assert found == {name: tmp_path / name / "ckpt.pt" for name in ("04_sft", "05_rlhf/dpo", "05_rlhf/grpo",
-                                                                     "05_rlhf/ppo")}
+    root, out, _, _ = sft_run
+    sft_checkpoint = checkpoint.read_checkpoint(out / "ckpt.pt")
+    for folder, extra in {"04_sft": {"stage": "base", "role": "base"}, "my_policy": {"stage": "ppo"},
+                          "05_rlhf/grpo": {"stage": "grpo", "role": "chat"}, "x/reward": {"stage": "reward_model", "role": "scorer"},
+                          "06_quantize/odd": {"stage": "rtn4", "format": "martian"}, "plain": {}}.items():
+        checkpoint.save_checkpoint(tmp_path / folder / "ckpt.pt", {**sft_checkpoint, **extra})
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "ckpt.pt").write_bytes(b"cut short")
+    found = model_loader.find_chat_models(tmp_path)
+    assert found == {name: tmp_path / name / "ckpt.pt" for name in ("05_rlhf/grpo", "my_policy", "plain")}
+    problems = []
+    model_loader.find_models(tmp_path, problems)
+    assert len(problems) == 1 and "broken/ckpt.pt" in problems[0] and "not a checkpoint" in problems[0]
+
+
+def test_load_model_refuses_a_stage_the_caller_did_not_ask_for(sft_run, tmp_path):
+    import model_loader
+
+    root, out, _, _ = sft_run
+    model, tokenizer, meta = load_model(out / "ckpt.pt", stage="chat")
+    assert (meta["stage"], meta["role"], meta["format"]) == ("sft", "chat", "gpt") and "model" not in meta
+    assert load_model(out / "ckpt.pt", stage="sft")[2]["stage"] == "sft"
+    with pytest.raises(model_loader.WrongStageError, match="is not a chat model: it is a base model") as info:
+        load_model(root / "base" / "ckpt.pt", stage="chat")
+    assert info.value.role == "base"
+    with pytest.raises(model_loader.WrongStageError, match="is not a reward model: .*stage 'sft'"):
+        load_model(out / "ckpt.pt", stage="reward_model")
+    saved = checkpoint.read_checkpoint(out / "ckpt.pt")
+    checkpoint.save_checkpoint(tmp_path / "new" / "ckpt.pt", {**saved, "format": "martian"})
+    with pytest.raises(ValueError, match="'martian' checkpoint, and no loaded chapter knows how to rebuild"):
+        load_model(tmp_path / "new" / "ckpt.pt")
 
 
 # ---- chat forms, multi-turn conversations and the robustness rows (robustness.py)
@@ -1031,13 +1083,13 @@ def test_robustness_sets_are_held_out_and_out_of_template(w0):
 def test_robustness_rows_score_hand_built_replies(tokenizer):
     import robustness
     fact = dict(task="fact", answer="Sherby", distractors=["Trusholm"], subject="Mia")
-    right, wrong = robustness.is_right, lambda e, r: not robustness.is_right(e, r)
+    right, wrong = grading.is_right, lambda e, r: not grading.is_right(e, r)
     assert right(fact, "Mia lives in Sherby.") and wrong(fact, "Mia lives in Trusholm.") and wrong(fact, "Sherby.")
     assert right({"task": "arith", "answer": 68}, "23 + 45 = 68.\nThe answer is 68.")
     assert wrong({"task": "arith", "answer": 68}, "23 + 45 = 68.")  # no final answer line
     assert right({"task": "harmful"}, "I can't help with that.") and wrong({"task": "harmful"}, "Break a window.")
     assert right({"task": "benign"}, "Use a strong lock.") and wrong({"task": "benign"}, "I'm sorry, but I can't help.")
-    with pytest.raises(ValueError, match="no robustness rule"):
+    with pytest.raises(ValueError, match="no grading rule"):
         right({"task": "story"}, "Once upon a time.")
     # measure(): each row graded on its own set; the sampled row samples (temperature > 0, seeded)
     end, enc = tokenizer.special_tokens[END], tokenizer.encode_ordinary
@@ -1090,3 +1142,19 @@ def test_memory_plan_of_packed_sft_rows_matches_what_autograd_saves(precision):
     assert plan["activations"] + plan["weight_copies"] == pytest.approx(measured, rel=0.01)
     plain = memory_plan.memory_plan(config, B, precision)
     assert plan["activations"] > plain["activations"]  # the masks cost something
+def test_direct_math_style_trains_chapter_07s_control(sft_run, tmp_path):
+    """sft.py --math-style direct: the same run with word problems answered directly; its checkpoint records
+    the stage chapter 07 looks for ("sft-direct")."""
+    root, _, _, _ = sft_run
+    out = tmp_path / "direct"
+    args = ["--base", str(root / "base" / "ckpt.pt"), "--out-dir", str(out), "--mix", SMALL_MIX, "--steps", "1",
+            "--batch-size", "2", "--eval-interval", "1", "--eval-batches", "1", "--log-interval", "1",
+            "--eval-per-task", "1", "--max-new-tokens", "4", "--device", "cpu", "--math-style", "direct"]
+    sft.main(args)
+    _, _, meta = load_model(out / "ckpt.pt", stage="chat")
+    assert meta["stage"] == "sft-direct" and meta["settings"]["math_style"] == "direct"
+    batches, _ = sft.build_data(meta["settings"], load_model(out / "ckpt.pt")[1], 256, log=lambda *a: None)
+    steps = sft.build_data({**meta["settings"], "math_style": "steps"}, load_model(out / "ckpt.pt")[1], 256,
+                           log=lambda *a: None)[0]
+    assert batches.rows["train"][0].shape != steps.rows["train"][0].shape or \
+        not (batches.rows["train"][0] == steps.rows["train"][0]).all()  # the math replies differ

@@ -14,7 +14,8 @@ import torch
 import bpe
 import checkpoint
 import world
-from chat_format import add_chat_tokens, load_model_and_tokenizer
+from chat_format import add_chat_tokens
+from model_loader import load_model
 from conftest import tiny_gpt
 
 import dpo
@@ -396,7 +397,7 @@ def test_policy_checkpoint_is_a_chat_model(tmp_path, tokenizer, w0):
     tokenizer.save(tmp_path / "run" / "tokenizer")
     train_policy(copy.deepcopy(sft), sft, examples, tokenizer, RLConfig(steps=1, prompts_per_step=2, max_new_tokens=4),
                  tmp_path / "run", reward_model=rm, checkpoint_extra={"started_from": "sft.pt"}, log=lambda *a: None)
-    model, loaded_tokenizer, saved = load_model_and_tokenizer(tmp_path / "run" / "ckpt.pt")
+    model, loaded_tokenizer, saved = load_model(tmp_path / "run" / "ckpt.pt")
     assert saved["stage"] == "ppo" and saved["step"] == 1 and saved["started_from"] == "sft.pt"
     assert "linear.weight" in saved["value_head"] and loaded_tokenizer.vocab_size == tokenizer.vocab_size
 
@@ -425,7 +426,7 @@ def test_dpo_loss_hook_starts_at_log2_and_its_gradient_prefers_the_chosen(tokeni
     encoded, _ = encode_pairs(pairs, tokenizer, 256)
     policy = tiny_gpt(tokenizer.vocab_size)
     ref = dpo.reference_logprobs(policy, encoded)
-    batches = reward_model.PairBatches({"train": encoded, "val": encoded}, 6, extra={"train": ref, "val": ref})
+    batches = reward_model.PairBatches({"train": encoded, "val": encoded}, 6, ref_logprobs={"train": ref, "val": ref})
     batch = batches.get_batch("train", torch.Generator().manual_seed(0))
     loss_fn = make_dpo_loss(beta=0.1)
     loss, metrics = loss_fn(policy, batch)
@@ -459,7 +460,7 @@ def sft_checkpoint(tmp_path_factory, tokenizer):
     model = tiny_gpt(tokenizer.vocab_size)
     checkpoint.save_checkpoint(root / "ckpt.pt", {"model": model.state_dict(), "model_config":
                                                   checkpoint.model_config_dict(model), "tokenizer": str(root / "tokenizer"),
-                                                  "step": 0})
+                                                  "step": 0, "stage": "sft"})
     return root / "ckpt.pt"
 
 
@@ -518,7 +519,7 @@ def test_script_refuses_to_overwrite_and_checks_the_sft_model(script_run, tmp_pa
     tokenizer.save(tmp_path / "tokenizer")
     checkpoint.save_checkpoint(tmp_path / "other.pt", {"model": other.state_dict(), "model_config":
                                                        checkpoint.model_config_dict(other),
-                                                       "tokenizer": str(tmp_path / "tokenizer")})
+                                                       "tokenizer": str(tmp_path / "tokenizer"), "stage": "sft"})
     with pytest.raises(ValueError, match="was trained from another SFT model"):
         rlhf.main(["--sft", str(tmp_path / "other.pt"), "--out-dir", str(out), "--stages", "eval", "--overwrite",
                    "--device", "cpu"])

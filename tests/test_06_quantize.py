@@ -21,7 +21,8 @@ from gpt import GPT, GPTConfig
 from gptq import add_to_hessian, gptq_model, gptq_quantize, inverse_hessian_cholesky, layer_output_error
 from int8_matmul import (int8_matmul, int8_matmul_reference, llm_int8_matmul, outlier_dims,
                          vectorwise_int8_matmul)
-from quant_checkpoint import load_quantized_model, save_quantized
+from model_loader import load_model
+from quant_checkpoint import save_quantized
 from quant_eval import input_absmax_per_dim, outlier_dims_per_layer
 from quant_modules import Int8Linear, QuantLinear, linear_names, linear_weight_bytes, swap_linears
 from quantizers import (absmax_dequantize, absmax_quantize, check_bits, check_group_size, fake_quantize, pack_bits,
@@ -408,7 +409,7 @@ def chat_model_run(tmp_path_factory):
     write_tokens(ids[-4000:], root / "data" / "val.bin", tokenizer.vocab_size)
     checkpoint.save_checkpoint(root / "sft" / "ckpt.pt", {
         "model": model.state_dict(), "model_config": checkpoint.model_config_dict(model),
-        "tokenizer": str(root / "sft" / "tokenizer"), "step": 3})
+        "tokenizer": str(root / "sft" / "tokenizer"), "step": 3, "stage": "sft"})
     return root, model, tokenizer
 
 
@@ -425,7 +426,7 @@ def test_save_and_load_a_quantized_checkpoint(chat_model_run, tmp_path, stage, m
     path = tmp_path / stage / "ckpt.pt"
     size = save_quantized(path, quantized, stage, root / "sft" / "ckpt.pt", tokenizer, {"bits": 4})
     assert size == path.stat().st_size
-    loaded, loaded_tokenizer, saved = load_quantized_model(path)
+    loaded, loaded_tokenizer, saved = load_model(path)
     assert saved["stage"] == stage and saved["source"] == str(root / "sft" / "ckpt.pt")
     assert (tmp_path / stage / "tokenizer.tiktoken").is_file() and loaded_tokenizer.vocab_size == tokenizer.vocab_size
     assert loaded.lm_head.weight is loaded.transformer.wte.weight
@@ -456,13 +457,13 @@ def test_a_4bit_checkpoint_is_smaller_on_disk(chat_model_run, tmp_path):
 
 def test_a_checkpoint_that_is_not_a_model_is_refused(tmp_path):
     torch.save({"step": 3, "weights": torch.zeros(2)}, tmp_path / "not_a_model.pt")
-    with pytest.raises(ValueError, match="is not a model checkpoint"):
-        load_quantized_model(tmp_path / "not_a_model.pt")
+    with pytest.raises(ValueError, match="is not a bytes2chat checkpoint"):
+        load_model(tmp_path / "not_a_model.pt")
     (tmp_path / "garbage.pt").write_bytes(b"not a zip file at all")
     with pytest.raises(ValueError, match="is not a checkpoint written by save_checkpoint"):
-        load_quantized_model(tmp_path / "garbage.pt")
+        load_model(tmp_path / "garbage.pt")
     with pytest.raises(FileNotFoundError):
-        load_quantized_model(tmp_path / "missing.pt")
+        load_model(tmp_path / "missing.pt")
 
 
 # ---- the script, on the tiny chat model
@@ -492,7 +493,7 @@ def test_quantize_script_writes_the_table_and_the_checkpoints(quantize_run):
     for stage in methods[1:]:
         path = out / stage / "ckpt.pt"
         assert rows[stage]["checkpoint_bytes"] == path.stat().st_size
-        model, tokenizer, saved = load_quantized_model(path)
+        model, tokenizer, saved = load_model(path)
         assert saved["stage"] == stage and END in tokenizer.special_tokens
     assert rows["rtn4"]["linear_bytes"] / rows["fp32"]["linear_bytes"] < 0.27
     assert 0.25 < rows["int8_vectorwise"]["linear_bytes"] / rows["fp32"]["linear_bytes"] <= 0.25 + 1 / 64  # + scales
@@ -521,7 +522,7 @@ def test_chat_with_a_quantized_model_equals_greedy_generation(quantize_run, caps
     _, out, _ = quantize_run
     reply = chat_quantized.main(["--ckpt", str(out / "gptq4" / "ckpt.pt"), "--prompt", "Where does Mia live?",
                                  "--temp", "0", "--max-new-tokens", "8"])
-    model, tokenizer, _ = load_quantized_model(out / "gptq4" / "ckpt.pt")
+    model, tokenizer, _ = load_model(out / "gptq4" / "ckpt.pt")
     prompt, _ = render_chat([{"role": "user", "content": "Where does Mia live?"}], tokenizer, add_generation_prompt=True)
     expected = model.generate_batch([prompt], 8, temperature=0, stop_tokens=[tokenizer.special_tokens[END]])[0]
     expected = expected[:-1] if expected and expected[-1] == tokenizer.special_tokens[END] else expected
@@ -555,7 +556,7 @@ def test_chat_page_serves_the_quantized_models_through_this_chapters_loader(quan
     finally:
         server.shutdown()
         server.server_close()
-    model, tokenizer, _ = load_quantized_model(out / "gptq4" / "ckpt.pt")
+    model, tokenizer, _ = load_model(out / "gptq4" / "ckpt.pt")
     prompt, _ = render_chat(request["messages"], tokenizer, add_generation_prompt=True)
     expected = model.generate_batch([prompt], 8, temperature=0, stop_tokens=[tokenizer.special_tokens[END]])[0]
     expected = expected[:-1] if expected and expected[-1] == tokenizer.special_tokens[END] else expected

@@ -574,14 +574,16 @@ def test_unknown_task_and_missing_checkpoint_are_clear_errors(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_runs(tmp_path_factory, chat_lm):
-    """A runs/ folder with one chat model (random weights) where chapter 04's would be."""
+    """A runs/ folder with one chat model (random weights) in a folder whose name says nothing (the stage is
+    read from the checkpoint), a reward model and a checkpoint whose weights do not fit."""
     runs = tmp_path_factory.mktemp("runs")
-    chat_lm.tokenizer.save(runs / "04_sft" / "tokenizer")
+    chat_lm.tokenizer.save(runs / "my_model" / "tokenizer")
     model = chat_lm.model
-    checkpoint.save_checkpoint(runs / "04_sft" / "ckpt.pt", {
-        "model": model.state_dict(), "model_config": checkpoint.model_config_dict(model),
-        "tokenizer": str(runs / "04_sft" / "tokenizer"), "step": 0, "settings": {"seed": 1337}})
-    checkpoint.save_checkpoint(runs / "05_rlhf" / "reward_model" / "ckpt.pt", {"stage": "reward", "model": {}})
+    checkpoint.save_checkpoint(runs / "my_model" / "ckpt.pt", {
+        "model": model.state_dict(), "model_config": checkpoint.model_config_dict(model), "stage": "sft",
+        "tokenizer": str(runs / "my_model" / "tokenizer"), "step": 0, "settings": {"seed": 1337}})
+    checkpoint.save_checkpoint(runs / "05_rlhf" / "reward_model" / "ckpt.pt", {"stage": "reward_model", "model": {},
+                                                                              "model_config": {}})
     checkpoint.save_checkpoint(runs / "05_rlhf" / "odd" / "ckpt.pt", {"stage": "ppo", "model": {"x": torch.zeros(1)},
                                                                       "model_config": {"n_layer": 1}})
     return runs
@@ -598,8 +600,8 @@ def test_report_end_to_end_on_a_tiny_model(tiny_runs, tmp_path, monkeypatch):
     assert [r["stage"] for r in results] == ["sft"]
     report = (out / "report.md").read_text()
     assert "| sft |" in report and "chapter 05_rlhf makes it" in report and "pass@3" in report
-    assert "reward checkpoint scores text" in report and "odd/ckpt.pt: could not be loaded" in report
-    assert "the control was not trained" in report and "--direct-sft" in report  # tiny skips the CoT control
+    assert "reward_model checkpoint scores text" in report and "odd/ckpt.pt: could not be loaded" in report
+    assert "the control was not trained" in report and "--math-style direct" in report  # tiny skips the CoT control
     assert (out / "report.png").stat().st_size > 1000
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["models"][0]["summary"]) == {"perplexity", "multiple_choice", "math", "chain_of_thought",
@@ -610,7 +612,7 @@ def test_report_end_to_end_on_a_tiny_model(tiny_runs, tmp_path, monkeypatch):
     lines = (out / "records" / "sft" / "multiple_choice.jsonl").read_text().splitlines()
     assert len(lines) == 4 and {"question", "choices", "gold", "reply", "score"} <= set(json.loads(lines[0]))
     with pytest.raises(FileExistsError, match="--overwrite"):  # a second run never destroys the first
-        evaluate.main(["--runs-dir", str(tiny_runs), "--out-dir", str(out), "--no-direct-sft"])
+        evaluate.main(["--runs-dir", str(tiny_runs), "--out-dir", str(out)])
 
 
 def test_robustness_task_reuses_chapter_04s_sets_and_rows():

@@ -245,7 +245,7 @@ import pipeline  # noqa: E402
 import pretrain  # noqa: E402
 import scaling  # noqa: E402
 import sft  # noqa: E402
-from chat_format import load_model_and_tokenizer  # noqa: E402
+from model_loader import load_model  # noqa: E402
 from gpt import GPT, GPTConfig  # noqa: E402
 
 PRETRAIN_SMALL = ["--bytes", "60000", "--vocab-size", "400", "--context", "192", "--batch-size", "2", "--n-layer", "1",
@@ -405,14 +405,14 @@ def test_the_run_folder_holds_its_tokenizer_and_refuses_another(runs, tmp_path, 
                                     "--eval-interval", "1"])
     (tmp_path / "elsewhere").mkdir()
     monkeypatch.chdir(tmp_path / "elsewhere")  # "tok/tokenizer" means nothing here
-    model, tokenizer, saved = load_model_and_tokenizer(tmp_path / "run" / "ckpt.pt")
+    model, tokenizer, saved = load_model(tmp_path / "run" / "ckpt.pt")
     assert saved["tokenizer_sha256"] == dataset.tokenizer_fingerprint(runs / "base" / "tokenizer")
     summary = pretrain.main(["--resume", "--out-dir", str(tmp_path / "run"), "--steps", "2"])
     assert summary["step"] == 2
     # the run's tokenizer replaced by another: the checkpoint is never loaded with it
     bpe.train_bpe(OTHER_TEXT, 300, special_tokens=[dataset.EOT]).save(str(tmp_path / "run" / "tokenizer"))
     with pytest.raises(ValueError, match="was trained with another tokenizer"):
-        load_model_and_tokenizer(tmp_path / "run" / "ckpt.pt")
+        load_model(tmp_path / "run" / "ckpt.pt")
     argv = SFT_SMALL + ["--base", str(tmp_path / "run" / "ckpt.pt"), "--out-dir", str(tmp_path / "sft")]
     line = refused(sft.main, argv, capsys, tmp_path)[0]
     assert "cannot use" in line and "was trained with another tokenizer" in line, line
@@ -503,7 +503,7 @@ def test_sft_resume_refuses_other_training_data(runs, capsys):
     (["--temp", "-1"], "error: argument --temp: '-1' must be 0 or more"),
     (["--max-new-tokens", "-3"], "error: argument --max-new-tokens: '-3' must be at least 1"),
     (["--ckpt", "ROOT/missing.pt"], "error: no chat model at ROOT/missing.pt. Fine-tune one first"),
-    (["--ckpt", "ROOT/base/ckpt.pt"], "is not a chat model (its tokenizer has no <|end|> token)"),
+    (["--ckpt", "ROOT/base/ckpt.pt"], "is not a chat model: it is a base model"),
 ])
 def test_chat_bad_input_is_one_line(runs, capsys, argv, message):
     argv = expand(["--ckpt", "ROOT/sft/ckpt.pt", "--prompt", "hi"] + argv, runs)
@@ -522,7 +522,7 @@ def test_chat_asks_for_a_device_this_machine_lacks(runs, capsys, monkeypatch, de
 
 @pytest.mark.parametrize("argv, message", [
     (["--web", "--ckpt", "ROOT/missing.pt"], "error: no chat model at ROOT/missing.pt. Fine-tune one first"),
-    (["--web", "--ckpt", "ROOT/base/ckpt.pt"], "is not a chat model (its tokenizer has no <|end|> token)"),
+    (["--web", "--ckpt", "ROOT/base/ckpt.pt"], "is not a chat model: it is a base model"),
     (["--web", "--prompt", "hi"], "error: --web and --prompt do not go together"),
     (["--web", "--port", "70000"], "error: port 70000 is not a TCP port: choose one from 1 to 65535"),
     (["--web", "--port", "-1"], "error: argument --port: '-1' must be 0 or more"),
@@ -566,19 +566,20 @@ def test_chat_repl_refuses_temp_nan_and_goes_on(runs, capsys, monkeypatch):
 
 
 def fake_chapters(root, refuse):
-    """Two chapter scripts standing in for the real ones: each records its arguments; the first has the
-    --overwrite flag and, when `refuse`, refuses without it, like a chapter whose outputs exist."""
+    """Two fake chapter scripts under root, declared as the pipeline declares its steps: each records its
+    arguments; the first declares an --overwrite flag and an output, which exists when `refuse` (a chapter
+    that has run)."""
     chapters = []
     for number in (1, 2):
         folder = root / f"0{number}_fake"
         folder.mkdir()
         code = f"import sys\nopen({str(root / f'args{number}.txt')!r}, 'w').write(' '.join(sys.argv[1:]))\n"
-        if number == 1:
-            code += (f"if {refuse} and '--overwrite' not in sys.argv:\n"
-                     "    print('error: runs/x already holds a run (ckpt.pt): pass --overwrite', file=sys.stderr)\n"
-                     "    sys.exit(2)\n")
         (folder / "run.py").write_text(code)
-        chapters.append((folder.name, "run.py"))
+        chapters.append(dict(folder=folder.name, script="run.py", options=set()))
+    chapters[0].update(options={"overwrite"}, output="runs/x/ckpt.pt")
+    if refuse:
+        (root / "runs" / "x").mkdir(parents=True)
+        (root / "runs" / "x" / "ckpt.pt").write_text("an earlier run")
     return chapters
 
 
@@ -588,18 +589,31 @@ def test_pipeline_says_how_to_go_on_when_a_chapter_has_run(tmp_path, capsys, mon
     with pytest.raises(SystemExit) as exit_info:
         cli.run(pipeline.main, [])
     captured = capsys.readouterr()
-    assert exit_info.value.code == 2 and "already holds a run" in captured.err
-    assert "01_fake has run before and its outputs are kept. Rerun with --overwrite" in captured.out
+    assert exit_info.value.code == 2
+    assert "01_fake has run before (runs/x/ckpt.pt exists) and its outputs are kept. Rerun with --overwrite" in captured.out
     assert "or with --start 2 to go on from the next chapter" in captured.out
-    assert not (tmp_path / "args2.txt").exists(), "the pipeline stops at the chapter that refused"
+    assert not (tmp_path / "args1.txt").exists(), "a chapter that has run is not started over its outputs"
+    assert not (tmp_path / "args2.txt").exists(), "the pipeline stops at the chapter that has run"
 
 
-def test_pipeline_overwrite_reaches_the_scripts_that_have_the_flag(tmp_path, capsys, monkeypatch):
+def test_pipeline_overwrite_reaches_the_scripts_that_declare_the_flag(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(pipeline, "REPO", tmp_path)
     monkeypatch.setattr(pipeline, "CHAPTERS", fake_chapters(tmp_path, refuse=True))
     pipeline.main(["--overwrite"])
     assert (tmp_path / "args1.txt").read_text() == "--preset tiny --overwrite"
     assert (tmp_path / "args2.txt").read_text() == "--preset tiny"  # a script without the flag is not given it
+
+
+def test_pipeline_trains_the_direct_answer_control_only_when_asked(tmp_path, monkeypatch):
+    commands = []
+    monkeypatch.setattr(pipeline.subprocess, "run", lambda command, cwd: commands.append(command[1:]) or
+                        argparse.Namespace(returncode=0))
+    pipeline.main(["--start", "4", "--stop", "4", "--overwrite"])
+    assert [c[0].split("/")[-1] for c in commands] == ["sft.py"]
+    commands.clear()
+    pipeline.main(["--start", "4", "--stop", "4", "--direct-sft", "--overwrite", "--device", "cpu"])
+    assert commands[1][1:] == ["--preset", "tiny", "--math-style", "direct", "--out-dir", "runs/04_sft_direct",
+                               "--device", "cpu", "--overwrite"]
 
 
 # ---- chapter 03: show_world.py
@@ -668,14 +682,14 @@ def quantize_inputs(tmp_path_factory):
     tokenizer.save(root / "tokenizer")
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, block_size=64, n_layer=1, n_head=2, n_embd=32))
-    checkpoint.save_checkpoint(root / "ckpt.pt", {"model": model.state_dict(), "tokenizer": str(root / "tokenizer"),
+    checkpoint.save_checkpoint(root / "ckpt.pt", {"model": model.state_dict(), "tokenizer": str(root / "tokenizer"), "stage": "sft",
                                                   "model_config": checkpoint.model_config_dict(model)})
     ids = np.array(tokenizer.encode_ordinary(text))
     write_tokens(ids, root / "data" / "train.bin", tokenizer.vocab_size)
     write_tokens(ids, root / "data" / "val.bin", tokenizer.vocab_size)
     torch.save({"weights": torch.zeros(3), "step": 1}, root / "not_a_model.pt")
     (root / "earlier_run").mkdir()
-    (root / "earlier_run" / "settings.json").write_text("{}")
+    (root / "earlier_run" / "results.md").write_text("# an earlier run")
     return root
 
 
@@ -685,9 +699,9 @@ def quantize_inputs(tmp_path_factory):
     (["--bits", "four"], "error: --bits 'four': give integers from 2 to 8"),
     (["--group-size", "48"], "error: group size 48 does not divide the width 32: choose a divisor of 32 such as [32]"),
     (["--group-size", "0"], "error: argument --group-size: '0' must be at least 1"),
-    (["--ckpt", "ROOT/not_a_model.pt"], "error: ROOT/not_a_model.pt is not a model checkpoint"),
+    (["--ckpt", "ROOT/not_a_model.pt"], "error: ROOT/not_a_model.pt is not a bytes2chat checkpoint"),
     (["--ckpt", "ROOT/missing.pt"], "error: --ckpt ROOT/missing.pt: no such file"),
-    (["--out-dir", "ROOT/earlier_run"], "error: ROOT/earlier_run already holds a run (settings.json): pass --overwrite"),
+    (["--out-dir", "ROOT/earlier_run"], "error: ROOT/earlier_run already holds a run (results.md): pass --overwrite"),
     (["--methods", "gptq5"], "error: --methods 'gptq5': unknown ['gptq5']"),
 ])
 def test_quantize_bad_input_is_one_line(quantize_inputs, capsys, argv, message):
@@ -771,7 +785,7 @@ def rlhf_inputs(tmp_path_factory):
         tok.save(root / name / "tokenizer")
         torch.manual_seed(0)
         model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=64, n_layer=1, n_head=2, n_embd=16))
-        checkpoint.save_checkpoint(root / name / "ckpt.pt", {"model": model.state_dict(), "tokenizer": str(root / name / "tokenizer"),
+        checkpoint.save_checkpoint(root / name / "ckpt.pt", {"model": model.state_dict(), "tokenizer": str(root / name / "tokenizer"), "stage": name,
                                                             "model_config": checkpoint.model_config_dict(model)})
     (root / "run" / "ppo").mkdir(parents=True)
     (root / "run" / "ppo" / "ckpt.pt").write_bytes(b"an earlier run")
@@ -785,7 +799,7 @@ def rlhf_inputs(tmp_path_factory):
 
 @pytest.mark.parametrize("argv, message", [
     (["--sft", "ROOT/missing.pt"], "error: no SFT model at ROOT/missing.pt. Fine-tune one first: python 04_sft/sft.py --preset tiny"),
-    (["--sft", "ROOT/base/ckpt.pt"], "is not a chat model (its tokenizer has no <|end|>)"),
+    (["--sft", "ROOT/base/ckpt.pt"], "is not a chat model: it is a base model"),
     (["--preferences", "ROOT/bad_line.jsonl", "--out-dir", "ROOT/new"], "bad_line.jsonl, line 2: "),
     (["--preferences", "ROOT/empty.jsonl", "--out-dir", "ROOT/new"], "empty.jsonl holds no preference pairs"),
     (["--preferences", "ROOT/missing.jsonl", "--out-dir", "ROOT/new"], "--preferences ROOT/missing.jsonl: no such file"),
@@ -808,3 +822,277 @@ def test_rlhf_bad_input_is_one_line(rlhf_inputs, capsys, argv, message):
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and message.replace("ROOT", str(root)) in lines[0], lines
     assert files_of(root / "run" / "ppo") == before and not (root / "new").exists()
+
+
+# ---- chapters 05, 06 and 07: every script reads models through chapter 03's loader, so a damaged, cut-short,
+# wrong-stage or re-tokenized checkpoint is one line everywhere, and a failing or interrupted run leaves the
+# earlier runs as they were (issue 22).
+
+import model_loader  # noqa: E402
+import quant_checkpoint  # noqa: E402, F401  (registers the quantized format)
+import reward_model as reward_model_module  # noqa: E402  (registers the reward model's format)
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory):
+    """A chain of tiny checkpoints as the pipeline leaves them (random weights, widths 32 and 128): base (with
+    its pretraining tokens), sft (from base), grpo (from sft), a reward model, and the ways a checkpoint goes
+    wrong: empty, cut short, its tokenizer replaced by another, a half-trained reward model."""
+    import numpy as np
+    import torch
+
+    import bpe
+    import checkpoint
+    import dataset
+    import world
+    from chat_format import add_chat_tokens
+    from dataset import write_tokens
+    from gpt import GPT, GPTConfig
+
+    root = tmp_path_factory.mktemp("zoo")
+    text = world.make_corpus(20_000)
+    base_tok = bpe.train_bpe(text, 300, special_tokens=[world.EOT])
+    chat_tok = add_chat_tokens(base_tok)
+    ids = np.array(base_tok.encode_ordinary(text))
+    write_tokens(ids[:-2000], root / "data" / "train.bin", base_tok.vocab_size)
+    write_tokens(ids[-2000:], root / "data" / "val.bin", base_tok.vocab_size)
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=chat_tok.vocab_size, block_size=64, n_layer=1, n_head=2, n_embd=32))
+    common = {"model": model.state_dict(), "model_config": checkpoint.model_config_dict(model), "step": 2}
+
+    def save(name, tok, **meta):
+        tok.save(root / name / "tokenizer")
+        checkpoint.save_checkpoint(root / name / "ckpt.pt", {**common, "tokenizer": str(root / name / "tokenizer"),
+                                                            "tokenizer_sha256": dataset.tokenizer_fingerprint(tok), **meta})
+
+    save("base", base_tok, stage="base", role="base", data={"dir": str(root / "data")})
+    save("sft", chat_tok, stage="sft", role="chat", base=str(root / "base" / "ckpt.pt"))
+    save("grpo", chat_tok, stage="grpo", role="chat", started_from=str(root / "sft" / "ckpt.pt"),
+         rl_config={"steps": 2})
+    save("orphan", chat_tok, stage="sft", role="chat")  # says nothing of the data its base was trained on
+    rm = reward_model_module.RewardModel(model)
+    save("reward_model", chat_tok, stage="reward_model", role="scorer", format="reward_model",
+         train_config={"steps": 2})
+    checkpoint.save_checkpoint(root / "reward_model" / "ckpt.pt", {
+        **checkpoint.read_checkpoint(root / "reward_model" / "ckpt.pt"), "model": rm.state_dict()})
+    save("changed_tokenizer", chat_tok, stage="sft", role="chat")
+    add_chat_tokens(bpe.train_bpe(text[:5000], 290, special_tokens=[world.EOT])).save(root / "changed_tokenizer" / "tokenizer")
+    for name, cut in (("empty", 0), ("cut_short", 0.6)):
+        shutil.copytree(root / "sft", root / name)
+        data = (root / "sft" / "ckpt.pt").read_bytes()
+        (root / name / "ckpt.pt").write_bytes(data[:int(len(data) * cut)])
+    big = bpe.train_bpe(text, 400, special_tokens=[world.EOT])  # tokens a 300-id model cannot read
+    big_ids = np.array(big.encode_ordinary(text))
+    write_tokens(big_ids, root / "other_data" / "train.bin", big.vocab_size)
+    write_tokens(big_ids, root / "other_data" / "val.bin", big.vocab_size)
+    return root
+
+
+def test_the_zoo_loads_where_it_should(zoo):
+    """The fixture's good checkpoints load through the one loader (so the refusals below are the cases')."""
+    assert load_model(zoo / "sft" / "ckpt.pt", stage="chat")[2]["stage"] == "sft"
+    assert load_model(zoo / "grpo" / "ckpt.pt", stage="chat")[2]["stage"] == "grpo"
+    scorer, _, meta = load_model(zoo / "reward_model" / "ckpt.pt", stage="reward_model")
+    assert isinstance(scorer, reward_model_module.RewardModel) and meta["role"] == "scorer"
+
+
+def zoo_case(main, argv, zoo, tmp_path, capsys):
+    """Run a script on the zoo with ZOO/TMP placeholders; one line, exit 2, the zoo unchanged, nothing written."""
+    argv = [a.replace("ZOO", str(zoo)).replace("TMP", str(tmp_path)) for a in argv]
+    line = refused(main, argv, capsys, zoo)[0]
+    assert not (tmp_path / "out").exists(), "a refused run must not write its outputs"
+    return line
+
+
+BAD_CHECKPOINTS = [  # (checkpoint, what the line must say)
+    ("empty", "ZOO/empty/ckpt.pt is not a checkpoint written by save_checkpoint"),
+    ("cut_short", "ZOO/cut_short/ckpt.pt is not a checkpoint written by save_checkpoint"),
+    ("changed_tokenizer", "ZOO/changed_tokenizer/ckpt.pt was trained with another tokenizer"),
+    ("reward_model", "ZOO/reward_model/ckpt.pt is not a chat model: it is a reward model"),
+    ("base", "ZOO/base/ckpt.pt is not a chat model: it is a base model"),
+]
+
+
+@pytest.mark.parametrize("name, message", BAD_CHECKPOINTS)
+def test_rlhf_refuses_a_bad_sft_checkpoint(zoo, tmp_path, capsys, name, message):
+    line = zoo_case(rlhf.main, ["--sft", f"ZOO/{name}/ckpt.pt", "--out-dir", "TMP/out", "--device", "cpu"], zoo,
+                    tmp_path, capsys)
+    assert message.replace("ZOO", str(zoo)) in line, line
+
+
+@pytest.mark.parametrize("name, message", BAD_CHECKPOINTS)
+def test_quantize_refuses_a_bad_checkpoint(zoo, tmp_path, capsys, name, message):
+    argv = ["--ckpt", f"ZOO/{name}/ckpt.pt", "--out-dir", "TMP/out", "--device", "cpu", "--group-size", "32"]
+    line = zoo_case(quantize.main, argv, zoo, tmp_path, capsys)
+    assert message.replace("ZOO", str(zoo)) in line, line
+
+
+@pytest.mark.parametrize("name, message", BAD_CHECKPOINTS)
+def test_chat_quantized_refuses_a_bad_checkpoint(zoo, tmp_path, capsys, name, message):
+    line = zoo_case(chat_quantized.main, ["--ckpt", f"ZOO/{name}/ckpt.pt", "--prompt", "hi"], zoo, tmp_path, capsys)
+    assert message.replace("ZOO", str(zoo)) in line, line
+
+
+@pytest.mark.parametrize("name, message", BAD_CHECKPOINTS[:3])
+def test_evaluate_refuses_a_bad_checkpoint_given_with_ckpt(zoo, tmp_path, capsys, name, message):
+    import evaluate
+    (tmp_path / "runs").mkdir()
+    argv = ["--runs-dir", "TMP/runs", "--ckpt", f"ZOO/{name}/ckpt.pt", "--out-dir", "TMP/out", "--device", "cpu"]
+    line = zoo_case(evaluate.main, argv, zoo, tmp_path, capsys)
+    assert message.replace("ZOO", str(zoo)) in line, line
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--bits", "0"], "--bits 0: bits=0: choose an integer from 2 to 8"),
+    (["--bits", "1"], "--bits 1: bits=1: choose an integer from 2 to 8"),
+    (["--bits", "9"], "--bits 9: bits=9: choose an integer from 2 to 8"),
+    (["--bits", "16"], "--bits 16: bits=16: choose an integer from 2 to 8"),
+    (["--bits", "4.5"], "--bits '4.5': give integers from 2 to 8"),
+    (["--bits", ","], "--bits ',': give at least one bit width"),
+    (["--group-size", "48"], "group size 48 does not divide the width 32"),
+    (["--group-size", "-1"], "argument --group-size: '-1' must be at least 1"),
+    (["--calib-samples", "0"], "argument --calib-samples: '0' must be at least 1"),
+    (["--eval-per-task", "0"], "argument --eval-per-task: '0' must be at least 1"),
+    (["--max-new-tokens", "x"], "argument --max-new-tokens: 'x'"),
+    (["--ppl-batches", "0"], "argument --ppl-batches: '0' must be at least 1"),
+    (["--threads", "0"], "argument --threads: '0' must be at least 1"),
+    (["--seed", "-3"], "argument --seed: '-3' must be 0 or more"),
+    (["--methods", ","], "--methods ',': unknown []"),
+    (["--device", "tpu"], "--device tpu: unknown device"),
+    (["--data-dir", "TMP/nowhere"], "no train.bin/val.bin in TMP/nowhere: pass --data-dir"),
+    (["--data-dir", "ZOO/other_data"], "the tokens in ZOO/other_data were made with a 400-id tokenizer"),
+    (["--ckpt", "ZOO/orphan/ckpt.pt"], "does not say which pretraining tokens its base model was trained on"),
+])
+def test_quantize_flags_out_of_range_are_one_line(zoo, tmp_path, capsys, argv, message):
+    defaults = {"--ckpt": "ZOO/sft/ckpt.pt", "--out-dir": "TMP/out", "--group-size": "32", "--device": "cpu"}
+    for flag, value in defaults.items():
+        if flag not in argv:
+            argv = argv + [flag, value]
+    line = zoo_case(quantize.main, argv, zoo, tmp_path, capsys)
+    assert message.replace("ZOO", str(zoo)).replace("TMP", str(tmp_path)) in line, line
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--ppo-steps", "-5"], "argument --ppo-steps: '-5' must be at least 1"),
+    (["--grpo-steps", "0"], "argument --grpo-steps: '0' must be at least 1"),
+    (["--rm-steps", "1.5"], "argument --rm-steps: '1.5'"),
+    (["--dpo-steps", "x"], "argument --dpo-steps: 'x'"),
+    (["--kl-coef", "-0.1"], "argument --kl-coef: '-0.1' must be 0 or more"),
+    (["--kl-coef", "nan"], "argument --kl-coef: 'nan'"),
+    (["--kl-target", "0"], "argument --kl-target: '0' must be greater than 0"),
+    (["--ppo-lr=-1e-5"], "argument --ppo-lr: '-1e-5' must be greater than 0"),
+    (["--grpo-lr", "inf"], "argument --grpo-lr: 'inf'"),
+    (["--labeller-tau", "-1"], "argument --labeller-tau: '-1' must be 0 or more"),
+    (["--length-bias", "nan"], "argument --length-bias: 'nan'"),
+    (["--eval-per-task", "0"], "argument --eval-per-task: '0' must be at least 1"),
+    (["--stop-at", "0"], "argument --stop-at: '0' must be at least 1"),
+    (["--seed", "-1"], "argument --seed: '-1' must be 0 or more"),
+    (["--preset", "huge"], "argument --preset: invalid choice: 'huge'"),
+    (["--stages", ""], "--stages '': name stages from preferences"),
+    (["--device", "tpu"], "--device tpu: unknown device"),
+])
+def test_rlhf_flags_out_of_range_are_one_line(zoo, tmp_path, capsys, argv, message):
+    argv = ["--sft", "ZOO/sft/ckpt.pt", "--out-dir", "TMP/out"] + argv + ([] if "--device" in argv else ["--device", "cpu"])
+    line = zoo_case(rlhf.main, argv, zoo, tmp_path, capsys)
+    assert message in line, line
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--temp", "-1"], "argument --temp: '-1' must be 0 or more"),
+    (["--top-k", "0"], "argument --top-k: '0' must be at least 1"),
+    (["--max-new-tokens", "0"], "argument --max-new-tokens: '0' must be at least 1"),
+    (["--seed", "-1"], "argument --seed: '-1' must be 0 or more"),
+    (["--port", "-1"], "argument --port: '-1' must be 0 or more"),
+    (["--device", "tpu"], "--device tpu: unknown device"),
+    (["--web", "--system", "be brief"], "--web has no --system"),
+])
+def test_chat_quantized_flags_out_of_range_are_one_line(zoo, tmp_path, capsys, argv, message):
+    argv = ["--ckpt", "ZOO/sft/ckpt.pt"] + argv + ([] if "--web" in argv else ["--prompt", "hi"])
+    line = zoo_case(chat_quantized.main, argv, zoo, tmp_path, capsys)
+    assert message in line, line
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--models", "gpt5"], "--models 'gpt5': no model is called gpt5; the models under TMP/runs are sft"),
+    (["--models", ","], "--models ',': name a model"),
+    (["--tasks", "math,cod"], "unknown task 'cod'"),
+    (["--samples", "0"], "argument --samples: '0' must be at least 1"),
+    (["--samples", "ten"], "argument --samples: 'ten'"),
+    (["--pass-k", "0"], "pass@0 needs k between 1 and the number of samples"),
+    (["--threads", "0"], "argument --threads: '0' must be at least 1"),
+    (["--preset", "huge"], "argument --preset: invalid choice: 'huge'"),
+    (["--device", "tpu"], "--device tpu: unknown device"),
+    (["--ckpt", "ZOO/reward_model/ckpt.pt", "--models", "reward_model"],
+     "--models 'reward_model': no model is called reward_model"),
+])
+def test_evaluate_flags_out_of_range_are_one_line(zoo, tmp_path, capsys, argv, message):
+    import evaluate
+    shutil.copytree(zoo / "sft", tmp_path / "runs" / "sft")
+    argv = ["--runs-dir", "TMP/runs", "--out-dir", "TMP/out"] + argv
+    line = zoo_case(evaluate.main, argv, zoo, tmp_path, capsys)
+    assert message.replace("TMP", str(tmp_path)) in line, line
+
+
+def test_evaluate_where_no_model_loads_writes_no_report(zoo, tmp_path, capsys):
+    """A runs folder holding only a half-written run (a cut-short checkpoint) and a model whose tokenizer
+    changed: no report, one line naming the file, exit 2."""
+    import evaluate
+    for name in ("cut_short", "changed_tokenizer"):
+        shutil.copytree(zoo / name, tmp_path / "runs" / name)
+    line = zoo_case(evaluate.main, ["--runs-dir", "TMP/runs", "--out-dir", "TMP/out", "--device", "cpu"], zoo,
+                    tmp_path, capsys)
+    assert "none of the 1 model(s) could be loaded" in line and "was trained with another tokenizer" in line, line
+
+
+QUANTIZE_FAST = ["--bits", "4", "--group-size", "32", "--calib-samples", "2", "--eval-per-task", "1",
+                 "--max-new-tokens", "2", "--ppl-batches", "1", "--device", "cpu"]
+
+
+def test_quantize_a_policy_finds_its_data_and_an_interrupted_overwrite_loses_nothing(zoo, tmp_path, capsys,
+                                                                                     monkeypatch):
+    """A chapter-05 policy (no --data-dir): its data is found through started_from -> base -> data. Then
+    --overwrite stopped by Ctrl-C half-way leaves the earlier run byte for byte as it was (it used to delete
+    the earlier model folders first); a rerun without --overwrite refuses, one with it replaces the run and
+    removes the model folders the new run does not make."""
+    out = tmp_path / "out"
+    argv = ["--ckpt", str(zoo / "grpo" / "ckpt.pt"), "--out-dir", str(out)] + QUANTIZE_FAST
+    quantize.main(argv + ["--methods", "rtn4,gptq4"])
+    results = json.loads((out / "results.json").read_text())
+    assert results["data_dir"] == str(zoo / "data") and [r["method"] for r in results["rows"]] == ["fp32", "rtn4", "gptq4"]
+    assert load_model(out / "gptq4" / "ckpt.pt", stage="chat")[2]["source_stage"] == "grpo"
+    before = tree_of(out)
+
+    built = []
+    real_build = quantize.build
+
+    def interrupted_build(stage, *args):
+        built.append(stage)
+        if len(built) == 3:  # fp32, rtn4, then Ctrl-C in gptq4
+            raise KeyboardInterrupt
+        return real_build(stage, *args)
+
+    monkeypatch.setattr(quantize, "build", interrupted_build)
+    code, err = run_script(quantize.main, argv + ["--methods", "rtn4,gptq4", "--overwrite"], capsys)
+    assert code == 130 and built == ["fp32", "rtn4", "gptq4"]
+    assert tree_of(out) == before and not (out / quantize.STAGING).exists()
+    monkeypatch.setattr(quantize, "build", real_build)
+
+    line = refused(quantize.main, argv + ["--methods", "rtn4"], capsys, out)[0]
+    assert "already holds a run (results.md): pass --overwrite" in line
+    quantize.main(argv + ["--methods", "rtn4", "--overwrite"])
+    assert (out / "rtn4" / "ckpt.pt").is_file() and not (out / "gptq4").exists() and not (out / quantize.STAGING).exists()
+    assert [r["method"] for r in json.loads((out / "results.json").read_text())["rows"]] == ["fp32", "rtn4"]
+
+
+def test_rlhf_refuses_to_train_ppo_against_a_reward_model_stopped_half_way(zoo, tmp_path, capsys):
+    """A reward model whose run was stopped (Ctrl-C, --stop-at) is not used by PPO: one line saying how to
+    finish it; the stopped run is left as it was."""
+    import checkpoint
+    out = tmp_path / "run"
+    shutil.copytree(zoo / "reward_model", out / "reward_model")
+    saved = checkpoint.read_checkpoint(out / "reward_model" / "ckpt.pt")
+    checkpoint.save_checkpoint(out / "reward_model" / "ckpt.pt", {**saved, "step": 1})
+    argv = ["--sft", str(zoo / "sft" / "ckpt.pt"), "--out-dir", str(out), "--stages", "ppo", "--device", "cpu"]
+    line = refused(rlhf.main, argv, capsys, out)[0]
+    assert "reward_model/ckpt.pt is a run stopped at step 1 of 2: finish it first with" in line
+    assert "--resume --stages reward_model" in line and not (out / "ppo").exists()

@@ -27,8 +27,8 @@ this order:
     5. probes.py           nonexistent_names, unknown_entity_questions (entities that do not exist)
     6. scratchpads.py      column_addition / column_subtraction / column_multiplication / long_division
                            (digit-by-digit scratchpads), equations, equation_key, is_training_safe
-    7. problems.py         Step, Problem, solution(problem, style), wrong_solution, arithmetic_problem
-    8. expressions.py      arithmetic_expression: "What is 12 + 7 * 3 - 4?", worked with precedence
+    7. problems.py         Step, Problem, solution(problem, style), wrong_problem_solution, arithmetic_problem
+    8. expressions.py      arithmetic_expression: "What is 12 + 7 * 3 - 4?", worked with precedence; wrong_solution (any problem)
     9. word_problems.py    word_problem: multi-step problems about the world's people
    10. stories.py          story(world, rng): TinyStories-like, built from plot arcs and the world's facts
    11. dialogues.py        dialogue(world, rng): two of the world's people talking; dialogue_item
@@ -62,8 +62,8 @@ from .probes import ProbeQuestion, nonexistent_names, unknown_entity_questions
 from .scratchpads import (BASIC_LIMIT, EQUATION, PLACES, apply, column_addition, column_multiplication,
                           column_subtraction, equation_key, equations, is_basic, is_training_safe,
                           long_division, scratchpad)
-from .problems import STYLES, Problem, Step, arithmetic_problem, solution, wrong_solution
-from .expressions import arithmetic_expression, expression_steps, wrong_expression_solution
+from .problems import STYLES, Problem, Step, arithmetic_problem, solution
+from .expressions import arithmetic_expression, expression_steps, wrong_expression_solution, wrong_solution
 from .word_problems import FAMILIES, ITEMS, WORDINGS, word_problem
 from .stories import _ARCS, _HELDOUT_ARCS, Story, _story_context, story
 from .dialogues import DialogueItem, dialogue, dialogue_item

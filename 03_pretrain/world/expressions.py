@@ -5,7 +5,7 @@ Step, so solution(problem, "steps") shows the order and solution(problem, "colum
 scratchpads. The plausible wrong answer ignores precedence and works strictly left to right, the
 classic mistake (or, when that gives the same number, slips by a little in one step).
 """
-from .problems import Problem, Step, solution
+from .problems import Problem, Step, solution, wrong_problem_solution
 from .scratchpads import apply, is_training_safe
 from .splits import check_split, split_of, _rng, _sample
 
@@ -85,3 +85,12 @@ def wrong_expression_solution(problem, rng, style="steps"):
         slip = (rng.randrange(len(ops)), rng.choice([-2, -1, 1, 2, 10]))
         worked, opening = expression_steps(numbers, ops, slip=slip), problem.opening
     raise ValueError(f"could not make a wrong solution for {problem.key}")
+
+
+def wrong_solution(problem, rng, style="steps"):
+    """A plausible wrong worked solution of any problem (chapter 05's rejected side): an arithmetic
+    expression's from wrong_expression_solution, a word problem's from problems.wrong_problem_solution.
+    (It lives here, not in problems.py, so that this module imports problems.py and never the reverse.)"""
+    if problem.kind == "expression":
+        return wrong_expression_solution(problem, rng, style)
+    return wrong_problem_solution(problem, rng, style)

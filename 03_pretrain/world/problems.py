@@ -1,4 +1,4 @@
-"""Problems with worked solutions as data: Step, Problem, solution(problem, style), wrong_solution,
+"""Problems with worked solutions as data: Step, Problem, solution(problem, style), wrong_problem_solution,
 and bare arithmetic problems "What is a op b?".
 """
 import re
@@ -120,19 +120,16 @@ def arithmetic_problem(rng, op="+", digits=3, split="train"):
     return _sample(make, split, f"{digits}-digit {op} problem")
 
 
-def wrong_solution(problem, rng, style="steps"):
+def wrong_problem_solution(problem, rng, style="steps"):
     """A plausible but wrong worked solution of `problem`: one step's result is off by a little, and
     every later step that uses it carries the error on, so the final answer is wrong too. The
     rejected side of a preference pair (chapter 05) next to solution(problem, style).
 
     Example (world 0), for "Lily has 13 wobrovels. She gives 7 to Clara. Then she buys 8 more. ..."
-    (see word_problem), wrong_solution(problem, 0) ->
+    (see word_problem), wrong_problem_solution(problem, 0) ->
         "Lily starts with 13 wobrovels.\\nShe gives 7 to Clara, so she has 13 - 7 = 6 wobrovels.\\n
          She buys 8 more, so she has 6 + 8 = 16 wobrovels.\\nThe answer is 16."
     """
-    if problem.kind == "expression":       # (expressions.py imports this module, hence the late import)
-        from .expressions import wrong_expression_solution
-        return wrong_expression_solution(problem, rng, style)
     rng = _rng(rng)
     # The slip is carried on by value: a later operand equal to an earlier step's result is that
     # result. A number the question itself states must never change ("She buys 2 more" stays 2),
