@@ -2,29 +2,29 @@
 
     scene = make_scene(rng)                  # {"objects": [{"colour", "shape", "size", "row", "col", "dx", "dy"}]}
     image = render(scene)                    # (36, 36, 3) uint8: a 3 x 3 grid of 12-pixel cells
-    caption(scene)                           # 'a large red circle at the top left and a small blue cross in the centre'
+    caption(scene)                           # 'a large red sun at the top left and a small blue box in the centre'
     questions(scene, rng)                    # [{"type": "colour", "question": ..., "answer": "red"}, ...]
     data = scene_splits(seed=0, n_train=..., n_heldout=..., n_composition=...)   # the three splits
 
 Design, so that a 2M-parameter model can learn it on a CPU in minutes: five colours, four shapes, two
 sizes, one object per cell of a 3 x 3 grid (the vision transformer's 12 x 12 patches are the cells, so
 one patch holds at most one object; small objects move by a pixel inside their cell); within one scene
-every object has its own colour and its own shape, so "the red object" and "the circle" name one object.
+every object has its own colour and its own shape, so "the red object" and "the sun" name one object.
 
 The split is decided by content, like the world's other held-out items (chapter 03): four colour-shape
 pairs (HELDOUT_PAIRS) never occur in a training scene, caption or question. Three splits:
     train        scenes made only of the other 16 pairs;
     heldout      new scenes of the same 16 pairs (no scene graph equal to a training one): new instances;
-    composition  scenes holding at least one held-out pair: does "red" + "triangle" compose into a red
-                 triangle the model never saw?
+    composition  scenes holding at least one held-out pair: does "red" + "tree" compose into a red
+                 tree the model never saw?
 """
 import numpy as np
 
 COLOURS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (50, 90, 230), "yellow": (235, 200, 30),
            "purple": (150, 60, 190)}
-SHAPES = ("circle", "square", "triangle", "cross")
+SHAPES = ("sun", "box", "tree", "plus")  # a disc, a square, a triangle on a trunk, a cross
 SIZES = {"small": 3, "large": 5}  # half-width in pixels: 7 and 11 pixels wide, in a 12-pixel cell
-HELDOUT_PAIRS = (("red", "triangle"), ("green", "circle"), ("blue", "cross"), ("yellow", "square"))
+HELDOUT_PAIRS = (("red", "tree"), ("green", "sun"), ("blue", "plus"), ("yellow", "box"))
 GRID, CELL = 3, 12
 IMAGE_SIZE = GRID * CELL  # 36
 BACKGROUND = (235, 235, 235)
@@ -45,28 +45,38 @@ ANSWER_WORDS = {"colour": tuple(COLOURS), "shape": SHAPES, "size": tuple(SIZES),
 # Scene graphs
 
 
-def make_scene(rng, n_objects=None, allowed_pairs=None, must_hold=None):
+def make_scene(rng, n_objects=None, allowed_pairs=None, must_hold=None, layout=None, keep=None):
     """A random scene graph: 1..MAX_OBJECTS objects, distinct colours, distinct shapes, distinct cells.
 
     rng: np.random.Generator. allowed_pairs: the (colour, shape) pairs that may appear (default: all).
     must_hold: a (colour, shape) pair the scene must contain (used for the composition split).
+    layout: another scene whose cells and sizes to keep; keep="colours" (or "shapes") keeps its colours
+    (or shapes) too, so that only the shapes (or colours) are drawn anew.
     Returns {"objects": [{"colour", "shape", "size", "row", "col", "dx", "dy"}, ...]} in reading order.
     """
     allowed = set(allowed_pairs) if allowed_pairs is not None else {(c, s) for c in COLOURS for s in SHAPES}
     n = int(rng.integers(1, MAX_OBJECTS + 1)) if n_objects is None else n_objects
+    n = len(layout["objects"]) if layout is not None else n
     while True:
         colours = list(rng.permutation(list(COLOURS))[:n])
         shapes = list(rng.permutation(list(SHAPES))[:n])
         if must_hold is not None:
             colours = [colours[0]] + [c for c in rng.permutation(list(COLOURS)) if c != must_hold[0]][:n - 1]
             shapes = [shapes[0]] + [s for s in rng.permutation(list(SHAPES)) if s != must_hold[1]][:n - 1]
+        if keep == "colours":
+            colours = [o["colour"] for o in layout["objects"]]
+        if keep == "shapes":
+            shapes = [o["shape"] for o in layout["objects"]]
         pairs = list(zip(colours, shapes))
         if all(p in allowed or p == must_hold for p in pairs):
             break
     cells = rng.permutation(GRID * GRID)[:n]
+    sizes = [str(rng.choice(list(SIZES))) for _ in range(n)]
+    if layout is not None:
+        cells = [o["row"] * GRID + o["col"] for o in layout["objects"]]
+        sizes = [o["size"] for o in layout["objects"]]
     objects = []
-    for (colour, shape), cell in zip(pairs, cells):
-        size = str(rng.choice(list(SIZES)))
+    for (colour, shape), cell, size in zip(pairs, cells, sizes):
         jitter = 1 if size == "small" else 0  # a large object fills its cell; a small one moves a pixel
         dx, dy = (int(v) for v in rng.integers(-jitter, jitter + 1, size=2))
         objects.append(dict(colour=str(colour), shape=str(shape), size=size, row=int(cell) // GRID,
@@ -81,7 +91,7 @@ def scene_key(scene):
 
 
 def pairs_in(scene):
-    """The (colour, shape) pairs of a scene: {("red", "circle"), ...}."""
+    """The (colour, shape) pairs of a scene: {("red", "sun"), ...}."""
     return {(o["colour"], o["shape"]) for o in scene["objects"]}
 
 
@@ -92,20 +102,22 @@ def pairs_in(scene):
 def shape_mask(shape, radius, cy, cx, size=IMAGE_SIZE):
     """Boolean (size, size) mask of one shape centred at pixel (cy, cx) with half-width `radius`.
 
-    circle: (x-cx)² + (y-cy)² <= r²;  square: |x-cx| <= r and |y-cy| <= r;
-    triangle (apex up): |x-cx| <= r·(y - (cy-r)) / 2r for cy-r <= y <= cy+r;
-    cross: two bars of half-width r/3 through the centre.
+    sun (a disc): (x-cx)² + (y-cy)² <= r²;  box (a square): |x-cx| <= r and |y-cy| <= r;
+    tree: a triangle, apex up, |x-cx| <= r·(y - (cy-r)) / 1.5r for cy-r <= y <= cy+r/2, on a trunk;
+    plus (a cross): two bars of half-width r/3 through the centre.
     """
     y, x = np.mgrid[0:size, 0:size].astype(np.float32)
     dy, dx = y - cy, x - cx
-    if shape == "circle":
+    if shape == "sun":
         return dx ** 2 + dy ** 2 <= radius ** 2 + 0.5
-    if shape == "square":
+    if shape == "box":
         return (np.abs(dx) <= radius) & (np.abs(dy) <= radius)
-    if shape == "triangle":
-        t = (dy + radius) / (2 * radius)  # 0 at the apex, 1 at the base
-        return (t >= 0) & (t <= 1) & (np.abs(dx) <= radius * t + 0.25)
-    if shape == "cross":
+    if shape == "tree":
+        t = (dy + radius) / (1.5 * radius)  # 0 at the apex, 1 where the crown ends
+        crown = (t >= 0) & (t <= 1) & (np.abs(dx) <= radius * t + 0.25)
+        trunk = (dy > radius / 2) & (dy <= radius) & (np.abs(dx) <= max(0.5, radius / 5))
+        return crown | trunk
+    if shape == "plus":
         bar = max(1.0, radius / 3)
         return ((np.abs(dx) <= bar) & (np.abs(dy) <= radius)) | ((np.abs(dy) <= bar) & (np.abs(dx) <= radius))
     raise ValueError(f"unknown shape {shape!r}; the shapes are {SHAPES}")
@@ -122,25 +134,31 @@ def render(scene):
     return image
 
 
+# per-channel mean and std of the training scenes' pixels (CLIP normalises by its data set's, too). Without
+# it the mostly-grey background makes every image look alike to a fresh encoder (cosine 0.97 at init).
+PIXEL_MEAN, PIXEL_STD = (225.3, 222.3, 222.9), (38.7, 42.8, 44.9)
+
+
 def to_tensor_images(images):
-    """uint8 images (N, H, W, 3) -> float32 array (N, 3, H, W) in [-1, 1], what the vision encoder reads."""
-    images = np.asarray(images, np.float32)
-    return np.ascontiguousarray(images.transpose(0, 3, 1, 2) / 127.5 - 1.0)
+    """uint8 images (N, H, W, 3) -> float32 array (N, 3, H, W), normalised: (pixel - mean) / std per channel."""
+    images = (np.asarray(images, np.float32) - np.float32(PIXEL_MEAN)) / np.float32(PIXEL_STD)
+    return np.ascontiguousarray(images.transpose(0, 3, 1, 2))
 
 
 # ----------------------------------------------------------------------------------------------------
 # Words: captions and questions
 
 
-def describe(o):
-    """'a large red circle at the top left'"""
-    return f"a {o['size']} {o['colour']} {o['shape']} {PLACES[(o['row'], o['col'])]}"
+def describe(o, place=True):
+    """'a large red sun at the top left' (place=False: 'a large red sun')"""
+    return f"a {o['size']} {o['colour']} {o['shape']}" + (f" {PLACES[(o['row'], o['col'])]}" if place else "")
 
 
-def caption(scene):
-    """The scene in one sentence, objects in reading order: 'a large red circle at the top left and a small
-    blue cross in the centre'. Three or more objects are joined with commas and a final 'and'."""
-    parts = [describe(o) for o in scene["objects"]]
+def caption(scene, places=True):
+    """The scene in one sentence, objects in reading order: 'a large red sun at the top left and a small
+    blue box in the centre'. Three or more objects are joined with commas and a final 'and'.
+    places=False leaves the places out ('a large red sun and a small blue box')."""
+    parts = [describe(o, places) for o in scene["objects"]]
     return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
 
 
@@ -203,19 +221,27 @@ def seen_pairs():
     return [(c, s) for c in COLOURS for s in SHAPES if (c, s) not in HELDOUT_PAIRS]
 
 
+SIBLINGS = 4  # training scenes come in groups of this many that share a layout (cells and sizes)
+
+
 def scene_splits(seed=0, n_train=4000, n_heldout=300, n_composition=300):
     """{"train": [scene...], "heldout": [...], "composition": [...]}: deterministic in `seed`.
 
     train and heldout use only seen_pairs(); a heldout scene never repeats a training scene's key;
-    every composition scene holds at least one HELDOUT_PAIRS pair (taken in turn).
+    every composition scene holds at least one HELDOUT_PAIRS pair (taken in turn). Training scenes come
+    in groups of SIBLINGS consecutive scenes with the same layout and other colours and shapes: a batch of
+    whole groups holds hard negatives, pictures that only colour and shape tell apart (lesson, section 3).
     """
     rng = np.random.default_rng([seed, 8])
     allowed = seen_pairs()
     train, keys = [], set()
-    for _ in range(n_train):
-        scene = make_scene(rng, allowed_pairs=allowed)
-        train.append(scene)
-        keys.add(scene_key(scene))
+    while len(train) < n_train:
+        first = make_scene(rng, allowed_pairs=allowed)
+        for k in range(min(SIBLINGS, n_train - len(train))):
+            keep = ("colours", "shapes")[k % 2]  # siblings differ from the first by their shapes or colours only
+            scene = first if k == 0 else make_scene(rng, allowed_pairs=allowed, layout=first, keep=keep)
+            train.append(scene)
+            keys.add(scene_key(scene))
     heldout = []
     while len(heldout) < n_heldout:
         scene = make_scene(rng, allowed_pairs=allowed)
