@@ -162,9 +162,10 @@ def linear_probe(train_features, train_labels, test_features, steps=300, lr=0.05
     n_classes = int(train_labels.max()) + 1
     probe = nn.Linear(x.size(1), n_classes)
     optimizer = torch.optim.Adam(probe.parameters(), lr=lr, weight_decay=weight_decay)
-    for _ in range(steps):
-        optimizer.zero_grad()
-        F.cross_entropy(probe(x), train_labels).backward()
-        optimizer.step()
+    with torch.enable_grad():  # callers evaluate under no_grad; the probe itself must learn
+        for _ in range(steps):
+            optimizer.zero_grad()
+            F.cross_entropy(probe(x), train_labels).backward()
+            optimizer.step()
     with torch.no_grad():
         return probe(x_test).argmax(dim=1)
