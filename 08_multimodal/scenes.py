@@ -61,8 +61,8 @@ def make_scene(rng, n_objects=None, allowed_pairs=None, must_hold=None, layout=N
         colours = list(rng.permutation(list(COLOURS))[:n])
         shapes = list(rng.permutation(list(SHAPES))[:n])
         if must_hold is not None:
-            colours = [colours[0]] + [c for c in rng.permutation(list(COLOURS)) if c != must_hold[0]][:n - 1]
-            shapes = [shapes[0]] + [s for s in rng.permutation(list(SHAPES)) if s != must_hold[1]][:n - 1]
+            colours = [must_hold[0]] + [c for c in rng.permutation(list(COLOURS)) if c != must_hold[0]][:n - 1]
+            shapes = [must_hold[1]] + [s for s in rng.permutation(list(SHAPES)) if s != must_hold[1]][:n - 1]
         if keep == "colours":
             colours = [o["colour"] for o in layout["objects"]]
         if keep == "shapes":
