@@ -17,7 +17,9 @@ Every script writes its outputs under runs/<chapter>/. What reads what, by path:
     04 sft.py              reads runs/03_pretrain/ckpt.pt and the tokenizer it names -> runs/04_sft/
     06 quantize.py         reads chapter 05's best policy if 05 has run (runs/05_rlhf/best|ppo|grpo|dpo/ckpt.pt),
                            else runs/04_sft/ckpt.pt, and chapter 03's train.bin/val.bin -> runs/06_quantize/
-    07 evaluate.py         reads every runs/*/**/ckpt.pt -> runs/07_eval/ (report.md, report.png, ...)
+    07 evaluate.py         reads every runs/*/**/ckpt.pt -> runs/07_eval/ (report.md, report.png, ...), and
+                           runs/08_multimodal/summary.json when chapter 08 has run (its rows in the report)
+    08 multimodal.py       reads runs/04_sft/ckpt.pt -> runs/08_multimodal/ (CLIP, LLaVA, tools, report.md)
 The pipeline stops with a message at the first chapter not built yet. Run again after a finished run, a
 chapter refuses to replace its outputs and the pipeline says how to go on: --overwrite redoes the
 chapters (passed to every script that has the flag), --start N goes on from chapter N.
@@ -41,6 +43,7 @@ CHAPTERS = [
     ("05_rlhf", "rlhf.py"),
     ("06_quantize", "quantize.py"),
     ("07_eval", "evaluate.py"),
+    ("08_multimodal", "multimodal.py"),
 ]
 
 
@@ -87,7 +90,7 @@ def main(argv=None):
         print(f"  {chapter:<16} {seconds:7.1f} s")
     print(f"  outputs are under {REPO / 'runs'}")
     report = REPO / "runs" / "07_eval" / "report.md"
-    if timings and timings[-1][0] == "07_eval" and report.exists():  # the pipeline ends with the evaluation's table
+    if timings and "07_eval" in [c for c, _ in timings] and report.exists():  # the pipeline ends with the evaluation's table
         table = report.read_text(encoding="utf-8").split("## Every model on every task\n\n")[-1].split("\n\n")[0]
         print(f"\n== the report: {report}\n{table}")
 

@@ -322,3 +322,17 @@ def test_missing_chat_model_is_one_clear_line(tmp_path):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "sft.py" in result.stderr and not (tmp_path / "out").exists()
+
+
+def test_chapter_07_reads_the_multimodal_rows_by_path(tmp_path):
+    import evaluate  # chapter 07: it never imports chapter 08, it reads 08's summary.json
+    assert evaluate.multimodal_table(tmp_path / "none.json") == ""
+    route = {t: 0.5 for t in scenes.QUESTION_TYPES}
+    summary = {"clip": {"heldout": {"zeroshot_colour": 0.97, "zeroshot_shape": 0.91, "probe_colour": 1.0,
+                                    "probe_shape": 0.95, "i2t_r1": 0.4, "random_r1": 0.01}},
+               "llava": {"heldout": {"image": dict(route, colour=0.93), "blind": route, "caption": route}},
+               "tools": {"arith": {"with_tools": 0.98, "without_tools": 0.1}}}
+    (tmp_path / "summary.json").write_text(__import__("json").dumps(summary))
+    table = evaluate.multimodal_table(tmp_path / "summary.json")
+    assert "| CLIP zero-shot colour / shape (one object) | 97% / 91% |" in table
+    assert "| LLaVA colour questions | 93% | blind 50%" in table and "| tools: bare arithmetic | 98% |" in table
