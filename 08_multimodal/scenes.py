@@ -23,7 +23,7 @@ import numpy as np
 COLOURS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (50, 90, 230), "yellow": (235, 200, 30),
            "purple": (150, 60, 190)}
 SHAPES = ("sun", "box", "tree", "plus")  # a disc, a square, a triangle on a trunk, a cross
-SIZES = {"small": 3, "large": 5}  # half-width in pixels: 7 and 11 pixels wide, in a 12-pixel cell
+SIZES = {"small": 3, "large": 5}  # half-width in pixels: 6 and 10 pixels wide, in a 12-pixel cell
 HELDOUT_PAIRS = (("red", "tree"), ("green", "sun"), ("blue", "plus"), ("yellow", "box"))
 GRID, CELL = 3, 12
 IMAGE_SIZE = GRID * CELL  # 36

@@ -77,7 +77,7 @@ def test_render_puts_each_object_in_its_cell():
     assert image.shape == (36, 36, 3) and image.dtype == np.uint8
     red = np.all(image == scenes.COLOURS["red"], axis=-1)
     blue = np.all(image == scenes.COLOURS["blue"], axis=-1)
-    assert red.sum() == 11 * 11 and red[0:12, 24:36].sum() == red.sum()  # a large box fills 11 x 11 of its cell
+    assert red.sum() == 10 * 10 and red[0:12, 24:36].sum() == red.sum()  # a large box: 10 x 10 in its cell
     assert 0 < blue.sum() < 7 * 7 and blue[24:36, 0:12].sum() == blue.sum()
     masks = [scenes.shape_mask(s, 5, 17.5, 17.5) for s in scenes.SHAPES]
     assert len({m.tobytes() for m in masks}) == len(scenes.SHAPES)  # four different shapes
@@ -148,7 +148,7 @@ def test_clip_loss_hand_computed():
 
 
 def test_recall_at_k():
-    similarity = torch.tensor([[0.9, 0.1, 0.0], [0.8, 0.5, 0.1], [0.0, 0.9, 0.1]])
+    similarity = torch.tensor([[0.9, 0.1, 0.0], [0.8, 0.5, 0.1], [0.5, 0.9, 0.1]])
     assert clip_model.recall_at_k(similarity, 1) == pytest.approx(1 / 3)
     assert clip_model.recall_at_k(similarity, 2) == pytest.approx(2 / 3)
     assert clip_model.recall_at_k(similarity, 3) == pytest.approx(1.0)
@@ -288,11 +288,10 @@ def test_runtime_runs_calls_and_stops_runaway_loops(tok, monkeypatch):
     special = tok.special_tokens
     call = [special[tool_use.TOOL], *tok.encode_ordinary("calc(1+1)"), special[tool_use.TOOL_END]]
     final = [*tok.encode_ordinary("ab"), special["<|end|>"]]
-    seen = []
 
-    def fake_generate(model, prompts, *args, **kwargs):  # row 0 calls once then answers; row 1 calls forever
-        seen.append([tok.decode(p) for p in prompts])
-        return [final if "<|result|>2<|/result|>" in tok.decode(p) and k == 0 else call for k, p in enumerate(prompts)]
+    def fake_generate(model, prompts, *args, **kwargs):  # question "a" calls once then answers; "b" calls forever
+        return [final if "<|user|>a<|end|>" in tok.decode(p) and "<|result|>2<|/result|>" in tok.decode(p) else call
+                for p in prompts]
 
     monkeypatch.setattr(tool_use.generation, "generate_batch", fake_generate)
     model = type("M", (), {"config": type("C", (), {"block_size": 10_000})()})()
