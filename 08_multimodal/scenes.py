@@ -238,7 +238,7 @@ def scene_splits(seed=0, n_train=4000, n_heldout=300, n_composition=300):
     while len(train) < n_train:
         first = make_scene(rng, allowed_pairs=allowed)
         for k in range(min(SIBLINGS, n_train - len(train))):
-            keep = "shapes" if k == SIBLINGS - 1 else "colours"  # siblings differ from the first by shapes (or colours) only
+            keep = ("colours", "shapes")[k % 2]  # siblings differ from the first by their shapes or colours only
             scene = first if k == 0 else make_scene(rng, allowed_pairs=allowed, layout=first, keep=keep)
             train.append(scene)
             keys.add(scene_key(scene))
