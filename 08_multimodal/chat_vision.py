@@ -98,14 +98,13 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.image:
-        image, caption = load_png(args.image), None
-    else:
+    from mm_checkpoint import load_llava
+    image = load_png(args.image) if args.image else None  # every input checked before anything is written
+    model, tokenizer = load_llava(args.ckpt)
+    if image is None:
         out_png = REPO / "runs" / "08_multimodal" / f"scene_{args.scene or 0}.png"
         image, caption = scene_picture(args.scene or 0, out_png)
         print(f"scene {args.scene or 0} ({out_png}): {caption}")
-    from mm_checkpoint import load_llava
-    model, tokenizer = load_llava(args.ckpt)
     if args.web:
         from vision_web import serve
         return serve(model, tokenizer, port=args.port)
