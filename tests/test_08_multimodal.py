@@ -335,3 +335,16 @@ def test_chapter_07_reads_the_multimodal_rows_by_path(tmp_path):
     table = evaluate.multimodal_table(tmp_path / "summary.json")
     assert "| CLIP zero-shot colour / shape (one object) | 97% / 91% |" in table
     assert "| LLaVA colour questions | 93% | blind 50%" in table and "| tools: bare arithmetic | 98% |" in table
+
+
+def test_uploaded_pictures_are_scaled_and_bad_ones_refused():
+    import chat_vision
+    import vision_web
+    big = np.kron(scenes.render(scenes.scene_by_number(1)), np.ones((2, 2, 1), np.uint8))  # 72 x 72
+    rgba = np.concatenate([big / 255.0, np.ones(big.shape[:2] + (1,))], axis=2)
+    assert np.array_equal(chat_vision.png_pixels_to_scene_image(rgba), scenes.render(scenes.scene_by_number(1)))
+    with pytest.raises(ValueError):
+        vision_web.picture_of({"png": "not a png"})
+    with pytest.raises(ValueError):
+        vision_web.picture_of({"scene": -1})
+    assert vision_web.picture_of({"scene": 1}).shape == (36, 36, 3)
