@@ -348,3 +348,12 @@ def test_uploaded_pictures_are_scaled_and_bad_ones_refused():
     with pytest.raises(ValueError):
         vision_web.picture_of({"scene": -1})
     assert vision_web.picture_of({"scene": 1}).shape == (36, 36, 3)
+
+
+def test_chapter_07_leaves_chapter_08_checkpoints_to_its_summary(tmp_path):
+    import evaluate
+    folder = tmp_path / "08_multimodal" / "llava"
+    folder.mkdir(parents=True)
+    (folder / "ckpt.pt").write_bytes(b"not a language model")  # never read: skipped by its folder
+    models, skipped = evaluate.find_models(tmp_path)
+    assert models == [] and any("chapter 08's model" in line for line in skipped)
