@@ -2,6 +2,7 @@
 
     python 08_multimodal/multimodal.py --preset tiny        # the default: a few minutes on a CPU
     python 08_multimodal/multimodal.py --preset gpu         # bigger encoders, more data and steps, one GPU
+    python 08_multimodal/multimodal.py --preset smoke       # every stage end to end in seconds (figures meaningless)
     python 08_multimodal/multimodal.py --overwrite          # start over in an --out-dir that holds a run
 
 Steps: (1) load chapter 04's chat model and its tokenizer (default runs/04_sft/ckpt.pt) and add the tokens
