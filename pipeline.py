@@ -20,7 +20,9 @@ Every script writes its outputs under runs/<chapter>/. What reads what, by path:
     06 quantize.py         reads chapter 05's PPO policy if 05 has run, else GRPO, DPO (runs/05_rlhf/ppo|grpo|dpo/ckpt.pt),
                            else runs/04_sft/ckpt.pt, and chapter 03's train.bin/val.bin -> runs/06_quantize/
     07 evaluate.py         reads every runs/*/**/ckpt.pt, by the stage each records (model_loader.find_models)
-                           -> runs/07_eval/ (report.md, report.png, ...)
+                           -> runs/07_eval/ (report.md, report.png, ...), and runs/08_multimodal/summary.json
+                           when chapter 08 has run (its rows in the report)
+    08 multimodal.py       reads runs/04_sft/ckpt.pt -> runs/08_multimodal/ (CLIP, LLaVA, tools, report.md)
 The pipeline stops with a message at the first chapter not built yet. Run again after a finished run, it
 finds a chapter's declared output and says how to go on instead of starting the chapter over it:
 --overwrite redoes the chapters (passed to every script that declares the flag), --start N goes on from
@@ -53,6 +55,7 @@ CHAPTERS = [
     dict(folder="06_quantize", script="quantize.py", options={"overwrite", "device"},
          output="runs/06_quantize/results.md"),
     dict(folder="07_eval", script="evaluate.py", options={"overwrite", "device"}, output="runs/07_eval/report.md"),
+    dict(folder="08_multimodal", script="multimodal.py", options={"overwrite", "device"}, output="runs/08_multimodal/summary.json"),
 ]
 
 
@@ -114,7 +117,7 @@ def main(argv=None):
         print(f"  {chapter:<16} {seconds:7.1f} s")
     print(f"  outputs are under {REPO / 'runs'}")
     report = REPO / "runs" / "07_eval" / "report.md"
-    if timings and timings[-1][0] == "07_eval" and report.exists():  # the pipeline ends with the evaluation's table
+    if timings and "07_eval" in [c for c, _ in timings] and report.exists():  # the pipeline ends with the evaluation's table
         table = report.read_text(encoding="utf-8").split("## Every model on every task\n\n")[-1].split("\n\n")[0]
         print(f"\n== the report: {report}\n{table}")
 

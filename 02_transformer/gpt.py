@@ -251,9 +251,11 @@ class GPT(nn.Module):
         if T < 1:
             raise ValueError("the input has no tokens: give at least one token per row")
 
-    def _run(self, idx, positions, attn_mask=None, kv_cache=None):
-        """The trunk: idx (B, T) at `positions` (B, T) -> hidden states (B, T, C) after the final norm."""
-        x = self.transformer.wte(idx)  # (B, T, C)
+    def _run(self, idx, positions, attn_mask=None, kv_cache=None, embeddings=None):
+        """The trunk: idx (B, T) at `positions` (B, T) -> hidden states (B, T, C) after the final norm.
+        embeddings (B, T, C), optional: the input vectors to use instead of wte(idx) (chapter 08 puts
+        image features there)."""
+        x = self.transformer.wte(idx) if embeddings is None else embeddings  # (B, T, C)
         rope_cos_sin = None
         if self.config.pos == "learned":
             x = x + self.transformer.wpe(positions)  # (B, T, C) + (B or 1, T, C)
@@ -266,7 +268,7 @@ class GPT(nn.Module):
             kv_cache.length += idx.size(1)
         return self.transformer.ln_f(x)
 
-    def hidden(self, idx, doc_ids=None, attention_mask=None, positions=None, kv_cache=None):
+    def hidden(self, idx, doc_ids=None, attention_mask=None, positions=None, kv_cache=None, embeddings=None):
         """Final hidden states (B, T, C), AFTER the final norm: logits = self.lm_head(hidden).
 
         doc_ids (B, T), optional: several documents packed in one row. Each token attends only to
@@ -277,6 +279,8 @@ class GPT(nn.Module):
         tokens get what they get alone. S = T, or with a kv_cache, the cached length + T.
         positions (B, T), optional: each token's position (for wpe or RoPE); it overrides the positions
         the masks imply. Default 0 .. T-1 (after the cached ones).
+        embeddings (B, T, C), optional: input vectors in place of the token embeddings wte(idx), e.g. a
+        picture's features (chapter 08's LLaVA); idx still gives the shape.
         """
         past = 0 if kv_cache is None else kv_cache.length
         self.check_length(past + idx.size(1))
@@ -295,7 +299,9 @@ class GPT(nn.Module):
         if positions is None and implied is None:
             implied = torch.arange(past, past + idx.size(1), device=idx.device)[None]  # (1, T)
         positions = implied if positions is None else positions
-        return self._run(idx, positions, attn_mask, kv_cache)
+        if embeddings is not None and embeddings.shape[:2] != idx.shape:
+            raise ValueError(f"embeddings {tuple(embeddings.shape)} must be (B, T, C) with (B, T) = {tuple(idx.shape)}")
+        return self._run(idx, positions, attn_mask, kv_cache, embeddings)
 
     def forward(self, idx, targets=None, doc_ids=None, attention_mask=None, positions=None):
         """idx (B, T) -> (logits (B, T, vocab), loss or None).

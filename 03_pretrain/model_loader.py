@@ -94,7 +94,7 @@ def check_stage(path, meta, stage):
         return
     names = " or ".join({"base": "a base model", "chat": "a chat model", "scorer": "a reward model",
                          "reward_model": "a reward model"}.get(w, f"a {w} checkpoint") for w in wanted)
-    raise WrongStageError(f"{path} is not {names}: it is {ROLES[role]}, stage {have_stage!r}", have_stage, role)
+    raise WrongStageError(f"{path} is not {names}: it is {ROLES.get(role, f'a {role} model')}, stage {have_stage!r}", have_stage, role)
 
 
 # ----------------------------------------------------------------------------------------------------

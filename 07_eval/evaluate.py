@@ -77,6 +77,7 @@ EXPECTED = [("base", "03_pretrain", "python 03_pretrain/pretrain.py"), ("sft", "
                                      "python pipeline.py --direct-sft"),
             ("ppo", "05_rlhf", "python 05_rlhf/rlhf.py"), ("dpo", "05_rlhf", "python 05_rlhf/rlhf.py"),
             ("grpo", "05_rlhf", "python 05_rlhf/rlhf.py")]
+MULTIMODAL_FOLDER = "08_multimodal"  # chapter 08 runs after this one; its figures are read from its summary.json
 # The main table: (column, task, summary key, scale to percent or None, chance level in %, lower is better)
 COLUMNS = [("bits/byte", "perplexity", "bits_per_byte", None, None, True),
            ("MC acc", "multiple_choice", "acc", 100, 25, False),
@@ -133,6 +134,10 @@ def find_models(runs_dir, extra=()):
         seen.add(path.resolve())
         if meta["role"] == "scorer":
             skipped.append(f"{path}: a {meta['stage']} checkpoint scores text, it does not write it (not evaluated)")
+            continue
+        if meta["role"] not in ("base", "chat"):  # e.g. chapter 08's models: their figures come from its summary
+            skipped.append(f"{path}: a {meta['role']} model (stage {meta['stage']}), not a text model this chapter "
+                           f"evaluates")
             continue
         models.append({"path": path, "stage": meta["stage"], "meta": meta})
     order = [stage for stage, _, _ in EXPECTED]
@@ -302,6 +307,30 @@ def plot_report(results, path):
     plt.close(fig)
 
 
+def multimodal_table(path):
+    """Chapter 08's headline figures, read by path (this chapter never imports chapter 08): "" if it has not run."""
+    path = Path(path)
+    if not path.is_file():
+        return ""
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+        clip, held, tools = summary["clip"]["heldout"], summary["llava"]["heldout"], summary["tools"]
+        rows = [("CLIP zero-shot colour / shape (one object)", f"{100 * clip['zeroshot_colour']:.0f}% / "
+                 f"{100 * clip['zeroshot_shape']:.0f}%", f"linear probe {100 * clip['probe_colour']:.0f}% / "
+                 f"{100 * clip['probe_shape']:.0f}%"),
+                ("CLIP image→text recall@1", f"{100 * clip['i2t_r1']:.0f}%", f"random {100 * clip['random_r1']:.1f}%")]
+        for kind in ("colour", "shape", "count", "spatial"):
+            rows.append((f"LLaVA {kind} questions", f"{100 * held['image'][kind]:.0f}%",
+                         f"blind {100 * held['blind'][kind]:.0f}%, caption route {100 * held['caption'][kind]:.0f}%"))
+        for kind, label in (("arith", "bare arithmetic"), ("word", "word problems"), ("visual", "count + k")):
+            if kind in tools:
+                rows.append((f"tools: {label}", f"{100 * tools[kind]['with_tools']:.0f}%",
+                             f"without tools {100 * tools[kind]['without_tools']:.0f}%"))
+    except (ValueError, KeyError, TypeError) as error:
+        return f"{path} could not be read ({type(error).__name__}: {error}); rerun chapter 08"
+    return "\n".join(["| held-out | measured | against |", "|---|---:|---|"] + [f"| {a} | {b} | {c} |" for a, b, c in rows])
+
+
 def write_report(out_dir, results, skipped, contamination, settings, timings, sources):
     """report.md, report.png, summary.json; returns the main table."""
     table = main_table(results)
@@ -324,7 +353,9 @@ def write_report(out_dir, results, skipped, contamination, settings, timings, so
                          pass_table(results, settings)),
                         ("Refusals by kind of held-out request (%)", harmful_table(results)),
                         ("Robustness: chapter 04's rows, on forms never seen in training (% right)",
-                         robustness_table(results))):
+                         robustness_table(results)),
+                        ("Multimodal: chapter 08's models (from its summary.json, when chapter 08 has run)",
+                         sources.get("multimodal", ""))):
         if body:
             lines += [f"## {title}", "", body, ""]
     if contamination:
@@ -451,7 +482,8 @@ def evaluate_all(args):
     contamination = contamination_report(index, items, item_text)
     other_seconds["decontamination report"] = time.time() - t
     table = write_report(out_dir, results, skipped, contamination, settings, timings,
-                         {"heldout_text": heldout_source, "other_seconds": other_seconds})
+                         {"heldout_text": heldout_source, "other_seconds": other_seconds,
+                          "multimodal": multimodal_table(runs_dir / MULTIMODAL_FOLDER / "summary.json")})
     print(f"\n{table}\n\ndone in {time.time() - start:.0f} s. Wrote {out_dir / 'report.md'} (open it first), "
           f"report.png, summary.json and records/<model>/<task>.jsonl")
     return results
