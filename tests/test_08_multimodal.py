@@ -351,9 +351,11 @@ def test_uploaded_pictures_are_scaled_and_bad_ones_refused():
 
 
 def test_chapter_07_leaves_chapter_08_checkpoints_to_its_summary(tmp_path):
+    """07 lists models by the role their checkpoint records (never by folder): chapter 08's are 'multimodal'."""
     import evaluate
-    folder = tmp_path / "08_multimodal" / "llava"
+    import multimodal
+    folder = tmp_path / "somewhere" / "llava"
     folder.mkdir(parents=True)
-    (folder / "ckpt.pt").write_bytes(b"not a language model")  # never read: skipped by its folder
+    torch.save({"stage": "llava", "role": multimodal.ROLE, "model": {}, "model_config": {}}, folder / "ckpt.pt")
     models, skipped = evaluate.find_models(tmp_path)
-    assert models == [] and any("chapter 08's model" in line for line in skipped)
+    assert models == [] and any("a multimodal model (stage llava)" in line for line in skipped), skipped
