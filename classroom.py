@@ -347,6 +347,7 @@ def grade(root, chapters, timeout=1800, jobs=1, teacher=REPO):
     The tests and conftest.py are the `teacher`'s (this repository's), not root's: see graded_copy."""
     threads = 1 if jobs > 1 else None
     with tempfile.TemporaryDirectory(prefix="classroom-grade-") as scratch:
+        os.chmod(scratch, 0o755)  # chapter 07's sandbox runs programs as a uid of their own: it must reach the copy
         tree = Path(scratch) / "graded"
         graded_copy(root, teacher, tree)
         with ThreadPoolExecutor(max_workers=jobs) as pool:
@@ -473,6 +474,7 @@ def check(root=REPO, jobs=2, timeout=1800, log=print):
     parts = [p for p in parts if p.chapter in chapters]
     threads = 1 if jobs > 1 else None
     with tempfile.TemporaryDirectory(prefix="classroom-check-") as scratch:
+        os.chmod(scratch, 0o755)  # chapter 07's sandbox runs programs as a uid of their own: it must reach the copy
         solved, student = Path(scratch) / "solved", Path(scratch) / "student"
         copy_repo(root, solved)
         copy_repo(root, student, chapters)
