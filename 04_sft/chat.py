@@ -35,6 +35,14 @@ def parse_args(argv=None):
     parser = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ckpt", help=f"the chat model (default: {DEFAULT_CKPT}; with --web: every chat model "
                         f"under runs/, this one first)")
+    add_chat_arguments(parser)
+    add_web_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def add_chat_arguments(parser):
+    """--prompt, --system, --temp, --top-k, --max-new-tokens, --seed, --device: chat.py's and chapter 06's
+    chat_quantized.py's, with the chat defaults of chat_session.py."""
     parser.add_argument("--prompt", help="answer this one message and exit (no REPL)")
     parser.add_argument("--system", help="a system message that opens the conversation")
     parser.add_argument("--temp", type=cli.non_negative_float, default=TEMPERATURE,
@@ -43,10 +51,8 @@ def parse_args(argv=None):
                         help=f"sample among the k likeliest tokens (default {TOP_K})")
     parser.add_argument("--max-new-tokens", type=cli.positive_int, default=MAX_NEW_TOKENS,
                         help=f"longest reply, in tokens (default {MAX_NEW_TOKENS})")
-    parser.add_argument("--seed", type=int, default=None, help="make sampling repeatable")
+    parser.add_argument("--seed", type=cli.non_negative_int, default=None, help="make sampling repeatable")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda or mps")
-    add_web_arguments(parser)
-    return parser.parse_args(argv)
 
 
 def add_web_arguments(parser):

@@ -19,7 +19,7 @@ for chapter in ["01_tokenizer", "02_transformer", "03_pretrain", "04_sft"]:  # t
 
 import cli  # noqa: E402  (chapter 01)
 import quant_checkpoint  # noqa: E402, F401  (this chapter: registers the "quantized" format with the loader)
-from chat import (MAX_NEW_TOKENS, RUNS, TEMPERATURE, TOP_K, add_web_arguments, chat_with,  # noqa: E402  (chapter 04)
+from chat import (RUNS, add_chat_arguments, add_web_arguments, chat_with,  # noqa: E402  (chapter 04)
                   serve_web)
 from hardware import pick_device  # noqa: E402  (chapter 03)
 from model_loader import find_chat_models, load_model  # noqa: E402  (chapter 03: the one loader)
@@ -31,16 +31,7 @@ def main(argv=None):
     parser = cli.ArgumentParser(description=__doc__, formatter_class=cli.argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ckpt", help=f"a quantized chat model (default: {DEFAULT_CKPT}; with --web: every chat "
                         f"model under runs/, this one first)")
-    parser.add_argument("--prompt", help="answer this one message and exit (no REPL)")
-    parser.add_argument("--system", help="a system message that opens the conversation")
-    parser.add_argument("--temp", type=cli.non_negative_float, default=TEMPERATURE,
-                        help=f"temperature, 0 = greedy (default {TEMPERATURE})")
-    parser.add_argument("--top-k", type=cli.positive_int, default=TOP_K,
-                        help=f"sample among the k likeliest (default {TOP_K})")
-    parser.add_argument("--max-new-tokens", type=cli.positive_int, default=MAX_NEW_TOKENS,
-                        help=f"longest reply (default {MAX_NEW_TOKENS})")
-    parser.add_argument("--seed", type=cli.non_negative_int, default=None, help="make sampling repeatable")
-    parser.add_argument("--device", default="cpu", help="cpu (default), cuda or mps")
+    add_chat_arguments(parser)
     add_web_arguments(parser)
     args = parser.parse_args(argv)
     device = pick_device(args.device)
