@@ -271,7 +271,7 @@ def train_config(settings, out_dir):
         log_interval=settings["log_interval"], sample_interval=0, out_dir=str(out_dir), stop_at=settings["stop_at"])
 
 
-def load_chat_model(settings, saved, log):
+def base_with_chat_tokens(settings, saved, log):
     """The base model with the chat tokens added to its tokenizer and embeddings -> (model, tokenizer, its
     sha256, the base checkpoint's metadata). `saved`: a resumed run's metadata, whose tokenizer must match."""
     model, base_tokenizer, base_checkpoint = load_base(settings["base"])
@@ -337,7 +337,7 @@ def fine_tune(args):
         log(compile_note)
     start = time.time()
 
-    model, tokenizer, tokenizer_sha256, base_checkpoint = load_chat_model(settings, saved, log)
+    model, tokenizer, tokenizer_sha256, base_checkpoint = base_with_chat_tokens(settings, saved, log)
     batches, eval_examples = build_data(settings, tokenizer, model.config.block_size, log)
     data_sha256 = rows_fingerprint(batches.rows["train"])
     check_same_data(saved, data_sha256, settings)
