@@ -43,7 +43,7 @@ for chapter in ["01_tokenizer", "02_transformer", "03_pretrain", "04_sft"]:  # t
 import cli  # noqa: E402  (chapter 01: script plumbing)
 import hardware  # noqa: E402  (chapter 03)
 import world  # noqa: E402  (chapter 03: the mini-world, for the held-out prompts)
-from chat_format import END, render_chat  # noqa: E402  (chapter 04)
+from chat_format import render_chat  # noqa: E402  (chapter 04)
 from checkpoint import read_checkpoint  # noqa: E402  (chapter 03)
 from model_loader import load_model  # noqa: E402  (chapter 03: the one loader)
 from dataset import TokenDataset  # noqa: E402  (chapter 03)
