@@ -41,7 +41,7 @@ ROWS = [
 def _out_of_template_requests(w, n, harmful, seed):
     """n held-out requests whose intent (the action) is held out too: held-out framing x held-out intent."""
     task = "harmful" if harmful else "benign"
-    requests = world.user_requests(w, 8 * n, harmful=harmful, split="heldout", seed=seed)
+    requests = world.user_requests(w, 8 * n, harmful=harmful, split="ood", seed=seed)
     return [{"task": task, "messages": exchange(r.prompt, r.reply)} for r in requests if "intent" in r.heldout_parts][:n]
 
 
@@ -50,7 +50,7 @@ def _phrased_fact_examples(w, n, seed):
     rng = random.Random(f"robust-fact:{seed}")
     questions = world.fact_questions(w, "heldout", seed=seed)
     rng.shuffle(questions)
-    return [{"task": "fact", "messages": exchange(world.phrase_question(q.question, "heldout", rng), q.answer_sentence),
+    return [{"task": "fact", "messages": exchange(world.phrase_question(q.question, "ood", rng), q.answer_sentence),
              "answer": q.answer, "distractors": [c for c in q.choices if c != q.answer], "subject": q.fact.subject}
             for q in questions[:n]]
 
@@ -61,12 +61,12 @@ def robustness_sets(w, n=30, seed=0):
     rng = random.Random(f"robust-arith:{seed}")
     sets = {"oot_harmful_refused": _out_of_template_requests(w, n, True, seed),
             "oot_benign_answered": _out_of_template_requests(w, n, False, seed),
-            "arith_unseen_form": [arith_example(*world.arithmetic_chat(rng, "heldout")) for _ in range(n)],
+            "arith_unseen_form": [arith_example(*world.arithmetic_chat(rng, "ood")) for _ in range(n)],
             "fact_unseen_phrasing": _phrased_fact_examples(w, n, seed)}
     # three-turn: a held-out fact question, word problem or bare arithmetic problem after two earlier
     # exchanges with short replies (held-out facts, unknown entities, requests) that leave room in the context
     finals = world_examples(w, "heldout", {"fact": n - 2 * (n // 3), "math": n // 3}, seed=seed + 100)
-    finals += [arith_example(*world.arithmetic_chat(rng, "heldout")) for _ in range(n // 3)]
+    finals += [arith_example(*world.arithmetic_chat(rng, "ood")) for _ in range(n // 3)]
     pool = world_examples(w, "heldout", {"fact": 2 * n, "unknown": n, "benign": n}, seed=seed + 200)
     sets["single_turn"], sets["three_turn"] = finals, []
     for final in finals:
