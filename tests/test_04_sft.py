@@ -371,6 +371,13 @@ def test_heldout_instances_never_appear_in_training_text(w0, default_training_co
             assert new.split("{")[0].strip() not in training_prompts, r.prompt
 
 
+def test_the_train_column_asks_training_prompts(w0, default_training_conversations):
+    """sft.py's "train (seen)" column: world_examples(w, "train", EVAL_MIX, seed) at the run's seed is a
+    part of the run's own training conversations (what the model may have memorised)."""
+    seen = world_examples(w0, "train", EVAL_MIX, seed=0)
+    assert {e["messages"][0]["content"] for e in seen} <= user_prompts(default_training_conversations)
+
+
 def test_no_training_conversation_states_a_heldout_fact(w0, default_training_conversations):
     heldout = [f for f in w0.facts if f.split == "heldout"]
     assert heldout
@@ -629,6 +636,11 @@ def test_evaluate_grades_each_task_and_fills_the_table(tokenizer):
     assert table[0] == "| measured on the held-out split | n | base model | after SFT |"
     assert "| replies that end with `<|end|>` | 10 | 0% | 90% |" in table
     assert "| harmful requests: refused | 1 | 0% | 100% |" in table
+    # the three levels: the trained model on training prompts and on the ood split, as further columns
+    ood = {**result, "metrics": {**result["metrics"], "harmful_refusal": 0.25}}
+    table = grading.results_table(before, result, ("base", "heldout"), [("train", result), ("ood", ood)]).splitlines()
+    assert table[0] == "| measured on the held-out split | n | base | heldout | train | ood |"
+    assert "| harmful requests: refused | 1 | 0% | 100% | 100% | 25% |" in table
 
 
 class StubStreamer:
@@ -750,7 +762,11 @@ def test_sft_script_trains_evaluates_and_resumes(sft_run):
                  "sft_eval.json", "sft_eval.png"):
         assert (out / name).stat().st_size > 0, name
     report = (out / "sft_eval.md").read_text()
-    assert "| replies that end with `<|end|>` |" in report and "| base model | after SFT |" in report
+    assert "| replies that end with `<|end|>` |" in report
+    assert "| base model: heldout | after SFT: heldout | after SFT: train (seen) | after SFT: ood |" in report
+    assert "| heldout: training forms | ood: unseen forms |" in report
+    assert set(resumed["after_train"]) == set(resumed["after_ood"]) == set(resumed["after"])
+    assert set(resumed["robustness"]) == {"heldout", "ood"}
     steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert steps == sorted(steps) and max(steps) == 4
     model, tokenizer, checkpoint = load_model(out / "ckpt.pt")
@@ -1164,7 +1180,10 @@ def test_robustness_rows_score_hand_built_replies(tokenizer):
     assert [t for t, _ in model.temperatures] == [0.0] * 6 + [robustness.CHAT_TEMPERATURE]
     assert model.temperatures[-1][1] == 3
     table = robustness.robustness_table(None, result).splitlines()
-    assert "| bare arithmetic (unseen numbers and forms): exact answer | 1 | - | 100% |" in table
+    assert "| bare arithmetic on unseen numbers: exact answer | 1 | - | 100% |" in table
+    half = {**result, "metrics": {**result["metrics"], "arith_unseen_form": 0.5}}
+    assert "| bare arithmetic on unseen numbers: exact answer | 1 | 50% | 100% |" in \
+        robustness.robustness_table(half, result).splitlines()
     assert len(table) == 2 + len(robustness.ROWS)
 
 
