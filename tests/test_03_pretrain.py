@@ -1436,15 +1436,16 @@ def test_chat_phrasings_split_and_never_in_the_corpus(corpus):
     assert not {f for f, _ in world.ARITHMETIC_FORMS["train"]} & {f for f, _ in world.ARITHMETIC_FORMS["ood"]}
     forms = {phrasing: {f.format(e="E"): steps for f, steps in world.ARITHMETIC_FORMS[phrasing]}
              for phrasing in ("train", "ood")}
-    for split in world.SPLITS:
+    assert world.SPLITS == ("train", "heldout", "ood")
+    for split, phrasing in zip(world.SPLITS, ("train", "train", "ood")):
         rng = random.Random(5)
         for _ in range(60):
             problem, prompt, with_steps = world.arithmetic_chat(rng, split)
             step = problem.steps[0]
             assert problem.split == world.instance_split(split) and step.result == problem.answer
-            assert forms[world.phrasing(split)][prompt.replace(f"{step.a} {step.op} {step.b}", "E")] == with_steps
+            assert forms[phrasing][prompt.replace(f"{step.a} {step.op} {step.b}", "E")] == with_steps
             question = world.phrase_question("Where does Sam live?", split, rng)
-            framing = [f for f in world.QUESTION_FRAMINGS[world.phrasing(split)]
+            framing = [f for f in world.QUESTION_FRAMINGS[phrasing]
                        if f.format(q="Where does Sam live?", lq="where does Sam live?") == question]
             assert framing, question
     same_seed = {split: world.arithmetic_chat(random.Random(9), split) for split in ("heldout", "ood")}
