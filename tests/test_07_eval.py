@@ -644,3 +644,26 @@ def test_robustness_task_reuses_chapter_04s_sets_and_rows():
     assert summary["arith_unseen_form" + eval_tasks.OOD] == 1 and summary["arith_unseen_form"] == 0
     assert summary["three_turn_sampled"] == 1 and summary["three_turn_sampled" + eval_tasks.OOD] == 0
     assert summary["three_turn_greedy"] == 0 and summary["single_turn"] == 0
+
+
+def test_cot_study_items_pair_heldout_and_ood_and_count_steps():
+    """cot_study.py's problems: each cell has exactly its number of operations, the "heldout" and "ood"
+    items are the same held-out problems (keys, answers) in two phrasings, and the tables read the
+    share right per cell."""
+    import cot_study
+    w = world.build_world(0)
+    items = {split: cot_study.cot_items(w, split, 3) for split in ("heldout", "ood")}
+    assert len(items["heldout"]) == 3 * (6 + 3)
+    for h, o in zip(items["heldout"], items["ood"]):
+        assert (h["key"], h["gold"], h["steps"]) == (o["key"], o["gold"], o["steps"]) and world.split_of(h["key"]) == "heldout"
+        assert h["question"] != o["question"]
+        if h["kind"] == "word":
+            assert h["key"].count("|") == h["steps"]      # "word:count:13|-7|+8": one op per step
+        else:
+            assert h["question"].startswith("What is ") and not o["question"].startswith("What is ")
+    records = {split: [{**i, "right": {"direct": int(i["steps"] == 1), "self-consistency": 1}} for i in items[split]]
+               for split in ("heldout", "ood")}
+    assert cot_study.accuracy(records["heldout"], "direct", kind="word", steps=1) == (1.0, 6)
+    assert cot_study.accuracy(records["heldout"], "direct", kind="word", steps=2) == (0.0, 6)
+    table = cot_study.tables({"m": records})
+    assert "| m | direct | 100% | 0% | 0% | 33% | 33% |" in table and "| m | zero-shot CoT | - |" in table
