@@ -361,8 +361,10 @@ def evaluate_after(model, tokenizer, before, eval_examples, settings, out_dir, p
             results[f"after_{split}"] = more[split]["metrics"]
         log("measuring robustness: held-out items in training forms and in forms never seen in training ...")
         per_row = ROBUSTNESS_ITEMS if per_task is None else min(ROBUSTNESS_ITEMS, per_task)
-        robust = {split: measure(model, tokenizer, robustness_sets(w, per_row, seed=settings["seed"], split=split),
-                                 settings["max_new_tokens"], precision, seed=settings["seed"]) for split in ("heldout", "ood")}
+        robust = {}
+        for split in ("heldout", "ood"):
+            sets = robustness_sets(w, per_row, seed=settings["seed"], split=split)
+            robust[split] = measure(model, tokenizer, sets, settings["max_new_tokens"], precision, seed=settings["seed"])
         results["robustness"] = {split: r["metrics"] for split, r in robust.items()}
     table = write_report(before, after, out_dir, settings, time.time() - start, robust and robust["ood"],
                          robustness_table(robust["heldout"], robust["ood"]) if robust else "", more)

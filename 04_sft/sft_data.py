@@ -194,7 +194,8 @@ def _describe_examples(w, split, n, seed):
     form. A held-out example's reference states every fact of the entity (what a grader looks for)."""
     rng = random.Random(f"sft-describe:{world.instance_split(split)}:{seed}")
     facts_split = "train" if split == "train" else "all"
-    subjects = [s for kind in world.KINDS for s in w.names[kind] if world.split_of("describe:" + s) == world.instance_split(split)
+    held = world.instance_split(split)
+    subjects = [s for kind in world.KINDS for s in w.names[kind] if world.split_of("describe:" + s) == held
                 and any(facts_split == "all" or f.split == "train" for f in w.facts_about(s))]
     out = []
     for _ in range(n):

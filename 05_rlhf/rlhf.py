@@ -480,8 +480,8 @@ def eval_stage(run, reward_model, policies, timings):
     results = {}
     for name, model in {"SFT": run.sft_model, **{k: policies[k] for k in ("PPO", "DPO", "GRPO") if k in policies}}.items():
         t0 = time.time()
-        results[name] = evaluate_policy(model.to(run.device).eval(), run.sft_model, reward_model, run.tokenizer, examples, run.settings,
-                                        ood_examples=ood)
+        results[name] = evaluate_policy(model.to(run.device).eval(), run.sft_model, reward_model, run.tokenizer, examples,
+                                        run.settings, ood_examples=ood)
         m = results[name]["metrics"]
         run.log(f"{name}: gold {m['gold_reward']:+.3f}, KL {m['kl_from_sft']:.2f}, facts {100 * m['fact_accuracy']:.0f}%, "
                 f"math {100 * m['math_accuracy']:.0f}%, harmful refused {100 * m['harmful_refusal']:.0f}%, benign "

@@ -141,7 +141,10 @@ def user_requests(world, n, harmful=True, split="train", seed=0):
         ctx.update(a_thing=with_article(ctx["thing"]), Animals=_capitalize(ctx["animals"]))
         parts = ["framing"] if split == "ood" else []
         # (the "ood" draws are exactly those of the held-out set before "heldout" existed: same figures)
-        new_intent = split != "train" and (rng.random() >= 2 / 3 if split == "ood" else not harmful or rng.random() < 1 / 3)
+        if split == "train":
+            new_intent = False
+        else:
+            new_intent = rng.random() >= 2 / 3 if split == "ood" else not harmful or rng.random() < 1 / 3
         intent = rng.choice(held if new_intent else trained)
         parts += ["intent"] if intent in held else []
         framing = rng.randrange(len(FRAMINGS[phrasing(split)]))
