@@ -326,11 +326,11 @@ def dpo_stage(run, pairs):
 # Stage 6: the table
 
 
-def eval_examples(settings):
+def eval_examples(settings, split="heldout"):
     mix = {task: EVAL_MIX[task] for task in RL_TASKS}
     if settings.get("eval_per_task"):
         mix = {task: min(n, settings["eval_per_task"]) for task, n in mix.items()}
-    return world_examples(world.build_world(WORLD_SEED), "heldout", mix, seed=EVAL_SEED)
+    return world_examples(world.build_world(WORLD_SEED), split, mix, seed=EVAL_SEED)
 
 
 def eval_stage(run, reward_model, policies):
@@ -339,11 +339,12 @@ def eval_stage(run, reward_model, policies):
             policy, meta = load_stage_model(run, name)
             if steps_done(meta)[0] >= steps_done(meta)[1]:  # a stopped run is left out of the table
                 policies[name.upper()] = policy
-    examples = eval_examples(run.settings)
+    examples, ood = eval_examples(run.settings), eval_examples(run.settings, "ood")   # held-out: two phrasings
     results = {}
     for name, model in {"SFT": run.sft_model, **{k: policies[k] for k in ("PPO", "DPO", "GRPO") if k in policies}}.items():
         t0 = time.time()
-        results[name] = evaluate_policy(model.to(run.device).eval(), run.sft_model, reward_model, run.tokenizer, examples, run.settings)
+        results[name] = evaluate_policy(model.to(run.device).eval(), run.sft_model, reward_model, run.tokenizer, examples,
+                                        run.settings, ood_examples=ood)
         m = results[name]["metrics"]
         run.log(f"{name}: gold {m['gold_reward']:+.3f}, KL {m['kl_from_sft']:.2f}, facts {100 * m['fact_accuracy']:.0f}%, "
                 f"math {100 * m['math_accuracy']:.0f}%, harmful refused {100 * m['harmful_refusal']:.0f}%, benign "

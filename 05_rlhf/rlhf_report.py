@@ -60,10 +60,12 @@ def reward_model_report(reward_model, tokenizer, pairs, out_dir, log):
 
 
 @torch.no_grad()
-def evaluate_policy(policy, sft_model, reward_model, tokenizer, examples, settings):
+def evaluate_policy(policy, sft_model, reward_model, tokenizer, examples, settings, ood_examples=None):
     """Greedy replies graded (chapter 04's metrics) + mean gold reward, reward-model score, reply length,
     and the KL from the SFT model on one sampled reply per prompt: mean over replies of
-    sum_t log pi(y_t) - log pi_sft(y_t), y ~ pi (temperature 1)."""
+    sum_t log pi(y_t) - log pi_sft(y_t), y ~ pi (temperature 1). `examples` are the "heldout" items
+    (training phrasings); ood_examples, the "ood" ones (held-out phrasings), add chapter 04's metrics
+    with the suffix " (ood)"."""
     device = next(policy.parameters()).device
     precision = resolve_precision(settings["precision"], device.type)
     result = evaluate(policy, tokenizer, examples, settings["eval_tokens"], precision)
@@ -84,17 +86,26 @@ def evaluate_policy(policy, sft_model, reward_model, tokenizer, examples, settin
     extra = {"gold_reward": sum(gold) / len(gold), "rm_score": sum(scores) / len(scores) if scores else None,
              "kl_from_sft": sum(kls) / len(kls), "kl_prompts": len(kls), "reply_length": sum(lengths) / len(lengths)}
     result["metrics"].update(extra)
+    if ood_examples:
+        ood = evaluate(policy, tokenizer, ood_examples, settings["eval_tokens"], precision)
+        result["metrics"].update({key + OOD: value for key, value in ood["metrics"].items()})
+        result["counts"].update({key + OOD: value for key, value in ood["counts"].items()})
     return result
 
 
+OOD = " (ood)"  # the suffix of a metric measured on the "ood" items (the plain key: the "heldout" items)
 TABLE_ROWS = [  # (key, label, format)
     ("gold_reward", "mean gold reward (in [-2, 1])", "{:+.3f}"),
     ("rm_score", "mean reward-model score", "{:+.3f}"),
     ("kl_from_sft", "KL from SFT (nats per reply, sampled)", "{:.2f}"),
     ("fact_accuracy", "world questions: exact answer", "{:.0%}"),
+    ("fact_accuracy" + OOD, "... asked in an unseen framing (ood)", "{:.0%}"),
     ("math_accuracy", "word problems: exact answer", "{:.0%}"),
+    ("math_accuracy" + OOD, "... told in an unseen wording (ood)", "{:.0%}"),
     ("harmful_refusal", "harmful requests: refused", "{:.0%}"),
+    ("harmful_refusal" + OOD, "... in an unseen framing (ood)", "{:.0%}"),
     ("benign_over_refusal", "benign look-alikes: refused (lower is better)", "{:.0%}"),
+    ("benign_over_refusal" + OOD, "... in an unseen framing (ood)", "{:.0%}"),
     ("unknown_honesty", "unknown entities: says \"I don't know\"", "{:.0%}"),
     ("format", "replies that end with `<|end|>`", "{:.0%}"),
     ("reply_length", "mean reply length (tokens)", "{:.1f}"),
@@ -202,8 +213,9 @@ def write_eval_report(out_dir, results, examples, settings, timings):
     rm_eval_path = Path(out_dir) / "reward_model" / "rm_eval.json"
     rm_eval = json.loads(rm_eval_path.read_text()) if rm_eval_path.exists() else None
     lines = ["# RLHF evaluation", "", f"Greedy replies (at most {settings['eval_tokens']} tokens) to {len(examples)} "
-             f"held-out prompts (chapter 04's held-out items of these tasks); the KL row samples one reply per prompt "
-             f"at temperature 1. SFT model: `{settings['sft']}`, preset {settings['preset']}, seed {settings['seed']}.",
+             f"held-out prompts (chapter 04's held-out items of these tasks, asked in training phrasings; the "
+             f"(ood) rows ask the same kind of items in phrasings no training text uses); the KL row samples one "
+             f"reply per prompt at temperature 1. SFT model: `{settings['sft']}`, preset {settings['preset']}, seed {settings['seed']}.",
              "", table, ""]
     if rm_eval:
         lines += ["Reward model, held-out pairwise accuracy against the gold ordering: "

@@ -37,7 +37,8 @@ import model_loader  # noqa: E402  (chapter 03: the one loader, and finding mode
 import quant_checkpoint  # noqa: E402, F401  (chapter 06: registers the "quantized" format with the loader)
 import world  # noqa: E402  (chapter 03)
 from contamination import NgramIndex, contamination_report  # noqa: E402  (this chapter)
-from eval_tasks import COT_PROMPTS, TASKS, check_task_names, item_text, make_items, run_task, summarize  # noqa: E402
+from eval_tasks import (COT_KINDS, COT_PROMPTS, OOD, TASKS, check_task_names, item_text, make_items,  # noqa: E402
+                        run_task, summarize)
 from harness import LanguageModel  # noqa: E402
 from robustness import ROWS as ROBUSTNESS_ROWS  # noqa: E402  (chapter 04)
 from sandbox import isolation as sandbox_isolation  # noqa: E402
@@ -86,12 +87,15 @@ COLUMNS = [("bits/byte", "perplexity", "bits_per_byte", None, None, True),
            ("MC letter", "multiple_choice", "letter", 100, 25, False),
            ("math strict", "math", "strict", 100, 0, False),
            ("math flexible", "math", "flexible", 100, 0, False),
+           ("math flexible ood", "math", "flexible" + OOD, 100, 0, False),
            ("pass@1", "code", "pass@1", 100, 0, False),
            ("pass@10", "code", "pass@10", 100, 0, False),
            ("BLEU", "describe", "corpus_bleu", 1, 0, False),
            ("ROUGE-L", "describe", "rougeL", 100, 0, False),
            ("refuses harmful", "harmful", "refusal", 100, 0, False),
+           ("refuses harmful ood", "harmful", "refusal" + OOD, 100, 0, False),
            ("refuses benign", "harmful", "over_refusal", 100, 0, True),
+           ("refuses benign ood", "harmful", "over_refusal" + OOD, 100, 0, True),
            ("IDK unknown", "honesty", "dont_know_unknown", 100, 0, False),
            ("confident wrong", "honesty", "confident_wrong", 100, 0, True)]
 
@@ -241,7 +245,7 @@ def cot_table(results):
     lines = ["| problems | how trained | " + " | ".join(COT_PROMPTS) + " |", "|---|---|" + "---:|" * len(COT_PROMPTS)]
     trained = {"base": "not fine-tuned (base)", "sft": "SFT on step-by-step solutions",
                DIRECT_STAGE: "SFT on direct answers only"}
-    for kind in ("word", "arithmetic"):
+    for kind in COT_KINDS:
         for r in rows:
             s = r["summary"]["chain_of_thought"]
             lines.append(f"| {kind} | {trained.get(r['stage'], r['label'])} | "
@@ -286,10 +290,12 @@ def robustness_table(results):
     rows = [r for r in results if "robustness" in r["summary"]]
     if not rows:
         return ""
-    lines = ["| on forms never seen in training | " + " | ".join(r["label"] for r in rows) + " |",
-             "|---|" + "---:|" * len(rows)]
+    lines = ["| held-out items: heldout (training forms) / ood (unseen forms) | " + " | ".join(r["label"] for r in rows)
+             + " |", "|---|" + "---:|" * len(rows)]
     for key, label in ROBUSTNESS_ROWS:
-        lines.append(f"| {label} | " + " | ".join(f"{100 * r['summary']['robustness'][key]:.0f}" for r in rows) + " |")
+        cells = [f"{100 * r['summary']['robustness'].get(key, float('nan')):.0f} / "
+                 f"{100 * r['summary']['robustness'].get(key + OOD, float('nan')):.0f}" for r in rows]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -365,7 +371,9 @@ def write_report(run, results, skipped, contamination, sources):
              "## Every model on every task", "", table, "",
              "MC: multiple choice over 4 options (acc: highest log-likelihood; acc_norm: divided by the option's "
              "length in bytes; letter: the generated letter). Math: strict = \"The answer is N\", flexible = the "
-             "last number. BLEU: corpus BLEU 0-100; ROUGE-L: F-measure in %. See README.md for each metric.", ""]
+             "last number. BLEU: corpus BLEU 0-100; ROUGE-L: F-measure in %. Held-out items are asked in training "
+             "phrasings (heldout: the plain columns) and in phrasings no training text uses (the \"ood\" columns). "
+             "See README.md for each metric.", ""]
     if skipped:
         lines += ["Not evaluated:", ""] + [f"- {s}" for s in skipped] + [""]
     cot = cot_table(results)

@@ -492,6 +492,8 @@ def test_script_writes_every_stage_and_the_table(script_run):
     assert "| held-out prompts | n | SFT | PPO | DPO | GRPO |" in table and "KL from SFT" in table
     metrics = json.loads((out / "rlhf_eval.json").read_text())["metrics"]
     assert metrics["SFT"]["kl_from_sft"] == pytest.approx(0.0, abs=1e-4)  # the SFT model against itself
+    assert "| ... told in an unseen wording (ood) |" in table      # both held-out sets: heldout and ood
+    assert all({"math_accuracy", "math_accuracy (ood)", "harmful_refusal (ood)"} <= set(m) for m in metrics.values())
     rm_eval = json.loads((out / "reward_model" / "rm_eval.json").read_text())
     assert "all" in rm_eval["heldout_accuracy_vs_gold"] and rm_eval["spearman_score_vs_gold"] is not None
 

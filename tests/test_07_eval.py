@@ -608,7 +608,10 @@ def test_report_end_to_end_on_a_tiny_model(tiny_runs, tmp_path, monkeypatch):
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["models"][0]["summary"]) == {"perplexity", "multiple_choice", "math", "chain_of_thought",
                                                      "code", "describe", "harmful", "honesty", "robustness"}
-    assert set(summary["models"][0]["summary"]["robustness"]) == {key for key, _ in robustness.ROWS}
+    assert set(summary["models"][0]["summary"]["robustness"]) == {key + end for key, _ in robustness.ROWS
+                                                                   for end in ("", " (ood)")}
+    assert {"flexible", "flexible (ood)"} <= set(summary["models"][0]["summary"]["math"])
+    assert {"refusal", "refusal (ood)", "over_refusal", "over_refusal (ood)"} <= set(summary["models"][0]["summary"]["harmful"])
     assert "## Robustness: chapter 04's rows" in report and "| the same as the third turn of a conversation" in report
     assert f"Sandbox isolation: {sandbox_isolation()}" in report  # which walls the code task's programs had
     lines = (out / "records" / "sft" / "multiple_choice.jsonl").read_text().splitlines()
@@ -621,17 +624,46 @@ def test_robustness_task_reuses_chapter_04s_sets_and_rows():
     import eval_tasks
     w = world.build_world(0)
     items = eval_tasks.robustness_items(w, 6)
-    sets = robustness.robustness_sets(w, 6)
-    assert len(items) == sum(len(v) for v in sets.values())
-    late = [i for i in items if i["row"] == "three_turn"]
-    assert late and all(len(i["history"]) == 2 for i in late)
-    assert [i["question"] for i in late] == [i["question"] for i in items if i["row"] == "single_turn"]
-    # summarize: one share per row of chapter 04, the three-turn items counted greedy and sampled
-    records = [{**i, "score": {"right": int(i["row"] == "arith_unseen_form")}} for i in items]
+    sets = {split: robustness.robustness_sets(w, 6, split=split) for split in ("heldout", "ood")}
+    assert len(items) == sum(len(v) for split in sets.values() for v in split.values())
+    for split in ("heldout", "ood"):
+        these = [i for i in items if i["split"] == split]
+        assert [i["question"] for i in these] == [e["messages"][-2]["content"] for v in sets[split].values() for e in v]
+        late = [i for i in these if i["row"] == "three_turn"]
+        assert late and all(len(i["history"]) == 2 for i in late)
+        assert [i["question"] for i in late] == [i["question"] for i in these if i["row"] == "single_turn"]
+    # summarize: one share per row of chapter 04 and split (OOD suffix), the three-turn items counted
+    # greedy and sampled
+    records = [{**i, "score": {"right": int(i["row"] == "arith_unseen_form" and i["split"] == "ood")}} for i in items]
     for r in records:
         if r["row"] == "three_turn":
-            r["score"]["right_sampled"] = 1
+            r["score"]["right_sampled"] = int(r["split"] == "heldout")
     summary = eval_tasks.summarize("robustness", records)
-    assert set(summary) == {key for key, _ in robustness.ROWS}
-    assert summary["arith_unseen_form"] == 1 and summary["three_turn_sampled"] == 1
+    rows = {key for key, _ in robustness.ROWS}
+    assert set(summary) == rows | {key + eval_tasks.OOD for key in rows}
+    assert summary["arith_unseen_form" + eval_tasks.OOD] == 1 and summary["arith_unseen_form"] == 0
+    assert summary["three_turn_sampled"] == 1 and summary["three_turn_sampled" + eval_tasks.OOD] == 0
     assert summary["three_turn_greedy"] == 0 and summary["single_turn"] == 0
+
+
+def test_cot_study_items_pair_heldout_and_ood_and_count_steps():
+    """cot_study.py's problems: each cell has exactly its number of operations, the "heldout" and "ood"
+    items are the same held-out problems (keys, answers) in two phrasings, and the tables read the
+    share right per cell."""
+    import cot_study
+    w = world.build_world(0)
+    items = {split: cot_study.cot_items(w, split, 3) for split in ("heldout", "ood")}
+    assert len(items["heldout"]) == 3 * (6 + 3)
+    for h, o in zip(items["heldout"], items["ood"]):
+        assert (h["key"], h["gold"], h["steps"]) == (o["key"], o["gold"], o["steps"]) and world.split_of(h["key"]) == "heldout"
+        assert h["question"] != o["question"]
+        if h["kind"] == "word":
+            assert h["key"].count("|") == h["steps"]      # "word:count:13|-7|+8": one op per step
+        else:
+            assert h["question"].startswith("What is ") and not o["question"].startswith("What is ")
+    records = {split: [{**i, "right": {"direct": int(i["steps"] == 1), "self-consistency": 1}} for i in items[split]]
+               for split in ("heldout", "ood")}
+    assert cot_study.accuracy(records["heldout"], "direct", kind="word", steps=1) == (1.0, 6)
+    assert cot_study.accuracy(records["heldout"], "direct", kind="word", steps=2) == (0.0, 6)
+    table = cot_study.tables({"m": records})
+    assert "| m | direct | 100% | 0% | 0% | 33% | 33% |" in table and "| m | zero-shot CoT | - |" in table
