@@ -4,6 +4,7 @@
     python 08_multimodal/multimodal.py --preset gpu         # bigger encoders, more data and steps, one GPU
     python 08_multimodal/multimodal.py --preset smoke       # every stage end to end in seconds (figures meaningless)
     python 08_multimodal/multimodal.py --overwrite          # start over in an --out-dir that holds a run
+    python 08_multimodal/multimodal.py --resume             # continue an interrupted run (finished stages load)
 
 Steps: (1) load chapter 04's chat model and its tokenizer (default runs/04_sft/ckpt.pt) and add the tokens
 <|image|>, <|tool|>, <|/tool|>, <|result|>, <|/result|>; (2) draw the scenes (scenes.py: train, heldout,
