@@ -4,6 +4,7 @@
     python 08_multimodal/multimodal.py --preset gpu         # bigger encoders, more data and steps, one GPU
     python 08_multimodal/multimodal.py --preset smoke       # every stage end to end in seconds (figures meaningless)
     python 08_multimodal/multimodal.py --overwrite          # start over in an --out-dir that holds a run
+    python 08_multimodal/multimodal.py --resume             # continue an interrupted run (finished stages load)
 
 Steps: (1) load chapter 04's chat model and its tokenizer (default runs/04_sft/ckpt.pt) and add the tokens
 <|image|>, <|tool|>, <|/tool|>, <|result|>, <|/result|>; (2) draw the scenes (scenes.py: train, heldout,
@@ -38,6 +39,7 @@ import train  # noqa: E402  (chapter 03: the training loop)
 import world  # noqa: E402  (chapter 03: the mini-world's arithmetic and word problems)
 from chat_format import add_chat_embeddings, to_inputs_and_targets  # noqa: E402  (chapter 04)
 from grading import extract_answer  # noqa: E402  (chapter 04)
+from sft_data import world_examples  # noqa: E402  (chapter 04: its conversations, mixed into LLaVA's stage 2)
 
 import scenes  # noqa: E402  (this chapter)
 from clip_model import CLIP, CLIPConfig, encode_texts, linear_probe, recall_at_k, zero_shot_classify  # noqa: E402
@@ -53,18 +55,23 @@ ROLE = "multimodal"  # in every checkpoint of this chapter: chapter 03's loader 
 PRESETS = {
     # 2 cores, a few minutes: small encoders (~0.4M parameters), chapter 04's tiny chat model (2.2M).
     "tiny": dict(n_train=4000, n_eval=120, vit_layers=2, vit_embd=64, text_layers=2, text_embd=64,
-                 clip_steps=500, clip_batch=32, clip_lr=1e-3, stage1_steps=100, stage2_steps=300, llava_batch=32,
-                 stage1_lr=2e-3, stage2_lr=1e-3, tools_steps=200, tools_batch=32, tools_lr=1e-3,
-                 n_tools_train=3000, n_tools_eval=40, text_eval_per_task=6, precision="fp32"),
+                 clip_steps=800, clip_batch=48, clip_lr=1e-3, clip_singles=0.5, singles_per_pair=60,
+                 stage1_steps=100, stage2_steps=300, llava_batch=16, stage1_lr=2e-3, stage2_lr=1e-3,
+                 stage2_text=dict(fact=300, unknown=300, harmful=200, benign=200),
+                 tools_steps=120, tools_batch=32, tools_lr=1e-3,
+                 n_tools_train=3000, n_tools_eval=40, text_eval_per_task=20, precision="fp32"),
     # a check that every stage runs end to end (seconds; the figures mean nothing)
     "smoke": dict(n_train=64, n_eval=12, vit_layers=1, vit_embd=32, text_layers=1, text_embd=32,
-                  clip_steps=3, clip_batch=16, clip_lr=1e-3, stage1_steps=2, stage2_steps=2, llava_batch=8,
-                  stage1_lr=1e-3, stage2_lr=1e-3, tools_steps=2, tools_batch=8, tools_lr=1e-3,
+                  clip_steps=3, clip_batch=16, clip_lr=1e-3, clip_singles=0.5, singles_per_pair=2,
+                  stage1_steps=2, stage2_steps=2, llava_batch=8, stage1_lr=1e-3, stage2_lr=1e-3,
+                  stage2_text=dict(fact=4, unknown=4, harmful=4, benign=4), tools_steps=2, tools_batch=8, tools_lr=1e-3,
                   n_tools_train=30, n_tools_eval=3, text_eval_per_task=1, precision="fp32"),
     # one GPU: wider and deeper encoders, 10x the scenes, more steps; the chat model is whatever --chat is
     "gpu": dict(n_train=40000, n_eval=500, vit_layers=6, vit_embd=256, text_layers=4, text_embd=256,
-                clip_steps=5000, clip_batch=256, clip_lr=5e-4, stage1_steps=1000, stage2_steps=3000, llava_batch=64,
-                stage1_lr=1e-3, stage2_lr=5e-4, tools_steps=2000, tools_batch=64, tools_lr=5e-4,
+                clip_steps=5000, clip_batch=256, clip_lr=5e-4, clip_singles=0.5, singles_per_pair=600,
+                stage1_steps=1000, stage2_steps=3000, llava_batch=64, stage1_lr=1e-3, stage2_lr=5e-4,
+                stage2_text=dict(fact=3000, unknown=3000, harmful=2000, benign=2000),
+                tools_steps=2000, tools_batch=64, tools_lr=5e-4,
                 n_tools_train=30000, n_tools_eval=200, text_eval_per_task=40, precision="auto"),
 }
 DESCRIBE = ["Describe the picture.", "What is in the picture?", "Describe this image.", "What do you see?"]
@@ -77,6 +84,9 @@ def parse_args(argv=None):
     parser.add_argument("--chat", default=str(DEFAULT_CHAT), help=f"chapter 04's chat model (default {DEFAULT_CHAT})")
     parser.add_argument("--out-dir", default=str(DEFAULT_OUT_DIR))
     parser.add_argument("--overwrite", action="store_true", help="replace the run in --out-dir")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue an interrupted run in --out-dir: finished stages are loaded, the one "
+                             "that was cut off continues from its last checkpoint")
     parser.add_argument("--device", help="cuda, mps or cpu (default: the first available)")
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args(argv)
@@ -99,20 +109,34 @@ def images_of(scene_list):
 # CLIP
 
 
-def clip_batches(train_images, train_texts, val_images, val_texts, size):
-    """get_batch for chapter 03's loop: (images, ids, lengths). Training batches are whole sibling groups
-    (scenes.SIBLINGS scenes of one layout), each scene's text its caption with or without places."""
+def clip_batches(train_images, train_texts, val_images, val_texts, size, singles=None, single_share=0.0):
+    """get_batch for chapter 03's loop: (images, ids, lengths). A training batch is whole sibling groups
+    (scenes.SIBLINGS scenes of one layout), each scene's text its caption with or without places, and,
+    with `singles` = (images, (ids, lengths)), a share `single_share` of single-object scenes with their
+    placeless captions ("a large red sun"): among those, a random pair often differs only in shape, the
+    hard negatives that make the loss learn it (lesson, section 3)."""
+    n_singles = int(size * single_share) if singles is not None else 0
+
     def get_batch(split, generator):
         images, (ids, lengths) = (train_images, train_texts) if split == "train" else (val_images, val_texts)
         n_scenes = len(images)
-        if split == "train":
-            groups = torch.randint(n_scenes // scenes.SIBLINGS, (size // scenes.SIBLINGS,), generator=generator)
-            index = (groups[:, None] * scenes.SIBLINGS + torch.arange(scenes.SIBLINGS)).flatten()
-        else:
+        if split != "train":
             index = torch.randperm(n_scenes, generator=generator)[:size]
+            text_index = index + n_scenes * torch.randint(2, index.shape, generator=generator)
+            return images[index], ids[text_index, :int(lengths[text_index].max())], lengths[text_index]
+        groups = torch.randint(n_scenes // scenes.SIBLINGS, ((size - n_singles) // scenes.SIBLINGS,), generator=generator)
+        index = (groups[:, None] * scenes.SIBLINGS + torch.arange(scenes.SIBLINGS)).flatten()
         text_index = index + n_scenes * torch.randint(2, index.shape, generator=generator)  # with / without places
-        length = lengths[text_index]
-        return images[index], ids[text_index, :int(length.max())], length
+        batch_images, batch_ids, batch_lengths = images[index], ids[text_index], lengths[text_index]
+        if n_singles:
+            single_images, (single_ids, single_lengths) = singles
+            pick = torch.randint(len(single_images), (n_singles,), generator=generator)
+            width = max(batch_ids.size(1), single_ids.size(1))  # right-pad both to one width (causal: harmless)
+            pad = lambda t: torch.nn.functional.pad(t, (0, width - t.size(1)), value=int(ids[0, -1]))
+            batch_images = torch.cat([batch_images, single_images[pick]])
+            batch_ids = torch.cat([pad(batch_ids), pad(single_ids[pick])])
+            batch_lengths = torch.cat([batch_lengths, single_lengths[pick]])
+        return batch_images, batch_ids[:, :int(batch_lengths.max())], batch_lengths
     return get_batch
 
 
@@ -244,6 +268,14 @@ def qa_conversations(scene_list, rng, allowed_pairs, text_only_every=5):
     return out
 
 
+def chat_conversations(w, mix, seed):
+    """Stage 2's text-only share: chapter 04's training conversations (sft_data.world_examples, `mix` of
+    each task: facts, "I don't know"s, refusals, benign look-alikes) as [(messages, -1)], no picture.
+    Without them stage 2 trains on pictures only and the model forgets chapter 04's manners (LLaVA-1.5
+    mixes ShareGPT's text conversations into its stage 2 for the same reason)."""
+    return [(e["messages"], -1) for e in world_examples(w, "train", mix, seed=seed)]
+
+
 def eval_questions(scene_list, seed, allowed_pairs=None):
     """[(scene index, question dict)]: every question of every scene (one per type, as scenes.questions)."""
     rng = np.random.default_rng([seed, 11])
@@ -283,7 +315,7 @@ def evaluate_llava(model, tokenizer, scene_list, seed, allowed_pairs=None):
 def text_rows(model, tokenizer, per_task, seed):
     """Chapter 04's table rows (held-out world prompts, grading.evaluate) for a text-only chat model."""
     from grading import evaluate
-    from sft_data import EVAL_MIX, world_examples
+    from sft_data import EVAL_MIX
     mix = {task: min(n, per_task) for task, n in EVAL_MIX.items()}
     examples = world_examples(world.build_world(0), "heldout", mix, seed=seed + 2)
     return evaluate(model.eval(), tokenizer, examples, max_new_tokens=96)["metrics"]
@@ -400,7 +432,8 @@ def main(argv=None):
 
 def run(args):
     settings = dict(PRESETS[args.preset], device=args.device, seed=args.seed, preset=args.preset, chat=args.chat)
-    out_dir = cli.check_out_dir(args.out_dir, overwrite=args.overwrite, marker="summary.json", resumable=False)
+    # a run exists once CLIP's first checkpoint does; --resume continues it stage by stage (train.train's resume)
+    out_dir = cli.check_out_dir(args.out_dir, resume=args.resume, overwrite=args.overwrite, marker="clip/ckpt.pt")
     start, cpu_start = time.time(), time.process_time()
     chat_model, chat_tokenizer = load_chat_model(args.chat)  # FileNotFoundError / ValueError: one clear line
     tokenizer = chat_tokenizer.with_special_tokens(MM_TOKENS)
@@ -417,7 +450,7 @@ def run(args):
           f"held-out colour-shape pair {scenes.HELDOUT_PAIRS}")
 
     # (3) CLIP
-    t = time.time()
+    t, cpu_t = time.time(), time.process_time()
     vision_config = ViTConfig(n_layer=settings["vit_layers"], n_embd=settings["vit_embd"])
     captions = [scenes.caption(s) for s in data["train"]] + [scenes.caption(s, places=False) for s in data["train"]]
     val_captions = [scenes.caption(s) for s in data["heldout"]] * 2
@@ -425,18 +458,22 @@ def run(args):
     clip_config = CLIPConfig(vocab_size=tokenizer.vocab_size, text_block_size=max(train_texts[0].size(1), val_texts[0].size(1)),
                              text_layers=settings["text_layers"], text_embd=settings["text_embd"], vision=vision_config)
     clip = CLIP(clip_config)
-    get_batch = clip_batches(train_images, train_texts, heldout_images, val_texts, settings["clip_batch"])
+    singles = scenes.single_object_scenes(args.seed + 103, scenes.seen_pairs(), settings["singles_per_pair"])
+    single_texts = encode_texts([scenes.caption(s, places=False) for s in singles], tokenizer)
+    get_batch = clip_batches(train_images, train_texts, heldout_images, val_texts, settings["clip_batch"],
+                             (images_of(singles), single_texts), settings["clip_singles"])
     config = stage_config(settings, "clip", settings["clip_steps"], settings["clip_batch"], settings["clip_lr"], out_dir)
     print(f"\n== CLIP: vision {sum(p.numel() for p in clip.vision.parameters()):,} + text "
           f"{sum(p.numel() for p in clip.text.parameters()):,} parameters")
     train.train(clip, get_batch, config, checkpoint_extra={"stage": "clip", "role": ROLE, "settings": settings},
-                loss_fn=lambda model, batch: model(*batch))
+                loss_fn=lambda model, batch: model(*batch), resume=args.resume)
     clip_results = evaluate_clip(clip.cpu(), tokenizer, data, settings, out_dir)
     timings["clip"] = time.time() - t
+    timings["cpu_clip"] = time.process_time() - cpu_t  # CPU seconds per stage: what a busy machine leaves alone
     print(json.dumps(clip_results, indent=1))
 
     # (4) LLaVA
-    t = time.time()
+    t, cpu_t = time.time(), time.process_time()
     lm = copy.deepcopy(chat_model)
     add_chat_embeddings(lm, chat_tokenizer, tokenizer)  # rows for <|image|> and the tool tokens
     llava = LLaVA(lm, clip.vision, tokenizer.special_tokens[IMAGE])
@@ -446,7 +483,10 @@ def run(args):
     images = {"train": train_images, "val": heldout_images}
     stage1 = {"train": llava_rows(caption_conversations(data["train"], rng), tokenizer, n_patches, block_size),
               "val": llava_rows(caption_conversations(data["heldout"], rng), tokenizer, n_patches, block_size)}
-    stage2 = {"train": llava_rows(qa_conversations(data["train"], rng, allowed), tokenizer, n_patches, block_size),
+    w = world.build_world(0)
+    chat_share = chat_conversations(w, settings["stage2_text"], args.seed)
+    stage2 = {"train": llava_rows(qa_conversations(data["train"], rng, allowed) + chat_share, tokenizer, n_patches,
+                                  block_size),
               "val": llava_rows(qa_conversations(data["heldout"], rng, allowed), tokenizer, n_patches, block_size)}
     save_tokenizer(tokenizer, out_dir / "llava")
     extra = {"stage": "llava", "role": ROLE, "tokenizer": str((out_dir / "llava" / "tokenizer").absolute()), "settings": settings}
@@ -456,27 +496,28 @@ def run(args):
     get_batch = llava_batches(stage1, images, settings["llava_batch"])
     train.train(llava, get_batch, stage_config(settings, "llava_stage1", settings["stage1_steps"],
                                                settings["llava_batch"], settings["stage1_lr"], out_dir),
-                checkpoint_extra=dict(extra, stage="llava_stage1"), loss_fn=llava_loss)
+                checkpoint_extra=dict(extra, stage="llava_stage1"), loss_fn=llava_loss, resume=args.resume)
     lm.requires_grad_(True)
     print(f"\n== LLaVA stage 2 (visual instruction tuning): projector + language model on "
-          f"{len(stage2['train'][0]):,} conversations")
+          f"{len(stage2['train'][0]):,} conversations ({len(chat_share):,} of them chapter 04's, text only)")
     get_batch = llava_batches(stage2, images, settings["llava_batch"])
     train.train(llava, get_batch, stage_config(settings, "llava", settings["stage2_steps"], settings["llava_batch"],
                                                settings["stage2_lr"], out_dir),
-                checkpoint_extra=extra, loss_fn=llava_loss)
+                checkpoint_extra=extra, loss_fn=llava_loss, resume=args.resume)
     llava = llava.cpu().eval()
     llava_results = {"heldout": evaluate_llava(llava, tokenizer, data["heldout"], args.seed + 1, allowed),
                      "composition": evaluate_llava(llava, tokenizer, data["composition"], args.seed + 2)}
     timings["llava"] = time.time() - t
-    t = time.time()
+    timings["cpu_llava"] = time.process_time() - cpu_t
+    t, cpu_t = time.time(), time.process_time()
     text_before = text_rows(chat_model, chat_tokenizer, settings["text_eval_per_task"], args.seed)
     text_after = text_rows(llava.lm, tokenizer, settings["text_eval_per_task"], args.seed)
     timings["text_rows"] = time.time() - t
+    timings["cpu_text_rows"] = time.process_time() - cpu_t
     print(json.dumps({k: {r: v for r, v in d.items() if r != "examples"} for k, d in llava_results.items()}, indent=1))
 
     # (5) tools
-    t = time.time()
-    w = world.build_world(0)
+    t, cpu_t = time.time(), time.process_time()
     tool_lm = copy.deepcopy(chat_model)
     add_chat_embeddings(tool_lm, chat_tokenizer, tokenizer)
     train_examples = tool_examples(w, "train", settings["n_tools_train"], args.seed, data["train"])
@@ -489,10 +530,11 @@ def run(args):
                 stage_config(settings, "tools", settings["tools_steps"], settings["tools_batch"], settings["tools_lr"],
                              out_dir),
                 checkpoint_extra={"stage": "tools", "role": ROLE, "tokenizer": str((out_dir / "tools" / "tokenizer").absolute()),
-                                  "settings": settings})
+                                  "settings": settings}, resume=args.resume)
     tool_results = evaluate_tools(tool_lm.cpu(), chat_model, chat_tokenizer, llava, tokenizer, eval_examples,
                                   data["heldout"])
     timings["tools"] = time.time() - t
+    timings["cpu_tools"] = time.process_time() - cpu_t
     print(json.dumps({k: v for k, v in tool_results.items() if k != "examples"}, indent=1))
 
     timings["total"] = time.time() - start

@@ -359,3 +359,54 @@ def test_chapter_07_leaves_chapter_08_checkpoints_to_its_summary(tmp_path):
     torch.save({"stage": "llava", "role": multimodal.ROLE, "model": {}, "model_config": {}}, folder / "ckpt.pt")
     models, skipped = evaluate.find_models(tmp_path)
     assert models == [] and any("a multimodal model (stage llava)" in line for line in skipped), skipped
+
+
+# ----------------------------------------------------------------------------------------------------
+# the script's data: CLIP's batches, stage 2's mix, resume
+
+
+def test_clip_batches_mix_sibling_groups_and_single_objects(splits, tok):
+    import multimodal
+    train = splits["train"][:40]
+    captions = [scenes.caption(s) for s in train] + [scenes.caption(s, places=False) for s in train]
+    texts = clip_model.encode_texts(captions, tok)
+    singles = scenes.single_object_scenes(3, scenes.seen_pairs(), 2)
+    single_texts = clip_model.encode_texts([scenes.caption(s, places=False) for s in singles], tok)
+    single_images = multimodal.images_of(singles)
+    get_batch = multimodal.clip_batches(multimodal.images_of(train), texts, None, None, 16,
+                                        (single_images, single_texts), 0.5)
+    images, ids, lengths = get_batch("train", torch.Generator().manual_seed(0))
+    assert images.shape[0] == ids.shape[0] == lengths.shape[0] == 16
+    assert ids.shape[1] == int(lengths.max())
+    for k in (0, 4):  # the first half: two whole sibling groups (one layout each)
+        group = [i for i in range(len(train)) if torch.equal(multimodal.images_of(train[i:i + 1])[0], images[k])][0]
+        assert group % scenes.SIBLINGS == 0
+    for row in range(8, 16):  # the second half: single objects with their own placeless captions
+        match = [j for j in range(len(singles)) if torch.equal(single_images[j], images[row])]
+        assert match, "row is not a single-object scene"
+        text = tok.decode(ids[row, :lengths[row] - 1].tolist())
+        assert text == scenes.caption(singles[match[0]], places=False)
+
+
+def test_stage2_mixes_chapter_04_conversations_without_pictures(w0, tok):
+    import multimodal
+    mix = {"unknown": 3, "harmful": 3, "benign": 2}
+    chat = multimodal.chat_conversations(w0, mix, seed=0)
+    assert len(chat) == 8 and all(image == -1 for _, image in chat)
+    replies = " ".join(m["content"] for messages, _ in chat for m in messages if m["role"] == "assistant")
+    assert "know" in replies.lower() and any(w in replies.lower() for w in ("can't", "cannot", "won't", "not"))
+    X, Y, image_index = multimodal.llava_rows(chat, tok, 9, 512)
+    assert (image_index == -1).all() and not (X == tok.special_tokens[llava.IMAGE]).any()
+    assert (Y != -1).any(dim=1).all()  # every row trains on its assistant's reply
+
+
+def test_script_resumes_and_never_starts_over_a_run(tmp_path):
+    script = [sys.executable, str(REPO / "08_multimodal" / "multimodal.py"), "--chat", str(tmp_path / "nope.pt")]
+    out = tmp_path / "out"
+    result = subprocess.run(script + ["--out-dir", str(out), "--resume"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "no clip/ckpt.pt" in result.stderr and not out.exists()
+    (out / "clip").mkdir(parents=True)
+    (out / "clip" / "ckpt.pt").write_bytes(b"an interrupted run's checkpoint")
+    result = subprocess.run(script + ["--out-dir", str(out)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "--resume" in result.stderr and "Traceback" not in result.stderr
+    assert (out / "clip" / "ckpt.pt").read_bytes() == b"an interrupted run's checkpoint"

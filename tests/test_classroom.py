@@ -273,3 +273,12 @@ def test_check_finds_an_uncaught_blank_a_failing_solution_and_a_chapter_without_
                         "blanking 01_toy/toy.py:11 (the area of a box) fails no test of 01_toy: add a test"]
     # the repository itself is untouched by the scratch copies
     assert "w * h" in (root / "01_toy" / "toy.py").read_text()
+
+
+def test_check_of_one_chapter_leaves_the_others_alone(tmp_path):
+    """check(only=[...]) (`classroom.py check --chapters 08`) proves only the chapters named."""
+    root = toy_repo(tmp_path / "repo")
+    lines = []
+    problems = classroom.check(root, jobs=1, log=lines.append, only=["02_other"])
+    assert problems == ["chapter 02_other has no marked body", "chapter 02_other has no test file tests/test_02_*.py"]
+    assert not any("01_toy" in line for line in lines)
