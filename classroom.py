@@ -459,6 +459,72 @@ def catch_one(scratch, part, original, candidates, passing, timeout, threads):
         path.write_text(original, encoding="utf-8")
 
 
+def check_structure(root, by_file, parts, chapters):
+    """The checks that run no test: lesson headings, blanked files that compile, a marked body and a test file
+    in every chapter -> (problems, the chapters that have a test file)."""
+    problems = check_headings(root, parts) + check_blanks_compile(root, by_file)
+    problems += [f"chapter {c} has no marked body" for c in chapters if not any(p.chapter == c for p in parts)]
+    untested = [c for c in chapters if not list(Path(root).glob(f"tests/test_{c[:2]}_*.py"))]
+    problems += [f"chapter {c} has no test file tests/test_{c[:2]}_*.py" for c in untested]
+    return problems, [c for c in chapters if c not in untested]
+
+
+def run_solution_and_student(root, scratch, chapters, jobs, timeout, threads, problems, log):
+    """Steps 1 and 2, in parallel: the solution (a copy in scratch/solved) scores full marks, the full student
+    copy (scratch/student) fails every chapter -> (the solution's reports, each chapter's failing student tests)."""
+    solved, student = Path(scratch) / "solved", Path(scratch) / "student"
+    copy_repo(root, solved)
+    copy_repo(root, student, chapters)
+
+    def solve(chapter):
+        r = grade_chapter(solved, chapter, timeout, threads)
+        full = r["status"] == "ran" and r["points"] == r["max"] > 0
+        log(f"solution  {chapter:<15} {r['points']:>3} / {r['max']:<3} {'full marks' if full else 'NOT FULL MARKS'}")
+        if not full:
+            bad = [t["test"] for t in r["tests"] if t["outcome"] not in ("passed", "skipped")]
+            problems.append(f"the solution does not score full marks in {chapter} ({r['status']}): {bad[:5]}")
+        return r
+
+    def attempt(chapter):
+        cases, status, _ = run_pytest(student, [chapter_tests(student, chapter)],
+                                      Path(scratch) / f"student-{chapter}.xml", timeout, False, threads)
+        failing = [c for c in cases if c[1] not in ("passed", "skipped")]
+        passed = sum(outcome == "passed" for _, outcome, _ in cases)
+        log(f"student   {chapter:<15} {passed:>3} / {passed + len(failing):<3} "
+            f"{'fails, as it must' if failing else 'PASSES: the blanks are not tested'} ({status})")
+        if not failing:
+            problems.append(f"the full student copy passes every test of {chapter}")
+        return failing
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        solved_runs = [pool.submit(solve, c) for c in chapters]
+        student_runs = [pool.submit(attempt, c) for c in chapters]
+        return [future.result() for future in solved_runs], [future.result() for future in student_runs]
+
+
+def catch_every_blank(root, scratch, parts, hits, passing, jobs, timeout, threads, problems, log):
+    """Step 3: each body blanked alone fails a test of its chapter; `jobs` lanes, one scratch copy each (the
+    first is step 1's scratch/solved)."""
+    copies = [Path(scratch) / "solved"] + [Path(scratch) / f"solved-{i}" for i in range(1, jobs)]
+    for extra in copies[1:]:
+        copy_repo(root, extra)
+    done = []
+
+    def run_lane(lane):  # the parts of one lane, one after the other, in that lane's own scratch copy
+        for part in parts[lane::jobs]:
+            scratch_copy = copies[lane]
+            original = (scratch_copy / part.path).read_text(encoding="utf-8")
+            caught_by, seconds = catch_one(scratch_copy, part, original, hits[part], passing, timeout, threads)
+            done.append(part)
+            verdict = f"caught by {caught_by}" if caught_by else "NOT CAUGHT by any test"
+            log(f"blank {len(done):>2}/{len(parts)} {part.name:<34} {seconds:5.1f} s  {verdict}")
+            if not caught_by:
+                problems.append(f"blanking {part.name} ({part.task}) fails no test of {part.chapter}: add a test")
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        list(pool.map(run_lane, range(jobs)))
+
+
 def check(root=REPO, jobs=2, timeout=1800, log=print):
     """Prove the assignment sound; returns a list of problems (empty: sound) and prints as it goes."""
     t0 = time.time()
@@ -466,45 +532,14 @@ def check(root=REPO, jobs=2, timeout=1800, log=print):
     parts = [p for file_parts in by_file.values() for p in file_parts]
     chapters = chapter_folders(root)
     log(f"{len(parts)} marked bodies in {len(by_file)} files; chapters {' '.join(c[:2] for c in chapters)}")
-    problems = check_headings(root, parts) + check_blanks_compile(root, by_file)
-    problems += [f"chapter {c} has no marked body" for c in chapters if not any(p.chapter == c for p in parts)]
-    untested = [c for c in chapters if not list(Path(root).glob(f"tests/test_{c[:2]}_*.py"))]
-    problems += [f"chapter {c} has no test file tests/test_{c[:2]}_*.py" for c in untested]
-    chapters = [c for c in chapters if c not in untested]
+    problems, chapters = check_structure(root, by_file, parts, chapters)
     parts = [p for p in parts if p.chapter in chapters]
     threads = 1 if jobs > 1 else None
     with tempfile.TemporaryDirectory(prefix="classroom-check-") as scratch:
         os.chmod(scratch, 0o755)  # chapter 07's sandbox runs programs as a uid of their own: it must reach the copy
-        solved, student = Path(scratch) / "solved", Path(scratch) / "student"
-        copy_repo(root, solved)
-        copy_repo(root, student, chapters)
-
         # 1. the solution scores full marks, 2. the full student copy fails every chapter (both, in parallel)
-        def solve(chapter):
-            r = grade_chapter(solved, chapter, timeout, threads)
-            full = r["status"] == "ran" and r["points"] == r["max"] > 0
-            log(f"solution  {chapter:<15} {r['points']:>3} / {r['max']:<3} {'full marks' if full else 'NOT FULL MARKS'}")
-            if not full:
-                bad = [t["test"] for t in r["tests"] if t["outcome"] not in ("passed", "skipped")]
-                problems.append(f"the solution does not score full marks in {chapter} ({r['status']}): {bad[:5]}")
-            return r
-
-        def attempt(chapter):
-            cases, status, _ = run_pytest(student, [chapter_tests(student, chapter)],
-                                          Path(scratch) / f"student-{chapter}.xml", timeout, False, threads)
-            failing = [c for c in cases if c[1] not in ("passed", "skipped")]
-            passed = sum(outcome == "passed" for _, outcome, _ in cases)
-            log(f"student   {chapter:<15} {passed:>3} / {passed + len(failing):<3} "
-                f"{'fails, as it must' if failing else 'PASSES: the blanks are not tested'} ({status})")
-            if not failing:
-                problems.append(f"the full student copy passes every test of {chapter}")
-            return failing
-
-        with ThreadPoolExecutor(max_workers=jobs) as pool:
-            solved_runs = [pool.submit(solve, c) for c in chapters]
-            student_runs = [pool.submit(attempt, c) for c in chapters]
-            solved_report = [future.result() for future in solved_runs]
-            student_failing = [future.result() for future in student_runs]
+        solved_report, student_failing = run_solution_and_student(root, scratch, chapters, jobs, timeout, threads,
+                                                                  problems, log)
         log(f"({time.time() - t0:.0f} s) the solution and the full student copy ran")
         passing = {f"{r['tests_file']}::{t['test']}" for r in solved_report for t in r["tests"] if t["outcome"] == "passed"}
         hits = {}  # part -> [the tests whose failure shows its blank's message, every failing test of its chapter]
@@ -512,27 +547,8 @@ def check(root=REPO, jobs=2, timeout=1800, log=print):
             for part in [p for p in parts if p.chapter == chapter]:
                 hits[part] = [[test for test, _, message in failing if part.message() in message and "::" in test],
                               [test for test, _, _ in failing if "::" in test]]
-
-        # 3. each body blanked alone fails a test of its chapter: one scratch copy per worker
-        copies = [solved] + [Path(scratch) / f"solved-{i}" for i in range(1, jobs)]
-        for extra in copies[1:]:
-            copy_repo(root, extra)
-
-        done = []
-
-        def run_lane(lane):  # the parts of one lane, one after the other, in that lane's own scratch copy
-            for part in parts[lane::jobs]:
-                scratch_copy = copies[lane]
-                original = (scratch_copy / part.path).read_text(encoding="utf-8")
-                caught_by, seconds = catch_one(scratch_copy, part, original, hits[part], passing, timeout, threads)
-                done.append(part)
-                verdict = f"caught by {caught_by}" if caught_by else "NOT CAUGHT by any test"
-                log(f"blank {len(done):>2}/{len(parts)} {part.name:<34} {seconds:5.1f} s  {verdict}")
-                if not caught_by:
-                    problems.append(f"blanking {part.name} ({part.task}) fails no test of {part.chapter}: add a test")
-
-        with ThreadPoolExecutor(max_workers=jobs) as pool:
-            list(pool.map(run_lane, range(jobs)))
+        # 3. each body blanked alone fails a test of its chapter
+        catch_every_blank(root, scratch, parts, hits, passing, jobs, timeout, threads, problems, log)
     log(f"check took {time.time() - t0:.0f} s")
     return problems
 

@@ -261,6 +261,63 @@ def main(argv=None):
     return fine_tune(parse_args(argv))
 
 
+def train_config(settings, out_dir):
+    """Chapter 03's TrainConfig from the resolved settings (samples are drawn by make_sample, not by train())."""
+    return train.TrainConfig(
+        steps=settings["steps"], batch_size=settings["batch_size"], grad_accum=settings["grad_accum"],
+        lr=settings["lr"], min_lr=settings["min_lr"], warmup_steps=settings["warmup_steps"],
+        weight_decay=settings["weight_decay"], beta2=settings["beta2"], precision=settings["precision"],
+        compile=settings["compile"], device=settings["device"], seed=settings["seed"],
+        eval_interval=settings["eval_interval"], eval_batches=settings["eval_batches"],
+        log_interval=settings["log_interval"], sample_interval=0, out_dir=str(out_dir), stop_at=settings["stop_at"])
+
+
+def load_chat_model(settings, saved, log):
+    """The base model with the chat tokens added to its tokenizer and embeddings -> (model, tokenizer, its
+    sha256, the base checkpoint's metadata). `saved`: a resumed run's metadata, whose tokenizer must match."""
+    model, base_tokenizer, base_checkpoint = load_base(settings["base"])
+    tokenizer = add_chat_tokens(base_tokenizer)
+    tokenizer_sha256 = dataset.tokenizer_fingerprint(tokenizer)
+    if saved.get("tokenizer_sha256", tokenizer_sha256) != tokenizer_sha256:
+        raise ValueError(f"--resume: the base model {settings['base']} has another tokenizer than the one this run "
+                         f"was trained with: resume with the same --base, or start a new run with --overwrite or "
+                         f"another --out-dir")
+    new_ids = add_chat_embeddings(model, base_tokenizer, tokenizer)
+    log(f"base model {settings['base']}: {model.num_params():,} parameters, context {model.config.block_size}; "
+        f"chat tokens {dict((n, i) for n, i in tokenizer.special_tokens.items() if i in new_ids) or 'already there'}")
+    return model, tokenizer, tokenizer_sha256, base_checkpoint
+
+
+def check_same_data(saved, data_sha256, settings):
+    """--resume trains on the rows the run started with, or not at all."""
+    if saved.get("data_sha256", data_sha256) != data_sha256:
+        raise ValueError(f"--resume: the training conversations differ from the ones this run was trained on "
+                         f"(--data {' '.join(map(str, settings['data']))}, --mix, --mix-scale or --seed changed, or a "
+                         f"JSONL file was edited): resume with the run's own data, or start a new run with "
+                         f"--overwrite or another --out-dir")
+
+
+def evaluate_before(model, tokenizer, eval_examples, settings, precision, log):
+    """The base model on the held-out prompts (the table's "before" column)."""
+    log(f"evaluating the base model on {len(eval_examples)} held-out prompts ...")
+    eval_start = time.time()
+    before = evaluate(model, tokenizer, eval_examples, settings["max_new_tokens"], precision)
+    log("  " + ", ".join(f"{key} {100 * before['metrics'][key]:.0f}%" for key, _, _ in METRICS)
+        + f" ({time.time() - eval_start:.0f} s)")
+    return before
+
+
+def sample_writer(tokenizer, eval_examples, settings, precision):
+    """make_sample(model) for train(): greedy replies to four held-out prompts, as text for the log."""
+    sample_prompts = [e["messages"][:-1] for e in eval_examples[:4]]
+
+    def make_sample(model):
+        replies = generate_replies(model, tokenizer, sample_prompts, settings["max_new_tokens"], precision=precision)
+        return "\n".join(f"USER: {p[-1]['content']}\nASSISTANT: {r}" + ("" if ended else " [no <|end|>]")
+                         for p, (r, ended) in zip(sample_prompts, replies))
+    return make_sample
+
+
 def fine_tune(args):
     """Load the base model, build the data, evaluate, train with sft_loss, evaluate again; returns a summary."""
     rank, _, world_size = hardware.setup_ddp()
@@ -272,13 +329,7 @@ def fine_tune(args):
     device, precision = hardware.place(settings["device"], settings["precision"], world_size)
     settings["compile"], compile_note = hardware.resolve_compile(settings["compile"], device.split(":")[0],
                                                                  asked=args.compile is True)
-    config = train.TrainConfig(
-        steps=settings["steps"], batch_size=settings["batch_size"], grad_accum=settings["grad_accum"],
-        lr=settings["lr"], min_lr=settings["min_lr"], warmup_steps=settings["warmup_steps"],
-        weight_decay=settings["weight_decay"], beta2=settings["beta2"], precision=settings["precision"],
-        compile=settings["compile"], device=settings["device"], seed=settings["seed"],
-        eval_interval=settings["eval_interval"], eval_batches=settings["eval_batches"],
-        log_interval=settings["log_interval"], sample_interval=0, out_dir=str(out_dir), stop_at=settings["stop_at"])
+    config = train_config(settings, out_dir)
     train.check_config(config, world_size)
     for source in settings["data"]:
         if source != "world":
@@ -290,51 +341,24 @@ def fine_tune(args):
             log(note)
     start = time.time()
 
-    model, base_tokenizer, base_checkpoint = load_base(settings["base"])
-    tokenizer = add_chat_tokens(base_tokenizer)
-    tokenizer_sha256 = dataset.tokenizer_fingerprint(tokenizer)
-    if saved.get("tokenizer_sha256", tokenizer_sha256) != tokenizer_sha256:
-        raise ValueError(f"--resume: the base model {settings['base']} has another tokenizer than the one this run "
-                         f"was trained with: resume with the same --base, or start a new run with --overwrite or "
-                         f"another --out-dir")
-    new_ids = add_chat_embeddings(model, base_tokenizer, tokenizer)
-    log(f"base model {settings['base']}: {model.num_params():,} parameters, context {model.config.block_size}; "
-        f"chat tokens {dict((n, i) for n, i in tokenizer.special_tokens.items() if i in new_ids) or 'already there'}")
-
+    model, tokenizer, tokenizer_sha256, base_checkpoint = load_chat_model(settings, saved, log)
     batches, eval_examples = build_data(settings, tokenizer, model.config.block_size, log)
     data_sha256 = rows_fingerprint(batches.rows["train"])
-    if saved.get("data_sha256", data_sha256) != data_sha256:
-        raise ValueError(f"--resume: the training conversations differ from the ones this run was trained on "
-                         f"(--data {' '.join(map(str, settings['data']))}, --mix, --mix-scale or --seed changed, or a "
-                         f"JSONL file was edited): resume with the run's own data, or start a new run with "
-                         f"--overwrite or another --out-dir")
+    check_same_data(saved, data_sha256, settings)
     if master:  # every input is good: now write, the tokenizer before training so every checkpoint finds it
         out_dir.mkdir(parents=True, exist_ok=True)
         tokenizer.save(out_dir / "tokenizer")
     log(memory_plan.describe(model, settings["batch_size"], settings["grad_accum"] // world_size, precision, device,
                              sft=settings["packing"]))  # before the model takes its share of the GPU's free memory
     model.to(device)
-    before = None
-    if master:
-        log(f"evaluating the base model on {len(eval_examples)} held-out prompts ...")
-        eval_start = time.time()
-        before = evaluate(model, tokenizer, eval_examples, settings["max_new_tokens"], precision)
-        log("  " + ", ".join(f"{key} {100 * before['metrics'][key]:.0f}%" for key, _, _ in METRICS)
-            + f" ({time.time() - eval_start:.0f} s)")
-
-    sample_prompts = [e["messages"][:-1] for e in eval_examples[:4]]
-
-    def make_sample(model):
-        replies = generate_replies(model, tokenizer, sample_prompts, settings["max_new_tokens"], precision=precision)
-        return "\n".join(f"USER: {p[-1]['content']}\nASSISTANT: {r}" + ("" if ended else " [no <|end|>]")
-                         for p, (r, ended) in zip(sample_prompts, replies))
+    before = evaluate_before(model, tokenizer, eval_examples, settings, precision, log) if master else None
 
     metadata = {"stage": MATH_STAGES[settings.get("math_style", "steps")], "role": "chat",
                 "tokenizer": str(out_dir.absolute() / "tokenizer"), "tokenizer_sha256": tokenizer_sha256,
                 "data_sha256": data_sha256, "settings": settings, "base": str(settings["base"]),
                 "base_step": base_checkpoint.get("step")}
-    summary = train.train(model, batches.get_batch, config, make_sample=make_sample, resume=args.resume,
-                          checkpoint_extra=metadata, loss_fn=sft_loss)
+    summary = train.train(model, batches.get_batch, config, resume=args.resume, checkpoint_extra=metadata,
+                          loss_fn=sft_loss, make_sample=sample_writer(tokenizer, eval_examples, settings, precision))
 
     if master:
         if summary["step"] < settings["steps"]:

@@ -51,6 +51,22 @@ def inverse_hessian_cholesky(hessian, damp=0.01):
     return torch.linalg.cholesky(inverse, upper=True)  # H^-1 = U^T U
 
 
+def prepare_columns(weight, hessian, act_order):
+    """Float32 copies of weight (M, K) and H (K, K) ready for the column loop -> (W, H, perm (K,) long or None).
+    Dead inputs (H_qq = 0: a feature that is always 0) get weight 0 and H_qq = 1, so H stays invertible;
+    act_order permutes the columns (of W, and rows and columns of H) by decreasing H_qq."""
+    W = weight.detach().float().clone()
+    H = hessian.float().clone()
+    dead = H.diagonal() == 0
+    H[dead, dead] = 1.0
+    W[:, dead] = 0.0
+    perm = None
+    if act_order:
+        perm = torch.argsort(H.diagonal(), descending=True)
+        W, H = W[:, perm], H[perm][:, perm]
+    return W, H, perm
+
+
 @torch.no_grad()
 def gptq_quantize(weight, hessian, bits=4, group_size=None, act_order=False, block_size=128, damp=0.01):
     """Quantize weight (M, K) to `bits` bits (zero-point, per row or per group of columns) with GPTQ.
@@ -66,7 +82,7 @@ def gptq_quantize(weight, hessian, bits=4, group_size=None, act_order=False, blo
     its first column (so they see the updates of the columns before). act_order: quantize columns in
     order of decreasing H_qq (the inputs with the most energy first, while many columns remain to
     compensate); the codes are then stored in that order with the permutation.
-    Dead inputs (H_qq = 0: a feature that is always 0) get weight 0 and H_qq = 1.
+    Dead inputs get weight 0 (prepare_columns).
 
     Returns {"codes": (M, K) uint8 in stored column order, "scale", "zero": (M, K/g) or (M, 1) float32,
     "perm": (K,) long or None, "weight": (M, K) float32 the dequantized weight in the original order}.
@@ -76,15 +92,7 @@ def gptq_quantize(weight, hessian, bits=4, group_size=None, act_order=False, blo
     if group_size:
         check_group_size(K, group_size)
         block_size = group_size * max(1, block_size // group_size)  # every group inside one block
-    W = weight.detach().float().clone()
-    H = hessian.float().clone()
-    dead = H.diagonal() == 0
-    H[dead, dead] = 1.0
-    W[:, dead] = 0.0
-    perm = None
-    if act_order:
-        perm = torch.argsort(H.diagonal(), descending=True)
-        W, H = W[:, perm], H[perm][:, perm]
+    W, H, perm = prepare_columns(weight, hessian, act_order)
     U = inverse_hessian_cholesky(H, damp)
 
     n_groups = K // group_size if group_size else 1

@@ -352,11 +352,9 @@ def quantize_method(stage, spec, model, inputs, settings, staging, out_dir, devi
     return row, weight_errors and {name: e.cpu() for name, e in weight_errors.items()}
 
 
-def quantize_all(args, settings, out_dir, methods, source, device):
-    """Load the model, build every method's model, save it, load it back and measure it; then the sweep,
-    the extra plot points and the report."""
-    start, cpu_start = time.time(), time.process_time()
-
+def check_source(args, settings, source, device):
+    """Load the model to quantize and its token data, checking both before anything is written -> (model,
+    tokenizer, checkpoint metadata, data_dir, data)."""
     model, tokenizer, checkpoint = load_source(source)
     widths = sorted({m.in_features for _, m in _linears(model)})
     for width in widths:  # a bad --group-size fails now, before any work
@@ -366,24 +364,24 @@ def quantize_all(args, settings, out_dir, methods, source, device):
     print(f"quantizing {source} (stage {checkpoint['stage']}; {model.num_params():,} parameters, Linear inputs "
           f"{widths}) on {device}")
     print(f"validation and calibration tokens: {data_dir} (calibration from the training split only)")
+    return model, tokenizer, checkpoint, data_dir, data
 
-    # Every input is good: now write. The models go to a staging folder first and replace the earlier
-    # run's only once every one of them is made (publish), so Ctrl-C or a failure half-way loses nothing.
+
+def open_staging(out_dir, run_settings):
+    """The staging folder, emptied of what an interrupted run left (never a finished model), with settings.json.
+    The models go there first and replace the earlier run's only once every one of them is made (publish), so
+    Ctrl-C or a failure half-way loses nothing."""
     staging = out_dir / STAGING
     if staging.exists():
-        shutil.rmtree(staging)  # what an interrupted run left: never a finished model
+        shutil.rmtree(staging)
     staging.mkdir(parents=True)
-    cli.write_text_atomic(staging / "settings.json", json.dumps(
-        {"source": str(source), "data_dir": str(data_dir), "preset": args.preset, **settings}, indent=1, default=str))
+    cli.write_text_atomic(staging / "settings.json", json.dumps(run_settings, indent=1, default=str))
+    return staging
 
-    model.to(device)
-    examples, chats = held_out_sets(settings["eval_per_task"])
-    calibration = calibration_windows(data, settings["calib_samples"],
-                                      min(settings["calib_context"], model.config.block_size), settings["seed"]).to(device)
-    n_linear = sum(m.weight.numel() for _, m in _linears(model))
 
+def measure_methods(methods, model, inputs, settings, staging, out_dir, device, start):
+    """Every row of the table, one progress line each -> (rows, {"RTN-4" | "GPTQ-4": {layer: weight error}})."""
     rows, errors = [], {}
-    inputs = Inputs(source, checkpoint, tokenizer, data, examples, chats, calibration, n_linear)
     for k, (stage, spec) in enumerate(methods):
         method_start = time.time()
         row, weight_errors = quantize_method(stage, spec, model, inputs, settings, staging, out_dir, device)
@@ -396,23 +394,52 @@ def quantize_all(args, settings, out_dir, methods, source, device):
                                                                                    "harmful_refusal") if row[key] is not None)
               + f"  {row['bits_per_weight']:.2f} bits/w  {row['tokens_per_s']:.0f} tok/s  "
               f"({time.time() - method_start:.1f} s; ETA {elapsed / (k + 1) * (len(methods) - k - 1):.0f} s)", flush=True)
+    return rows, errors
 
+
+def side_studies(model, inputs, settings, device, methods, rows):
+    """What the table alone does not show: the LLM.int8 threshold sweep, the int8 rows again on injected
+    outlier features (if llm_int8 is among the methods), the plot's extra points -> (sweep, outlier dims per
+    layer, the injection study or None, plot points)."""
     phase_start = time.time()
-    sweep, outliers = threshold_sweep(model, data, calibration, settings, device)
+    sweep, outliers = threshold_sweep(model, inputs.data, inputs.calibration, settings, device)
     print(f"LLM.int8 threshold sweep {settings['sweep']}: ppl " + ", ".join(f"{s['perplexity']:.3f}" for s in sweep)
           + f" ({time.time() - phase_start:.1f} s)", flush=True)
     injected = None
-    if any(stage == "llm_int8" for stage, _ in methods):  # the int8 rows again, on injected outlier features
+    if any(stage == "llm_int8" for stage, _ in methods):
         phase_start, phase_cpu = time.time(), time.process_time()
-        injected = outlier_study(model, tokenizer, data, chats, calibration, settings, device, LLM_INT8_THRESHOLD, rows)
+        injected = outlier_study(model, inputs.tokenizer, inputs.data, inputs.chats, inputs.calibration, settings,
+                                 device, LLM_INT8_THRESHOLD, rows)
         print(f"injected outliers: {time.time() - phase_start:.1f} s ({time.process_time() - phase_cpu:.1f} s of CPU time)",
               flush=True)
     phase_start = time.time()
-    plot_points = extra_plot_points(model, tokenizer, data, chats, calibration, settings, device, n_linear)
+    plot_points = extra_plot_points(model, inputs.tokenizer, inputs.data, inputs.chats, inputs.calibration, settings,
+                                    device, inputs.n_linear)
     print(f"extra points for the plot (val ppl / chat ppl): " + ", ".join(
         f"{p['family']}{p['bits']}{'_g' if p['group_size'] else ''} {p['perplexity']:.3f}/{p['chat_perplexity']:.3f}"
         for p in plot_points)
           + f" ({time.time() - phase_start:.1f} s)", flush=True)
+    return sweep, outliers, injected, plot_points
+
+
+def quantize_all(args, settings, out_dir, methods, source, device):
+    """Load the model, build every method's model, save it, load it back and measure it; then the sweep,
+    the extra plot points and the report."""
+    start, cpu_start = time.time(), time.process_time()
+    model, tokenizer, checkpoint, data_dir, data = check_source(args, settings, source, device)
+
+    # Every input is good: now write (into the staging folder).
+    staging = open_staging(out_dir, {"source": str(source), "data_dir": str(data_dir), "preset": args.preset,
+                                     **settings})
+    model.to(device)
+    examples, chats = held_out_sets(settings["eval_per_task"])
+    calibration = calibration_windows(data, settings["calib_samples"],
+                                      min(settings["calib_context"], model.config.block_size), settings["seed"]).to(device)
+    n_linear = sum(m.weight.numel() for _, m in _linears(model))
+    inputs = Inputs(source, checkpoint, tokenizer, data, examples, chats, calibration, n_linear)
+    rows, errors = measure_methods(methods, model, inputs, settings, staging, out_dir, device, start)
+    sweep, outliers, injected, plot_points = side_studies(model, inputs, settings, device, methods, rows)
+
     wall = time.time() - start
     settings["cpu_seconds"] = time.process_time() - cpu_start  # beside the wall time: the machine may be shared
     write_results(staging, rows, sweep, outliers, plot_points, settings, source, data_dir, errors, wall)
