@@ -37,7 +37,7 @@ import model_loader  # noqa: E402  (chapter 03: the one loader, and finding mode
 import quant_checkpoint  # noqa: E402, F401  (chapter 06: registers the "quantized" format with the loader)
 import world  # noqa: E402  (chapter 03)
 from contamination import NgramIndex, contamination_report  # noqa: E402  (this chapter)
-from eval_tasks import COT_PROMPTS, TASKS, check_task_names, item_text, make_items, run_task, summarize  # noqa: E402
+from eval_tasks import COT_PROMPTS, TASKS, check_task_names, runs_task, item_text, make_items, run_task, summarize  # noqa: E402
 from harness import LanguageModel  # noqa: E402
 from robustness import ROWS as ROBUSTNESS_ROWS  # noqa: E402  (chapter 04)
 from sandbox import isolation as sandbox_isolation  # noqa: E402
@@ -479,7 +479,7 @@ def evaluate_model(run, model, tasks, items, w, skipped):
     result = {"label": label, "stage": stage, "path": str(path), "summary": {}, "records": {}}
     run.timings[label] = {}
     for task in tasks:
-        if task == "chain_of_thought" and stage not in ("base", "sft", DIRECT_STAGE):
+        if not runs_task(task, stage, model["meta"].get("format")):
             continue
         t = time.time()
         records = run_task(task, lm, items[task], run.settings, w)

@@ -17,7 +17,7 @@ import robustness
 import world
 from chat_format import add_chat_tokens
 from contamination import NgramIndex, contamination_report
-from eval_tasks import check_task_names, code_program, refuses
+from eval_tasks import check_task_names, code_program, refuses, runs_task
 from gpt import GPT, GPTConfig
 from harness import LanguageModel, Prompt
 from sandbox import isolation as sandbox_isolation, run_programs
@@ -635,3 +635,11 @@ def test_robustness_task_reuses_chapter_04s_sets_and_rows():
     assert set(summary) == {key for key, _ in robustness.ROWS}
     assert summary["arith_unseen_form"] == 1 and summary["three_turn_sampled"] == 1
     assert summary["three_turn_greedy"] == 0 and summary["single_turn"] == 0
+
+
+def test_each_study_runs_on_the_models_it_compares():
+    # chain of thought: how a model was trained (base, steps, direct answers); robustness: not the quantized copies
+    assert [runs_task("chain_of_thought", s, "gpt") for s in ("base", "sft", "sft-direct", "ppo")] == [
+        True, True, True, False]
+    assert runs_task("robustness", "ppo", "gpt") and not runs_task("robustness", "gptq4", "quantized")
+    assert all(runs_task(t, "gptq4", "quantized") for t in ("perplexity", "math", "code", "harmful", "honesty"))
