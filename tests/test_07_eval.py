@@ -643,3 +643,12 @@ def test_each_study_runs_on_the_models_it_compares():
         True, True, True, False]
     assert runs_task("robustness", "ppo", "gpt") and not runs_task("robustness", "gptq4", "quantized")
     assert all(runs_task(t, "gptq4", "quantized") for t in ("perplexity", "math", "code", "harmful", "honesty"))
+
+
+def test_the_report_asks_one_question_at_a_time_and_keeps_every_column():
+    import evaluate
+    grouped = [task for _, tasks in evaluate.QUESTIONS for task in tasks]
+    assert len(grouped) == len(set(grouped)) and {c[1] for c in evaluate.COLUMNS} <= set(grouped)
+    results = [{"label": "m", "summary": {"perplexity": {"bits_per_byte": 1.0}, "code": {"pass@1": 0.5, "pass@10": 0.9}}}]
+    report = evaluate.question_tables(results)
+    assert report.count("### ") == 2 and "| m | 1.000 |" in report and "| m | 50 | 90 |" in report
