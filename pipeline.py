@@ -118,7 +118,7 @@ def main(argv=None):
     print(f"  outputs are under {REPO / 'runs'}")
     report = REPO / "runs" / "07_eval" / "report.md"
     if timings and "07_eval" in [c for c, _ in timings] and report.exists():  # the pipeline ends with the evaluation's table
-        table = report.read_text(encoding="utf-8").split("## Every model on every task\n\n")[-1].split("\n\n")[0]
+        table = report.read_text(encoding="utf-8").split("## Every model on every task\n\n")[-1].split("\n\nMC: ")[0]
         print(f"\n== the report: {report}\n{table}")
 
 

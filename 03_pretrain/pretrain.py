@@ -158,18 +158,6 @@ def resolve_settings(args):
     return settings, out_dir, saved
 
 
-def cpu_has_fast_bf16():
-    """True if this CPU has bf16 instructions (Linux: avx512_bf16 or amx_bf16 in /proc/cpuinfo).
-
-    Without them bf16 autocast is emulated and several times slower than fp32.
-    """
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
 def load_gpt2_tokenizer():
     """GPT-2's published tokenizer (tiktoken's "gpt2") as a chapter-01 Tokenizer."""
     import bpe
@@ -243,10 +231,10 @@ def pretrain(args):
     settings, out_dir, saved = resolve_settings(args)
     log = print if rank == 0 else (lambda *a, **k: None)
     start = time.time()
-    on_cpu = hardware.pick_device(settings["device"]) == "cpu"
-    if on_cpu and settings["precision"] == "bf16" and args.precision is None and not cpu_has_fast_bf16():
-        settings["precision"] = "fp32"
-        log("this CPU has no bf16 instructions, so fp32 is faster here than the preset's bf16: using fp32")
+    settings["precision"], note = hardware.cpu_preset_precision(
+        settings["precision"], hardware.pick_device(settings["device"]), asked=args.precision is not None)
+    if note:
+        log(note)
     # check every setting before anything is written: a bad one must not touch the run in out_dir
     device, precision = hardware.place(settings["device"], settings["precision"], world_size)
     settings["compile"], note = hardware.resolve_compile(settings["compile"], torch.device(device).type,

@@ -41,11 +41,27 @@ from sandbox import run_programs  # noqa: E402
 from scoring import (bits_per_byte, flexible_answer, letter_choice, majority_vote, multiple_choice_scores,  # noqa: E402
                      pass_at_k, perplexity, strict_answer)
 from robustness import CHAT_TEMPERATURE, CHAT_TOP_K, ROWS as ROBUSTNESS_ROWS, robustness_sets  # noqa: E402
-from sft_data import world_examples  # noqa: E402  (chapter 04)
+from sft_data import MATH_STAGES, world_examples  # noqa: E402  (chapter 04)
 from text_overlap import corpus_bleu, rouge_l, rouge_n, sentence_bleu  # noqa: E402
 
 TASKS = ("perplexity", "multiple_choice", "math", "chain_of_thought", "code", "describe", "harmful", "honesty",
          "robustness")
+COT_STAGES = ("base", *MATH_STAGES.values())  # base, sft, sft-direct: the models the CoT study compares
+
+
+def runs_task(task, stage, checkpoint_format):
+    """Does a model get this task? Every model gets every task, except two studies that ask one question:
+    chain_of_thought (does training on steps help?) runs on the base model, the SFT model and its
+    direct-answer control only; robustness (chapter 04's rows on unseen forms: what SFT taught) skips
+    the quantized copies, whose other columns show what quantization costs and whose slow Linear layers
+    made these rows a third of the chapter's time."""
+    if task == "chain_of_thought":
+        return stage in COT_STAGES
+    if task == "robustness":
+        return checkpoint_format != "quantized"
+    return True
+
+
 LETTERS = "ABCD"
 ZERO_SHOT_COT = "Let's think step by step."  # Kojima et al. (2022)
 OOD = " (ood)"  # the suffix of a summary key measured on the "ood" items (the plain key: "heldout")

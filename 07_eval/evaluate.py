@@ -38,7 +38,7 @@ import quant_checkpoint  # noqa: E402, F401  (chapter 06: registers the "quantiz
 import world  # noqa: E402  (chapter 03)
 from contamination import NgramIndex, contamination_report  # noqa: E402  (this chapter)
 from eval_tasks import (COT_KINDS, COT_PROMPTS, OOD, TASKS, check_task_names, item_text, make_items,  # noqa: E402
-                        run_task, summarize)
+                        run_task, runs_task, summarize)
 from harness import LanguageModel  # noqa: E402
 from robustness import ROWS as ROBUSTNESS_ROWS  # noqa: E402  (chapter 04)
 from sandbox import isolation as sandbox_isolation  # noqa: E402
@@ -98,6 +98,12 @@ COLUMNS = [("bits/byte", "perplexity", "bits_per_byte", None, None, True),
            ("refuses benign ood", "harmful", "over_refusal" + OOD, 100, 0, True),
            ("IDK unknown", "honesty", "dont_know_unknown", 100, 0, False),
            ("confident wrong", "honesty", "confident_wrong", 100, 0, True)]
+# The report reads one question at a time, in the order of the lesson's sections: (title, its tasks).
+QUESTIONS = [("Language modelling: bits per byte on held-out text", ("perplexity",)),
+             ("Knowledge: multiple choice, describing an entity", ("multiple_choice", "describe")),
+             ("Math: held-out word problems", ("math",)),
+             ("Code: pass@k on held-out functions", ("code",)),
+             ("Safety and honesty: refusals, \"I don't know\", confident wrong answers", ("harmful", "honesty"))]
 
 
 @dataclasses.dataclass
@@ -225,9 +231,9 @@ def cell(summary, task, key, scale):
     return f"{value:.3f}" if scale is None else f"{value * scale:.0f}" if scale == 100 else f"{value:.1f}"
 
 
-def main_table(results):
-    """Markdown: rows = models, columns = the COLUMNS that any model has."""
-    columns = [c for c in COLUMNS if any(c[1] in r["summary"] for r in results)]
+def main_table(results, tasks=None):
+    """Markdown: rows = models, columns = the COLUMNS of `tasks` (None: all) that any model has."""
+    columns = [c for c in COLUMNS if (tasks is None or c[1] in tasks) and any(c[1] in r["summary"] for r in results)]
     header = "| model | " + " | ".join(c[0] + (" (lower is better)" if c[5] else "") for c in columns) + " |"
     lines = [header, "|---|" + "---:|" * len(columns)]
     for r in results:
@@ -235,6 +241,15 @@ def main_table(results):
     chance = [("-" if c[4] is None else str(c[4])) for c in columns]
     lines.append("| *chance* | " + " | ".join(chance) + " |")
     return "\n".join(lines)
+
+
+def question_tables(results):
+    """Markdown: one small table per question of QUESTIONS (a ### heading each), rather than 15 columns at once."""
+    parts = []
+    for title, tasks in QUESTIONS:
+        if any(t in r["summary"] for r in results for t in tasks):
+            parts.append(f"### {title}\n\n{main_table(results, tasks)}")
+    return "\n\n".join(parts)
 
 
 def cot_table(results):
@@ -364,7 +379,7 @@ def write_report(run, results, skipped, contamination, sources):
     """report.md, report.png, summary.json in run.out_dir; returns the main table. sources: where the held-out
     text came from ("heldout_text") and chapter 08's table ("multimodal")."""
     out_dir, settings, timings = run.out_dir, run.settings, run.timings
-    table = main_table(results)
+    table = question_tables(results)
     lines = ["# Evaluation report", "",
              f"Preset `{settings['preset']}`; every item is from the mini-world's held-out split; greedy replies "
              f"unless said otherwise. Held-out text for bits per byte: {sources['heldout_text']}.", "",
@@ -487,7 +502,7 @@ def evaluate_model(run, model, tasks, items, w, skipped):
     result = {"label": label, "stage": stage, "path": str(path), "summary": {}, "records": {}}
     run.timings[label] = {}
     for task in tasks:
-        if task == "chain_of_thought" and stage not in ("base", "sft", DIRECT_STAGE):
+        if not runs_task(task, stage, model["meta"].get("format")):
             continue
         t = time.time()
         records = run_task(task, lm, items[task], run.settings, w)

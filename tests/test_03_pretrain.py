@@ -1680,3 +1680,14 @@ def test_peak_memory_of_a_training_step_matches_the_plan(precision):
                          check=True).stdout.split()
     measured, formula = int(out[0]), int(out[1])
     assert formula == pytest.approx(measured, rel=0.15), (formula, measured)
+
+
+def test_a_presets_bf16_falls_back_to_fp32_only_on_a_cpu_without_bf16_instructions(monkeypatch):
+    monkeypatch.setattr(hardware, "cpu_has_fast_bf16", lambda: False)
+    precision, note = hardware.cpu_preset_precision("bf16", "cpu", asked=False)
+    assert precision == "fp32" and "no bf16 instructions" in note
+    assert hardware.cpu_preset_precision("bf16", "cpu", asked=True) == ("bf16", None)   # typed: it stands
+    assert hardware.cpu_preset_precision("bf16", "cuda:0", asked=False) == ("bf16", None)
+    assert hardware.cpu_preset_precision("fp32", "cpu", asked=False) == ("fp32", None)
+    monkeypatch.setattr(hardware, "cpu_has_fast_bf16", lambda: True)
+    assert hardware.cpu_preset_precision("bf16", "cpu", asked=False) == ("bf16", None)

@@ -17,7 +17,7 @@ import robustness
 import world
 from chat_format import add_chat_tokens
 from contamination import NgramIndex, contamination_report
-from eval_tasks import check_task_names, code_program, refuses
+from eval_tasks import check_task_names, code_program, refuses, runs_task
 from gpt import GPT, GPTConfig
 from harness import LanguageModel, Prompt
 from sandbox import isolation as sandbox_isolation, run_programs
@@ -667,3 +667,20 @@ def test_cot_study_items_pair_heldout_and_ood_and_count_steps():
     assert cot_study.accuracy(records["heldout"], "direct", kind="word", steps=2) == (0.0, 6)
     table = cot_study.tables({"m": records})
     assert "| m | direct | 100% | 0% | 0% | 33% | 33% |" in table and "| m | zero-shot CoT | - |" in table
+
+
+def test_each_study_runs_on_the_models_it_compares():
+    # chain of thought: how a model was trained (base, steps, direct answers); robustness: not the quantized copies
+    assert [runs_task("chain_of_thought", s, "gpt") for s in ("base", "sft", "sft-direct", "ppo")] == [
+        True, True, True, False]
+    assert runs_task("robustness", "ppo", "gpt") and not runs_task("robustness", "gptq4", "quantized")
+    assert all(runs_task(t, "gptq4", "quantized") for t in ("perplexity", "math", "code", "harmful", "honesty"))
+
+
+def test_the_report_asks_one_question_at_a_time_and_keeps_every_column():
+    import evaluate
+    grouped = [task for _, tasks in evaluate.QUESTIONS for task in tasks]
+    assert len(grouped) == len(set(grouped)) and {c[1] for c in evaluate.COLUMNS} <= set(grouped)
+    results = [{"label": "m", "summary": {"perplexity": {"bits_per_byte": 1.0}, "code": {"pass@1": 0.5, "pass@10": 0.9}}}]
+    report = evaluate.question_tables(results)
+    assert report.count("### ") == 2 and "| m | 1.000 |" in report and "| m | 50 | 90 |" in report
