@@ -26,7 +26,8 @@ import reward_model
 import rl_loop
 import rlhf
 from dpo import dpo_loss, make_dpo_loss
-from grpo import group_normalized_advantages, grpo_loss
+from grpo import (aggregate, group_normalized_advantages, grpo_loss, masked_sum_over_constant, reinforce_loss,
+                  reinforce_with_baseline_loss)
 from ppo import (AdaptiveKLController, gae_advantages, kl_k1, kl_k3, masked_mean, masked_whiten, per_token_rewards,
                  ppo_clipped_loss, value_loss)
 from preferences import Labeller, gold_reward, label_pairs, read_pairs, world_pairs
@@ -184,6 +185,60 @@ def test_grpo_loss_is_the_clipped_loss_with_each_reply_advantage_on_every_token(
     loss_kl, _, _, kl = grpo_loss(logp, old, adv, mask, 0.2, ref, kl_coef=0.5)
     assert kl.item() == pytest.approx(math.exp(0.3 * -1) - 1 + 0.3)  # k3 with log rho = -0.3 on every token
     assert loss_kl.item() == pytest.approx(expected.item() + 0.5 * kl.item())
+
+
+def test_masked_sum_over_constant_and_the_three_normalizations_by_hand():
+    x = T_([[1.0, 2.0, 3.0, 99.0], [4.0, 99.0, 99.0, 99.0]])
+    m = T_([[True, True, True, False], [True, False, False, False]])
+    assert masked_sum_over_constant(x, m, 8.0).item() == pytest.approx(10 / 8)  # (1 + 2 + 3 + 4) / 8
+    assert masked_sum_over_constant(x, m, 2.0, dim=1).tolist() == pytest.approx([3.0, 2.0])
+    assert aggregate(x, m, "sequence").item() == pytest.approx((6 / 3 + 4 / 1) / 2)  # 3.0
+    assert aggregate(x, m, "token").item() == pytest.approx(10 / 4)
+    assert aggregate(x, m, "constant", max_tokens=5).item() == pytest.approx(10 / (2 * 5))
+    with pytest.raises(ValueError, match="max_tokens"):
+        aggregate(x, m, "constant")
+    with pytest.raises(ValueError, match="normalization"):
+        aggregate(x, m, "mean")
+
+
+def test_reinforce_and_its_baseline_by_hand():
+    logp = T_([[-1.0, -2.0, 0.0], [-0.5, 0.0, 0.0]])
+    mask = T_([[True, True, False], [True, False, False]])
+    rewards = T_([1.0, -1.0])
+    # token: -((1 * -1 + 1 * -2) + (-1 * -0.5)) / 3 tokens; sequence: -((-3 / 2) + (0.5 / 1)) / 2 replies
+    assert reinforce_loss(logp, rewards, mask).item() == pytest.approx(2.5 / 3)
+    assert reinforce_loss(logp, rewards, mask, "sequence").item() == pytest.approx(0.5)
+    # the group's mean is 0 here, so the baseline changes nothing ...
+    assert reinforce_with_baseline_loss(logp, rewards, 2, mask).item() == pytest.approx(2.5 / 3)
+    # ... and a reward shifted by 5 for both replies changes the naive loss, not the baselined one
+    assert reinforce_loss(logp, rewards + 5, mask).item() == pytest.approx(2.5 / 3 + 5 * 3.5 / 3)
+    assert reinforce_with_baseline_loss(logp, rewards + 5, 2, mask).item() == pytest.approx(2.5 / 3)
+    # the gradient on a token is -A_i / (tokens in the batch): A = r - mean = (+1, -1)
+    logp = logp.clone().requires_grad_(True)
+    reinforce_with_baseline_loss(logp, T_([3.0, 1.0]), 2, mask).backward()
+    assert close(logp.grad, [[-1 / 3, -1 / 3, 0.0], [1 / 3, 0.0, 0.0]])
+
+
+def test_grpo_loss_normalizations_by_hand_and_the_length_bias_of_sequence():
+    mask = T_([[True, True, True, False], [True, False, False, False]])
+    adv = T_([1.0, -1.0])
+    zero = torch.zeros(2, 4)  # pi = pi_old: every ratio is 1, the loss is -aggregate(A)
+    assert grpo_loss(zero, zero, adv, mask, normalization="token")[0].item() == pytest.approx(-(3 - 1) / 4)
+    assert grpo_loss(zero, zero, adv, mask, normalization="sequence")[0].item() == pytest.approx(0.0)
+    assert grpo_loss(zero, zero, adv, mask, normalization="constant", max_tokens=4)[0].item() == pytest.approx(-2 / 8)
+    # the ratio is clipped at 1 + 0.2 where A > 0: log pi - log pi_old = log 1.5 on reply 0's tokens
+    logp = zero.clone()
+    logp[0] = math.log(1.5)
+    loss, clip_fraction, _, _ = grpo_loss(logp, zero, adv, mask, 0.2, normalization="token")
+    assert loss.item() == pytest.approx(-(3 * 1.2 - 1) / 4) and clip_fraction.item() == pytest.approx(3 / 4)
+    # sequence: a token of the 3-token reply weighs 1/3 of one of the 1-token reply; token: the same weight
+    grads = {}
+    for normalization in ("sequence", "token"):
+        logp = zero.clone().requires_grad_(True)
+        grpo_loss(logp, zero, T_([-1.0, -1.0]), mask, normalization=normalization)[0].backward()
+        grads[normalization] = logp.grad
+    assert close(grads["sequence"], [[1 / 6, 1 / 6, 1 / 6, 0], [1 / 2, 0, 0, 0]])
+    assert close(grads["token"], [[1 / 4, 1 / 4, 1 / 4, 0], [1 / 4, 0, 0, 0]])
 
 
 def test_dpo_loss_by_hand():
