@@ -4,6 +4,7 @@ Everything here builds its own small tokenizer and models (nothing is read from 
 deterministic. Hand-computed values are written out in the comments so a reader can check them.
 """
 import copy
+import dataclasses
 import doctest
 import json
 import math
@@ -445,6 +446,34 @@ def test_rl_resume_equals_an_uninterrupted_run(tmp_path, tokenizer, w0, algorith
     assert [json.loads(x)["step"] for x in lines("resumed")] == [1, 2, 3, 4]
     assert [json.loads(x)["gold_reward"] for x in lines("resumed")] == [json.loads(x)["gold_reward"] for x in lines("straight")]
     assert set(rl_loop.LOGGED) <= set(json.loads(lines("straight")[-1]))
+
+
+def test_grpo_ratio_is_exactly_1_at_the_first_update(tokenizer, w0):
+    """pi_old comes from the pass the update repeats with gradients, not from the rollout's KV-cache path."""
+    examples, sft, _ = rl_setup(tokenizer, w0)
+    config = RLConfig(algorithm="grpo", reward="gold", group_size=4, prompts_per_step=3, max_new_tokens=8,
+                      minibatches=2)
+    exp = rl_loop.score_rollout(sft, None, sft, None, examples, tokenizer, config, step=0)
+    advantages, _ = rl_loop.grpo_advantages(exp, config)
+    rows = torch.randperm(exp.ids.size(0), generator=torch.Generator().manual_seed(0)).chunk(2)[0]
+    _, logged = rl_loop.minibatch_loss(sft, None, exp, advantages, None, rows, config, 0.0)
+    logprobs, _, _ = policy_forward(sft, None, exp.ids, exp.attention_mask, exp.response_mask)
+    assert torch.equal(logprobs, exp.old_logprobs)  # the whole batch: the very same numbers
+    assert logged["approx_kl"].item() < 1e-10 and logged["clip_fraction"].item() == 0  # a minibatch of it
+
+
+def test_grpo_ladder_rungs_in_the_loop(tokenizer, w0):
+    """reinforce: the raw score; baseline: minus the group mean; grpo: normalized by the group's std."""
+    examples, sft, _ = rl_setup(tokenizer, w0)
+    config = RLConfig(algorithm="grpo", reward="gold", group_size=2, prompts_per_step=2)
+    exp = rl_loop.Experience(*[None] * 10, scores=T_([1.0, -1.0, -1.0, -1.0]), rollout_seconds=0)
+    for rung, expected in (("reinforce", [1, -1, -1, -1]), ("baseline", [1, -1, 0, 0]),
+                           ("grpo", [1 / math.sqrt(2), -1 / math.sqrt(2), 0, 0])):
+        advantages, _ = rl_loop.grpo_advantages(exp, dataclasses.replace(config, pg_loss=rung))
+        assert advantages.tolist() == pytest.approx(expected, abs=1e-5)
+    for bad, message in ((dict(pg_loss="ppo"), "pg_loss"), (dict(loss_normalization="mean"), "loss_normalization")):
+        with pytest.raises(ValueError, match=message):
+            rl_loop.check_rl_config(dataclasses.replace(config, **bad))
 
 
 def test_policy_checkpoint_is_a_chat_model(tmp_path, tokenizer, w0):
