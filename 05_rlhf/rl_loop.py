@@ -258,12 +258,17 @@ def minibatch_loss(policy, value_head, exp, advantages, returns, rows, config, k
 
 def update_policy(policy, value_head, optimizer, exp, advantages, returns, config, step, kl_coef):
     """Step 6: epochs x minibatches of clipped-loss updates (the row order seeded by the step) -> the mean
-    of each logged loss over the updates."""
+    of each logged loss over the updates. GRPO updates on the replies with A != 0 only."""
     sums, n_updates = {}, 0
     generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
+    learning_rows = torch.arange(exp.ids.size(0), device=exp.ids.device)
+    if config.algorithm == "grpo":  # DAPO's filter: a group whose replies all scored the same has A = 0 on
+        learning_rows = learning_rows[advantages != 0]  # every token and teaches nothing, so skip its compute
+    if learning_rows.numel() == 0:
+        return {name: 0.0 for name in ("policy_loss", "value_loss", "clip_fraction", "approx_kl", "entropy")}
     for epoch in range(config.epochs):
-        order = torch.randperm(exp.ids.size(0), generator=generator).to(exp.ids.device)
-        for rows in order.chunk(config.minibatches):
+        order = learning_rows[torch.randperm(learning_rows.numel(), generator=generator).to(exp.ids.device)]
+        for rows in order.chunk(min(config.minibatches, learning_rows.numel())):
             loss, logged = minibatch_loss(policy, value_head, exp, advantages, returns, rows, config, kl_coef)
             loss.backward()
             clip_grad_norm([p for group in optimizer.param_groups for p in group["params"]],

@@ -462,6 +462,25 @@ def test_grpo_ratio_is_exactly_1_at_the_first_update(tokenizer, w0):
     assert logged["approx_kl"].item() < 1e-10 and logged["clip_fraction"].item() == 0  # a minibatch of it
 
 
+def test_grpo_updates_only_on_groups_whose_rewards_differ(tokenizer, w0, monkeypatch):
+    examples, sft, _ = rl_setup(tokenizer, w0)
+    policy = copy.deepcopy(sft).requires_grad_(True)
+    config = RLConfig(algorithm="grpo", reward="gold", group_size=2, prompts_per_step=3, max_new_tokens=4, epochs=2,
+                      minibatches=2)
+    exp = rl_loop.score_rollout(policy, None, sft, None, examples, tokenizer, config, step=0)
+    optimizer = rl_loop.make_optimizer(policy, 1e-3, 0.0, betas=(0.9, 0.95))
+    seen, real = [], rl_loop.minibatch_loss
+    monkeypatch.setattr(rl_loop, "minibatch_loss", lambda *a: (seen.append(a[5].tolist()), real(*a))[1])
+    exp.scores = T_([1.0, 1.0, -1.0, -1.0, 1.0, 1.0])  # no group differs: nothing to learn, nothing computed
+    advantages, _ = rl_loop.grpo_advantages(exp, config)
+    assert rl_loop.update_policy(policy, None, optimizer, exp, advantages, None, config, 0, 0.0)["policy_loss"] == 0
+    assert seen == [] and all(torch.equal(a, b) for a, b in zip(policy.parameters(), sft.parameters()))
+    exp.scores = T_([1.0, 1.0, 1.0, -1.0, -1.0, -1.0])  # only the second group (rows 2, 3) differs
+    advantages, _ = rl_loop.grpo_advantages(exp, config)
+    rl_loop.update_policy(policy, None, optimizer, exp, advantages, None, config, 0, 0.0)
+    assert len(seen) == 4 and {r for rows in seen for r in rows} == {2, 3}  # 2 epochs x 2 minibatches of one row
+
+
 def test_grpo_ladder_rungs_in_the_loop(tokenizer, w0):
     """reinforce: the raw score; baseline: minus the group mean; grpo: normalized by the group's std."""
     examples, sft, _ = rl_setup(tokenizer, w0)
@@ -563,8 +582,9 @@ def script_run(tmp_path_factory, sft_checkpoint):
 
 def test_script_writes_every_stage_and_the_table(script_run):
     out, summary = script_run
-    assert set(summary["timings"]) == {"preferences", "reward_model", "ppo", "dpo", "grpo", "eval"}
+    assert set(summary["timings"]) == {"preferences", "reward_model", "ppo", "dpo", "grpo", "eval", "overopt"}
     for name in ("preferences/train.jsonl", "preferences/heldout.jsonl", "reward_model/rm_eval.json",
+                 "overopt/overoptimization.png", "overopt/overoptimization.json",
                  "ppo/ppo_curves.png", "grpo/grpo_curves.png", "dpo/loss.png", "rlhf_eval.md", "rlhf_eval.json",
                  "rlhf_eval.png"):
         assert (out / name).stat().st_size > 0, name
@@ -616,7 +636,7 @@ def test_script_stop_at_and_resume(tmp_path, sft_checkpoint, monkeypatch):
     assert interrupted["stopped_at"] == "reward_model" and not (tmp_path / "run" / "ppo").exists()
     pairs = (tmp_path / "run" / "preferences" / "train.jsonl").read_bytes()
     resumed = rlhf.main(args + ["--resume"])
-    assert set(resumed["timings"]) == {"reward_model", "ppo", "dpo", "grpo", "eval"}  # the pairs were kept
+    assert set(resumed["timings"]) == {"reward_model", "ppo", "dpo", "grpo", "eval", "overopt"}  # the pairs were kept
     assert (tmp_path / "run" / "preferences" / "train.jsonl").read_bytes() == pairs
     for stage in ("reward_model", "ppo", "dpo", "grpo"):
         assert checkpoint.read_checkpoint(tmp_path / "run" / stage / "ckpt.pt")["step"] == 2
