@@ -6,7 +6,8 @@ RLHF) and chapter 07 into its world tasks. Read top to bottom:
     extract_answer, is_refusal, says_dont_know    what a reply says: its final number, a refusal, "I don't know"
     mentions, fact_is_correct, is_right, grade    is the reply right for its example's task (is_right: THE rule)
     METRICS, generate_replies, evaluate           greedy replies to held-out prompts, graded per metric
-    results_table, write_report, plot_results     the before/after table, sft_eval.md/.json/.png
+    results_table, write_report, plot_results     the before/after table (after: on the train, heldout and
+                                                  ood splits), sft_eval.md/.json/.png
 
 An example is a dict from sft_data.world_examples: {"task": "fact" | "math" | "unknown" | "harmful" |
 "benign" | ..., "messages": [...], and for facts "answer", "distractors", "subject"; for math "answer"}.
@@ -205,25 +206,39 @@ def evaluate(model, tokenizer, examples, max_new_tokens=128, precision="fp32"):
     return {"metrics": metrics, "counts": counts, "replies": records}
 
 
-def results_table(before, after, labels=("base model", "after SFT")):
-    """The markdown table: one row per metric, `before` vs `after` (two evaluate() results)."""
-    lines = [f"| measured on the held-out split | n | {labels[0]} | {labels[1]} |", "|---|---:|---:|---:|"]
+def results_table(before, after, labels=("base model", "after SFT"), more=()):
+    """The markdown table: one row per metric, `before` vs `after` (two evaluate() results), then the
+    columns of `more`, (label, evaluate() result) pairs: e.g. the trained model on training prompts
+    (what it memorised) and on the "ood" split (held-out items in held-out phrasings)."""
+    columns = [(labels[0], before), (labels[1], after), *more]
+    lines = ["| measured on the held-out split | n | " + " | ".join(label for label, _ in columns) + " |",
+             "|---|---:|" + "---:|" * len(columns)]
+    cell = lambda result, key: f"{100 * result['metrics'][key]:.0f}%" if key in result["metrics"] else "-"
     for key, label, _ in METRICS:
         if key in after["metrics"]:
             label = label.replace("<|end|>", "`<|end|>`")
-            lines.append(f"| {label} | {after['counts'][key]} | {100 * before['metrics'][key]:.0f}% | "
-                         f"{100 * after['metrics'][key]:.0f}% |")
+            lines.append(f"| {label} | {after['counts'][key]} | " + " | ".join(cell(r, key) for _, r in columns) + " |")
     return "\n".join(lines)
 
 
-def write_report(before, after, out_dir, settings, wall_seconds, robust=None, robust_table=""):
+SPLIT_COLUMNS = {"train": "after SFT: train (seen)", "heldout": "after SFT: heldout", "ood": "after SFT: ood"}
+SPLITS_NOTE = ("heldout: held-out items (facts, problems, requests) asked in training phrasings; ood: the same "
+               "kind of items in phrasings no training text uses; train: prompts the model was trained on.")
+
+
+def write_report(before, after, out_dir, settings, wall_seconds, robust=None, robust_table="", more=None):
     """sft_eval.md (table + a few replies per task), sft_eval.json (everything), sft_eval.png (bars).
-    robust, robust_table: robustness.measure()'s result after SFT and its table, under the main one."""
+    robust, robust_table: robustness.measure()'s result after SFT and its table, under the main one.
+    more: {"train": evaluate() result, "ood": ...}, the trained model on the other splits (columns)."""
     out_dir = Path(out_dir)
-    table = results_table(before, after) + ("\n\n" + robust_table if robust_table else "")
+    more = more or {}
+    extra = [(SPLIT_COLUMNS[s], more[s]) for s in ("train", "ood") if s in more]
+    labels = ("base model: heldout", SPLIT_COLUMNS["heldout"]) if more else ("base model", "after SFT")
+    table = results_table(before, after, labels, extra) + ("\n\n" + robust_table if robust_table else "")
     lines = ["# SFT evaluation", "", f"Greedy replies (temperature 0, at most {settings['max_new_tokens']} tokens) "
              f"to held-out prompts the model never saw in training. Base: `{settings['base']}`; "
-             f"{settings['steps']} steps; {wall_seconds:.0f} s.", "", table, "", "## Example replies", ""]
+             f"{settings['steps']} steps; {wall_seconds:.0f} s." + (" " + SPLITS_NOTE if more else ""), "", table, "",
+             "## Example replies", ""]
     shown = {}
     for b, a in zip(before["replies"], after["replies"]):
         if shown.get(a["task"], 0) >= 2:
@@ -240,7 +255,8 @@ def write_report(before, after, out_dir, settings, wall_seconds, robust=None, ro
                 lines += [f"- {row}: {r['prompt']!r} -> {r['reply'][:200]!r} ({'right' if r['right'] else 'wrong'})"]
         lines += [""]
     cli.write_text_atomic(out_dir / "sft_eval.md", "\n".join(lines) + "\n")  # after every section is in
-    cli.write_text_atomic(out_dir / "sft_eval.json", json.dumps({"before": before, "after": after, "robustness": robust},
+    cli.write_text_atomic(out_dir / "sft_eval.json", json.dumps({"before": before, "after": after, "robustness": robust,
+                                                                  **{f"after_{s}": r for s, r in more.items()}},
                                                                  indent=1) + "\n")
     plot_results(before, after, out_dir / "sft_eval.png")
     return table

@@ -1,12 +1,13 @@
 """Robustness: does the chat model do the TASK, or only the forms it was trained on?
 
-Every row is measured on held-out items in forms that no training text uses:
+Every row is measured on held-out items twice (world/splits.py): "heldout", in forms training text uses
+(the skill on new items), and "ood", in forms that no training text uses (robustness to new phrasing):
 
     ROWS                       (key, label) of each row, in the table's order
-    robustness_sets(w, n)      {key: [examples]}: the held-out items of each row (sft_data's example dicts)
+    robustness_sets(w, n, split)  {key: [examples]}: the held-out items of each row (sft_data's example dicts)
     is_right(example, reply)   the one grading rule of a row: the reply does what the example asks
     measure(model, tok, sets)  {"metrics": {key: share}, "counts": {key: n}, "replies": [...]}
-    robustness_table(b, a)     the markdown rows, before and after (two measure() results)
+    robustness_table(h, o)     the markdown rows, heldout and ood columns (two measure() results)
 
 Chapter 04 prints these rows under its main table; chapter 07 may call the same functions.
 The three-turn rows ask the SAME final questions as the "asked alone" row, after two earlier exchanges
@@ -27,47 +28,52 @@ from grading import generate_replies, is_right  # noqa: E402  (this chapter: the
 from sft_data import exchange, arith_example, world_examples  # noqa: E402  (this chapter)
 
 CHAT_TEMPERATURE, CHAT_TOP_K = TEMPERATURE, TOP_K  # chat.py's defaults: the sampled three-turn row uses them
-ROWS = [
-    ("oot_harmful_refused", "out-of-template harmful requests (unseen action and framing): refused"),
-    ("oot_benign_answered", "their benign look-alikes (unseen intent and framing): answered, not refused"),
-    ("arith_unseen_form", "bare arithmetic (unseen numbers and forms): exact answer"),
-    ("fact_unseen_phrasing", "world questions in an unseen phrasing: exact answer"),
+ROWS = [   # (the keys keep their first names: chapter 07 reads them)
+    ("oot_harmful_refused", "harmful requests with an unseen action: refused"),
+    ("oot_benign_answered", "their benign look-alikes (unseen intent): answered, not refused"),
+    ("arith_unseen_form", "bare arithmetic on unseen numbers: exact answer"),
+    ("fact_unseen_phrasing", "held-out world questions: exact answer"),
     ("single_turn", "final questions asked alone: right (greedy)"),
     ("three_turn_greedy", "the same as the third turn of a conversation: right (greedy)"),
     ("three_turn_sampled", f"the same, sampled (temperature {CHAT_TEMPERATURE}, top-k {CHAT_TOP_K}, seeded): right"),
 ]
 
 
-def _out_of_template_requests(w, n, harmful, seed):
-    """n held-out requests whose intent (the action) is held out too: held-out framing x held-out intent."""
+def _out_of_template_requests(w, n, harmful, seed, split="ood"):
+    """n held-out requests whose intent (the action) is held out: in a training framing ("heldout") or a
+    held-out one ("ood")."""
     task = "harmful" if harmful else "benign"
-    requests = world.user_requests(w, 8 * n, harmful=harmful, split="heldout", seed=seed)
+    requests = world.user_requests(w, 8 * n, harmful=harmful, split=split, seed=seed)
     return [{"task": task, "messages": exchange(r.prompt, r.reply)} for r in requests if "intent" in r.heldout_parts][:n]
 
 
-def _phrased_fact_examples(w, n, seed):
-    """n held-out fact questions, each wrapped in a held-out framing (chat_phrasings.QUESTION_FRAMINGS)."""
+def _phrased_fact_examples(w, n, seed, split="ood"):
+    """n held-out fact questions, each wrapped in a framing of `split` (chat_phrasings.QUESTION_FRAMINGS:
+    a training one for "heldout", a held-out one for "ood"); the same questions for both."""
     rng = random.Random(f"robust-fact:{seed}")
     questions = world.fact_questions(w, "heldout", seed=seed)
     rng.shuffle(questions)
-    return [{"task": "fact", "messages": exchange(world.phrase_question(q.question, "heldout", rng), q.answer_sentence),
+    return [{"task": "fact", "messages": exchange(world.phrase_question(q.question, split, rng), q.answer_sentence),
              "answer": q.answer, "distractors": [c for c in q.choices if c != q.answer], "subject": q.fact.subject}
             for q in questions[:n]]
 
 
-def robustness_sets(w, n=30, seed=0):
+def robustness_sets(w, n=30, seed=0, split="ood"):
     """{row key: [examples]} for the rows of ROWS (the three turn rows share one set, "three_turn", and
-    "single_turn" holds the same final exchanges alone). Every prompt is held out."""
+    "single_turn" holds the same final exchanges alone). Every item is held out; `split` "heldout" asks
+    them in training forms, "ood" in forms no training text uses."""
+    if split not in ("heldout", "ood"):
+        raise ValueError(f"robustness sets are held out: split 'heldout' or 'ood', got {split!r}")
     rng = random.Random(f"robust-arith:{seed}")
-    sets = {"oot_harmful_refused": _out_of_template_requests(w, n, True, seed),
-            "oot_benign_answered": _out_of_template_requests(w, n, False, seed),
-            "arith_unseen_form": [arith_example(*world.arithmetic_chat(rng, "heldout")) for _ in range(n)],
-            "fact_unseen_phrasing": _phrased_fact_examples(w, n, seed)}
+    sets = {"oot_harmful_refused": _out_of_template_requests(w, n, True, seed, split),
+            "oot_benign_answered": _out_of_template_requests(w, n, False, seed, split),
+            "arith_unseen_form": [arith_example(*world.arithmetic_chat(rng, split)) for _ in range(n)],
+            "fact_unseen_phrasing": _phrased_fact_examples(w, n, seed, split)}
     # three-turn: a held-out fact question, word problem or bare arithmetic problem after two earlier
     # exchanges with short replies (held-out facts, unknown entities, requests) that leave room in the context
-    finals = world_examples(w, "heldout", {"fact": n - 2 * (n // 3), "math": n // 3}, seed=seed + 100)
-    finals += [arith_example(*world.arithmetic_chat(rng, "heldout")) for _ in range(n // 3)]
-    pool = world_examples(w, "heldout", {"fact": 2 * n, "unknown": n, "benign": n}, seed=seed + 200)
+    finals = world_examples(w, split, {"fact": n - 2 * (n // 3), "math": n // 3}, seed=seed + 100)
+    finals += [arith_example(*world.arithmetic_chat(rng, split)) for _ in range(n // 3)]
+    pool = world_examples(w, split, {"fact": 2 * n, "unknown": n, "benign": n}, seed=seed + 200)
     sets["single_turn"], sets["three_turn"] = finals, []
     for final in finals:
         sets["three_turn"].append(three_turns(final, pool))
@@ -100,11 +106,12 @@ def measure(model, tokenizer, sets, max_new_tokens=128, precision="fp32", seed=0
     return {"metrics": metrics, "counts": counts, "replies": records}
 
 
-def robustness_table(before, after, labels=("base model", "after SFT")):
-    """The markdown table of ROWS: `before` vs `after` (two measure() results; before may be None)."""
-    lines = [f"| on forms never seen in training | n | {labels[0]} | {labels[1]} |", "|---|---:|---:|---:|"]
+def robustness_table(heldout, ood, labels=("heldout: training forms", "ood: unseen forms")):
+    """The markdown table of ROWS: the model on the `heldout` sets and on the `ood` ones (two measure()
+    results; heldout may be None)."""
+    lines = [f"| after SFT, held-out items | n | {labels[0]} | {labels[1]} |", "|---|---:|---:|---:|"]
     for key, label in ROWS:
-        if key in after["metrics"]:
-            old = f"{100 * before['metrics'][key]:.0f}%" if before else "-"
-            lines.append(f"| {label} | {after['counts'][key]} | {old} | {100 * after['metrics'][key]:.0f}% |")
+        if key in ood["metrics"]:
+            first = f"{100 * heldout['metrics'][key]:.0f}%" if heldout else "-"
+            lines.append(f"| {label} | {ood['counts'][key]} | {first} | {100 * ood['metrics'][key]:.0f}% |")
     return "\n".join(lines)

@@ -349,15 +349,23 @@ def evaluate_after(model, tokenizer, before, eval_examples, settings, out_dir, p
     sft_eval.md/.json/.png -> {"before", "after"[, "robustness"]} metrics for the run's summary."""
     log(f"evaluating the SFT model on the same {len(eval_examples)} held-out prompts ...")
     after = evaluate(model, tokenizer, eval_examples, settings["max_new_tokens"], precision)
-    robust, results = None, {"before": before["metrics"], "after": after["metrics"]}
+    robust, more, results = None, {}, {"before": before["metrics"], "after": after["metrics"]}
     if "world" in settings["data"]:
-        log("measuring robustness: held-out items in forms never seen in training ...")
-        per_row = ROBUSTNESS_ITEMS if settings["eval_per_task"] is None else min(ROBUSTNESS_ITEMS, settings["eval_per_task"])
-        sets = robustness_sets(world.build_world(WORLD_SEED), per_row, seed=settings["seed"])
-        robust = measure(model, tokenizer, sets, settings["max_new_tokens"], precision, seed=settings["seed"])
-        results["robustness"] = robust["metrics"]
-    table = write_report(before, after, out_dir, settings, time.time() - start, robust,
-                         robustness_table(None, robust) if robust else "")
+        # the three levels: training prompts (memorised), heldout (the skill), ood (robust to new phrasing)
+        w, per_task = world.build_world(WORLD_SEED), settings["eval_per_task"]
+        eval_mix = {task: n if per_task is None else min(n, per_task) for task, n in EVAL_MIX.items()}
+        for split, seed in (("train", settings["seed"]), ("ood", settings["seed"] + 2)):
+            log(f"evaluating the SFT model on {split} prompts ...")
+            examples = world_examples(w, split, eval_mix, seed=seed)   # train, seed: a part of the training set
+            more[split] = evaluate(model, tokenizer, examples, settings["max_new_tokens"], precision)
+            results[f"after_{split}"] = more[split]["metrics"]
+        log("measuring robustness: held-out items in training forms and in forms never seen in training ...")
+        per_row = ROBUSTNESS_ITEMS if per_task is None else min(ROBUSTNESS_ITEMS, per_task)
+        robust = {split: measure(model, tokenizer, robustness_sets(w, per_row, seed=settings["seed"], split=split),
+                                 settings["max_new_tokens"], precision, seed=settings["seed"]) for split in ("heldout", "ood")}
+        results["robustness"] = {split: r["metrics"] for split, r in robust.items()}
+    table = write_report(before, after, out_dir, settings, time.time() - start, robust and robust["ood"],
+                         robustness_table(robust["heldout"], robust["ood"]) if robust else "", more)
     log("\n" + table + "\n")
     log(f"done in {time.time() - start:.0f} s. Outputs in {out_dir}/:")
     log("  ckpt.pt, tokenizer.tiktoken/.json   the chat model and its tokenizer (with the chat tokens)")

@@ -1,7 +1,8 @@
 """Instruction data for SFT: conversations from the mini-world, user JSONL files, and packed training rows.
 
     examples = world_examples(world, "train", TRAIN_MIX)        # [{"task", "messages", ...}, ...]
-    heldout = world_examples(world, "heldout", EVAL_MIX)        # never overlaps the training examples
+    heldout = world_examples(world, "heldout", EVAL_MIX)        # held-out items in training phrasings
+    ood = world_examples(world, "ood", EVAL_MIX)                # the same items in held-out phrasings
     conversations = load_jsonl("my_data.jsonl")                 # Alpaca or messages layout
     sequences = tokenize(conversations, tokenizer, block_size)  # [(x, y), ...] with y = -1 where masked
     x, y, doc_ids = pack_rows(sequences, block_size, pad_id)    # several conversations per row
@@ -26,12 +27,16 @@ The tasks, all drawn from chapter 03's world package:
               ... "And what about Mia?"; the second reply answers the first question's relation for Mia
 
 A training fact question is asked in one of chat_phrasings.QUESTION_FRAMINGS["train"] ("Quick question:
-where does Sam live?"); held-out framings are kept for 04's robustness rows (robustness.py).
+where does Sam live?"), and so is a "heldout" one; an "ood" one in QUESTION_FRAMINGS["ood"].
 
-Held-out split: the world package decides the split of every record from its content (the fact a
-question asks about, the numbers of a problem, the plot of a story, the framing of a request, the name of
-a probe or of the entity to describe), so world_examples(world, "heldout") can never produce a record that
-world_examples(world, "train") does, whatever the seeds. The rule for each kind of held-out item is
+Held-out splits (world/splits.py): "heldout" is new instances told in training phrasings (the skill),
+"ood" new instances in held-out phrasings (robustness to new phrasing). With equal seeds the two draw
+the same facts, problems, equations, stories, entities, probes and code tasks (only the requests
+differ: a new intent or object in a training framing, vs a held-out framing), so their columns compare
+item for item. The world package decides the split of every record from its content (the fact a
+question asks about, the numbers of a problem, the plot of a story, the intent, object or framing of a
+request, the name of a probe or of the entity to describe), so world_examples(world, "heldout" or "ood")
+can never produce a record that world_examples(world, "train") does, whatever the seeds. The rule for each kind of held-out item is
 written once, in 03_pretrain/world/splits.py; in short: no training reply states a held-out fact
 (describe(..., split="train"), stories and requests that use training facts only), and held-out
 problems, stories and requests share no 13 words in a row with any training text (tests check both).
@@ -78,11 +83,11 @@ def _fact_examples(w, split, n, seed):
     out, round_ = [], 0
     rng = random.Random(f"fact-framing:{seed}")
     while len(out) < n:
-        questions = world.fact_questions(w, split, seed=seed * 1000 + round_)
+        questions = world.fact_questions(w, world.instance_split(split), seed=seed * 1000 + round_)
         random.Random(f"fact-order:{seed}:{round_}").shuffle(questions)
         for q in questions[:n - len(out)]:
             distractors = [c for c in q.choices if c != q.answer]
-            question = world.phrase_question(q.question, "train", rng) if split == "train" else q.question
+            question = world.phrase_question(q.question, split, rng)     # a training framing unless "ood"
             out.append({"task": "fact", "messages": exchange(question, q.answer_sentence),
                         "answer": q.answer, "distractors": distractors, "subject": q.fact.subject})
         round_ += 1
@@ -92,7 +97,7 @@ def _fact_examples(w, split, n, seed):
 def _math_examples(w, split, n, seed, math_style="steps"):
     """n word problems of 1-2 steps with 1-2 digit numbers, solved step by step ("steps" style), or
     answered directly (math_style="direct": only "The answer is N.", chapter 07's chain-of-thought control)."""
-    rng = random.Random(f"sft-math:{split}:{seed}")
+    rng = random.Random(f"sft-math:{world.instance_split(split)}:{seed}")     # "heldout" and "ood": the same problems
     out = []
     for _ in range(n):
         problem = world.word_problem(w, rng, n_steps=rng.choice([1, 2]), digits=rng.choice([1, 1, 2]), split=split)
@@ -111,7 +116,7 @@ def arith_example(problem, prompt, with_steps, math_style="steps"):
 
 def _arith_examples(w, split, n, seed, math_style="steps"):
     """n bare arithmetic problems in chat forms of `split` (world.arithmetic_chat)."""
-    rng = random.Random(f"sft-arith:{split}:{seed}")
+    rng = random.Random(f"sft-arith:{world.instance_split(split)}:{seed}")
     return [arith_example(*world.arithmetic_chat(rng, split), math_style) for _ in range(n)]
 
 
@@ -121,6 +126,7 @@ _FOLLOWUPS = ["And what about {s}?", "What about {s}?", "And {s}?", "Same questi
 def _followup_examples(w, split, n, seed):
     """n two-exchange conversations whose second question refers back to the first: the same relation
     asked of another subject of the same kind. Both facts are of `split`."""
+    split = world.instance_split(split)     # a follow-up has no phrasing of its own: "ood" is "heldout"
     rng = random.Random(f"sft-followup:{split}:{seed}")
     groups = {}
     for f in w.facts:
@@ -148,7 +154,7 @@ def _code_examples(w, split, n, seed):
     """n tiny Python functions to write (world.code_tasks), cycling through the split's tasks; the reply
     is the function without its docstring. The hidden tests stay in the example for grading."""
     rng = random.Random(f"sft-code:{split}:{seed}")
-    tasks = world.code_tasks(split, seed)
+    tasks = world.code_tasks(world.instance_split(split), seed)
     out = []
     while len(out) < n:
         order = list(tasks)
@@ -164,7 +170,7 @@ def _story_examples(w, split, n, seed):
     """Continue a story from its first two sentences. Held-out stories have their own plots and
     wordings (world.story), so their openings are never training prompts; a training story must state
     only training facts, since its continuation is an assistant turn."""
-    rng = random.Random(f"sft-story:{split}:{seed}")
+    rng = random.Random(f"sft-story:{world.instance_split(split)}:{seed}")
     heldout_facts = [f for f in w.facts if f.split == "heldout"]
     out = []
     while len(out) < n:
@@ -186,9 +192,9 @@ def _describe_examples(w, split, n, seed):
     A training reply states only training facts (describe(..., split="train")): stating a held-out fact
     in answer to a user would teach the model to retrieve it on request, which is asking it in all but
     form. A held-out example's reference states every fact of the entity (what a grader looks for)."""
-    rng = random.Random(f"sft-describe:{split}:{seed}")
+    rng = random.Random(f"sft-describe:{world.instance_split(split)}:{seed}")
     facts_split = "train" if split == "train" else "all"
-    subjects = [s for kind in world.KINDS for s in w.names[kind] if world.split_of("describe:" + s) == split
+    subjects = [s for kind in world.KINDS for s in w.names[kind] if world.split_of("describe:" + s) == world.instance_split(split)
                 and any(facts_split == "all" or f.split == "train" for f in w.facts_about(s))]
     out = []
     for _ in range(n):
@@ -203,9 +209,9 @@ def _describe_examples(w, split, n, seed):
 
 def _unknown_examples(w, split, n, seed):
     """Questions about entities that do not exist, answered honestly; a quarter asked as "Tell me about X."."""
-    rng = random.Random(f"sft-unknown:{split}:{seed}")
+    rng = random.Random(f"sft-unknown:{world.instance_split(split)}:{seed}")
     out = []
-    for probe in world.unknown_entity_questions(w, n, split=split, seed=seed):
+    for probe in world.unknown_entity_questions(w, n, split=world.instance_split(split), seed=seed):
         question = probe.question
         if rng.random() < 0.25:
             question = f"Tell me about {'the ' + probe.name if probe.kind in ('animal', 'object') else probe.name}."
@@ -221,7 +227,7 @@ def _request_examples(w, split, n, seed, harmful):
     skip those, so no held-out prompt is ever a training prompt.
     """
     task = "harmful" if harmful else "benign"
-    excluded = _fact_question_texts(w) if split == "heldout" and not harmful else set()
+    excluded = _fact_question_texts(w) if split != "train" and not harmful else set()
     extra = 0
     while True:
         chosen = [r for r in world.user_requests(w, n + extra, harmful=harmful, split=split, seed=seed)
@@ -243,7 +249,8 @@ def exchange(user, assistant):
 
 
 def world_examples(w, split="train", mix=None, seed=0, multi_turn=0.0, math_style="steps"):
-    """Instruction examples of one split ("train" or "heldout") from the world `w`, `mix[task]` of each task.
+    """Instruction examples of one split ("train", "heldout" or "ood", world.SPLITS) from the world `w`,
+    `mix[task]` of each task.
 
     math_style: "steps" (the default) or "direct", the form of the math and arith replies (world.solution's
     style; "direct" is chapter 07's control, a model never shown working).
@@ -251,8 +258,7 @@ def world_examples(w, split="train", mix=None, seed=0, multi_turn=0.0, math_styl
     multi_turn: the share of conversations joined into conversations of several exchanges
     (_join_conversations). Returns the examples in a deterministic shuffled order.
     """
-    if split not in ("train", "heldout"):
-        raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
+    world.check_split(split)
     mix = TRAIN_MIX if mix is None else mix
     unknown = set(mix) - set(TASKS)
     if unknown:
@@ -268,7 +274,7 @@ def world_examples(w, split="train", mix=None, seed=0, multi_turn=0.0, math_styl
     for task in TASKS:
         if mix.get(task, 0) > 0:
             examples += makers[task](w, split, mix[task], seed)
-    rng = random.Random(f"sft-order:{split}:{seed}")
+    rng = random.Random(f"sft-order:{world.instance_split(split)}:{seed}")
     rng.shuffle(examples)
     if multi_turn > 0:
         examples = _join_conversations(examples, multi_turn)

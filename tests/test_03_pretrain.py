@@ -247,15 +247,23 @@ def test_heldout_problems_never_appear_in_the_corpus(corpus, w0):
     for p in heldout:
         assert p.key not in corpus_keys
         assert p.question not in corpus
-    word = [world.word_problem(w0, rng, rng.randint(1, 3), rng.randint(1, 3), split="heldout") for _ in range(100)]
-    for p in word:
-        assert p.question not in corpus
+    # a held-out word problem, told in a training wording ("heldout") or the held-out one ("ood"): the same
+    # problem for the same seed, never in the corpus either way
+    word, ood = [], []
+    for i in range(100):
+        steps, digits = rng.randint(1, 3), rng.randint(1, 3)
+        word.append(world.word_problem(w0, random.Random(i), steps, digits, split="heldout"))
+        ood.append(world.word_problem(w0, random.Random(i), steps, digits, split="ood"))
+    for p, q in zip(word, ood):
+        assert p.split == q.split == "heldout" and p.key == q.key and p.answer == q.answer
+        assert p.question != q.question and p.question not in corpus and q.question not in corpus
+        assert "How many" in p.question and "How many" not in q.question   # every training wording asks so
     expressions = [world.arithmetic_expression(rng, rng.randint(2, 4), rng.randint(1, 2), split="heldout")
                    for _ in range(300)]
     corpus_expressions = set(re.findall(r"What is (\d+(?: [-+*/] \d+){2,})\?", corpus))
     assert len(corpus_expressions) > 500, "the corpus teaches expressions with precedence"
     for p in expressions:
-        assert p.question[len("What is "):-1] not in corpus_expressions
+        assert p.question.startswith("What is ") and p.question[len("What is "):-1] not in corpus_expressions
     # a problem is in exactly one split whatever the seed: train problems drawn with other seeds and
     # worlds never share a key with the held-out ones
     heldout_keys = {p.key for p in heldout + word}
@@ -392,7 +400,7 @@ def test_unknown_entity_questions(w0):
 
 def test_requests_are_compositional_and_heldout_forms_are_unseen(w0):
     harmful, benign = world.user_requests(w0, 60, True), world.user_requests(w0, 60, False)
-    heldout = world.user_requests(w0, 40, True, "heldout") + world.user_requests(w0, 40, False, "heldout")
+    heldout = world.user_requests(w0, 40, True, "ood") + world.user_requests(w0, 40, False, "ood")
     assert {r.prompt for r in harmful + benign}.isdisjoint(r.prompt for r in heldout)
     assert len({r.prompt for r in harmful}) == 60 and world.user_requests(w0, 60, True) == harmful
     assert len({r.intent for r in harmful}) >= 7 and len({r.framing for r in harmful}) == len(world.FRAMINGS["train"])
@@ -406,13 +414,13 @@ def test_requests_are_compositional_and_heldout_forms_are_unseen(w0):
     for r in harmful + benign:      # training requests: training framings and intents, training facts only
         assert r.split == "train" and r.intent not in world.HELDOUT_INTENTS
         assert not world.stated_facts(w0, f"{r.prompt} {r.reply} {r.compliance}", heldout_facts)
-    # held-out requests: every one in a held-out framing, some with held-out intents, none of whose
+    # "ood" requests: every one in a held-out framing, some with held-out intents, none of whose
     # framings' words or intents' acts occur in any training prompt
     assert {r.intent for r in heldout} & world.HELDOUT_INTENTS
     train_text = " ".join(r.prompt for r in harmful + benign)
     for r in heldout:
-        assert r.split == "heldout" and 0 <= r.framing < len(world.FRAMINGS["heldout"])
-        frame = world.FRAMINGS["heldout"][r.framing].split("{act}")
+        assert r.split == "ood" and 0 <= r.framing < len(world.FRAMINGS["ood"])
+        frame = world.FRAMINGS["ood"][r.framing].split("{act}")
         assert all(part.strip(" .?!") and part.strip(" .?!") not in train_text for part in frame if part.strip(" .?!"))
     for intent in world.HELDOUT_INTENTS:
         act = {**world.HARMFUL_INTENTS, **world.BENIGN_INTENTS}[intent][0]
@@ -427,6 +435,28 @@ def test_requests_are_compositional_and_heldout_forms_are_unseen(w0):
         template = world.HARMFUL_INTENTS[r.intent][1][r.object]
         assert template.split("{")[0].strip() not in train_text, template
     assert all(r.heldout_parts[0] == "framing" for r in heldout)
+
+
+def test_heldout_requests_are_new_instances_in_training_framings(w0):
+    """A "heldout" request is a held-out intent or object (never in a training prompt) in a framing that
+    training uses: the instance is new, the phrasing is not."""
+    train = world.user_requests(w0, 200, True) + world.user_requests(w0, 200, False)
+    train_text = " ".join(r.prompt for r in train)
+    new = world.user_requests(w0, 60, True, "heldout") + world.user_requests(w0, 60, False, "heldout")
+    assert {r.prompt for r in new}.isdisjoint(r.prompt for r in train)
+    assert {tuple(r.heldout_parts) for r in new} == {("intent",), ("object",)}
+    for r in new:
+        assert r.split == "heldout" and 0 <= r.framing < len(world.FRAMINGS["train"])
+        frame = world.FRAMINGS["train"][r.framing].split("{act}")
+        assert r.prompt.startswith(world._capitalize(frame[0])) and r.prompt.endswith(frame[1]), r.prompt
+        if "intent" in r.heldout_parts:
+            assert r.intent in world.HELDOUT_INTENTS
+            act = {**world.HARMFUL_INTENTS, **world.BENIGN_INTENTS}[r.intent][0]
+            assert act.split("{")[0].strip() not in train_text, r.prompt
+        else:
+            assert r.harmful and r.object == len(world.HARMFUL_INTENTS[r.intent][1]) - 1
+            template = world.HARMFUL_INTENTS[r.intent][1][r.object]
+            assert template.split("{")[0].strip() not in train_text, template
 
 
 def test_expressions_follow_precedence_and_have_wrong_solutions():
@@ -1398,25 +1428,30 @@ if __name__ == "__main__":
 
 
 def test_chat_phrasings_split_and_never_in_the_corpus(corpus):
-    """Held-out question framings and arithmetic forms are their own (no training one), a held-out
-    arithmetic item is a held-out equation in a held-out form, and no held-out form's words are in the
-    pretraining corpus (chapter 04's chat data is the only training text that uses these forms)."""
-    assert not set(world.QUESTION_FRAMINGS["train"]) & set(world.QUESTION_FRAMINGS["heldout"])
-    assert not {f for f, _ in world.ARITHMETIC_FORMS["train"]} & {f for f, _ in world.ARITHMETIC_FORMS["heldout"]}
-    forms = {split: {f.format(e="E"): steps for f, steps in world.ARITHMETIC_FORMS[split]} for split in ("train", "heldout")}
-    rng = random.Random(5)
-    for split in ("train", "heldout"):
+    """Held-out question framings and arithmetic forms are their own (no training one); a "heldout"
+    arithmetic item is a held-out equation in a training form and an "ood" one the same equation (same
+    seed) in a held-out form; no held-out form's words are in the pretraining corpus (chapter 04's chat
+    data is the only training text that uses these forms)."""
+    assert not set(world.QUESTION_FRAMINGS["train"]) & set(world.QUESTION_FRAMINGS["ood"])
+    assert not {f for f, _ in world.ARITHMETIC_FORMS["train"]} & {f for f, _ in world.ARITHMETIC_FORMS["ood"]}
+    forms = {phrasing: {f.format(e="E"): steps for f, steps in world.ARITHMETIC_FORMS[phrasing]}
+             for phrasing in ("train", "ood")}
+    for split in world.SPLITS:
+        rng = random.Random(5)
         for _ in range(60):
             problem, prompt, with_steps = world.arithmetic_chat(rng, split)
             step = problem.steps[0]
-            assert problem.split == split and step.result == problem.answer
-            assert forms[split][prompt.replace(f"{step.a} {step.op} {step.b}", "E")] == with_steps
+            assert problem.split == world.instance_split(split) and step.result == problem.answer
+            assert forms[world.phrasing(split)][prompt.replace(f"{step.a} {step.op} {step.b}", "E")] == with_steps
             question = world.phrase_question("Where does Sam live?", split, rng)
-            framing = [f for f in world.QUESTION_FRAMINGS[split]
+            framing = [f for f in world.QUESTION_FRAMINGS[world.phrasing(split)]
                        if f.format(q="Where does Sam live?", lq="where does Sam live?") == question]
             assert framing, question
+    same_seed = {split: world.arithmetic_chat(random.Random(9), split) for split in ("heldout", "ood")}
+    assert same_seed["heldout"][0].key == same_seed["ood"][0].key
     # a held-out form's own words never occur in the corpus
-    for framing in world.QUESTION_FRAMINGS["heldout"] + [f for f, _ in world.ARITHMETIC_FORMS["heldout"]]:
+    for framing in world.QUESTION_FRAMINGS["ood"] + [f for f, _ in world.ARITHMETIC_FORMS["ood"]] + \
+            list(world.ASK_FORMS["ood"]):
         for part in re.split(r"\{\w+\}", framing):
             if len(part.strip(" .?!:,").split()) >= 3:
                 assert part.strip(" .?!:,") not in corpus, part

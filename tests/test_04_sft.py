@@ -244,11 +244,11 @@ def test_world_examples_cover_every_task_with_good_replies(w0):
             assert grading.fact_is_correct(first_reply, e["answer"], e["distractors"], e["subject"])
 
 
-@pytest.mark.parametrize("seeds", [(0, 1), (5, 5)])
-def test_heldout_never_overlaps_training(w0, seeds):
+@pytest.mark.parametrize("seeds,split", [((0, 1), "heldout"), ((5, 5), "heldout"), ((0, 1), "ood")])
+def test_heldout_never_overlaps_training(w0, seeds, split):
     train_seed, heldout_seed = seeds
     trained = world_examples(w0, "train", TRAIN_MIX, seed=train_seed, multi_turn=0.15)
-    heldout = world_examples(w0, "heldout", EVAL_MIX, seed=heldout_seed)
+    heldout = world_examples(w0, split, EVAL_MIX, seed=heldout_seed)
     assert len(heldout) == sum(EVAL_MIX.values())
     assert not user_prompts(trained) & user_prompts(heldout)
     replies = lambda examples: {m["content"] for e in examples for m in e["messages"] if m["role"] == "assistant"}
@@ -269,7 +269,7 @@ def test_heldout_never_overlaps_training(w0, seeds):
 
 def test_default_sft_data_is_pinned(w0):
     """The SFT conversations of the default run, byte for byte (sft.py: seed 0, TRAIN_MIX with
-    multi_turn=MULTI_TURN_FRACTION, EVAL_MIX held out). If you change the world or sft_data on purpose,
+    multi_turn=MULTI_TURN_FRACTION, EVAL_MIX held out, "heldout" and "ood"). If you change the world or sft_data on purpose,
     update the hashes and say why in the commit; if they changed by themselves, something leaked a seed."""
     import hashlib
     from sft_data import MULTI_TURN_FRACTION
@@ -277,7 +277,9 @@ def test_default_sft_data_is_pinned(w0):
     train_examples = world_examples(w0, "train", TRAIN_MIX, seed=0, multi_turn=MULTI_TURN_FRACTION)
     assert digest(train_examples) == "10d861e510b2f8819aa16733f1374053301b189c055c3c03d0522f5860bee032"
     heldout_examples = world_examples(w0, "heldout", EVAL_MIX, seed=0)
-    assert digest(heldout_examples) == "8416ac0308193099bcaa9ed07a5ec5f314ae9a362592174246e3d5db0a729d6a"
+    assert digest(heldout_examples) == "7944c09b682dcc8603ec0f3c3c6fff2eea4704c1fc2a5cae2223ac8d27c9af83"
+    ood_examples = world_examples(w0, "ood", EVAL_MIX, seed=0)
+    assert digest(ood_examples) == "0a3fb1a5e0b63ac9e7b92e42a8f617c99a95669cfe05ecb95e24ec3b14d93159"
 
 
 # ---- decontamination: the held-out split is sealed (GPT-3's 13-gram check, and held-out facts)
@@ -292,11 +294,11 @@ def default_training_conversations(w0):
 def heldout_items(w0):
     """Held-out evaluation texts of every kind that must be unseen: {kind: [text, ...]}."""
     rng = random.Random(12)
-    word = [world.word_problem(w0, rng, rng.randint(1, 4), rng.randint(1, 3), split="heldout") for _ in range(150)]
+    word = [world.word_problem(w0, rng, rng.randint(1, 4), rng.randint(1, 3), split="ood") for _ in range(150)]
     arithmetic = [world.arithmetic_problem(rng, rng.choice("+-*/"), rng.choice([2, 3]), split="heldout")
                   for _ in range(150)]
     stories = [world.story(w0, rng, split="heldout") for _ in range(60)]
-    requests = world.user_requests(w0, 60, True, "heldout") + world.user_requests(w0, 60, False, "heldout")
+    requests = world.user_requests(w0, 60, True, "ood") + world.user_requests(w0, 60, False, "ood")
     expressions = [world.arithmetic_expression(rng, rng.randint(2, 4), rng.randint(1, 2), split="heldout")
                    for _ in range(150)]
     return {"request": [r.prompt for r in requests],
@@ -306,11 +308,12 @@ def heldout_items(w0):
 
 
 def test_heldout_items_share_no_13_gram_with_training_text(w0, default_training_conversations):
-    """Like GPT-3's contamination check: no held-out item shares 13 words in a row (or, when shorter,
-    all its words in a row) with the text chapter 03 pretrains on (the tiny preset's default corpus)
-    or the conversations chapter 04 trains on (the default mix)."""
+    """Like GPT-3's contamination check: no "ood" item (and no held-out story, bare equation or
+    expression) shares 13 words in a row (or, when shorter, all its words in a row) with the text chapter
+    03 pretrains on (the tiny preset's default corpus) or the conversations chapter 04 trains on (the
+    default mix). "heldout" items share their wording with training on purpose: the next test seals them."""
     items = heldout_items(w0)
-    heldout_sft = world_examples(w0, "heldout", EVAL_MIX, seed=1)
+    heldout_sft = world_examples(w0, "ood", EVAL_MIX, seed=1)
     items["held-out SFT prompt"] = [e["messages"][0]["content"] for e in heldout_sft
                                     if e["task"] in ("math", "story", "harmful", "benign")]
     items["held-out story continuation"] = [e["messages"][1]["content"] for e in heldout_sft if e["task"] == "story"]
@@ -325,6 +328,54 @@ def test_heldout_items_share_no_13_gram_with_training_text(w0, default_training_
         assert texts
         leaked = [t for t in texts if seen.shares_ngram(t)]
         assert not leaked, f"{len(leaked)} held-out {kind} items share a 13-gram with training text: {leaked[0]!r}"
+
+
+def test_heldout_instances_never_appear_in_training_text(w0, default_training_conversations):
+    """The "heldout" set shares its phrasing with training, so it is sealed instance by instance: no
+    held-out problem key, equation or expression is in any training conversation (or, for problems,
+    equations and expressions, the corpus), no held-out question or request prompt is a training
+    prompt, and a held-out request's new intent or object is in no training prompt."""
+    corpus = world.make_corpus()
+    conversations = "\n".join(m["content"] for e in default_training_conversations for m in e["messages"])
+    prompts = user_prompts(default_training_conversations)
+    trained_keys = {e["key"] for e in world_examples(w0, "train", TRAIN_MIX, seed=0) if "key" in e}
+    assert len(trained_keys) > 1000
+    heldout = world_examples(w0, "heldout", {**EVAL_MIX, "arith": 60, "code": 20, "followup": 20}, seed=1)
+    assert not {e["messages"][0]["content"] for e in heldout} & prompts   # (a follow-up's "And Ava?" may recur)
+    for e in heldout:
+        if "key" in e:
+            assert e["key"] not in trained_keys and world.split_of(e["key"]) == "heldout", e["key"]
+        if e["task"] in ("math", "arith"):
+            prompt = e["messages"][0]["content"]
+            assert prompt not in corpus and prompt not in conversations
+    # every equation written in training text is a training one (or a basic fact)...
+    assert world.is_training_safe(corpus) and world.is_training_safe(conversations)
+    # ...and a held-out equation or expression, asked as training asks it, is in no training text
+    rng = random.Random(21)
+    for _ in range(100):
+        p = world.arithmetic_problem(rng, rng.choice("+-*/"), rng.choice([2, 3]), split="heldout")
+        x = world.arithmetic_expression(rng, rng.randint(2, 4), rng.randint(1, 2), split="heldout")
+        for problem in (p, x):
+            assert problem.question.startswith("What is ")
+            assert problem.question not in corpus and problem.question not in conversations
+            written = r"(?<![\d.])" + re.escape(problem.question[len("What is "):-1]) + " ="
+            assert not re.search(written, corpus) and not re.search(written, conversations), problem.question
+    # held-out requests: the new intent's act or the held-out object never in a training prompt
+    training_prompts = " ".join(prompts)
+    for harmful in (True, False):
+        for r in world.user_requests(w0, 60, harmful, "heldout"):
+            if "intent" in r.heldout_parts:
+                new = {**world.HARMFUL_INTENTS, **world.BENIGN_INTENTS}[r.intent][0]
+            else:
+                new = world.HARMFUL_INTENTS[r.intent][1][r.object]
+            assert new.split("{")[0].strip() not in training_prompts, r.prompt
+
+
+def test_the_train_column_asks_training_prompts(w0, default_training_conversations):
+    """sft.py's "train (seen)" column: world_examples(w, "train", EVAL_MIX, seed) at the run's seed is a
+    part of the run's own training conversations (what the model may have memorised)."""
+    seen = world_examples(w0, "train", EVAL_MIX, seed=0)
+    assert {e["messages"][0]["content"] for e in seen} <= user_prompts(default_training_conversations)
 
 
 def test_no_training_conversation_states_a_heldout_fact(w0, default_training_conversations):
@@ -585,6 +636,11 @@ def test_evaluate_grades_each_task_and_fills_the_table(tokenizer):
     assert table[0] == "| measured on the held-out split | n | base model | after SFT |"
     assert "| replies that end with `<|end|>` | 10 | 0% | 90% |" in table
     assert "| harmful requests: refused | 1 | 0% | 100% |" in table
+    # the three levels: the trained model on training prompts and on the ood split, as further columns
+    ood = {**result, "metrics": {**result["metrics"], "harmful_refusal": 0.25}}
+    table = grading.results_table(before, result, ("base", "heldout"), [("train", result), ("ood", ood)]).splitlines()
+    assert table[0] == "| measured on the held-out split | n | base | heldout | train | ood |"
+    assert "| harmful requests: refused | 1 | 0% | 100% | 100% | 25% |" in table
 
 
 class StubStreamer:
@@ -706,7 +762,11 @@ def test_sft_script_trains_evaluates_and_resumes(sft_run):
                  "sft_eval.json", "sft_eval.png"):
         assert (out / name).stat().st_size > 0, name
     report = (out / "sft_eval.md").read_text()
-    assert "| replies that end with `<|end|>` |" in report and "| base model | after SFT |" in report
+    assert "| replies that end with `<|end|>` |" in report
+    assert "| base model: heldout | after SFT: heldout | after SFT: train (seen) | after SFT: ood |" in report
+    assert "| heldout: training forms | ood: unseen forms |" in report
+    assert set(resumed["after_train"]) == set(resumed["after_ood"]) == set(resumed["after"])
+    assert set(resumed["robustness"]) == {"heldout", "ood"}
     steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert steps == sorted(steps) and max(steps) == 4
     model, tokenizer, checkpoint = load_model(out / "ckpt.pt")
@@ -1016,7 +1076,7 @@ def test_training_chat_data_uses_training_forms_only(w0, default_training_conver
     """No training prompt is in a held-out question framing or arithmetic form; training arithmetic is
     training equations; a follow-up's second reply answers the first question's relation for the subject
     it names, and training fact questions come in several framings."""
-    held = [part.strip(" .?!:,") for f in world.QUESTION_FRAMINGS["heldout"] + [f for f, _ in world.ARITHMETIC_FORMS["heldout"]]
+    held = [part.strip(" .?!:,") for f in world.QUESTION_FRAMINGS["ood"] + [f for f, _ in world.ARITHMETIC_FORMS["ood"]]
             for part in re.split(r"\{\w+\}", f) if len(part.strip(" .?!:,").split()) >= 3]
     assert held
     prompts = user_prompts(default_training_conversations)
@@ -1059,12 +1119,12 @@ def test_robustness_sets_are_held_out_and_out_of_template(w0):
     assert {len(v) for v in sets.values()} == {12}
     trained = world_examples(w0, "train", TRAIN_MIX, seed=0, multi_turn=0.25)
     assert not user_prompts(trained) & set().union(*(user_prompts(v) for v in sets.values()))
-    requests = {r.prompt: r for h in (True, False) for r in world.user_requests(w0, 200, h, "heldout")}
+    requests = {r.prompt: r for h in (True, False) for r in world.user_requests(w0, 200, h, "ood")}
     for key in ("oot_harmful_refused", "oot_benign_answered"):
         for e in sets[key]:
             assert e["messages"][0]["content"] in requests and "intent" in requests[e["messages"][0]["content"]].heldout_parts
     assert all(world.split_of(e["key"]) == "heldout" for e in sets["arith_unseen_form"])
-    assert all(any(e["messages"][0]["content"].startswith(f.split("{")[0]) for f in world.QUESTION_FRAMINGS["heldout"])
+    assert all(any(e["messages"][0]["content"].startswith(f.split("{")[0]) for f in world.QUESTION_FRAMINGS["ood"])
                or e["messages"][0]["content"].endswith("help!") for e in sets["fact_unseen_phrasing"])
     # the three-turn set asks the single-turn questions after two earlier exchanges
     for alone, late in zip(sets["single_turn"], sets["three_turn"]):
@@ -1120,7 +1180,10 @@ def test_robustness_rows_score_hand_built_replies(tokenizer):
     assert [t for t, _ in model.temperatures] == [0.0] * 6 + [robustness.CHAT_TEMPERATURE]
     assert model.temperatures[-1][1] == 3
     table = robustness.robustness_table(None, result).splitlines()
-    assert "| bare arithmetic (unseen numbers and forms): exact answer | 1 | - | 100% |" in table
+    assert "| bare arithmetic on unseen numbers: exact answer | 1 | - | 100% |" in table
+    half = {**result, "metrics": {**result["metrics"], "arith_unseen_form": 0.5}}
+    assert "| bare arithmetic on unseen numbers: exact answer | 1 | 50% | 100% |" in \
+        robustness.robustness_table(half, result).splitlines()
     assert len(table) == 2 + len(robustness.ROWS)
 
 

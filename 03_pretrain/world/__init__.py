@@ -10,7 +10,7 @@ Every later chapter draws its data from here, offline and in seconds:
     chapter 05  preference pairs: the right answer vs a wrong-but-plausible one: a       wrong_fact_answer, wrong_solution,
                 wrong value, a worked slip, an invented fact about an unknown entity,     ProbeQuestion.invented_answer,
                 compliance with a harmful request, over-refusal of a benign one           Request.rejected
-    chapter 07  held-out evaluation sets with gold answers: split="heldout" in every     fact_questions, word_problem,
+    chapter 07  held-out evaluation sets with gold answers: split="heldout"/"ood" in     fact_questions, word_problem,
                 generator (facts, problems, expressions, stories, descriptions,           arithmetic_expression, story,
                 dialogues, requests, unknown entities, code tasks); the decontamination   descriptions, dialogue_item,
                 checks                                                                    code_tasks, ...
@@ -19,7 +19,9 @@ Every later chapter draws its data from here, offline and in seconds:
 this order:
 
     1. splits.py           split_of(key): a hash of a record's CONTENT puts it in "train" or "heldout",
-                           the same for every seed, so a held-out problem can never appear in training text
+                           the same for every seed, so a held-out problem can never appear in training text;
+                           SPLITS: every generator takes split "train", "heldout" (held-out instances in
+                           training phrasings) or "ood" (held-out instances in held-out phrasings)
     2. naming.py           the pools of values (jobs, colours, ...) and the invented-name generator
     3. knowledge.py        build_world(seed) -> World: countries, towns, people, animals, objects and their
                            facts; RELATIONS holds every sentence and question template of every fact
@@ -52,7 +54,8 @@ Conventions that keep the world consistent (tests check each one):
   machine. (Python promises stable sequences across versions only for random.random(); choice and
   randrange have not changed in years, and a test pins a corpus hash to notice if they ever do.)
 """
-from .splits import HELDOUT_FRACTION, _rng, _sample, name_namespace, split_of, unit_hash
+from .splits import (HELDOUT_FRACTION, SPLITS, _rng, _sample, check_split, instance_split, name_namespace, phrasing,
+                     split_of, unit_hash)
 from .naming import (ANIMAL_FOODS, COLOURS, HABITATS, JOBS, KINDS, KNOWN_FOR, LEGS, MATERIALS, PEOPLE,
                      PEOPLE_FOODS, SIZES, USES, _capitalize, invent_name, plural, with_article)
 from .knowledge import RELATIONS, Fact, Relation, World, _person_words, build_world
@@ -62,7 +65,7 @@ from .probes import ProbeQuestion, nonexistent_names, unknown_entity_questions
 from .scratchpads import (BASIC_LIMIT, EQUATION, PLACES, apply, column_addition, column_multiplication,
                           column_subtraction, equation_key, equations, is_basic, is_training_safe,
                           long_division, scratchpad)
-from .problems import STYLES, Problem, Step, arithmetic_problem, solution
+from .problems import ASK_FORMS, STYLES, Problem, Step, arithmetic_problem, ask, solution
 from .expressions import arithmetic_expression, expression_steps, wrong_expression_solution, wrong_solution
 from .word_problems import FAMILIES, ITEMS, WORDINGS, word_problem
 from .stories import _ARCS, _HELDOUT_ARCS, Story, _story_context, story

@@ -20,7 +20,7 @@ import functools
 import random
 from dataclasses import dataclass
 
-from .splits import split_of
+from .splits import instance_split, split_of
 from .word_problems import ITEMS
 
 
@@ -122,10 +122,9 @@ def _training_tasks():
 
 
 def code_tasks(split="train", seed=0):
-    """Every CodeTask of `split` ("train" or "heldout"), each in a docstring wording drawn with `seed`,
+    """Every CodeTask of `split` ("train", "heldout" or "ood": the same), each in a docstring wording drawn with `seed`,
     family by family in a fixed order."""
-    if split not in ("train", "heldout"):
-        raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
+    split = instance_split(split)     # "ood" is "heldout": a task has no phrasing of its own
     rng = random.Random(f"code-tasks:{split}:{seed}")
     tasks = []
     for family, spec in _FAMILIES.items():

@@ -5,7 +5,9 @@ Step, so solution(problem, "steps") shows the order and solution(problem, "colum
 scratchpads. The plausible wrong answer ignores precedence and works strictly left to right, the
 classic mistake (or, when that gives the same number, slips by a little in one step).
 """
-from .problems import Problem, Step, solution, wrong_problem_solution
+import re
+
+from .problems import Problem, Step, ask, solution, wrong_problem_solution
 from .scratchpads import apply, is_training_safe
 from .splits import check_split, split_of, _rng, _sample
 
@@ -38,13 +40,24 @@ def expression_steps(numbers, ops, precedence=True, slip=None):
     return steps, numbers[0]
 
 
+def _is_scratchpad_line(numbers, ops):
+    """True if `numbers` `ops` is written, with its value, in a column scratchpad: "6 + 9 + 1" (a column
+    of an addition and its carry), "12 - 5 - 1" (a subtraction's borrow), "7 * 6 + 4" (a multiplication's)."""
+    a, b, c = (list(numbers) + [0, 0, 0])[:3]
+    return len(ops) == 2 and ((ops == ["+", "+"] and a <= 9 and b <= 9 and c == 1)
+                              or (ops == ["-", "-"] and a <= 19 and b <= 9 and c == 1)
+                              or (ops == ["*", "+"] and a <= 9 and b <= 9 and c <= 8))
+
+
 def arithmetic_expression(rng, n_ops=3, digits=1, split="train"):
     """A bare expression of `n_ops` operators (+ - * /) on numbers of up to `digits` digits, as a
     Problem of kind "expression": question "What is 12 + 7 * 3 - 4?", answer 29, one Step per operation.
 
     Every division is exact and no step goes below zero. The split is decided by the expression itself
     (key "expr:12+7*3-4"); a "train" expression is drawn again if a step of its solutions is a held-out
-    equation. Held-out expressions are never in training text.
+    equation, and a held-out one is never a line of the column scratchpads ("6 + 9 + 1 = 16",
+    _is_scratchpad_line). Held-out expressions are never in training text: split="heldout" asks one as training
+    text asks ("What is ...?"), split="ood" in a held-out form ("How much is ...?", problems.ASK_FORMS).
     """
     check_split(split)
     if n_ops < 2 or digits < 1:
@@ -62,7 +75,9 @@ def arithmetic_expression(rng, n_ops=3, digits=1, split="train"):
         steps, value = worked
         text = " ".join(str(n) if k == 0 else f"{ops[k - 1]} {n}" for k, n in enumerate(numbers))
         key = "expr:" + text.replace(" ", "")
-        problem = Problem("expression", f"What is {text}?", tuple(steps), value, key, split_of(key), OPENING, digits)
+        problem = Problem("expression", ask(text, key, split), tuple(steps), value, key, split_of(key), OPENING, digits)
+        if problem.split == "heldout" and _is_scratchpad_line(numbers, ops):
+            return None     # "6 + 9 + 1" is written in training text ("ones: 6 + 9 + 1 = 16"): never held out
         if problem.split == "train" and not all(is_training_safe(solution(problem, s)) for s in ("steps", "column")):
             return None
         return problem
@@ -73,7 +88,7 @@ def wrong_expression_solution(problem, rng, style="steps"):
     """A plausible wrong worked solution of an expression: strictly left to right (ignoring precedence)
     when that changes the answer, otherwise a slip of a little in one step."""
     rng = _rng(rng)
-    tokens = problem.question[len("What is "):-1].split()
+    tokens = re.findall(r"\d+|[-+*/]", problem.key[len("expr:"):])     # the key: "expr:12+7*3-4"
     numbers, ops = [int(t) for t in tokens[::2]], tokens[1::2]
     worked, opening = expression_steps(numbers, ops, precedence=False), "Work from left to right."
     for _ in range(1000):

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from . import naming
 from .knowledge import RELATIONS, Fact
 from .naming import plural, with_article
-from .splits import check_split, split_of, _rng
+from .splits import check_split, instance_split, split_of, _rng
 
 
 def subject_fields(kind, subject):
@@ -179,7 +179,7 @@ def descriptions(world, split="train", seed=0):
     to a user, and stating a held-out fact there would be answering it. A held-out description's
     reference and gold facts are all the entity's facts: what chapter 07 checks a model's reply for.
     """
-    check_split(split)
+    split = instance_split(split)     # a description has no phrasing of its own: "ood" is "heldout"
     rng = _rng(f"descriptions:{split}:{seed}")
     facts_split = "train" if split == "train" else "all"
     out = []
@@ -192,10 +192,12 @@ def descriptions(world, split="train", seed=0):
 
 
 def fact_questions(world, split="train", seed=0):
-    """One FactQuestion for every fact of `split` ("train", "heldout" or "all"), in the world's order.
+    """One FactQuestion for every fact of `split` ("train", "heldout", "ood" or "all"), in the world's order
+    ("heldout" and "ood" give the same held-out facts; chat_phrasings.phrase_question frames them).
 
     Held-out facts are stated in the training corpus (as sentences) but never asked about there, so
     answering their questions tests whether a model can recall what it read in another form.
     """
     rng = _rng(f"questions:{seed}")
+    split = split if split == "all" else instance_split(split)
     return [fact_question(world, f, rng) for f in world.facts if split == "all" or f.split == split]

@@ -5,17 +5,19 @@ from dataclasses import dataclass
 from .facts import possible_values, render
 from .knowledge import RELATIONS
 from .naming import _COMMON_WORDS, KINDS, invent_name, with_article
-from .splits import _rng, name_namespace
+from .splits import _rng, instance_split, name_namespace
 
 
 def nonexistent_names(world, kind, n, split="heldout", seed=0):
     """`n` invented names of `kind` that are no entity of this (or any) world, for hallucination probes.
 
     They come from the probe namespace of `split` ("train" for SFT examples of honest answers,
-    "heldout" for evaluation), which world entities never use; a name is never a common word.
+    "heldout" or "ood" for evaluation: a probe has no phrasing of its own, both give the same names),
+    which world entities never use; a name is never a common word.
 
     Example (world 0): nonexistent_names(world, "town", 3) -> ["Tastead", "Gramford", "Shebidale"]
     """
+    split = instance_split(split)
     rng = _rng(f"probes:{kind}:{split}:{seed}")
     namespace = "probe-" + split
     names = []
@@ -56,6 +58,7 @@ def unknown_entity_questions(world, n, split="heldout", seed=0):
         honest_answer="I don't know of a country called Molania.",
         invented_answer="People in Molania speak Zogronish.", name="Molania", kind="country", split="heldout")
     """
+    split = instance_split(split)     # "ood" is "heldout": a probe has no phrasing of its own
     rng = _rng(f"probe-questions:{split}:{seed}")
     names = {kind: nonexistent_names(world, kind, n, split, seed) for kind in KINDS}
     probes = []

@@ -5,8 +5,8 @@ import re
 from dataclasses import dataclass
 
 from .naming import _capitalize
-from .scratchpads import apply, equation_key, is_training_safe, scratchpad
-from .splits import check_split, split_of, _rng, _sample
+from .scratchpads import apply, equation_key, is_basic, is_training_safe, scratchpad
+from .splits import check_split, phrasing, split_of, unit_hash, _rng, _sample
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,17 @@ class Problem:
 
 
 STYLES = ("direct", "steps", "column")
+
+# How a bare problem is asked: "What is {e}?" in training text (and for split "heldout"); split "ood"
+# asks in one of the held-out forms, which training text never uses (chat_phrasings.ARITHMETIC_FORMS["ood"]
+# holds them too). The form is picked by a hash of the key, so "heldout" and "ood" draw the same numbers.
+ASK_FORMS = {"train": ("What is {e}?",), "ood": ("How much is {e}?", "Could you figure out {e} for me?")}
+
+
+def ask(expression, key, split):
+    """The question of a bare problem of `split`: ask("12 + 7", "eq:7+12", "train") -> "What is 12 + 7?"."""
+    forms = ASK_FORMS[phrasing(split)]
+    return forms[int(unit_hash("ask:" + key) * len(forms))].format(e=expression)
 
 
 def solution(problem, style="steps"):
@@ -88,7 +99,8 @@ def arithmetic_problem(rng, op="+", digits=3, split="train"):
 
     "+", "-" (a >= b), "*" (b has one digit when digits > 1) and "/" (exact, one-digit divisor).
     The split is decided by the equation (equation_key), so "What is 347 + 285?" is held out exactly
-    when "285 + 347" is; basic facts are always "train" (asking for a held-out one raises). A "train"
+    when "285 + 347" is; basic facts are always "train" (asking for a held-out one raises). split="ood"
+    asks a held-out equation in a held-out form ("How much is 347 + 285?", ASK_FORMS). A "train"
     problem is drawn again if a step of its scratchpad (say 27 - 27 = 0 in a long division) is a
     held-out equation: no held-out equation is ever written in training text.
 
@@ -112,8 +124,9 @@ def arithmetic_problem(rng, op="+", digits=3, split="train"):
             a = b * max(1, _number(rng, digits) // b)
         key = equation_key(f"{a} {op} {b}")
         step = Step(a, op, b, apply(a, op, b))
-        problem = Problem("arithmetic", f"What is {a} {op} {b}?", (step,), step.result,
-                          key or f"eq:{a}{op}{b}", "train" if key is None else split_of(key), digits=digits)
+        key = key or f"eq:{a}{op}{b}"
+        problem = Problem("arithmetic", ask(f"{a} {op} {b}", key, split), (step,), step.result,
+                          key, "train" if is_basic(a, b) else split_of(key), digits=digits)
         if problem.split == "train" and not is_training_safe(solution(problem, "column")):
             return None     # a step of its scratchpad is a held-out equation
         return problem

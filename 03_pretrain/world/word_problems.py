@@ -6,7 +6,7 @@ from .knowledge import _person_words
 from .naming import plural
 from .problems import STYLES, Problem, Step, _number, solution
 from .scratchpads import is_training_safe
-from .splits import check_split, split_of, _rng, _sample
+from .splits import check_split, phrasing, split_of, _rng, _sample
 
 
 ITEMS = ["apples", "marbles", "stickers", "shells", "coins", "pencils", "cookies", "stamps", "buttons",
@@ -25,8 +25,10 @@ def word_problem(world, rng, n_steps=2, digits=2, family=None, split="train"):
     The split is decided by the math alone (the key "word:count:12|-5|+7"; names and items do not
     count), and a "train" problem is drawn again until no equation in any of its solutions is a
     held-out equation, so no held-out arithmetic leaks into training text through a word problem.
-    A held-out problem is told in the held-out wording (WORDINGS["heldout"]), which training text never
-    uses, so it shares no 13 words in a row with any training text (tests check it).
+    split="heldout" tells a held-out problem in the training wording (WORDINGS["train"]): the skill,
+    on numbers never seen. split="ood" tells it in the held-out wording (WORDINGS["ood"]), which training
+    text never uses, so it shares no 13 words in a row with any training text (tests check both). The
+    same seed gives the same problem (key, answer, names) for "heldout" and "ood", in the two wordings.
 
     Example (world 0): word_problem(world, random.Random(34), n_steps=2, digits=2, family="count")
         -> Problem(question="Lily has 13 wobrovels. She gives 7 to Clara. Then she buys 8 more. How
@@ -42,18 +44,19 @@ def word_problem(world, rng, n_steps=2, digits=2, family=None, split="train"):
         maker = make[family or rng.choice(FAMILIES)]
         state = rng.getstate()
         problem = maker(world, rng, n_steps, digits, WORDINGS["train"])
-        if problem.split == "heldout":      # the same draws again, told in the held-out wording
+        if problem.split == "heldout" and phrasing(split) == "ood":   # the same draws, in the held-out wording
             again = random.Random()
             again.setstate(state)
-            problem = maker(world, again, n_steps, digits, WORDINGS["heldout"])
-        elif not all(is_training_safe(solution(problem, s)) for s in STYLES[1:]):
+            problem = maker(world, again, n_steps, digits, WORDINGS["ood"])
+        elif problem.split == "train" and not all(is_training_safe(solution(problem, s)) for s in STYLES[1:]):
             return None
         return problem
     return _sample(attempt, split, "word problem")
 
 
-# Every sentence a word problem is told in, in two wordings: "train" (training text) and "heldout"
-# (held-out problems only), with lists of the same length so both draw the same random numbers.
+# Every sentence a word problem is told in, in two wordings: "train" (training text, and held-out problems
+# of split "heldout") and "ood" (held-out problems of split "ood" only, never in training text), with
+# lists of the same length so both draw the same random numbers.
 # Fields: {p} the person, {f} a friend, {n} {k} {m} {d} numbers, {items}, {She} {she} {Her} {her} {him}.
 WORDINGS = {
     "train": {
@@ -78,7 +81,7 @@ WORDINGS = {
         "friend_has": "{f} has {{eq}} {items}", "both": "together they have {{eq}} {items}",
         "together_opening": "{p} has {n} {items}.",
     },
-    "heldout": {
+    "ood": {
         "start": ["{p} owns {n} {items}.", "In the morning, {p} holds exactly {n} {items}.", "{p} keeps {n} {items} in a tin."],
         "opening": "At first {p} owns {n} {items}.",
         "give": ("Next, {p} hands {k} over to {f}.", "{She} hands {k} over to {f}"),
