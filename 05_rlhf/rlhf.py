@@ -70,7 +70,7 @@ PRESETS = {
         dpo_steps=60, dpo_batch=16, dpo_lr=2e-5, dpo_beta=0.1,
         grpo=dict(steps=16, prompts_per_step=16, group_size=8, max_new_tokens=64, lr=2e-5, kl_coef=0.05,
                   epochs=1, minibatches=2, tasks=["math", "arith"]),
-        overopt=dict(steps=30, prompts_per_step=16, max_new_tokens=48, lr=2e-4, kl_coefs=(0.0, 0.3)),
+        overopt=dict(steps=30, prompts_per_step=16, max_new_tokens=48, lr=1e-4, kl_coefs=(0.0, 0.3)),
         eval_tokens=96, kl_prompts=100, precision="fp32"),
     # GPT-2 small (124M, context 1024) from `sft.py --preset gpt2`, on one GPU, bf16.
     "gpt2": dict(
