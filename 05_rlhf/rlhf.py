@@ -294,7 +294,7 @@ def rl_examples(settings, tasks):
     return world_examples(world.build_world(WORLD_SEED), "train", mix, seed=settings["seed"] + 2)
 
 
-def rl_stage(run, name, algorithm, rl_settings, reward_model, **overrides):
+def rl_stage(run, name, algorithm, rl_settings, reward_model, role="chat", **overrides):
     """Train a copy of the SFT model with PPO or GRPO -> the policy (and the loop's summary)."""
     folder = Path(run.out_dir) / name
     policy = copy.deepcopy(run.sft_model).to(run.device).requires_grad_(True)  # the SFT model is frozen as the reference
@@ -302,7 +302,7 @@ def rl_stage(run, name, algorithm, rl_settings, reward_model, **overrides):
                       precision=resolve_precision(run.settings["precision"], torch.device(run.device).type),
                       stop_at=run.stop_at, checkpoint_interval=10,
                       **{k: v for k, v in {**rl_settings, **overrides}.items() if k != "tasks"})
-    metadata = stage_metadata(run, algorithm, folder)
+    metadata = {**stage_metadata(run, algorithm, folder), "role": role}
     tasks = rl_settings.get("tasks", RL_TASKS)
     summary = train_policy(policy, run.sft_model, rl_examples(run.settings, tasks), run.tokenizer, config, folder,
                            reward_model=reward_model, resume=run.resume, checkpoint_extra=metadata, log=run.log)
@@ -373,7 +373,8 @@ def overopt_stage(run, reward_model):
         folder = Path(run.out_dir) / name
         if not run.resume or not (folder / "ckpt.pt").exists() or read_checkpoint(folder / "ckpt.pt")["step"] < demo["steps"]:
             overrides = {k: v for k, v in demo.items() if k != "kl_coefs"}  # steps, prompts, lr, reply budget
-            rl_stage(run, name, "ppo", run.settings["ppo"], reward_model, kl_coef=kl_coef, **overrides)
+            rl_stage(run, name, "ppo", run.settings["ppo"], reward_model, kl_coef=kl_coef, role="demo", **overrides)
+            # role "demo": a policy made to show overoptimization, which chapters 06-07 do not pick up as a chat model
         runs[f"beta = {kl_coef:g}"] = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
     path = Path(run.out_dir) / "overopt" / "overoptimization.png"
     plot_overoptimization(runs, path, run.settings["seed"])

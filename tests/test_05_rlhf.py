@@ -592,6 +592,9 @@ def test_script_writes_every_stage_and_the_table(script_run):
         saved = checkpoint.read_checkpoint(out / stage / "ckpt.pt")
         assert saved["stage"] == stage and saved["started_from"].endswith("ckpt.pt") and saved["step"] == 2
         assert (out / stage / "metrics.jsonl").stat().st_size > 0
+    from model_loader import find_chat_models
+    assert checkpoint.read_checkpoint(out / "overopt" / "kl0" / "ckpt.pt")["role"] == "demo"
+    assert not any("overopt" in name for name in find_chat_models(out)) and "ppo" in find_chat_models(out)
     table = (out / "rlhf_eval.md").read_text()
     assert "| held-out prompts | n | SFT | PPO | DPO | GRPO |" in table and "KL from SFT" in table
     metrics = json.loads((out / "rlhf_eval.json").read_text())["metrics"]
