@@ -16,7 +16,7 @@ Every script writes its outputs under runs/<chapter>/. What reads what, by path:
                            -> runs/03_pretrain/ (tokenizer, train.bin/val.bin, ckpt.pt)
     04 sft.py              reads runs/03_pretrain/ckpt.pt and the tokenizer it names -> runs/04_sft/
        sft.py --math-style direct   (only with --direct-sft) -> runs/04_sft_direct/: chapter 07's control model
-    05 rlhf.py             reads runs/04_sft/ckpt.pt -> runs/05_rlhf/ (preferences, reward_model, ppo, dpo, grpo)
+    05 rlhf.py             reads runs/04_sft/ckpt.pt -> runs/05_rlhf/ (preferences, reward_model, ppo, dpo, grpo, overopt)
     06 quantize.py         reads chapter 05's PPO policy if 05 has run, else GRPO, DPO (runs/05_rlhf/ppo|grpo|dpo/ckpt.pt),
                            else runs/04_sft/ckpt.pt, and chapter 03's train.bin/val.bin -> runs/06_quantize/
     07 evaluate.py         reads every runs/*/**/ckpt.pt, by the stage each records (model_loader.find_models)

@@ -57,8 +57,8 @@ GRADING_FIELDS = ("task", "answer", "distractors", "subject")
 def task_score(example, reply):
     """+1 / 0 / -1: +1 if the reply is right for its example's task (chapter 04's is_right), 0 for a world
     question answered "I don't know" (honest, not right), -1 otherwise (see the module docstring)."""
-    if example["task"] not in RL_TASKS:
-        raise ValueError(f"the gold reward knows the tasks {RL_TASKS}, not {example['task']!r}")
+    if example["task"] not in RL_TASKS + ("arith",):  # bare arithmetic: GRPO's verifiable prompts, no pairs
+        raise ValueError(f"the gold reward knows the tasks {RL_TASKS + ('arith',)}, not {example['task']!r}")
     if is_right(example, reply):
         return 1.0
     return 0.0 if example["task"] == "fact" and says_dont_know(reply) else -1.0

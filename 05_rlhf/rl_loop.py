@@ -41,7 +41,7 @@ from logprobs import logprobs_from_logits, sequence_logprobs  # noqa: E402  (cha
 from optimizer import clip_grad_norm, make_optimizer  # noqa: E402  (chapter 03)
 from train_log import append_record, keep_records_until  # noqa: E402  (chapter 03)
 
-from grpo import group_normalized_advantages, grpo_loss  # noqa: E402  (this chapter)
+from grpo import NORMALIZATIONS, group_normalized_advantages, grpo_loss, reinforce_loss  # noqa: E402  (this chapter)
 from ppo import (AdaptiveKLController, ValueHead, gae_advantages, kl_per_reply, masked_mean,  # noqa: E402
                  masked_whiten, per_token_rewards, ppo_clipped_loss, value_loss, whiten_and_clip_scores)
 from preferences import gold_reward  # noqa: E402
@@ -88,6 +88,8 @@ class RLConfig:
     vf_coef: float = 0.1
     value_clip: float = 0.2        # PPO: the value loss's clip range (TRL's cliprange_value)
     normalize_std: bool = True     # GRPO: divide by the group's std
+    pg_loss: str = "grpo"          # GRPO's rung of the ladder: "reinforce" (raw score) | "baseline" (minus the group mean) | "grpo"
+    loss_normalization: str = "token"  # GRPO: "sequence" (DeepSeekMath) | "token" (DAPO) | "constant" (Dr. GRPO)
     seed: int = 0
     checkpoint_interval: int = 20
     log_interval: int = 5
@@ -101,6 +103,10 @@ def check_rl_config(config):
         raise ValueError(f"algorithm must be 'ppo' or 'grpo', got {config.algorithm!r}")
     if config.reward not in ("rm", "gold"):
         raise ValueError(f"reward must be 'rm' or 'gold', got {config.reward!r}")
+    if config.pg_loss not in ("reinforce", "baseline", "grpo"):
+        raise ValueError(f"pg_loss must be 'reinforce', 'baseline' or 'grpo', got {config.pg_loss!r}")
+    if config.loss_normalization not in NORMALIZATIONS:
+        raise ValueError(f"loss_normalization must be one of {NORMALIZATIONS}, got {config.loss_normalization!r}")
     if config.algorithm == "grpo" and config.group_size < 2:
         raise ValueError("GRPO needs group_size >= 2: its baseline is the mean of the group")
     if min(config.steps, config.prompts_per_step, config.group_size, config.max_new_tokens, config.epochs,
@@ -195,11 +201,11 @@ def score_rollout(policy, value_head, ref_model, reward_model, examples, tokeniz
     gold = torch.tensor([gold_reward(e, text, ended) for e, (text, ended) in zip(batch, replies)], device=device)
     ids, attention_mask, mask = r.ids, r.attention_mask, r.response_mask
     with autocast(device.type, config.precision):
-        if config.algorithm == "ppo":  # the values need a pass of the policy anyway; it gives pi_old too
-            old_logprobs, _, old_values = policy_forward(policy, value_head, ids, attention_mask, mask,
-                                                         config.temperature)
-        else:  # GRPO: pi_old is the sampling policy, whose log-probs the rollout kept (no extra pass)
-            old_logprobs, old_values = r.logprobs, None
+        # pi_old (and PPO's values) from one pass of the policy, the computation the update repeats with
+        # gradients: the ratio is exactly 1 at the first update. (The rollout's own log-probs come from the
+        # KV-cache path and differ by float rounding, more under bf16: a ratio that starts off 1.)
+        old_logprobs, _, old_values = policy_forward(policy, value_head, ids, attention_mask, mask,
+                                                     config.temperature)
         ref_logprobs = sequence_logprobs(ref_model, ids, mask, attention_mask, config.temperature).token_logprobs
         rm_scores = reward_model(ids, attention_mask) if reward_model is not None else torch.zeros_like(gold)
     return Experience(batch, replies, ids, attention_mask, mask, old_logprobs, ref_logprobs, old_values, gold,
@@ -217,8 +223,13 @@ def ppo_advantages(exp, config, kl_coef):
 
 
 def grpo_advantages(exp, config):
-    """Step 5, GRPO: each reply's score normalized within its group -> (advantages (B,), no returns)."""
-    return group_normalized_advantages(exp.scores, config.group_size, config.normalize_std), None
+    """Step 5, GRPO: each reply's score normalized within its group -> (advantages (B,), no returns).
+    The lower rungs (config.pg_loss): "reinforce" the raw score, "baseline" the score minus its group's mean
+    (computed here, before the minibatches shuffle the groups apart)."""
+    if config.pg_loss == "reinforce":
+        return exp.scores.float(), None
+    normalize_std = config.normalize_std and config.pg_loss == "grpo"
+    return group_normalized_advantages(exp.scores, config.group_size, normalize_std), None
 
 
 def minibatch_loss(policy, value_head, exp, advantages, returns, rows, config, kl_coef):
@@ -232,22 +243,32 @@ def minibatch_loss(policy, value_head, exp, advantages, returns, rows, config, k
                                                              config.clip_range)
         v_loss = value_loss(values, exp.old_values[rows], returns[rows], m, config.value_clip)
         loss = pg_loss + config.vf_coef * v_loss
-    else:
+    elif config.pg_loss == "grpo":
         pg_loss, clip_fraction, approx_kl, _ = grpo_loss(logprobs, exp.old_logprobs[rows], advantages[rows], m,
-                                                         config.clip_range, exp.ref_logprobs[rows], kl_coef)
+                                                         config.clip_range, exp.ref_logprobs[rows], kl_coef,
+                                                         config.loss_normalization, config.max_new_tokens)
         v_loss, loss = torch.zeros(()), pg_loss
+    else:  # the ladder's lower rungs: no ratio, no clip (grpo.reinforce_loss)
+        pg_loss = reinforce_loss(logprobs, advantages[rows], m, config.loss_normalization, config.max_new_tokens)
+        clip_fraction = approx_kl = v_loss = torch.zeros(())
+        loss = pg_loss
     return loss, {"policy_loss": pg_loss, "value_loss": v_loss, "clip_fraction": clip_fraction,
                   "approx_kl": approx_kl, "entropy": masked_mean(entropy, m)}
 
 
 def update_policy(policy, value_head, optimizer, exp, advantages, returns, config, step, kl_coef):
     """Step 6: epochs x minibatches of clipped-loss updates (the row order seeded by the step) -> the mean
-    of each logged loss over the updates."""
+    of each logged loss over the updates. GRPO updates on the replies with A != 0 only."""
     sums, n_updates = {}, 0
     generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
+    learning_rows = torch.arange(exp.ids.size(0), device=exp.ids.device)
+    if config.algorithm == "grpo":  # DAPO's filter: a group whose replies all scored the same has A = 0 on
+        learning_rows = learning_rows[advantages != 0]  # every token and teaches nothing, so skip its compute
+    if learning_rows.numel() == 0:
+        return {name: 0.0 for name in ("policy_loss", "value_loss", "clip_fraction", "approx_kl", "entropy")}
     for epoch in range(config.epochs):
-        order = torch.randperm(exp.ids.size(0), generator=generator).to(exp.ids.device)
-        for rows in order.chunk(config.minibatches):
+        order = learning_rows[torch.randperm(learning_rows.numel(), generator=generator).to(exp.ids.device)]
+        for rows in order.chunk(min(config.minibatches, learning_rows.numel())):
             loss, logged = minibatch_loss(policy, value_head, exp, advantages, returns, rows, config, kl_coef)
             loss.backward()
             clip_grad_norm([p for group in optimizer.param_groups for p in group["params"]],

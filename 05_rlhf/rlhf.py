@@ -14,8 +14,8 @@ Stages, in order (--stages picks a subset; each reads what the earlier ones wrot
     dpo            DPO on the same pairs, from the same SFT model -> dpo/
     grpo           GRPO on the gold reward (verifiable), groups of samples, no value head -> grpo/
     eval           SFT vs PPO vs DPO vs GRPO on held-out prompts -> rlhf_eval.md, rlhf_eval.json, rlhf_eval.png
-    overopt        (not in the default) PPO with no KL penalty and with the default one, longer, plotted
-                   against sqrt(KL) -> overopt/overoptimization.png
+    overopt        PPO against the reward model with no KL penalty and with a strong one, at a high learning
+                   rate, plotted against sqrt(KL) -> overopt/overoptimization.png (the lesson's figure)
 The measurements and plots are in rlhf_report.py; the formulas in preferences.py, reward_model.py, ppo.py,
 dpo.py, grpo.py and rl_loop.py. Every policy checkpoint (ppo/dpo/grpo ckpt.pt) is a chat model in chapter 04's format: talk to it with
     python 04_sft/chat.py --ckpt runs/05_rlhf/grpo/ckpt.pt
@@ -53,7 +53,7 @@ from rlhf_report import (evaluate_policy, overoptimization_summary, plot_overopt
 DEFAULT_SFT = REPO / "runs" / "04_sft" / "ckpt.pt"
 DEFAULT_OUT_DIR = REPO / "runs" / "05_rlhf"
 STAGES = ("preferences", "reward_model", "ppo", "dpo", "grpo", "eval", "overopt")
-DEFAULT_STAGES = STAGES[:-1]
+DEFAULT_STAGES = STAGES
 WORLD_SEED = 0  # the world chapters 03 and 04 used
 EVAL_SEED = 1339  # chapter 04's held-out evaluation items (sft.py: seed 1337 + 2): the same prompts
 RL_MIX = {"fact": 300, "math": 300, "unknown": 80, "harmful": 60, "benign": 60}  # PPO/GRPO training prompts
@@ -68,9 +68,9 @@ PRESETS = {
         ppo=dict(steps=20, prompts_per_step=32, group_size=1, max_new_tokens=64, lr=3e-5, kl_coef=0.05,
                  epochs=2, minibatches=2, vf_coef=0.1, whiten_scores=True),
         dpo_steps=60, dpo_batch=16, dpo_lr=2e-5, dpo_beta=0.1,
-        grpo=dict(steps=12, prompts_per_step=16, group_size=8, max_new_tokens=96, lr=3e-5, kl_coef=0.0,
-                  epochs=1, minibatches=1, tasks=["fact", "math"]),
-        overopt=dict(steps=60, prompts_per_step=32, lr=1e-4, kl_coefs=(0.0, 0.05, 0.3)),
+        grpo=dict(steps=16, prompts_per_step=16, group_size=8, max_new_tokens=64, lr=2e-5, kl_coef=0.05,
+                  epochs=1, minibatches=2, tasks=["math", "arith"]),
+        overopt=dict(steps=30, prompts_per_step=16, max_new_tokens=48, lr=1e-4, kl_coefs=(0.0, 0.3)),
         eval_tokens=96, kl_prompts=100, precision="fp32"),
     # GPT-2 small (124M, context 1024) from `sft.py --preset gpt2`, on one GPU, bf16.
     "gpt2": dict(
@@ -123,7 +123,7 @@ def parse_args(argv=None):
     add("--sft", default=str(DEFAULT_SFT), help=f"chapter 04's chat model (default: {DEFAULT_SFT})")
     add("--out-dir", default=str(DEFAULT_OUT_DIR), help=f"where everything goes (default: {DEFAULT_OUT_DIR})")
     add("--stages", default=",".join(DEFAULT_STAGES),
-        help=f"comma-separated subset of {','.join(STAGES)} (default: all but overopt)")
+        help=f"comma-separated subset of {','.join(STAGES)} (default: all)")
     add("--preferences", help="a JSONL file of your own training pairs instead of the world's (held-out pairs "
                               "stay the world's)")
     add("--resume", action="store_true", help="continue each stage from its checkpoint (finished stages are kept)")
@@ -139,6 +139,10 @@ def parse_args(argv=None):
                                                       "(nats per reply); default: a fixed beta")
     add("--ppo-lr", type=cli.positive_float)
     add("--grpo-lr", type=cli.positive_float)
+    add("--grpo-loss", choices=("reinforce", "baseline", "grpo"), help="GRPO's rung of the policy-gradient ladder "
+                                                                        "(default: grpo)")
+    add("--grpo-normalization", choices=("sequence", "token", "constant"),
+        help="how GRPO's loss averages its tokens: sequence (DeepSeekMath), token (DAPO; the default), constant (Dr. GRPO)")
     add("--labeller-tau", type=cli.non_negative_float, help="Bradley-Terry temperature of the labeller (noise)")
     add("--length-bias", type=cli.finite_float, help="the labeller's utility per word of a reply")
     add("--eval-per-task", type=cli.positive_int, help="at most this many held-out prompts per task")
@@ -150,7 +154,9 @@ def resolve_settings(args):
     settings = json.loads(json.dumps(PRESETS[args.preset]))  # a deep copy
     for flag, (section, key) in {"ppo_steps": ("ppo", "steps"), "grpo_steps": ("grpo", "steps"),
                                  "kl_coef": ("ppo", "kl_coef"), "ppo_lr": ("ppo", "lr"),
-                                 "grpo_lr": ("grpo", "lr"), "kl_target": ("ppo", "adaptive_kl_target")}.items():
+                                 "grpo_lr": ("grpo", "lr"), "kl_target": ("ppo", "adaptive_kl_target"),
+                                 "grpo_loss": ("grpo", "pg_loss"),
+                                 "grpo_normalization": ("grpo", "loss_normalization")}.items():
         if getattr(args, flag) is not None:
             settings[section][key] = getattr(args, flag)
     for flag in ("rm_steps", "dpo_steps", "labeller_tau", "length_bias"):
@@ -282,12 +288,13 @@ def reward_model_stage(run, pairs):
 
 
 def rl_examples(settings, tasks):
-    """The training prompts of an RL stage: RL_MIX restricted to `tasks` (GRPO: the verifiable ones)."""
-    mix = {task: n for task, n in RL_MIX.items() if task in tasks}
+    """The training prompts of an RL stage: RL_MIX restricted to `tasks` (GRPO: the verifiable ones; bare
+    arithmetic, which PPO does not train on, as many as the word problems)."""
+    mix = {task: RL_MIX.get(task, RL_MIX["math"]) for task in tasks}
     return world_examples(world.build_world(WORLD_SEED), "train", mix, seed=settings["seed"] + 2)
 
 
-def rl_stage(run, name, algorithm, rl_settings, reward_model, **overrides):
+def rl_stage(run, name, algorithm, rl_settings, reward_model, role="chat", **overrides):
     """Train a copy of the SFT model with PPO or GRPO -> the policy (and the loop's summary)."""
     folder = Path(run.out_dir) / name
     policy = copy.deepcopy(run.sft_model).to(run.device).requires_grad_(True)  # the SFT model is frozen as the reference
@@ -295,7 +302,7 @@ def rl_stage(run, name, algorithm, rl_settings, reward_model, **overrides):
                       precision=resolve_precision(run.settings["precision"], torch.device(run.device).type),
                       stop_at=run.stop_at, checkpoint_interval=10,
                       **{k: v for k, v in {**rl_settings, **overrides}.items() if k != "tasks"})
-    metadata = stage_metadata(run, algorithm, folder)
+    metadata = {**stage_metadata(run, algorithm, folder), "role": role}
     tasks = rl_settings.get("tasks", RL_TASKS)
     summary = train_policy(policy, run.sft_model, rl_examples(run.settings, tasks), run.tokenizer, config, folder,
                            reward_model=reward_model, resume=run.resume, checkpoint_extra=metadata, log=run.log)
@@ -366,8 +373,9 @@ def overopt_stage(run, reward_model):
         run.log(f"overoptimization demo: PPO with beta = {kl_coef:g} for {demo['steps']} steps at lr {demo['lr']:g}")
         folder = Path(run.out_dir) / name
         if not run.resume or not (folder / "ckpt.pt").exists() or read_checkpoint(folder / "ckpt.pt")["step"] < demo["steps"]:
-            rl_stage(run, name, "ppo", run.settings["ppo"], reward_model, steps=demo["steps"],
-                     prompts_per_step=demo["prompts_per_step"], lr=demo["lr"], kl_coef=kl_coef)
+            overrides = {k: v for k, v in demo.items() if k != "kl_coefs"}  # steps, prompts, lr, reply budget
+            rl_stage(run, name, "ppo", run.settings["ppo"], reward_model, kl_coef=kl_coef, role="demo", **overrides)
+            # role "demo": a policy made to show overoptimization, which chapters 06-07 do not pick up as a chat model
         runs[f"beta = {kl_coef:g}"] = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
     path = Path(run.out_dir) / "overopt" / "overoptimization.png"
     plot_overoptimization(runs, path, run.settings["seed"])

@@ -4,6 +4,7 @@ Everything here builds its own small tokenizer and models (nothing is read from 
 deterministic. Hand-computed values are written out in the comments so a reader can check them.
 """
 import copy
+import dataclasses
 import doctest
 import json
 import math
@@ -26,7 +27,8 @@ import reward_model
 import rl_loop
 import rlhf
 from dpo import dpo_loss, make_dpo_loss
-from grpo import group_normalized_advantages, grpo_loss
+from grpo import (aggregate, group_normalized_advantages, grpo_loss, masked_sum_over_constant, reinforce_loss,
+                  reinforce_with_baseline_loss)
 from ppo import (AdaptiveKLController, gae_advantages, kl_k1, kl_k3, masked_mean, masked_whiten, per_token_rewards,
                  ppo_clipped_loss, value_loss)
 from preferences import Labeller, gold_reward, label_pairs, read_pairs, world_pairs
@@ -184,6 +186,60 @@ def test_grpo_loss_is_the_clipped_loss_with_each_reply_advantage_on_every_token(
     loss_kl, _, _, kl = grpo_loss(logp, old, adv, mask, 0.2, ref, kl_coef=0.5)
     assert kl.item() == pytest.approx(math.exp(0.3 * -1) - 1 + 0.3)  # k3 with log rho = -0.3 on every token
     assert loss_kl.item() == pytest.approx(expected.item() + 0.5 * kl.item())
+
+
+def test_masked_sum_over_constant_and_the_three_normalizations_by_hand():
+    x = T_([[1.0, 2.0, 3.0, 99.0], [4.0, 99.0, 99.0, 99.0]])
+    m = T_([[True, True, True, False], [True, False, False, False]])
+    assert masked_sum_over_constant(x, m, 8.0).item() == pytest.approx(10 / 8)  # (1 + 2 + 3 + 4) / 8
+    assert masked_sum_over_constant(x, m, 2.0, dim=1).tolist() == pytest.approx([3.0, 2.0])
+    assert aggregate(x, m, "sequence").item() == pytest.approx((6 / 3 + 4 / 1) / 2)  # 3.0
+    assert aggregate(x, m, "token").item() == pytest.approx(10 / 4)
+    assert aggregate(x, m, "constant", max_tokens=5).item() == pytest.approx(10 / (2 * 5))
+    with pytest.raises(ValueError, match="max_tokens"):
+        aggregate(x, m, "constant")
+    with pytest.raises(ValueError, match="normalization"):
+        aggregate(x, m, "mean")
+
+
+def test_reinforce_and_its_baseline_by_hand():
+    logp = T_([[-1.0, -2.0, 0.0], [-0.5, 0.0, 0.0]])
+    mask = T_([[True, True, False], [True, False, False]])
+    rewards = T_([1.0, -1.0])
+    # token: -((1 * -1 + 1 * -2) + (-1 * -0.5)) / 3 tokens; sequence: -((-3 / 2) + (0.5 / 1)) / 2 replies
+    assert reinforce_loss(logp, rewards, mask).item() == pytest.approx(2.5 / 3)
+    assert reinforce_loss(logp, rewards, mask, "sequence").item() == pytest.approx(0.5)
+    # the group's mean is 0 here, so the baseline changes nothing ...
+    assert reinforce_with_baseline_loss(logp, rewards, 2, mask).item() == pytest.approx(2.5 / 3)
+    # ... and a reward shifted by 5 for both replies changes the naive loss, not the baselined one
+    assert reinforce_loss(logp, rewards + 5, mask).item() == pytest.approx(2.5 / 3 + 5 * 3.5 / 3)
+    assert reinforce_with_baseline_loss(logp, rewards + 5, 2, mask).item() == pytest.approx(2.5 / 3)
+    # the gradient on a token is -A_i / (tokens in the batch): A = r - mean = (+1, -1)
+    logp = logp.clone().requires_grad_(True)
+    reinforce_with_baseline_loss(logp, T_([3.0, 1.0]), 2, mask).backward()
+    assert close(logp.grad, [[-1 / 3, -1 / 3, 0.0], [1 / 3, 0.0, 0.0]])
+
+
+def test_grpo_loss_normalizations_by_hand_and_the_length_bias_of_sequence():
+    mask = T_([[True, True, True, False], [True, False, False, False]])
+    adv = T_([1.0, -1.0])
+    zero = torch.zeros(2, 4)  # pi = pi_old: every ratio is 1, the loss is -aggregate(A)
+    assert grpo_loss(zero, zero, adv, mask, normalization="token")[0].item() == pytest.approx(-(3 - 1) / 4)
+    assert grpo_loss(zero, zero, adv, mask, normalization="sequence")[0].item() == pytest.approx(0.0)
+    assert grpo_loss(zero, zero, adv, mask, normalization="constant", max_tokens=4)[0].item() == pytest.approx(-2 / 8)
+    # the ratio is clipped at 1 + 0.2 where A > 0: log pi - log pi_old = log 1.5 on reply 0's tokens
+    logp = zero.clone()
+    logp[0] = math.log(1.5)
+    loss, clip_fraction, _, _ = grpo_loss(logp, zero, adv, mask, 0.2, normalization="token")
+    assert loss.item() == pytest.approx(-(3 * 1.2 - 1) / 4) and clip_fraction.item() == pytest.approx(3 / 4)
+    # sequence: a token of the 3-token reply weighs 1/3 of one of the 1-token reply; token: the same weight
+    grads = {}
+    for normalization in ("sequence", "token"):
+        logp = zero.clone().requires_grad_(True)
+        grpo_loss(logp, zero, T_([-1.0, -1.0]), mask, normalization=normalization)[0].backward()
+        grads[normalization] = logp.grad
+    assert close(grads["sequence"], [[1 / 6, 1 / 6, 1 / 6, 0], [1 / 2, 0, 0, 0]])
+    assert close(grads["token"], [[1 / 4, 1 / 4, 1 / 4, 0], [1 / 4, 0, 0, 0]])
 
 
 def test_dpo_loss_by_hand():
@@ -392,6 +448,53 @@ def test_rl_resume_equals_an_uninterrupted_run(tmp_path, tokenizer, w0, algorith
     assert set(rl_loop.LOGGED) <= set(json.loads(lines("straight")[-1]))
 
 
+def test_grpo_ratio_is_exactly_1_at_the_first_update(tokenizer, w0):
+    """pi_old comes from the pass the update repeats with gradients, not from the rollout's KV-cache path."""
+    examples, sft, _ = rl_setup(tokenizer, w0)
+    config = RLConfig(algorithm="grpo", reward="gold", group_size=4, prompts_per_step=3, max_new_tokens=8,
+                      minibatches=2)
+    exp = rl_loop.score_rollout(sft, None, sft, None, examples, tokenizer, config, step=0)
+    advantages, _ = rl_loop.grpo_advantages(exp, config)
+    rows = torch.randperm(exp.ids.size(0), generator=torch.Generator().manual_seed(0)).chunk(2)[0]
+    _, logged = rl_loop.minibatch_loss(sft, None, exp, advantages, None, rows, config, 0.0)
+    logprobs, _, _ = policy_forward(sft, None, exp.ids, exp.attention_mask, exp.response_mask)
+    assert torch.equal(logprobs, exp.old_logprobs)  # the whole batch: the very same numbers
+    assert logged["approx_kl"].item() < 1e-10 and logged["clip_fraction"].item() == 0  # a minibatch of it
+
+
+def test_grpo_updates_only_on_groups_whose_rewards_differ(tokenizer, w0, monkeypatch):
+    examples, sft, _ = rl_setup(tokenizer, w0)
+    policy = copy.deepcopy(sft).requires_grad_(True)
+    config = RLConfig(algorithm="grpo", reward="gold", group_size=2, prompts_per_step=3, max_new_tokens=4, epochs=2,
+                      minibatches=2)
+    exp = rl_loop.score_rollout(policy, None, sft, None, examples, tokenizer, config, step=0)
+    optimizer = rl_loop.make_optimizer(policy, 1e-3, 0.0, betas=(0.9, 0.95))
+    seen, real = [], rl_loop.minibatch_loss
+    monkeypatch.setattr(rl_loop, "minibatch_loss", lambda *a: (seen.append(a[5].tolist()), real(*a))[1])
+    exp.scores = T_([1.0, 1.0, -1.0, -1.0, 1.0, 1.0])  # no group differs: nothing to learn, nothing computed
+    advantages, _ = rl_loop.grpo_advantages(exp, config)
+    assert rl_loop.update_policy(policy, None, optimizer, exp, advantages, None, config, 0, 0.0)["policy_loss"] == 0
+    assert seen == [] and all(torch.equal(a, b) for a, b in zip(policy.parameters(), sft.parameters()))
+    exp.scores = T_([1.0, 1.0, 1.0, -1.0, -1.0, -1.0])  # only the second group (rows 2, 3) differs
+    advantages, _ = rl_loop.grpo_advantages(exp, config)
+    rl_loop.update_policy(policy, None, optimizer, exp, advantages, None, config, 0, 0.0)
+    assert len(seen) == 4 and {r for rows in seen for r in rows} == {2, 3}  # 2 epochs x 2 minibatches of one row
+
+
+def test_grpo_ladder_rungs_in_the_loop(tokenizer, w0):
+    """reinforce: the raw score; baseline: minus the group mean; grpo: normalized by the group's std."""
+    examples, sft, _ = rl_setup(tokenizer, w0)
+    config = RLConfig(algorithm="grpo", reward="gold", group_size=2, prompts_per_step=2)
+    exp = rl_loop.Experience(*[None] * 10, scores=T_([1.0, -1.0, -1.0, -1.0]), rollout_seconds=0)
+    for rung, expected in (("reinforce", [1, -1, -1, -1]), ("baseline", [1, -1, 0, 0]),
+                           ("grpo", [1 / math.sqrt(2), -1 / math.sqrt(2), 0, 0])):
+        advantages, _ = rl_loop.grpo_advantages(exp, dataclasses.replace(config, pg_loss=rung))
+        assert advantages.tolist() == pytest.approx(expected, abs=1e-5)
+    for bad, message in ((dict(pg_loss="ppo"), "pg_loss"), (dict(loss_normalization="mean"), "loss_normalization")):
+        with pytest.raises(ValueError, match=message):
+            rl_loop.check_rl_config(dataclasses.replace(config, **bad))
+
+
 def test_policy_checkpoint_is_a_chat_model(tmp_path, tokenizer, w0):
     examples, sft, rm = rl_setup(tokenizer, w0)
     tokenizer.save(tmp_path / "run" / "tokenizer")
@@ -479,8 +582,9 @@ def script_run(tmp_path_factory, sft_checkpoint):
 
 def test_script_writes_every_stage_and_the_table(script_run):
     out, summary = script_run
-    assert set(summary["timings"]) == {"preferences", "reward_model", "ppo", "dpo", "grpo", "eval"}
+    assert set(summary["timings"]) == {"preferences", "reward_model", "ppo", "dpo", "grpo", "eval", "overopt"}
     for name in ("preferences/train.jsonl", "preferences/heldout.jsonl", "reward_model/rm_eval.json",
+                 "overopt/overoptimization.png", "overopt/overoptimization.json",
                  "ppo/ppo_curves.png", "grpo/grpo_curves.png", "dpo/loss.png", "rlhf_eval.md", "rlhf_eval.json",
                  "rlhf_eval.png"):
         assert (out / name).stat().st_size > 0, name
@@ -488,6 +592,9 @@ def test_script_writes_every_stage_and_the_table(script_run):
         saved = checkpoint.read_checkpoint(out / stage / "ckpt.pt")
         assert saved["stage"] == stage and saved["started_from"].endswith("ckpt.pt") and saved["step"] == 2
         assert (out / stage / "metrics.jsonl").stat().st_size > 0
+    from model_loader import find_chat_models
+    assert checkpoint.read_checkpoint(out / "overopt" / "kl0" / "ckpt.pt")["role"] == "demo"
+    assert not any("overopt" in name for name in find_chat_models(out)) and "ppo" in find_chat_models(out)
     table = (out / "rlhf_eval.md").read_text()
     assert "| held-out prompts | n | SFT | PPO | DPO | GRPO |" in table and "KL from SFT" in table
     metrics = json.loads((out / "rlhf_eval.json").read_text())["metrics"]
@@ -534,7 +641,7 @@ def test_script_stop_at_and_resume(tmp_path, sft_checkpoint, monkeypatch):
     assert interrupted["stopped_at"] == "reward_model" and not (tmp_path / "run" / "ppo").exists()
     pairs = (tmp_path / "run" / "preferences" / "train.jsonl").read_bytes()
     resumed = rlhf.main(args + ["--resume"])
-    assert set(resumed["timings"]) == {"reward_model", "ppo", "dpo", "grpo", "eval"}  # the pairs were kept
+    assert set(resumed["timings"]) == {"reward_model", "ppo", "dpo", "grpo", "eval", "overopt"}  # the pairs were kept
     assert (tmp_path / "run" / "preferences" / "train.jsonl").read_bytes() == pairs
     for stage in ("reward_model", "ppo", "dpo", "grpo"):
         assert checkpoint.read_checkpoint(tmp_path / "run" / stage / "ckpt.pt")["step"] == 2
