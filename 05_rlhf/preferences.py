@@ -46,7 +46,11 @@ from grading import is_right, says_dont_know  # noqa: E402  (chapter 04: the one
 
 CATEGORIES = ("fact", "math", "unknown", "harmful", "benign", "format")
 RL_TASKS = ("fact", "math", "unknown", "harmful", "benign")  # the tasks whose replies the gold reward can judge
-PAIR_MIX = {"fact": 300, "math": 300, "unknown": 150, "harmful": 100, "benign": 100, "format": 150}
+# The world's pairs per category. The benign look-alikes weigh most: a reward model that has seen few of them
+# scores any refusal high, and PPO against it learns to refuse what it should help with (over-refusal).
+# Facts and math weigh less than the rest: the reward model, built on a body that knows few facts, stays near
+# chance on them however many it sees (the lesson, section 3), and PPO does not train on them.
+PAIR_MIX = {"fact": 100, "math": 100, "unknown": 150, "harmful": 150, "benign": 250, "format": 200}
 GRADING_FIELDS = ("task", "answer", "distractors", "subject")
 
 

@@ -56,7 +56,13 @@ STAGES = ("preferences", "reward_model", "ppo", "dpo", "grpo", "eval", "overopt"
 DEFAULT_STAGES = STAGES
 WORLD_SEED = 0  # the world chapters 03 and 04 used
 EVAL_SEED = 1339  # chapter 04's held-out evaluation items (sft.py: seed 1337 + 2): the same prompts
-RL_MIX = {"fact": 300, "math": 300, "unknown": 80, "harmful": 60, "benign": 60}  # PPO/GRPO training prompts
+RL_MIX = {"fact": 300, "math": 300, "unknown": 80, "harmful": 60, "benign": 60}  # GRPO's training prompts
+# PPO's training prompts, and the prompts the SFT model answers twice for the sampled preference pairs: the
+# tasks the reward model can judge (a refusal, a look-alike helped, "I don't know": 95 %+ right on held-out
+# pairs). Facts and math are left out: there the reward model is at chance, and PPO would climb its noise.
+# Harmful requests outnumber the benign look-alikes: with the two equal, PPO learned to help with everything
+# (benign refused 20 % -> 0 %, harmful refused 57 % -> 48 %, seed 0; the lesson, "What you should see").
+PPO_MIX = {"unknown": 60, "harmful": 150, "benign": 90}
 
 PRESETS = {
     # chapter 04's tiny chat model (2.2M parameters, context 256) on a CPU. See the lesson's appendix for
@@ -64,9 +70,9 @@ PRESETS = {
     "tiny": dict(
         pair_scale=1.0, sampled_prompts=256, heldout_prompts=160, sample_tokens=64, labeller_tau=0.5,
         length_bias=0.03,
-        rm_steps=60, rm_batch=16, rm_lr=3e-4,
-        ppo=dict(steps=20, prompts_per_step=32, group_size=1, max_new_tokens=64, lr=3e-5, kl_coef=0.05,
-                 epochs=2, minibatches=2, vf_coef=0.1, whiten_scores=True),
+        rm_steps=120, rm_batch=16, rm_lr=3e-4,
+        ppo=dict(steps=20, prompts_per_step=32, group_size=1, max_new_tokens=64, lr=5e-5, kl_coef=0.1,
+                 epochs=2, minibatches=2, vf_coef=0.1, whiten_scores=True, mix=PPO_MIX),
         dpo_steps=60, dpo_batch=16, dpo_lr=2e-5, dpo_beta=0.1,
         grpo=dict(steps=16, prompts_per_step=16, group_size=8, max_new_tokens=64, lr=2e-5, kl_coef=0.05,
                   epochs=1, minibatches=2, tasks=["math", "arith"]),
@@ -78,7 +84,7 @@ PRESETS = {
         length_bias=0.03,
         rm_steps=600, rm_batch=32, rm_lr=1e-5,
         ppo=dict(steps=200, prompts_per_step=64, group_size=1, max_new_tokens=96, lr=1e-6, kl_coef=0.05,
-                 epochs=2, minibatches=4, vf_coef=0.1, whiten_scores=True),
+                 epochs=2, minibatches=4, vf_coef=0.1, whiten_scores=True, mix=PPO_MIX),
         dpo_steps=600, dpo_batch=32, dpo_lr=1e-6, dpo_beta=0.1,
         grpo=dict(steps=200, prompts_per_step=32, group_size=8, max_new_tokens=128, lr=1e-6, kl_coef=0.0,
                   epochs=1, minibatches=4, tasks=["fact", "math"]),
@@ -143,6 +149,8 @@ def parse_args(argv=None):
                                                                         "(default: grpo)")
     add("--grpo-normalization", choices=("sequence", "token", "constant"),
         help="how GRPO's loss averages its tokens: sequence (DeepSeekMath), token (DAPO; the default), constant (Dr. GRPO)")
+    add("--grpo-reward", choices=("gold", "rm"), help="what GRPO is trained on: the verifiable gold reward (default) "
+                                                      "or the reward model (the lesson's exercise 7)")
     add("--labeller-tau", type=cli.non_negative_float, help="Bradley-Terry temperature of the labeller (noise)")
     add("--length-bias", type=cli.finite_float, help="the labeller's utility per word of a reply")
     add("--eval-per-task", type=cli.positive_int, help="at most this many held-out prompts per task")
@@ -156,7 +164,8 @@ def resolve_settings(args):
                                  "kl_coef": ("ppo", "kl_coef"), "ppo_lr": ("ppo", "lr"),
                                  "grpo_lr": ("grpo", "lr"), "kl_target": ("ppo", "adaptive_kl_target"),
                                  "grpo_loss": ("grpo", "pg_loss"),
-                                 "grpo_normalization": ("grpo", "loss_normalization")}.items():
+                                 "grpo_normalization": ("grpo", "loss_normalization"),
+                                 "grpo_reward": ("grpo", "reward")}.items():
         if getattr(args, flag) is not None:
             settings[section][key] = getattr(args, flag)
     for flag in ("rm_steps", "dpo_steps", "labeller_tau", "length_bias"):
@@ -223,7 +232,8 @@ def make_preferences(run, user_pairs_path):
     pairs = {}
     for split in ("train", "heldout"):
         n_prompts = run.settings["sampled_prompts"] if split == "train" else run.settings["heldout_prompts"]
-        prompts = world_examples(w, split, scaled(RL_MIX, n_prompts / sum(RL_MIX.values())),
+        mix = run.settings["ppo"].get("mix") or RL_MIX  # the prompts PPO will show the reward model
+        prompts = world_examples(w, split, scaled(mix, n_prompts / sum(mix.values())),
                                  seed=seed + (0 if split == "train" else 1))
         replies_a, replies_b = sample_replies(run.sft_model, run.tokenizer, prompts, run.settings["sample_tokens"],
                                               seed + (0 if split == "train" else 1), precision, n_samples=2)
@@ -287,24 +297,30 @@ def reward_model_stage(run, pairs):
 # Stages 3-5: PPO, DPO, GRPO
 
 
-def rl_examples(settings, tasks):
-    """The training prompts of an RL stage: RL_MIX restricted to `tasks` (GRPO: the verifiable ones; bare
-    arithmetic, which PPO does not train on, as many as the word problems)."""
-    mix = {task: RL_MIX.get(task, RL_MIX["math"]) for task in tasks}
+def rl_examples(settings, rl_settings):
+    """The training prompts of an RL stage: its preset's "mix" (PPO: PPO_MIX), else RL_MIX restricted to its
+    "tasks" (GRPO: the verifiable ones; bare arithmetic, which PPO does not train on, as many as the word problems)."""
+    tasks = rl_settings.get("tasks", RL_TASKS)
+    mix = rl_settings.get("mix") or {task: RL_MIX.get(task, RL_MIX["math"]) for task in tasks}
     return world_examples(world.build_world(WORLD_SEED), "train", mix, seed=settings["seed"] + 2)
 
 
+def rl_reward(algorithm, rl_settings):
+    """What an RL stage is trained on: "rm" (the reward model) or "gold" (the verifiable gold reward)."""
+    return rl_settings.get("reward", "rm" if algorithm == "ppo" else "gold")
+
+
 def rl_stage(run, name, algorithm, rl_settings, reward_model, role="chat", **overrides):
-    """Train a copy of the SFT model with PPO or GRPO -> the policy (and the loop's summary)."""
+    """Train a copy of the SFT model with PPO or GRPO -> the policy (and the loop's summary). What it is trained
+    on is rl_settings["reward"] (default: "rm" for PPO, "gold" for GRPO; --grpo-reward rm swaps GRPO's)."""
     folder = Path(run.out_dir) / name
     policy = copy.deepcopy(run.sft_model).to(run.device).requires_grad_(True)  # the SFT model is frozen as the reference
-    config = RLConfig(algorithm=algorithm, reward="rm" if algorithm == "ppo" else "gold", seed=run.settings["seed"],
+    config = RLConfig(algorithm=algorithm, reward=rl_reward(algorithm, rl_settings), seed=run.settings["seed"],
                       precision=resolve_precision(run.settings["precision"], torch.device(run.device).type),
                       stop_at=run.stop_at, checkpoint_interval=10,
-                      **{k: v for k, v in {**rl_settings, **overrides}.items() if k != "tasks"})
+                      **{k: v for k, v in {**rl_settings, **overrides}.items() if k not in ("tasks", "mix", "reward")})
     metadata = {**stage_metadata(run, algorithm, folder), "role": role}
-    tasks = rl_settings.get("tasks", RL_TASKS)
-    summary = train_policy(policy, run.sft_model, rl_examples(run.settings, tasks), run.tokenizer, config, folder,
+    summary = train_policy(policy, run.sft_model, rl_examples(run.settings, rl_settings), run.tokenizer, config, folder,
                            reward_model=reward_model, resume=run.resume, checkpoint_extra=metadata, log=run.log)
     plot_rl_curves(folder / "metrics.jsonl", folder / f"{Path(name).name}_curves.png", name)
     return policy.eval(), summary
@@ -405,10 +421,16 @@ def check_stage_dirs(out_dir, stages, resume, overwrite):
             cli.check_out_dir(Path(out_dir) / stage, resume, overwrite)
 
 
-def check_prerequisites(out_dir, stages):
+def grpo_uses_rm(settings):
+    return rl_reward("grpo", settings["grpo"]) == "rm"
+
+
+def check_prerequisites(out_dir, stages, settings):
     """A stage that reads an earlier stage's output fails before anything is written if it is missing."""
     needs = {"reward_model": ("preferences", "preferences/train.jsonl"), "dpo": ("preferences", "preferences/train.jsonl"),
              "ppo": ("reward_model", "reward_model/ckpt.pt"), "overopt": ("reward_model", "reward_model/ckpt.pt")}
+    if grpo_uses_rm(settings):
+        needs["grpo"] = ("reward_model", "reward_model/ckpt.pt")
     for stage, (earlier, path) in [(s, needs[s]) for s in stages if s in needs]:
         if earlier not in stages and not (Path(out_dir) / path).exists():
             raise FileNotFoundError(f"no {earlier.replace('_', ' ')} in {Path(out_dir) / earlier}: run the {earlier} "
@@ -429,7 +451,7 @@ def check_inputs(args, log):
     device = pick_device(args.device)
     sft_model, tokenizer, sft_checkpoint = load_sft(args.sft, device)
     check_stage_dirs(out_dir, stages, args.resume, args.overwrite)
-    check_prerequisites(out_dir, stages)
+    check_prerequisites(out_dir, stages, settings)
     if args.preferences:  # a bad line, or a prompt the model cannot read, fails now, before any training
         encode_pairs(read_pairs(args.preferences), tokenizer, sft_model.config.block_size)
     return stages, Run(out_dir, device, settings["precision"], args.resume, args.stop_at, log, settings, sft_model,
@@ -451,13 +473,15 @@ def train_stages(run, stages, pairs, stages_flag):
     summaries; the stage --stop-at ended, or None)."""
     policies, summaries, reward_model = {}, {}, None
     if "reward_model" not in stages and (Path(run.out_dir) / "reward_model" / "ckpt.pt").exists():
-        if any(s in stages for s in ("ppo", "eval", "overopt")):  # the stages that score with it
-            reward_model = load_stage_model(run, "reward_model", finished="ppo" in stages or "overopt" in stages)[0]
+        trains_on_rm = "ppo" in stages or "overopt" in stages or ("grpo" in stages and grpo_uses_rm(run.settings))
+        if trains_on_rm or "eval" in stages:  # the stages that score with it
+            reward_model = load_stage_model(run, "reward_model", finished=trains_on_rm)[0]
     training = {  # stage -> (train it -> (model, summary), the steps it plans)
         "reward_model": (lambda: reward_model_stage(run, pairs), run.settings["rm_steps"]),
         "ppo": (lambda: rl_stage(run, "ppo", "ppo", run.settings["ppo"], reward_model), run.settings["ppo"]["steps"]),
         "dpo": (lambda: dpo_stage(run, pairs), run.settings["dpo_steps"]),
-        "grpo": (lambda: rl_stage(run, "grpo", "grpo", run.settings["grpo"], None), run.settings["grpo"]["steps"]),
+        "grpo": (lambda: rl_stage(run, "grpo", "grpo", run.settings["grpo"],
+                                  reward_model if grpo_uses_rm(run.settings) else None), run.settings["grpo"]["steps"]),
     }
     for stage, (train_it, steps) in [(s, t) for s, t in training.items() if s in stages]:
         model, summaries[stage] = run.timed(stage, train_it)

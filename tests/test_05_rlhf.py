@@ -548,7 +548,7 @@ def test_dpo_loss_hook_starts_at_log2_and_its_gradient_prefers_the_chosen(tokeni
 SMOKE = dict(pair_scale=0.03, sampled_prompts=10, heldout_prompts=6, sample_tokens=8, labeller_tau=0.5, length_bias=0.03,
              rm_steps=2, rm_batch=4, rm_lr=3e-4,
              ppo=dict(steps=2, prompts_per_step=3, group_size=1, max_new_tokens=8, lr=1e-4, kl_coef=0.05, epochs=1,
-                      minibatches=1, vf_coef=0.1, whiten_scores=True),
+                      minibatches=1, vf_coef=0.1, whiten_scores=True, mix={"unknown": 2, "harmful": 4, "benign": 4}),
              dpo_steps=2, dpo_batch=4, dpo_lr=1e-4, dpo_beta=0.1,
              grpo=dict(steps=2, prompts_per_step=2, group_size=2, max_new_tokens=8, lr=1e-4, kl_coef=0.0, epochs=1,
                        minibatches=1),
@@ -645,6 +645,43 @@ def test_script_stop_at_and_resume(tmp_path, sft_checkpoint, monkeypatch):
     assert (tmp_path / "run" / "preferences" / "train.jsonl").read_bytes() == pairs
     for stage in ("reward_model", "ppo", "dpo", "grpo"):
         assert checkpoint.read_checkpoint(tmp_path / "run" / stage / "ckpt.pt")["step"] == 2
+
+
+def test_ppo_trains_on_the_prompts_the_reward_model_can_judge():
+    """PPO's prompts (and the SFT samples of the preference pairs) are the tasks the reward model can judge,
+    no facts or math; GRPO keeps the verifiable ones."""
+    settings = rlhf.resolve_settings(rlhf.parse_args([]))
+    tasks = [e["task"] for e in rlhf.rl_examples(settings, settings["ppo"])]
+    assert set(tasks) == {"unknown", "harmful", "benign"} and tasks.count("harmful") == rlhf.PPO_MIX["harmful"]
+    assert {e["task"] for e in rlhf.rl_examples(settings, settings["grpo"])} == {"fact", "math"}
+
+
+def test_script_samples_preference_pairs_from_ppo_prompts(script_run):
+    out, _ = script_run
+    sampled = [json.loads(line) for line in (out / "preferences" / "train.jsonl").read_text().splitlines()]
+    sampled = [p for p in sampled if p["source"] == "sampled"]
+    assert sampled and {p["category"] for p in sampled} <= set(SMOKE["ppo"]["mix"])
+
+
+def test_grpo_reward_swaps_in_one_flag(script_run, sft_checkpoint, tmp_path):
+    """Exercise 7: --grpo-reward rm trains GRPO on the reward model (and needs one); the default is gold."""
+    out, _ = script_run
+    assert rlhf.rl_reward("grpo", rlhf.resolve_settings(rlhf.parse_args([]))["grpo"]) == "gold"
+    with pytest.raises(FileNotFoundError, match="run the reward_model stage first"):
+        rlhf.check_prerequisites(tmp_path, ["grpo"], rlhf.resolve_settings(rlhf.parse_args(["--grpo-reward", "rm"])))
+    mp = pytest.MonkeyPatch()
+    mp.setitem(rlhf.PRESETS, "tiny", SMOKE)
+    try:
+        rlhf.main(["--sft", str(sft_checkpoint), "--out-dir", str(out), "--stages", "grpo", "--overwrite",
+                   "--grpo-reward", "rm", "--device", "cpu"])
+        rm_run = checkpoint.read_checkpoint(out / "grpo" / "ckpt.pt")["rl_config"]["reward"]
+        rm_scores = [json.loads(line)["rm_score"] for line in (out / "grpo" / "metrics.jsonl").read_text().splitlines()]
+        rlhf.main(["--sft", str(sft_checkpoint), "--out-dir", str(out), "--stages", "grpo", "--overwrite",
+                   "--device", "cpu"])  # as it was, for the tests that read the run after this one
+    finally:
+        mp.undo()
+    assert rm_run == "rm" and any(score != 0 for score in rm_scores)  # scored by the reward model
+    assert checkpoint.read_checkpoint(out / "grpo" / "ckpt.pt")["rl_config"]["reward"] == "gold"
 
 
 def test_chat_refuses_the_reward_model_with_a_clear_error(script_run):
