@@ -653,7 +653,7 @@ def test_ppo_trains_on_the_prompts_the_reward_model_can_judge():
     settings = rlhf.resolve_settings(rlhf.parse_args([]))
     tasks = [e["task"] for e in rlhf.rl_examples(settings, settings["ppo"])]
     assert set(tasks) == {"unknown", "harmful", "benign"} and tasks.count("harmful") == rlhf.PPO_MIX["harmful"]
-    assert {e["task"] for e in rlhf.rl_examples(settings, settings["grpo"])} == {"fact", "math"}
+    assert {e["task"] for e in rlhf.rl_examples(settings, settings["grpo"])} == set(settings["grpo"]["tasks"]) == {"math", "arith"}
 
 
 def test_script_samples_preference_pairs_from_ppo_prompts(script_run):
