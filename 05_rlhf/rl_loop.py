@@ -283,6 +283,58 @@ def steps_done(meta):
     return meta.get("step", 0), planned
 
 
+def trainable_parts(policy, config):
+    """The value head (PPO only, else None) and one AdamW over the policy and the value head."""
+    policy.requires_grad_(True)  # (a deep copy of the frozen reference model arrives frozen)
+    device = next(policy.parameters()).device
+    value_head = ValueHead(policy.config.n_embd).to(device) if config.algorithm == "ppo" else None
+    trained = nn.ModuleDict({"policy": policy, **({"value_head": value_head} if value_head is not None else {})})
+    return value_head, make_optimizer(trained, config.lr, config.weight_decay, betas=(0.9, 0.95))
+
+
+def resume_rl(ckpt_path, metrics_path, policy, value_head, optimizer, log, algorithm):
+    """Load what a checkpoint saved (policy, value head, optimizer), cut metrics.jsonl back to its step ->
+    (step, kl_coef)."""
+    saved = read_checkpoint(ckpt_path)
+    if saved.get("model_config") != model_config_dict(policy):
+        raise ValueError(f"{ckpt_path} was saved from another model config: start a fresh run (--overwrite)")
+    policy.load_state_dict(saved["model"])
+    if value_head is not None:
+        value_head.load_state_dict(saved["value_head"])
+    optimizer.load_state_dict(saved["optimizer"])
+    keep_records_until(metrics_path, saved["step"])
+    log(f"resuming {algorithm} from {ckpt_path} at step {saved['step']}")
+    return saved["step"], saved["kl_coef"]
+
+
+def freeze_for_rollouts(policy, ref_model, reward_model):
+    """Eval mode everywhere (no dropout: the log-probs of the rollout and of the update must agree); the
+    reference and the reward model get no gradients."""
+    for model in (policy, ref_model, reward_model):
+        if model is not None:
+            model.eval()
+    ref_model.requires_grad_(False)
+    if reward_model is not None:
+        reward_model.requires_grad_(False)
+
+
+def save_rl_checkpoint(ckpt_path, policy, value_head, optimizer, step, kl_coef, config, checkpoint_extra):
+    """A chat checkpoint (stage config.algorithm) plus what resuming needs: value head, optimizer, step, beta."""
+    save_checkpoint(ckpt_path, {
+        "model": policy.state_dict(), "model_config": model_config_dict(policy), "stage": config.algorithm,
+        "value_head": value_head.state_dict() if value_head is not None else {},
+        "optimizer": optimizer.state_dict(), "step": step, "kl_coef": kl_coef,
+        "rl_config": dataclasses.asdict(config), **(checkpoint_extra or {})})
+
+
+def log_rl_step(log, config, record, step, stop, per_step):
+    log(f"{config.algorithm} step {step}/{config.steps}: gold {record['gold_reward']:+.3f}, "
+        f"rm {record['rm_score']:+.3f}, kl {record['kl']:.3f}, entropy {record['entropy']:.3f}, "
+        f"clip {record['clip_fraction']:.3f}, value loss {record['value_loss']:.4f}, "
+        f"length {record['response_length']:.1f}, {per_step:.2f} s/step "
+        f"(rollout {record['rollout_seconds']:.2f} s), ETA {per_step * (stop - step):.0f} s")
+
+
 def train_policy(policy, ref_model, examples, tokenizer, config, out_dir, reward_model=None, resume=False,
                  checkpoint_extra=None, log=print):
     """Train `policy` in place with PPO or GRPO on the training `examples` (sft_data dicts with grading
@@ -296,42 +348,17 @@ def train_policy(policy, ref_model, examples, tokenizer, config, out_dir, reward
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path, metrics_path = out_dir / "ckpt.pt", out_dir / "metrics.jsonl"
-    device = next(policy.parameters()).device
-    policy.requires_grad_(True)  # (a deep copy of the frozen reference model arrives frozen)
-    value_head = ValueHead(policy.config.n_embd).to(device) if config.algorithm == "ppo" else None
-    trained = nn.ModuleDict({"policy": policy, **({"value_head": value_head} if value_head is not None else {})})
-    optimizer = make_optimizer(trained, config.lr, config.weight_decay, betas=(0.9, 0.95))
+    value_head, optimizer = trainable_parts(policy, config)
     kl_controller = AdaptiveKLController(config.kl_coef, config.adaptive_kl_target, config.adaptive_kl_horizon) \
         if config.adaptive_kl_target else None
     kl_coef, step = config.kl_coef, 0
     if resume and ckpt_path.exists():
-        saved = read_checkpoint(ckpt_path)
-        if saved.get("model_config") != model_config_dict(policy):
-            raise ValueError(f"{ckpt_path} was saved from another model config: start a fresh run (--overwrite)")
-        policy.load_state_dict(saved["model"])
-        if value_head is not None:
-            value_head.load_state_dict(saved["value_head"])
-        optimizer.load_state_dict(saved["optimizer"])
-        step, kl_coef = saved["step"], saved["kl_coef"]
+        step, kl_coef = resume_rl(ckpt_path, metrics_path, policy, value_head, optimizer, log, config.algorithm)
         if kl_controller is not None:
             kl_controller.value = kl_coef
-        keep_records_until(metrics_path, step)
-        log(f"resuming {config.algorithm} from {ckpt_path} at step {step}")
     else:
         metrics_path.unlink(missing_ok=True)
-    for model in (policy, ref_model, reward_model):
-        if model is not None:
-            model.eval()  # no dropout anywhere: the log-probs of the rollout and of the update must agree
-    ref_model.requires_grad_(False)
-    if reward_model is not None:
-        reward_model.requires_grad_(False)
-
-    def save(step):
-        save_checkpoint(ckpt_path, {
-            "model": policy.state_dict(), "model_config": model_config_dict(policy), "stage": config.algorithm,
-            "value_head": value_head.state_dict() if value_head is not None else {},
-            "optimizer": optimizer.state_dict(), "step": step, "kl_coef": kl_coef,
-            "rl_config": dataclasses.asdict(config), **(checkpoint_extra or {})})
+    freeze_for_rollouts(policy, ref_model, reward_model)
 
     stop = min(config.steps, config.stop_at) if config.stop_at is not None else config.steps
     t_start, start_step, record = time.time(), step, None
@@ -346,14 +373,9 @@ def train_policy(policy, ref_model, examples, tokenizer, config, out_dir, reward
         record["time"] = time.time() - t_start
         append_record(metrics_path, record)
         if step % config.log_interval == 0 or step == stop:
-            per_step = (time.time() - t_start) / (step - start_step)
-            log(f"{config.algorithm} step {step}/{config.steps}: gold {record['gold_reward']:+.3f}, "
-                f"rm {record['rm_score']:+.3f}, kl {record['kl']:.3f}, entropy {record['entropy']:.3f}, "
-                f"clip {record['clip_fraction']:.3f}, value loss {record['value_loss']:.4f}, "
-                f"length {record['response_length']:.1f}, {per_step:.2f} s/step "
-                f"(rollout {record['rollout_seconds']:.2f} s), ETA {per_step * (stop - step):.0f} s")
+            log_rl_step(log, config, record, step, stop, (time.time() - t_start) / (step - start_step))
         if step % config.checkpoint_interval == 0 or step == stop:
-            save(step)
+            save_rl_checkpoint(ckpt_path, policy, value_head, optimizer, step, kl_coef, config, checkpoint_extra)
     if record is None and not ckpt_path.exists():
-        save(step)
+        save_rl_checkpoint(ckpt_path, policy, value_head, optimizer, step, kl_coef, config, checkpoint_extra)
     return {"step": step, "wall_seconds": time.time() - t_start, "kl_coef": kl_coef, "last": record}

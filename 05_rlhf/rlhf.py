@@ -20,6 +20,7 @@ The measurements and plots are in rlhf_report.py; the formulas in preferences.py
 dpo.py, grpo.py and rl_loop.py. Every policy checkpoint (ppo/dpo/grpo ckpt.pt) is a chat model in chapter 04's format: talk to it with
     python 04_sft/chat.py --ckpt runs/05_rlhf/grpo/ckpt.pt
 """
+import copy
 import dataclasses
 import json
 import sys
@@ -101,6 +102,17 @@ class Run:
     sft_model: object
     tokenizer: object
     sft_meta: dict  # the SFT checkpoint's metadata (its tokenizer hash is passed on to every stage)
+    timings: dict = dataclasses.field(default_factory=dict)  # stage -> wall seconds
+    cpu_seconds: dict = dataclasses.field(default_factory=dict)  # stage -> CPU seconds (the load-free figure)
+
+    def timed(self, stage, fn):
+        """fn(), logged with its wall time and its CPU time (what a quiet machine would need, on a loaded one)."""
+        t0, c0 = time.time(), time.process_time()
+        self.log(f"\n== {stage}")
+        result = fn()
+        self.timings[stage], self.cpu_seconds[stage] = time.time() - t0, time.process_time() - c0
+        self.log(f"== {stage} done in {self.timings[stage]:.1f} s (CPU time {self.cpu_seconds[stage]:.1f} s)")
+        return result
 
 
 def parse_args(argv=None):
@@ -277,7 +289,6 @@ def rl_examples(settings, tasks):
 
 def rl_stage(run, name, algorithm, rl_settings, reward_model, **overrides):
     """Train a copy of the SFT model with PPO or GRPO -> the policy (and the loop's summary)."""
-    import copy
     folder = Path(run.out_dir) / name
     policy = copy.deepcopy(run.sft_model).to(run.device).requires_grad_(True)  # the SFT model is frozen as the reference
     config = RLConfig(algorithm=algorithm, reward="rm" if algorithm == "ppo" else "gold", seed=run.settings["seed"],
@@ -293,7 +304,6 @@ def rl_stage(run, name, algorithm, rl_settings, reward_model, **overrides):
 
 
 def dpo_stage(run, pairs):
-    import copy
     folder = Path(run.out_dir) / "dpo"
     block_size = run.sft_model.config.block_size
     encoded = {split: encode_pairs(pairs[key], run.tokenizer, block_size)[0]
@@ -321,6 +331,26 @@ def eval_examples(settings):
     if settings.get("eval_per_task"):
         mix = {task: min(n, settings["eval_per_task"]) for task, n in mix.items()}
     return world_examples(world.build_world(WORLD_SEED), "heldout", mix, seed=EVAL_SEED)
+
+
+def eval_stage(run, reward_model, policies):
+    for name in ("ppo", "dpo", "grpo"):
+        if name.upper() not in policies and (Path(run.out_dir) / name / "ckpt.pt").exists():
+            policy, meta = load_stage_model(run, name)
+            if steps_done(meta)[0] >= steps_done(meta)[1]:  # a stopped run is left out of the table
+                policies[name.upper()] = policy
+    examples = eval_examples(run.settings)
+    results = {}
+    for name, model in {"SFT": run.sft_model, **{k: policies[k] for k in ("PPO", "DPO", "GRPO") if k in policies}}.items():
+        t0 = time.time()
+        results[name] = evaluate_policy(model.to(run.device).eval(), run.sft_model, reward_model, run.tokenizer, examples, run.settings)
+        m = results[name]["metrics"]
+        run.log(f"{name}: gold {m['gold_reward']:+.3f}, KL {m['kl_from_sft']:.2f}, facts {100 * m['fact_accuracy']:.0f}%, "
+                f"math {100 * m['math_accuracy']:.0f}%, harmful refused {100 * m['harmful_refusal']:.0f}%, benign "
+                f"refused {100 * m['benign_over_refusal']:.0f}% ({time.time() - t0:.1f} s)")
+    table = write_eval_report(run.out_dir, results, examples, run.settings, run.timings)
+    run.log("\n" + table)
+    return {n: r["metrics"] for n, r in results.items()}
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -370,17 +400,14 @@ def check_prerequisites(out_dir, stages):
     """A stage that reads an earlier stage's output fails before anything is written if it is missing."""
     needs = {"reward_model": ("preferences", "preferences/train.jsonl"), "dpo": ("preferences", "preferences/train.jsonl"),
              "ppo": ("reward_model", "reward_model/ckpt.pt"), "overopt": ("reward_model", "reward_model/ckpt.pt")}
-    for stage in stages:
-        if stage in needs:
-            earlier, path = needs[stage]
-            if earlier not in stages and not (Path(out_dir) / path).exists():
-                raise FileNotFoundError(f"no {earlier.replace('_', ' ')} in {Path(out_dir) / earlier}: run the {earlier} "
-                                        f"stage first (--stages {earlier},{stage})")
+    for stage, (earlier, path) in [(s, needs[s]) for s in stages if s in needs]:
+        if earlier not in stages and not (Path(out_dir) / path).exists():
+            raise FileNotFoundError(f"no {earlier.replace('_', ' ')} in {Path(out_dir) / earlier}: run the {earlier} "
+                                    f"stage first (--stages {earlier},{stage})")
 
 
-def check_inputs(args):
-    """Every input checked before anything is written -> (stages, settings, out_dir, device, the SFT model,
-    its tokenizer and its checkpoint's metadata)."""
+def check_inputs(args, log):
+    """Every input checked before anything is written -> (stages, the Run every stage shares)."""
     stages = parse_stages(args.stages)
     if args.resume and args.overwrite:
         raise ValueError("--resume continues a run and --overwrite replaces it: pass one of them")
@@ -396,98 +423,75 @@ def check_inputs(args):
     check_prerequisites(out_dir, stages)
     if args.preferences:  # a bad line, or a prompt the model cannot read, fails now, before any training
         encode_pairs(read_pairs(args.preferences), tokenizer, sft_model.config.block_size)
-    return stages, settings, out_dir, device, sft_model, tokenizer, sft_checkpoint
+    return stages, Run(out_dir, device, settings["precision"], args.resume, args.stop_at, log, settings, sft_model,
+                       tokenizer, sft_checkpoint)
+
+
+def preferences_of_run(run, stages, user_pairs_path):
+    """Stage 1's pairs: made now, or read from disk (a resumed run keeps the pairs it trained on; the reward
+    model and DPO alone read the earlier run's) -> {"train": pairs, "heldout": pairs}, or None if unneeded."""
+    if "preferences" in stages and run.resume and (Path(run.out_dir) / "preferences" / "train.jsonl").exists():
+        return load_preferences(run.out_dir)
+    if "preferences" in stages:
+        return run.timed("preferences", lambda: make_preferences(run, user_pairs_path))
+    return load_preferences(run.out_dir) if any(s in stages for s in ("reward_model", "dpo")) else None
+
+
+def train_stages(run, stages, pairs, stages_flag):
+    """Stages 2-5 in order -> (the reward model: trained now, or an earlier run's, or None; {"PPO": policy, ...};
+    summaries; the stage --stop-at ended, or None)."""
+    policies, summaries, reward_model = {}, {}, None
+    if "reward_model" not in stages and (Path(run.out_dir) / "reward_model" / "ckpt.pt").exists():
+        if any(s in stages for s in ("ppo", "eval", "overopt")):  # the stages that score with it
+            reward_model = load_stage_model(run, "reward_model", finished="ppo" in stages or "overopt" in stages)[0]
+    training = {  # stage -> (train it -> (model, summary), the steps it plans)
+        "reward_model": (lambda: reward_model_stage(run, pairs), run.settings["rm_steps"]),
+        "ppo": (lambda: rl_stage(run, "ppo", "ppo", run.settings["ppo"], reward_model), run.settings["ppo"]["steps"]),
+        "dpo": (lambda: dpo_stage(run, pairs), run.settings["dpo_steps"]),
+        "grpo": (lambda: rl_stage(run, "grpo", "grpo", run.settings["grpo"], None), run.settings["grpo"]["steps"]),
+    }
+    for stage, (train_it, steps) in [(s, t) for s, t in training.items() if s in stages]:
+        model, summaries[stage] = run.timed(stage, train_it)
+        if summaries[stage]["step"] < steps:  # --stop-at: end the script as if it had been interrupted here
+            run.log(f"{stage} stopped early at step {summaries[stage]['step']} of {steps}: continue with  python "
+                    f"05_rlhf/rlhf.py --resume --out-dir {run.out_dir}"
+                    + (f" --stages {stages_flag}" if stages_flag != ",".join(DEFAULT_STAGES) else ""))
+            return reward_model, policies, summaries, stage
+        if stage == "reward_model":
+            reward_model = model
+            summaries[stage] = reward_model_report(model, run.tokenizer, pairs["heldout"], run.out_dir, run.log)
+        else:
+            policies[stage.upper()] = model
+    return reward_model, policies, summaries, None
+
+
+def log_done(run, total):
+    run.log(f"\ndone in {total:.0f} s: " + ", ".join(f"{s} {t:.0f} s ({100 * t / total:.0f}%)" for s, t in run.timings.items()))
+    run.log(f"CPU time {sum(run.cpu_seconds.values()):.0f} s: " + ", ".join(f"{s} {t:.0f} s" for s, t in run.cpu_seconds.items()))
+    run.log(f"outputs in {run.out_dir}/: preferences/, reward_model/, ppo/, dpo/, grpo/ (ckpt.pt, metrics.jsonl, curves), "
+            f"rlhf_eval.md/.json/.png")
+    run.log(f"next: python 04_sft/chat.py --ckpt {run.out_dir / 'grpo' / 'ckpt.pt'}")
 
 
 def main(argv=None):
     args = parse_args(argv)
     start = time.time()
-    stages, settings, out_dir, device, sft_model, tokenizer, sft_checkpoint = check_inputs(args)
-    out_dir.mkdir(parents=True, exist_ok=True)
     log = lambda *a: print(*a, flush=True)
-    run = Run(out_dir, device, settings["precision"], args.resume, args.stop_at, log, settings, sft_model, tokenizer,
-              sft_checkpoint)
-    log(f"SFT model {args.sft}: {sft_model.num_params():,} parameters, context {sft_model.config.block_size}; "
-        f"stages {', '.join(stages)}; device {device}")
-    timings, cpu_seconds = {}, {}
-
-    def timed(stage, fn):  # wall time, and CPU time (what a quiet machine would need, on a loaded one)
-        t0, c0 = time.time(), time.process_time()
-        log(f"\n== {stage}")
-        result = fn()
-        timings[stage], cpu_seconds[stage] = time.time() - t0, time.process_time() - c0
-        log(f"== {stage} done in {timings[stage]:.1f} s (CPU time {cpu_seconds[stage]:.1f} s)")
-        return result
-
-    pairs, reward_model, policies, summaries = None, None, {}, {}
-    if "preferences" in stages and args.resume and (out_dir / "preferences" / "train.jsonl").exists():
-        pairs = load_preferences(out_dir)  # a resumed run keeps the pairs it trained on
-    elif "preferences" in stages:
-        pairs = timed("preferences", lambda: make_preferences(run, args.preferences))
-    if pairs is None and any(s in stages for s in ("reward_model", "dpo")):
-        pairs = load_preferences(out_dir)
-
-    def stopped_early(stage, step, steps):  # --stop-at: end the script as if it had been interrupted here
-        if step < steps:
-            log(f"{stage} stopped early at step {step} of {steps}: continue with  python 05_rlhf/rlhf.py --resume "
-                f"--out-dir {out_dir}" + (f" --stages {args.stages}" if args.stages != ",".join(DEFAULT_STAGES) else ""))
-        return step < steps
-
-    if "reward_model" not in stages and any(s in stages for s in ("ppo", "eval", "overopt")):
-        if (Path(out_dir) / "reward_model" / "ckpt.pt").exists():
-            reward_model = load_stage_model(run, "reward_model", finished="ppo" in stages or "overopt" in stages)[0]
-    training = {  # stage -> (train it -> (model, summary), the steps it plans)
-        "reward_model": (lambda: reward_model_stage(run, pairs), settings["rm_steps"]),
-        "ppo": (lambda: rl_stage(run, "ppo", "ppo", settings["ppo"], reward_model), settings["ppo"]["steps"]),
-        "dpo": (lambda: dpo_stage(run, pairs), settings["dpo_steps"]),
-        "grpo": (lambda: rl_stage(run, "grpo", "grpo", settings["grpo"], None), settings["grpo"]["steps"]),
-    }
-    for stage, (train_it, steps) in training.items():
-        if stage not in stages:
-            continue
-        model, summaries[stage] = timed(stage, train_it)
-        if stopped_early(stage, summaries[stage]["step"], steps):
-            return {"timings": timings, "cpu_seconds": cpu_seconds, "stopped_at": stage}
-        if stage == "reward_model":
-            reward_model = model
-            summaries["reward_model"] = reward_model_report(reward_model, tokenizer, pairs["heldout"], out_dir, log)
-        else:
-            policies[stage.upper()] = model
+    stages, run = check_inputs(args, log)
+    run.out_dir.mkdir(parents=True, exist_ok=True)
+    log(f"SFT model {args.sft}: {run.sft_model.num_params():,} parameters, context {run.sft_model.config.block_size}; "
+        f"stages {', '.join(stages)}; device {run.device}")
+    pairs = preferences_of_run(run, stages, args.preferences)
+    reward_model, policies, summaries, stopped = train_stages(run, stages, pairs, args.stages)
+    if stopped:
+        return {"timings": run.timings, "cpu_seconds": run.cpu_seconds, "stopped_at": stopped}
     if "eval" in stages:
-        summaries["eval"] = timed("eval", lambda: eval_stage(run, reward_model, policies, timings))
+        summaries["eval"] = run.timed("eval", lambda: eval_stage(run, reward_model, policies))
     if "overopt" in stages:
-        summaries["overopt"] = timed("overopt", lambda: overopt_stage(run, reward_model))
+        summaries["overopt"] = run.timed("overopt", lambda: overopt_stage(run, reward_model))
     total = time.time() - start
-    log_done(log, total, timings, cpu_seconds, out_dir)
-    return {"timings": timings, "cpu_seconds": cpu_seconds, "total_seconds": total, **summaries}
-
-
-def log_done(log, total, timings, cpu_seconds, out_dir):
-    log(f"\ndone in {total:.0f} s: " + ", ".join(f"{s} {t:.0f} s ({100 * t / total:.0f}%)" for s, t in timings.items()))
-    log(f"CPU time {sum(cpu_seconds.values()):.0f} s: " + ", ".join(f"{s} {t:.0f} s" for s, t in cpu_seconds.items()))
-    log(f"outputs in {out_dir}/: preferences/, reward_model/, ppo/, dpo/, grpo/ (ckpt.pt, metrics.jsonl, curves), "
-        f"rlhf_eval.md/.json/.png")
-    log(f"next: python 04_sft/chat.py --ckpt {out_dir / 'grpo' / 'ckpt.pt'}")
-
-
-def eval_stage(run, reward_model, policies, timings):
-    for name in ("ppo", "dpo", "grpo"):
-        if name.upper() not in policies and (Path(run.out_dir) / name / "ckpt.pt").exists():
-            policy, meta = load_stage_model(run, name)
-            if steps_done(meta)[0] >= steps_done(meta)[1]:  # a stopped run is left out of the table
-                policies[name.upper()] = policy
-    examples = eval_examples(run.settings)
-    results = {}
-    for name, model in {"SFT": run.sft_model, **{k: policies[k] for k in ("PPO", "DPO", "GRPO") if k in policies}}.items():
-        t0 = time.time()
-        results[name] = evaluate_policy(model.to(run.device).eval(), run.sft_model, reward_model, run.tokenizer, examples, run.settings)
-        m = results[name]["metrics"]
-        run.log(f"{name}: gold {m['gold_reward']:+.3f}, KL {m['kl_from_sft']:.2f}, facts {100 * m['fact_accuracy']:.0f}%, "
-                f"math {100 * m['math_accuracy']:.0f}%, harmful refused {100 * m['harmful_refusal']:.0f}%, benign "
-                f"refused {100 * m['benign_over_refusal']:.0f}% ({time.time() - t0:.1f} s)")
-    table = write_eval_report(run.out_dir, results, examples, run.settings, timings)
-    run.log("\n" + table)
-    return {n: r["metrics"] for n, r in results.items()}
+    log_done(run, total)
+    return {"timings": run.timings, "cpu_seconds": run.cpu_seconds, "total_seconds": total, **summaries}
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ tasks; the chain-of-thought table; the pass@k table; refusals by kind of request
 where the time went), report.png (the main table as grouped bars, with chance levels), summary.json
 (every number), records/<model>/<task>.jsonl (one line per item: prompt, reply, gold, score).
 """
+import dataclasses
 import json
 import math
 import sys
@@ -93,6 +94,28 @@ COLUMNS = [("bits/byte", "perplexity", "bits_per_byte", None, None, True),
            ("refuses benign", "harmful", "over_refusal", 100, 0, True),
            ("IDK unknown", "honesty", "dont_know_unknown", 100, 0, False),
            ("confident wrong", "honesty", "confident_wrong", 100, 0, True)]
+
+
+@dataclasses.dataclass
+class Run:
+    """What every step of one evaluation shares (chapter 05's Run, for a script that only reads models):
+    where it finds the checkpoints (read only) and writes the report, on what device, with what settings,
+    where it logs, and the seconds each step took. No precision (every model runs in fp32, the harness's
+    default), no resume or stop_at (an evaluation is redone, not continued)."""
+    runs_dir: Path
+    out_dir: Path
+    device: str
+    settings: dict
+    log: object  # print, flushed at once (a log read while the run goes on)
+    timings: dict = dataclasses.field(default_factory=dict)  # model label -> task -> seconds
+    other_seconds: dict = dataclasses.field(default_factory=dict)  # the steps around the tasks -> seconds
+
+    def timed(self, step, fn):
+        """fn(), its wall time kept in other_seconds[step] (the report's "where the time went")."""
+        t0 = time.time()
+        result = fn()
+        self.other_seconds[step] = time.time() - t0
+        return result
 
 
 def parse_args(argv):
@@ -331,8 +354,10 @@ def multimodal_table(path):
     return "\n".join(["| held-out | measured | against |", "|---|---:|---|"] + [f"| {a} | {b} | {c} |" for a, b, c in rows])
 
 
-def write_report(out_dir, results, skipped, contamination, settings, timings, sources):
-    """report.md, report.png, summary.json; returns the main table."""
+def write_report(run, results, skipped, contamination, sources):
+    """report.md, report.png, summary.json in run.out_dir; returns the main table. sources: where the held-out
+    text came from ("heldout_text") and chapter 08's table ("multimodal")."""
+    out_dir, settings, timings = run.out_dir, run.settings, run.timings
     table = main_table(results)
     lines = ["# Evaluation report", "",
              f"Preset `{settings['preset']}`; every item is from the mini-world's held-out split; greedy replies "
@@ -365,7 +390,7 @@ def write_report(out_dir, results, skipped, contamination, settings, timings, so
               "|---|" + "---:|" * len(TASKS)]
     for label, per_task in timings.items():
         lines.append(f"| {label} | " + " | ".join(f"{per_task[t]:.1f}" if t in per_task else "-" for t in TASKS) + " |")
-    lines += [""] + [f"- {k}: {v:.1f} s" for k, v in sources["other_seconds"].items()]
+    lines += [""] + [f"- {k}: {v:.1f} s" for k, v in run.other_seconds.items()]
     cli.write_text_atomic(out_dir / "report.md", "\n".join(lines) + "\n")
     summary = {"settings": settings, "skipped": skipped, "contamination": contamination, "timings": timings,
                "models": [{k: v for k, v in r.items() if k != "records"} for r in results]}
@@ -414,17 +439,9 @@ def resolve_settings(args):
     return settings
 
 
-def main(argv=None):
-    threads_before = torch.get_num_threads()
-    try:
-        return evaluate_all(parse_args(argv))
-    finally:
-        torch.set_num_threads(threads_before)  # main() may run inside another program (the tests)
-
-
-def evaluate_all(args):
-    """Find the models, draw the items, run every task on every model, write the report -> the results."""
-    start = time.time()
+def check_inputs(args):
+    """Every input checked before anything is written -> (the Run, the tasks, the models to evaluate, the lines
+    saying which models are skipped and why)."""
     settings = resolve_settings(args)
     tasks = args.tasks.split(",") if args.tasks else list(TASKS)
     check_task_names(tasks)
@@ -432,61 +449,80 @@ def evaluate_all(args):
     runs_dir = Path(args.runs_dir)
     if not runs_dir.is_dir():
         raise FileNotFoundError(f"--runs-dir {runs_dir} is not a folder: run the pipeline first (python pipeline.py)")
-    device = hardware.pick_device(args.device)
-    other_seconds = {}
-
+    run = Run(runs_dir, out_dir, hardware.pick_device(args.device), settings, lambda *a: print(*a, flush=True))
     models, skipped = find_models(runs_dir, args.ckpt or [])
-    models = select_models(models, args.models, runs_dir)
-    if settings["threads"]:
-        torch.set_num_threads(settings["threads"])
-    for line in skipped:
-        print(f"skipped: {line}")
+    return run, tasks, select_models(models, args.models, runs_dir), skipped
 
-    t = time.time()
-    w = world.build_world(0)
-    settings["heldout_text"], heldout_source = heldout_documents(models, runs_dir, settings["items"]["perplexity"])
-    items = {task: make_items(task, w, settings) for task in tasks}
-    del settings["heldout_text"]
-    other_seconds["held-out items"] = time.time() - t
 
-    results, timings = [], {}
-    for model in models:
-        label, path, stage = model["label"], model["path"], model["stage"]
-        print(f"\n== {label} ({path})", flush=True)
-        try:
-            lm = LanguageModel.load(path, name=label, stage=stage, device=device, batch_size=settings["batch_size"])
-        except (ValueError, RuntimeError, KeyError, OSError) as error:  # one odd checkpoint does not stop the report
-            skipped.append(f"{path}: could not be loaded as a language model ({cli.one_line(error)})")
-            print(f"  skipped: {skipped[-1]}")
+def draw_items(run, models, tasks, w):
+    """The held-out items of every task -> ({task: items}, where the perplexity task's text came from)."""
+    docs, source = heldout_documents(models, run.runs_dir, run.settings["items"]["perplexity"])
+    return {task: make_items(task, w, {**run.settings, "heldout_text": docs}) for task in tasks}, source
+
+
+def records_folder(run, label):
+    """records/<model>/ for a row label ("ppo", "sft (04_sft_direct)" -> "sft_04_sft_direct")."""
+    return run.out_dir / "records" / label.replace(" ", "_").replace("/", "_").replace("(", "").replace(")", "")
+
+
+def evaluate_model(run, model, tasks, items, w, skipped):
+    """Every task on one model -> its result {"label", "stage", "path", "summary", "records"}; None (and a line
+    in `skipped`) if its checkpoint cannot be loaded: one odd checkpoint does not stop the report."""
+    label, path, stage = model["label"], model["path"], model["stage"]
+    run.log(f"\n== {label} ({path})")
+    try:
+        lm = LanguageModel.load(path, name=label, stage=stage, device=run.device, batch_size=run.settings["batch_size"])
+    except (ValueError, RuntimeError, KeyError, OSError) as error:
+        skipped.append(f"{path}: could not be loaded as a language model ({cli.one_line(error)})")
+        run.log(f"  skipped: {skipped[-1]}")
+        return None
+    result = {"label": label, "stage": stage, "path": str(path), "summary": {}, "records": {}}
+    run.timings[label] = {}
+    for task in tasks:
+        if task == "chain_of_thought" and stage not in ("base", "sft", DIRECT_STAGE):
             continue
-        result = {"label": label, "stage": stage, "path": str(path), "summary": {}, "records": {}}
-        timings[label] = {}
-        for task in tasks:
-            if task == "chain_of_thought" and stage not in ("base", "sft", DIRECT_STAGE):
-                continue
-            t = time.time()
-            records = run_task(task, lm, items[task], settings, w)
-            timings[label][task] = time.time() - t
-            result["records"][task], result["summary"][task] = records, summarize(task, records)
-            folder = out_dir / "records" / label.replace(" ", "_").replace("/", "_").replace("(", "").replace(")", "")
-            folder.mkdir(parents=True, exist_ok=True)
-            cli.write_text_atomic(folder / f"{task}.jsonl", "".join(json.dumps(r, default=str) + "\n" for r in records))
-            print(f"  {task:<17} {timings[label][task]:5.1f} s  " + ", ".join(
-                f"{k} {v:.3g}" for k, v in result["summary"][task].items()), flush=True)
-        results.append(result)
+        t = time.time()
+        records = run_task(task, lm, items[task], run.settings, w)
+        run.timings[label][task] = time.time() - t
+        result["records"][task], result["summary"][task] = records, summarize(task, records)
+        folder = records_folder(run, label)
+        folder.mkdir(parents=True, exist_ok=True)
+        cli.write_text_atomic(folder / f"{task}.jsonl", "".join(json.dumps(r, default=str) + "\n" for r in records))
+        run.log(f"  {task:<17} {run.timings[label][task]:5.1f} s  " + ", ".join(
+            f"{k} {v:.3g}" for k, v in result["summary"][task].items()))
+    return result
+
+
+def evaluate_all(args):
+    """Find the models, draw the items, run every task on every model, write the report -> the results."""
+    start = time.time()
+    run, tasks, models, skipped = check_inputs(args)
+    if run.settings["threads"]:
+        torch.set_num_threads(run.settings["threads"])
+    for line in skipped:
+        run.log(f"skipped: {line}")
+
+    w = world.build_world(0)
+    items, heldout_source = run.timed("held-out items", lambda: draw_items(run, models, tasks, w))
+    results = [r for r in (evaluate_model(run, m, tasks, items, w, skipped) for m in models) if r is not None]
     if not results:  # nothing to report: say why instead of writing an empty table
         raise ValueError(f"none of the {len(models)} model(s) could be loaded, so there is no report: {skipped[-1]}")
+    contamination = run.timed("decontamination report", lambda: contamination_report(
+        NgramIndex(training_texts(models, w)), items, item_text))
 
-    t = time.time()
-    index = NgramIndex(training_texts(models, w))
-    contamination = contamination_report(index, items, item_text)
-    other_seconds["decontamination report"] = time.time() - t
-    table = write_report(out_dir, results, skipped, contamination, settings, timings,
-                         {"heldout_text": heldout_source, "other_seconds": other_seconds,
-                          "multimodal": multimodal_table(runs_dir / MULTIMODAL_FOLDER / "summary.json")})
-    print(f"\n{table}\n\ndone in {time.time() - start:.0f} s. Wrote {out_dir / 'report.md'} (open it first), "
-          f"report.png, summary.json and records/<model>/<task>.jsonl")
+    table = write_report(run, results, skipped, contamination, {
+        "heldout_text": heldout_source, "multimodal": multimodal_table(run.runs_dir / MULTIMODAL_FOLDER / "summary.json")})
+    run.log(f"\n{table}\n\ndone in {time.time() - start:.0f} s. Wrote {run.out_dir / 'report.md'} (open it first), "
+            f"report.png, summary.json and records/<model>/<task>.jsonl")
     return results
+
+
+def main(argv=None):
+    threads_before = torch.get_num_threads()
+    try:
+        return evaluate_all(parse_args(argv))
+    finally:
+        torch.set_num_threads(threads_before)  # main() may run inside another program (the tests)
 
 
 if __name__ == "__main__":
