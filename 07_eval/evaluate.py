@@ -71,6 +71,11 @@ PRESETS = {
 }
 
 PRESETS["small"] = PRESETS["tiny"]  # `pipeline.py --preset small`: the same items and budgets as tiny
+# --dry-run: a preset's code paths on 2 items per task, 2 code samples, short replies, to find a shape, memory or
+# precision error on a CPU before a GPU evening does (every model found is still evaluated).
+DRY_RUN = dict(items={task: 2 for task in PRESETS["tiny"]["items"]}, code_samples=2, pass_k=[1, 2], self_consistency=2,
+               max_new_tokens={"letter": 4, "math": 16, "describe": 8, "harmful": 8, "honesty": 8, "code": 8,
+                               "robustness": 8})
 
 # The models the pipeline makes, in the order of the table: (stage, the chapter that makes it, its command).
 EXPECTED = [("base", "03_pretrain", "python 03_pretrain/pretrain.py"), ("sft", "04_sft", "python 04_sft/sft.py"),
@@ -134,6 +139,7 @@ def parse_args(argv):
     add("--pass-k", help="code: comma-separated k of pass@k, each at most --samples (default: the preset's)")
     add("--device", help="cuda, mps or cpu (default: the first available)")
     add("--threads", type=cli.positive_int, help="CPU threads for torch (default: the preset's)")
+    add("--dry-run", action="store_true", help="the preset's code paths on 2 items per task (DRY_RUN)")
     return parser.parse_args(argv)
 
 
@@ -421,7 +427,7 @@ def select_models(models, names, runs_dir):
 
 
 def resolve_settings(args):
-    settings = json.loads(json.dumps(PRESETS[args.preset]))  # a deep copy
+    settings = json.loads(json.dumps({**PRESETS[args.preset], **(DRY_RUN if args.dry_run else {})}))  # a deep copy
     settings["preset"] = args.preset
     if args.samples:
         settings["code_samples"] = args.samples
