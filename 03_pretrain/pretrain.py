@@ -88,7 +88,7 @@ PRESETS = {
 }
 # --dry-run: a preset's model and code paths with tiny work (2 steps of 2 micro-batches of one sequence),
 # to find a shape, memory or precision error on a CPU in minutes before a GPU evening finds it at minute 40.
-# Data: the offline mini-world (300 kB) unless --data is given; no compile (chapter 03's --compile test covers
+# Data: the first 300 kB of the offline mini-world, or of --data; no compile (chapter 03's --compile test covers
 # it on the tiny model; on a GPU add --compile). Flags you pass still override these.
 DRY_RUN = dict(data="world", bytes=300_000, steps=2, batch_size=1, grad_accum=2, warmup_steps=1, compile=False,
                eval_interval=2, eval_batches=1, log_interval=1, sample_interval=0, sample_tokens=8)
