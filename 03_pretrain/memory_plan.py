@@ -219,7 +219,7 @@ def describe(model, batch_size, grad_accum, precision, device, context=None, sft
     return "\n".join(lines)
 
 
-def rl_plan(config, rows, minibatches, sequence_length, precision, algorithm="ppo", counts=None):
+def rl_plan(config, rows, minibatches, sequence_length, precision, algorithm="ppo", counts=None, score_chunk=None):
     """What chapter 05's PPO or GRPO stage (rl_loop.train_policy) holds, in bytes: an estimate from the
     same terms, not measured. rows = prompts_per_step x group_size replies per step, each at most
     sequence_length = prompt + max_new_tokens tokens; one update sees rows / minibatches of them.
@@ -230,9 +230,10 @@ def rl_plan(config, rows, minibatches, sequence_length, precision, algorithm="pp
         reward_model   4N: a frozen copy of the SFT body with a score head (PPO; GRPO trains on the gold
                        reward and loads none)
         kv_cache       the rollout's cache, 2 n_layer C a bytes per token of rows x sequence_length
-        scoring        the no-grad passes over all rows (pi_old, the reference, the reward model) turn the
-                       logits into log-probs and entropy (logprobs_from_logits): logits a, log p 4, p 4,
-                       p log p 4 bytes per vocabulary entry at once, (a + 12) rows T V
+        scoring        the no-grad passes (pi_old, the reference, the reward model), score_chunk rows at a time
+                       (rl_loop's RLConfig.score_chunk; None: all rows at once), turn the logits into log-probs
+                       and entropy (logprobs_from_logits): logits a, log p 4, p 4, p log p 4 bytes per
+                       vocabulary entry at once, (a + 12) min(rows, score_chunk) T V
         update         one minibatch with gradients: the blocks as in training (padded rows carry a mask
                        like sft=True's) + the head's log p and p (8 V per token) + the loss backward 8 B T V
     peak = policy + reference + reward_model + 16-bit weight copies + max(kv_cache, scoring, update).
@@ -246,7 +247,7 @@ def rl_plan(config, rows, minibatches, sequence_length, precision, algorithm="pp
             "reference": 4 * n_params, "reward_model": 4 * n_params if algorithm == "ppo" else 0,
             "weight_copies": state_bytes(n_params, n_matmul, precision)["weight_copies"],
             "kv_cache": 2 * config.n_layer * config.n_embd * a * rows * T,
-            "scoring": (a + 12) * rows * T * V, "update": update}
+            "scoring": (a + 12) * min(rows, score_chunk or rows) * T * V, "update": update}
     plan["total"] = plan["policy"] + plan["reference"] + plan["reward_model"] + plan["weight_copies"] \
         + max(plan["kv_cache"], plan["scoring"], plan["update"])
     return plan

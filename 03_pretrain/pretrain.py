@@ -86,6 +86,12 @@ PRESETS = {
                  optimizer="ours", precision="auto", compile=True, eval_interval=250, eval_batches=50,
                  log_interval=10, sample_interval=500, prompt="Once upon a time", sample_tokens=100),
 }
+# --dry-run: a preset's model and code paths with tiny work (2 steps of 2 micro-batches of one sequence),
+# to find a shape, memory or precision error on a CPU in minutes before a GPU evening finds it at minute 40.
+# Data: the first 300 kB of the offline mini-world, or of --data; no compile (chapter 03's --compile test covers
+# it on the tiny model; on a GPU add --compile). Flags you pass still override these.
+DRY_RUN = dict(data="world", bytes=300_000, steps=2, batch_size=1, grad_accum=2, warmup_steps=1, compile=False,
+               eval_interval=2, eval_batches=1, log_interval=1, sample_interval=0, sample_tokens=8)
 
 
 def parse_args(argv=None):
@@ -96,6 +102,8 @@ def parse_args(argv=None):
     add("--resume", action="store_true", help="continue from --out-dir/ckpt.pt (its settings fill in missing flags)")
     add("--overwrite", action="store_true", help="start a new run in an --out-dir that holds one (replacing it)")
     add("--out-dir", default=None, help=f"where everything goes (default: {DEFAULT_OUT_DIR})")
+    add("--dry-run", action="store_true", help="the preset's model and code paths, tiny work: 2 steps, "
+                                               "one-sequence micro-batches, the offline mini-world (DRY_RUN)")
     data = parser.add_argument_group("data")
     data.add_argument("--data", help=f"corpus: one of {dataset.SOURCES}, or a UTF-8 file or folder of .txt files")
     data.add_argument("--bytes", type=count, help="use only the first N bytes of the corpus")
@@ -144,6 +152,8 @@ def resolve_settings(args):
     that holds one (cli.check_out_dir) and --resume where there is nothing to resume."""
     out_dir = cli.check_out_dir(args.out_dir or DEFAULT_OUT_DIR, args.resume, args.overwrite)
     settings = dict(PRESETS[args.preset], seed=1337, device=None, peak_flops=None, stop_at=None)
+    if args.dry_run:
+        settings.update(DRY_RUN)
     saved = {}
     if args.resume:
         checkpoint = read_run_checkpoint(out_dir, "pretrain.py")
@@ -165,8 +175,10 @@ def load_gpt2_tokenizer():
     try:
         return bpe.Tokenizer.from_tiktoken(tiktoken.get_encoding("gpt2"))
     except Exception as error:  # tiktoken downloads the vocabulary on first use
-        raise ConnectionError(f"could not load tiktoken's 'gpt2' encoding ({error}). It is downloaded once; offline, "
-                         f"set TIKTOKEN_CACHE_DIR to a folder that holds it, or pass --tokenizer PATH") from None
+        raise ConnectionError(f"GPT-2's tokenizer is not in tiktoken's cache and could not be downloaded "
+                              f"({type(error).__name__}): run once online (tiktoken keeps it in TIKTOKEN_CACHE_DIR, "
+                              f"else $TMPDIR/data-gym-cache), or offline set TIKTOKEN_CACHE_DIR to a folder that "
+                              f"holds it, or pass --tokenizer PATH") from None
 
 
 def prepare_data(settings, out_dir, rank=0, verbose=True, expect=None):

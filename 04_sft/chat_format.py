@@ -182,3 +182,10 @@ def show_mask(ids, loss_mask, tokenizer):
         inside = bool(learn)
         out.append(tokenizer.decode([token]))
     return "".join(out) + ("]]" if inside else "")
+
+
+def reply_text(tokenizer, ids):
+    """The text of sampled ids. Ids at or past the tokenizer's vocabulary have no text and are dropped: the rows
+    that pad a model's embedding for speed (GPT-2's 50257 -> 50304) still get a little probability, and a barely
+    trained model samples them (chapter 03's samples drop them the same way)."""
+    return tokenizer.decode([i for i in ids if i < tokenizer.vocab_size])

@@ -26,7 +26,7 @@ for chapter in ["01_tokenizer", "02_transformer", "03_pretrain"]:  # the earlier
 
 import cli  # noqa: E402  (chapter 01: atomic writes)
 import world  # noqa: E402  (chapter 03: the mini-world, for plural())
-from chat_format import END, render_chat  # noqa: E402  (this chapter)
+from chat_format import END, render_chat, reply_text  # noqa: E402  (this chapter)
 from hardware import autocast  # noqa: E402  (chapter 03)
 
 
@@ -185,7 +185,7 @@ def generate_replies(model, tokenizer, conversations, max_new_tokens=128, batch_
                                            stop_tokens=[end_id], seed=None if seed is None else seed + start)
         for tokens in outputs:
             ended = bool(tokens) and tokens[-1] == end_id
-            results.append((tokenizer.decode(tokens[:-1] if ended else tokens), ended))
+            results.append((reply_text(tokenizer, tokens[:-1] if ended else tokens), ended))
     return results
 
 

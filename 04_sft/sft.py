@@ -78,6 +78,11 @@ PRESETS = {
                  eval_interval=250, eval_batches=20, log_interval=10, packing=True, mix_scale=4.0,
                  max_new_tokens=160),
 }
+# --dry-run: a preset's model and code paths with tiny work (2 steps of 2 one-row micro-batches, 2% of the mix,
+# 2 held-out prompts per task, short replies), to find a shape, memory or precision error on a CPU before a GPU
+# evening does; no compile (add --compile on a GPU). Flags you pass still override these.
+DRY_RUN = dict(steps=2, batch_size=1, grad_accum=2, warmup_steps=1, compile=False, eval_interval=2, eval_batches=1,
+               log_interval=1, mix_scale=0.02, eval_per_task=2, max_new_tokens=16)
 WORLD_SEED = 0  # build_world(0): the world chapter 03's corpus describes
 ROBUSTNESS_ITEMS = 30  # held-out items per robustness row (robustness.py), measured after SFT only
 
@@ -91,6 +96,8 @@ def parse_args(argv=None):
     add("--out-dir", default=None, help=f"where everything goes (default: {DEFAULT_OUT_DIR})")
     add("--resume", action="store_true", help="continue from --out-dir/ckpt.pt (its settings fill in missing flags)")
     add("--overwrite", action="store_true", help="start a new run in an --out-dir that holds one (replacing it)")
+    add("--dry-run", action="store_true", help="the preset's model and code paths, tiny work: 2 steps, 2%% of the "
+                                               "mix, 2 prompts per task (DRY_RUN)")
     data = parser.add_argument_group("data")
     data.add_argument("--data", action="append",
                       help="'world' (the mini-world instruction mix) or a JSONL file; repeat to combine "
@@ -134,6 +141,8 @@ def resolve_settings(args):
     out_dir = cli.check_out_dir(args.out_dir or DEFAULT_OUT_DIR, args.resume, args.overwrite)
     settings = dict(PRESETS[args.preset], data=["world"], mix=None, eval_per_task=None, seed=1337, device=None,
                     stop_at=None, math_style="steps")
+    if args.dry_run:
+        settings.update(DRY_RUN)
     saved = {}
     if args.resume:
         checkpoint = read_run_checkpoint(out_dir, "sft.py")

@@ -33,7 +33,7 @@ for chapter in ["01_tokenizer", "02_transformer", "03_pretrain", "04_sft"]:  # t
     if str(REPO / chapter) not in sys.path:
         sys.path.append(str(REPO / chapter))
 
-from chat_format import END, render_chat  # noqa: E402  (chapter 04)
+from chat_format import END, render_chat, reply_text  # noqa: E402  (chapter 04)
 from checkpoint import model_config_dict, read_checkpoint, save_checkpoint  # noqa: E402  (chapter 03)
 from generation import rollout  # noqa: E402  (chapter 02)
 from hardware import autocast  # noqa: E402  (chapter 03)
@@ -93,7 +93,8 @@ class RLConfig:
     seed: int = 0
     checkpoint_interval: int = 20
     log_interval: int = 5
-    precision: str = "fp32"
+    precision: str = "fp32"        # fp16: the losses are scaled (a GradScaler), as in chapter 03's loop
+    score_chunk: int = 32          # rows per pass when scoring a rollout (bounds the (rows, T, vocab) logits)
     stop_at: int | None = None     # stop after this step as if interrupted
 
 
@@ -110,8 +111,9 @@ def check_rl_config(config):
     if config.algorithm == "grpo" and config.group_size < 2:
         raise ValueError("GRPO needs group_size >= 2: its baseline is the mean of the group")
     if min(config.steps, config.prompts_per_step, config.group_size, config.max_new_tokens, config.epochs,
-           config.minibatches) < 1:
-        raise ValueError("steps, prompts_per_step, group_size, max_new_tokens, epochs and minibatches must be >= 1")
+           config.minibatches, config.score_chunk) < 1:
+        raise ValueError("steps, prompts_per_step, group_size, max_new_tokens, epochs, minibatches and score_chunk "
+                         "must be >= 1")
     if config.minibatches > config.prompts_per_step * config.group_size:
         raise ValueError("more minibatches than replies per step")
 
@@ -141,7 +143,7 @@ def decode_replies(responses, tokenizer):
     out = []
     for tokens in responses:
         ended = bool(tokens) and tokens[-1] == end_id
-        out.append((tokenizer.decode(tokens[:-1] if ended else tokens), ended))
+        out.append((reply_text(tokenizer, tokens[:-1] if ended else tokens), ended))
     return out
 
 
@@ -192,22 +194,36 @@ def roll_out(policy, examples, tokenizer, config, step):
     return batch, r, decode_replies(r.responses, tokenizer), time.time() - t0
 
 
+def in_chunks(score, n_rows, chunk):
+    """score(rows) for consecutive row slices of at most `chunk` rows, the (B, ...) results concatenated: what
+    one call on every row returns, with the memory of one chunk. The (rows, T, vocab) logits are the big tensor:
+    at gpt2 size GRPO's 256 replies of ~300 tokens would hold 256 x 300 x 50304 x 4 bytes = 15 GB at once.
+    A score that returns a tuple gets a tuple of concatenations (None stays None)."""
+    results = [score(slice(start, start + chunk)) for start in range(0, n_rows, chunk)]
+    if isinstance(results[0], tuple):
+        return tuple(None if parts[0] is None else torch.cat(parts) for parts in zip(*results))
+    return torch.cat(results)
+
+
 @torch.no_grad()
 def score_rollout(policy, value_head, ref_model, reward_model, examples, tokenizer, config, step):
     """Steps 1-4: roll out, then the gold reward, the reward model's score, pi_old's and the reference's
-    log-probs and (PPO) the values, in one pass without gradients -> Experience."""
+    log-probs and (PPO) the values, without gradients, config.score_chunk rows at a time -> Experience."""
     batch, r, replies, seconds = roll_out(policy, examples, tokenizer, config, step)
     device = next(policy.parameters()).device
     gold = torch.tensor([gold_reward(e, text, ended) for e, (text, ended) in zip(batch, replies)], device=device)
     ids, attention_mask, mask = r.ids, r.attention_mask, r.response_mask
+    B, chunk = ids.size(0), config.score_chunk
     with autocast(device.type, config.precision):
         # pi_old (and PPO's values) from one pass of the policy, the computation the update repeats with
         # gradients: the ratio is exactly 1 at the first update. (The rollout's own log-probs come from the
         # KV-cache path and differ by float rounding, more under bf16: a ratio that starts off 1.)
-        old_logprobs, _, old_values = policy_forward(policy, value_head, ids, attention_mask, mask,
-                                                     config.temperature)
-        ref_logprobs = sequence_logprobs(ref_model, ids, mask, attention_mask, config.temperature).token_logprobs
-        rm_scores = reward_model(ids, attention_mask) if reward_model is not None else torch.zeros_like(gold)
+        old_logprobs, _, old_values = in_chunks(lambda rows: policy_forward(
+            policy, value_head, ids[rows], attention_mask[rows], mask[rows], config.temperature), B, chunk)
+        ref_logprobs = in_chunks(lambda rows: sequence_logprobs(ref_model, ids[rows], mask[rows], attention_mask[rows],
+                                                                config.temperature).token_logprobs, B, chunk)
+        rm_scores = in_chunks(lambda rows: reward_model(ids[rows], attention_mask[rows]), B, chunk) \
+            if reward_model is not None else torch.zeros_like(gold)
     return Experience(batch, replies, ids, attention_mask, mask, old_logprobs, ref_logprobs, old_values, gold,
                       rm_scores, rm_scores if config.reward == "rm" else gold, seconds)
 
@@ -256,9 +272,13 @@ def minibatch_loss(policy, value_head, exp, advantages, returns, rows, config, k
                   "approx_kl": approx_kl, "entropy": masked_mean(entropy, m)}
 
 
-def update_policy(policy, value_head, optimizer, exp, advantages, returns, config, step, kl_coef):
+def update_policy(policy, value_head, optimizer, exp, advantages, returns, config, step, kl_coef, scaler=None):
     """Step 6: epochs x minibatches of clipped-loss updates (the row order seeded by the step) -> the mean
-    of each logged loss over the updates. GRPO updates on the replies with A != 0 only."""
+    of each logged loss over the updates. GRPO updates on the replies with A != 0 only. scaler: fp16's
+    GradScaler (chapter 03's loop explains it): the loss is scaled up before backward so small gradients do not
+    underflow to 0 in fp16, the gradients are scaled back before clipping, and a step whose gradients overflowed
+    is skipped. None (or disabled): no scaling."""
+    scaler = scaler or torch.amp.GradScaler(enabled=False)
     sums, n_updates = {}, 0
     generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
     learning_rows = torch.arange(exp.ids.size(0), device=exp.ids.device)
@@ -270,10 +290,12 @@ def update_policy(policy, value_head, optimizer, exp, advantages, returns, confi
         order = learning_rows[torch.randperm(learning_rows.numel(), generator=generator).to(exp.ids.device)]
         for rows in order.chunk(min(config.minibatches, learning_rows.numel())):
             loss, logged = minibatch_loss(policy, value_head, exp, advantages, returns, rows, config, kl_coef)
-            loss.backward()
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)  # (no-op unless fp16) so clipping sees the true gradients
             clip_grad_norm([p for group in optimizer.param_groups for p in group["params"]],
                            config.grad_clip or float("inf"))
-            optimizer.step()
+            scaler.step(optimizer)  # skipped when a gradient is inf or nan (fp16 overflow); the scale then drops
+            scaler.update()
             optimizer.zero_grad(set_to_none=True)
             for name, value in logged.items():
                 sums[name] = sums.get(name, 0.0) + float(value.detach())
@@ -281,7 +303,8 @@ def update_policy(policy, value_head, optimizer, exp, advantages, returns, confi
     return {name: total / n_updates for name, total in sums.items()}
 
 
-def rl_step(policy, value_head, ref_model, reward_model, optimizer, examples, tokenizer, config, step, kl_coef):
+def rl_step(policy, value_head, ref_model, reward_model, optimizer, examples, tokenizer, config, step, kl_coef,
+            scaler=None):
     """One step, as numbered in the module docstring: rollout -> score -> advantages -> update; returns
     the step's log record (see LOGGED)."""
     exp = score_rollout(policy, value_head, ref_model, reward_model, examples, tokenizer, config, step)
@@ -289,7 +312,7 @@ def rl_step(policy, value_head, ref_model, reward_model, optimizer, examples, to
         advantages, returns = ppo_advantages(exp, config, kl_coef)
     else:
         advantages, returns = grpo_advantages(exp, config)
-    losses = update_policy(policy, value_head, optimizer, exp, advantages, returns, config, step, kl_coef)
+    losses = update_policy(policy, value_head, optimizer, exp, advantages, returns, config, step, kl_coef, scaler)
     mask = exp.response_mask
     return {"step": step + 1, "gold_reward": exp.gold.mean().item(), "rm_score": exp.rm_scores.float().mean().item(),
             "kl": kl_per_reply(exp.old_logprobs, exp.ref_logprobs, mask).mean().item(), "kl_coef": kl_coef,
@@ -305,17 +328,19 @@ def steps_done(meta):
 
 
 def trainable_parts(policy, config):
-    """The value head (PPO only, else None) and one AdamW over the policy and the value head."""
+    """The value head (PPO only, else None), one AdamW over the policy and the value head, and the GradScaler
+    (enabled for fp16 only)."""
     policy.requires_grad_(True)  # (a deep copy of the frozen reference model arrives frozen)
     device = next(policy.parameters()).device
     value_head = ValueHead(policy.config.n_embd).to(device) if config.algorithm == "ppo" else None
     trained = nn.ModuleDict({"policy": policy, **({"value_head": value_head} if value_head is not None else {})})
-    return value_head, make_optimizer(trained, config.lr, config.weight_decay, betas=(0.9, 0.95))
+    scaler = torch.amp.GradScaler(device.type, enabled=config.precision == "fp16")
+    return value_head, make_optimizer(trained, config.lr, config.weight_decay, betas=(0.9, 0.95)), scaler
 
 
-def resume_rl(ckpt_path, metrics_path, policy, value_head, optimizer, log, algorithm):
-    """Load what a checkpoint saved (policy, value head, optimizer), cut metrics.jsonl back to its step ->
-    (step, kl_coef)."""
+def resume_rl(ckpt_path, metrics_path, policy, value_head, optimizer, scaler, log, algorithm):
+    """Load what a checkpoint saved (policy, value head, optimizer, fp16's loss scale), cut metrics.jsonl back
+    to its step -> (step, kl_coef)."""
     saved = read_checkpoint(ckpt_path)
     if saved.get("model_config") != model_config_dict(policy):
         raise ValueError(f"{ckpt_path} was saved from another model config: start a fresh run (--overwrite)")
@@ -323,6 +348,8 @@ def resume_rl(ckpt_path, metrics_path, policy, value_head, optimizer, log, algor
     if value_head is not None:
         value_head.load_state_dict(saved["value_head"])
     optimizer.load_state_dict(saved["optimizer"])
+    if saved.get("scaler"):
+        scaler.load_state_dict(saved["scaler"])
     keep_records_until(metrics_path, saved["step"])
     log(f"resuming {algorithm} from {ckpt_path} at step {saved['step']}")
     return saved["step"], saved["kl_coef"]
@@ -339,12 +366,13 @@ def freeze_for_rollouts(policy, ref_model, reward_model):
         reward_model.requires_grad_(False)
 
 
-def save_rl_checkpoint(ckpt_path, policy, value_head, optimizer, step, kl_coef, config, checkpoint_extra):
-    """A chat checkpoint (stage config.algorithm) plus what resuming needs: value head, optimizer, step, beta."""
+def save_rl_checkpoint(ckpt_path, policy, value_head, optimizer, scaler, step, kl_coef, config, checkpoint_extra):
+    """A chat checkpoint (stage config.algorithm) plus what resuming needs: value head, optimizer, fp16's loss
+    scale, step, beta."""
     save_checkpoint(ckpt_path, {
         "model": policy.state_dict(), "model_config": model_config_dict(policy), "stage": config.algorithm,
         "value_head": value_head.state_dict() if value_head is not None else {},
-        "optimizer": optimizer.state_dict(), "step": step, "kl_coef": kl_coef,
+        "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "step": step, "kl_coef": kl_coef,
         "rl_config": dataclasses.asdict(config), **(checkpoint_extra or {})})
 
 
@@ -369,12 +397,13 @@ def train_policy(policy, ref_model, examples, tokenizer, config, out_dir, reward
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path, metrics_path = out_dir / "ckpt.pt", out_dir / "metrics.jsonl"
-    value_head, optimizer = trainable_parts(policy, config)
+    value_head, optimizer, scaler = trainable_parts(policy, config)
     kl_controller = AdaptiveKLController(config.kl_coef, config.adaptive_kl_target, config.adaptive_kl_horizon) \
         if config.adaptive_kl_target else None
     kl_coef, step = config.kl_coef, 0
     if resume and ckpt_path.exists():
-        step, kl_coef = resume_rl(ckpt_path, metrics_path, policy, value_head, optimizer, log, config.algorithm)
+        step, kl_coef = resume_rl(ckpt_path, metrics_path, policy, value_head, optimizer, scaler, log,
+                                  config.algorithm)
         if kl_controller is not None:
             kl_controller.value = kl_coef
     else:
@@ -387,7 +416,7 @@ def train_policy(policy, ref_model, examples, tokenizer, config, out_dir, reward
         for group in optimizer.param_groups:
             group["lr"] = config.lr
         record = rl_step(policy, value_head, ref_model, reward_model, optimizer, examples, tokenizer, config, step,
-                         kl_coef)
+                         kl_coef, scaler)
         step += 1
         if kl_controller is not None:
             kl_coef = kl_controller.update(record["kl"], config.prompts_per_step * config.group_size)
@@ -396,7 +425,9 @@ def train_policy(policy, ref_model, examples, tokenizer, config, out_dir, reward
         if step % config.log_interval == 0 or step == stop:
             log_rl_step(log, config, record, step, stop, (time.time() - t_start) / (step - start_step))
         if step % config.checkpoint_interval == 0 or step == stop:
-            save_rl_checkpoint(ckpt_path, policy, value_head, optimizer, step, kl_coef, config, checkpoint_extra)
+            save_rl_checkpoint(ckpt_path, policy, value_head, optimizer, scaler, step, kl_coef, config,
+                               checkpoint_extra)
     if record is None and not ckpt_path.exists():
-        save_rl_checkpoint(ckpt_path, policy, value_head, optimizer, step, kl_coef, config, checkpoint_extra)
+        save_rl_checkpoint(ckpt_path, policy, value_head, optimizer, scaler, step, kl_coef, config,
+                               checkpoint_extra)
     return {"step": step, "wall_seconds": time.time() - t_start, "kl_coef": kl_coef, "last": record}

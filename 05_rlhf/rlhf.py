@@ -23,6 +23,7 @@ dpo.py, grpo.py and rl_loop.py. Every policy checkpoint (ppo/dpo/grpo ckpt.pt) i
 import copy
 import dataclasses
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -92,6 +93,13 @@ PRESETS = {
         eval_tokens=160, precision="auto"),
 }
 PRESETS["small"] = PRESETS["tiny"]  # chapter 04's small chat model (5.3M parameters): the same settings
+# --dry-run: a preset's model and code paths with tiny work (each stage 1-2 steps on a handful of prompts, short
+# replies), to find a shape, memory or precision error on a CPU before a GPU evening does. Flags still override.
+DRY_RUN = dict(pair_scale=0.01, sampled_prompts=4, heldout_prompts=4, sample_tokens=8, rm_steps=2, rm_batch=2,
+               dpo_steps=2, dpo_batch=2, eval_tokens=8, kl_prompts=4, eval_per_task=2,
+               ppo=dict(steps=1, prompts_per_step=2, max_new_tokens=8, minibatches=1),
+               grpo=dict(steps=1, prompts_per_step=2, group_size=2, max_new_tokens=8, minibatches=1),
+               overopt=dict(steps=1, prompts_per_step=2))
 
 
 @dataclasses.dataclass
@@ -155,11 +163,15 @@ def parse_args(argv=None):
     add("--length-bias", type=cli.finite_float, help="the labeller's utility per word of a reply")
     add("--eval-per-task", type=cli.positive_int, help="at most this many held-out prompts per task")
     add("--stop-at", type=cli.positive_int, help="stop each training stage after this step, as if interrupted")
+    add("--dry-run", action="store_true", help="the preset's model and code paths, tiny work: each stage 1-2 steps "
+                                               "on a handful of prompts (DRY_RUN)")
     return parser.parse_args(argv)
 
 
 def resolve_settings(args):
     settings = json.loads(json.dumps(PRESETS[args.preset]))  # a deep copy
+    for key, value in (DRY_RUN if args.dry_run else {}).items():  # a section (ppo, grpo, ...) keeps its other keys
+        settings[key] = {**settings[key], **value} if isinstance(value, dict) else value
     for flag, (section, key) in {"ppo_steps": ("ppo", "steps"), "grpo_steps": ("grpo", "steps"),
                                  "kl_coef": ("ppo", "kl_coef"), "ppo_lr": ("ppo", "lr"),
                                  "grpo_lr": ("grpo", "lr"), "kl_target": ("ppo", "adaptive_kl_target"),
@@ -171,7 +183,8 @@ def resolve_settings(args):
     for flag in ("rm_steps", "dpo_steps", "labeller_tau", "length_bias"):
         if getattr(args, flag) is not None:
             settings[flag] = getattr(args, flag)
-    settings.update(seed=args.seed, preset=args.preset, sft=str(args.sft), eval_per_task=args.eval_per_task)
+    settings.update(seed=args.seed, preset=args.preset, sft=str(args.sft),
+                    eval_per_task=args.eval_per_task or settings.get("eval_per_task"))
     return settings
 
 
@@ -440,6 +453,9 @@ def check_prerequisites(out_dir, stages, settings):
 def check_inputs(args, log):
     """Every input checked before anything is written -> (stages, the Run every stage shares)."""
     stages = parse_stages(args.stages)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # torchrun: N copies would write one folder
+        raise ValueError("RL runs on one process: rollouts, scoring and updates are not split across processes "
+                         "here; run  python 05_rlhf/rlhf.py ...  without torchrun")
     if args.resume and args.overwrite:
         raise ValueError("--resume continues a run and --overwrite replaces it: pass one of them")
     settings = resolve_settings(args)

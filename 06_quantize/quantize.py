@@ -88,6 +88,11 @@ PRESETS = {
 }
 # `pipeline.py --preset small`: the tiny settings (group 64 divides the small model's widths 256 and 1024 too)
 PRESETS["small"] = PRESETS["tiny"]
+# --dry-run: a preset's model and code paths with tiny work (2 calibration windows, one perplexity window, 2
+# prompts per task, the 4-bit rows only, one sweep point), to find a shape, memory or precision error on a CPU
+# before a GPU evening does. Flags you pass still override these.
+DRY_RUN = dict(calib_samples=2, ppl_batches=1, ppl_batch_size=1, eval_per_task=2, max_new_tokens=8, speed_tokens=8,
+               sweep=[6.0], plot_bits=[2], weight_bits=[4])
 INT8_METHODS = [("int8_absmax", "absmax"), ("int8_zeropoint", "zeropoint"), ("int8_rowwise", "rowwise"),
                 ("int8_vectorwise", "vectorwise"), ("llm_int8", "llm_int8")]
 STAGING = ".staging"  # where a run writes until it is complete (publish() moves it into --out-dir)
@@ -129,6 +134,8 @@ def parse_args(argv):
     add("--device", help="cuda, mps or cpu (default: the preset's, or the first available)")
     add("--threads", type=cli.positive_int, help="CPU threads for torch (default: the preset's; gpt2: torch's)")
     add("--seed", type=cli.non_negative_int, default=0, help="seed of the calibration windows (default 0)")
+    add("--dry-run", action="store_true", help="the preset's model and code paths, tiny work: 2 calibration windows, "
+                                               "2 prompts per task, the 4-bit rows (DRY_RUN)")
     return parser.parse_args(argv)
 
 
@@ -206,13 +213,14 @@ def measure(model, tokenizer, data, examples, chats, settings, device):
 
 
 def resolve_settings(args):
-    settings = dict(PRESETS[args.preset])
+    settings = {**PRESETS[args.preset], "weight_bits": [4, 3], **(DRY_RUN if args.dry_run else {})}
     for key in ("group_size", "act_order", "calib_samples", "eval_per_task", "max_new_tokens", "ppl_batches",
                 "device", "threads"):
         if getattr(args, key) is not None:
             settings[key] = getattr(args, key)
     settings["seed"] = args.seed
-    settings["weight_bits"] = parse_bits(args.bits) if args.bits else [4, 3]
+    if args.bits:
+        settings["weight_bits"] = parse_bits(args.bits)
     return settings
 
 

@@ -72,6 +72,11 @@ PRESETS = {
 }
 
 PRESETS["small"] = PRESETS["tiny"]  # `pipeline.py --preset small`: the same items and budgets as tiny
+# --dry-run: a preset's code paths on 2 items per task, 2 code samples, short replies, to find a shape, memory or
+# precision error on a CPU before a GPU evening does (every model found but one quantized one: dry_run_models).
+DRY_RUN = dict(items={task: 2 for task in PRESETS["tiny"]["items"]}, code_samples=2, pass_k=[1, 2], self_consistency=2,
+               max_new_tokens={"letter": 4, "math": 16, "describe": 8, "harmful": 8, "honesty": 8, "code": 8,
+                               "robustness": 8})
 
 # The models the pipeline makes, in the order of the table: (stage, the chapter that makes it, its command).
 EXPECTED = [("base", "03_pretrain", "python 03_pretrain/pretrain.py"), ("sft", "04_sft", "python 04_sft/sft.py"),
@@ -144,6 +149,8 @@ def parse_args(argv):
     add("--pass-k", help="code: comma-separated k of pass@k, each at most --samples (default: the preset's)")
     add("--device", help="cuda, mps or cpu (default: the first available)")
     add("--threads", type=cli.positive_int, help="CPU threads for torch (default: the preset's)")
+    add("--dry-run", action="store_true", help="the preset's code paths on 2 items per task (DRY_RUN), every model "
+                                               "but one quantized one")
     return parser.parse_args(argv)
 
 
@@ -444,7 +451,7 @@ def select_models(models, names, runs_dir):
 
 
 def resolve_settings(args):
-    settings = json.loads(json.dumps(PRESETS[args.preset]))  # a deep copy
+    settings = json.loads(json.dumps({**PRESETS[args.preset], **(DRY_RUN if args.dry_run else {})}))  # a deep copy
     settings["preset"] = args.preset
     if args.samples:
         settings["code_samples"] = args.samples
@@ -474,7 +481,17 @@ def check_inputs(args):
         raise FileNotFoundError(f"--runs-dir {runs_dir} is not a folder: run the pipeline first (python pipeline.py)")
     run = Run(runs_dir, out_dir, hardware.pick_device(args.device), settings, lambda *a: print(*a, flush=True))
     models, skipped = find_models(runs_dir, args.ckpt or [])
+    if args.dry_run and args.models is None:
+        models = dry_run_models(models)
     return run, tasks, select_models(models, args.models, runs_dir), skipped
+
+
+def dry_run_models(models):
+    """--dry-run: every model but one quantized one (a GPTQ model if there is one): chapter 06's dry run has
+    generated with each of its models already, and on a CPU the int8 ones decode at ~1 token/s at gpt2 size."""
+    quantized = [m for m in models if m["meta"]["format"] == "quantized"]
+    kept = ([m for m in quantized if m["stage"].startswith("gptq")] or quantized)[:1]
+    return [m for m in models if m["meta"]["format"] != "quantized" or m in kept]
 
 
 def draw_items(run, models, tasks, w):

@@ -27,7 +27,7 @@ for chapter in ["01_tokenizer", "02_transformer", "03_pretrain", "04_sft"]:  # t
     if str(REPO / chapter) not in sys.path:
         sys.path.append(str(REPO / chapter))
 
-from chat_format import BOS, END, render_chat  # noqa: E402  (chapter 04)
+from chat_format import BOS, END, render_chat, reply_text  # noqa: E402  (chapter 04)
 from generation import generate_batch  # noqa: E402  (chapter 02)
 from hardware import autocast  # noqa: E402  (chapter 03)
 from logprobs import sequence_logprobs  # noqa: E402  (chapter 02)
@@ -156,11 +156,11 @@ class LanguageModel:
             with autocast(self.device.type, self.precision):
                 outputs = generate_batch(self.model, chunk, max_new_tokens, temperature=temperature, top_k=top_k,
                                          stop_tokens=stop_tokens, seed=None if seed is None else seed + batch,
-                                         stop_strings=stop_strings, decode=self.tokenizer.decode)
+                                         stop_strings=stop_strings, decode=lambda ids: reply_text(self.tokenizer, ids))
             for tokens in outputs:
                 if tokens and tokens[-1] in stop_tokens:
                     tokens = tokens[:-1]
-                text = self.tokenizer.decode(tokens)
+                text = reply_text(self.tokenizer, tokens)
                 for stop in stop_strings or []:
                     text = text.split(stop)[0]
                 replies.append(text.rstrip())  # leading spaces stay: a base model's code body is indented

@@ -1691,3 +1691,50 @@ def test_a_presets_bf16_falls_back_to_fp32_only_on_a_cpu_without_bf16_instructio
     assert hardware.cpu_preset_precision("fp32", "cpu", asked=False) == ("fp32", None)
     monkeypatch.setattr(hardware, "cpu_has_fast_bf16", lambda: True)
     assert hardware.cpu_preset_precision("bf16", "cpu", asked=False) == ("bf16", None)
+
+
+# ---- the dry run of a GPU preset (pipeline.py --preset gpt2 --dry-run)
+
+DRY_RUN_OUTPUTS = ["03_pretrain/ckpt.pt", "03_pretrain/loss.png", "04_sft/ckpt.pt", "04_sft/sft_eval.md",
+                   "05_rlhf/preferences/train.jsonl", "05_rlhf/reward_model/ckpt.pt", "05_rlhf/ppo/ckpt.pt",
+                   "05_rlhf/dpo/ckpt.pt", "05_rlhf/grpo/ckpt.pt", "05_rlhf/rlhf_eval.md", "06_quantize/results.md",
+                   "06_quantize/gptq4_g128/ckpt.pt", "07_eval/report.md"]
+
+
+def test_dry_run_of_the_gpt2_preset_at_a_reduced_width(tmp_path):
+    """The gpt2 preset's code paths end to end, as `pipeline.py --preset gpt2 --dry-run` runs them, at a width
+    a test can afford: chapter 03 (here in-process) with 1 layer of width 128 (a multiple of 06's group size
+    128), context 128 and a 500-token BPE, padded to 512 rows as GPT-2's 50257 to 50304 (GPT-2's own tokenizer
+    needs tiktoken's cache: the full-size dry run in the lesson's appendix uses it), then the pipeline runs
+    04-07 with --dry-run into its own --runs-dir. Every chapter must end with the files a real run writes."""
+    import pretrain
+    runs = tmp_path / "runs"
+    prefix = tmp_path / "bpe" / "tokenizer"
+    dataset.train_tokenizer(world.make_corpus(60_000), vocab_size=500, save_prefix=prefix)  # padded to 512
+    pretrain.main(["--preset", "gpt2", "--dry-run", "--tokenizer", str(prefix), "--n-layer", "1", "--n-embd", "128",
+                   "--n-head", "2", "--context", "128", "--device", "cpu", "--out-dir", str(runs / "03_pretrain")])
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    done = subprocess.run([sys.executable, str(REPO / "pipeline.py"), "--preset", "gpt2", "--dry-run", "--runs-dir",
+                           str(runs), "--start", "4", "--device", "cpu"], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    missing = [path for path in DRY_RUN_OUTPUTS if not (runs / path).is_file()]
+    assert not missing, missing
+    assert "--dry-run" in done.stdout and "== 08_multimodal: no --dry-run" in done.stdout
+    assert json.loads((runs / "05_rlhf" / "rlhf_eval.json").read_text())  # every stage of 05 ran to its end
+
+
+def test_dry_run_without_gpt2s_tokenizer_says_where_tiktoken_keeps_it(tmp_path, monkeypatch, capsys):
+    import cli
+    import pretrain
+
+    def offline(name):
+        raise OSError("Failed to resolve 'openaipublic.blob.core.windows.net'")  # what requests says, and more
+
+    monkeypatch.setattr(tiktoken, "get_encoding", offline)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run(pretrain.main, ["--preset", "gpt2", "--dry-run", "--device", "cpu", "--out-dir", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1
+    assert "GPT-2's tokenizer is not in tiktoken's cache" in err and "TIKTOKEN_CACHE_DIR" in err
+    assert not (tmp_path / "out").exists(), "nothing is written before the tokenizer is there"

@@ -1221,3 +1221,14 @@ def test_direct_math_style_trains_chapter_07s_control(sft_run, tmp_path):
                            log=lambda *a: None)[0]
     assert batches.rows["train"][0].shape != steps.rows["train"][0].shape or \
         not (batches.rows["train"][0] == steps.rows["train"][0]).all()  # the math replies differ
+
+
+def test_reply_text_drops_the_ids_of_a_padded_vocabulary():
+    """GPT-2's preset pads the embedding from 50257 (+ the chat tokens) to 50304 rows: a barely trained model
+    samples those ids, which no tokenizer can decode (the gpt2 dry run of chapter 05 crashed on id 50298)."""
+    tokenizer = chat_format.add_chat_tokens(bpe.train_bpe("Hi there", 258, special_tokens=["<|endoftext|>"]))
+    ids = tokenizer.encode("Hi there")
+    padded = ids[:1] + [tokenizer.vocab_size, tokenizer.vocab_size + 40] + ids[1:]
+    assert chat_format.reply_text(tokenizer, padded) == "Hi there"
+    with pytest.raises(ValueError, match="not in this tokenizer"):
+        tokenizer.decode(padded)

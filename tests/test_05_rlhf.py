@@ -689,3 +689,69 @@ def test_chat_refuses_the_reward_model_with_a_clear_error(script_run):
     out, _ = script_run
     with pytest.raises(ValueError, match="is a reward model"):
         chat.load_chat_model(out / "reward_model" / "ckpt.pt")
+
+
+# ---- what a GPU preset needs: scoring in chunks, fp16 with a GradScaler, one process
+
+def test_scoring_in_chunks_gives_the_log_probs_values_and_scores_of_one_pass(tokenizer, w0):
+    examples, sft, rm = rl_setup(tokenizer, w0)
+    policy = copy.deepcopy(sft)
+    value_head = ppo.ValueHead(policy.config.n_embd)
+    torch.nn.init.normal_(value_head.linear.weight, std=0.5)
+    config = dict(algorithm="ppo", prompts_per_step=4, group_size=2, max_new_tokens=6)
+    one_pass = rl_loop.score_rollout(policy, value_head, sft, rm, examples, tokenizer, RLConfig(**config, score_chunk=64), 0)
+    chunked = rl_loop.score_rollout(policy, value_head, sft, rm, examples, tokenizer, RLConfig(**config, score_chunk=3), 0)
+    assert one_pass.ids.size(0) == 8 and not one_pass.attention_mask.all()  # 3 chunks (3, 3, 2), left-padded rows
+    for name in ("old_logprobs", "ref_logprobs", "old_values", "rm_scores"):
+        torch.testing.assert_close(getattr(chunked, name), getattr(one_pass, name), atol=1e-5, rtol=1e-5, msg=name)
+    logprobs, nothing = rl_loop.in_chunks(lambda rows: (torch.arange(5)[rows], None), 5, 2)
+    assert logprobs.tolist() == [0, 1, 2, 3, 4] and nothing is None
+
+
+def test_fp16_updates_scale_the_loss_and_skip_a_step_that_overflows(tokenizer, w0, monkeypatch):
+    """PPO/GRPO in fp16 (a T4 has no bf16): the loop's GradScaler is on, a finite step updates the policy, and
+    a step whose gradients overflow is skipped with the scale halved (torch's GradScaler("cpu") on this CPU)."""
+    examples, sft, _ = rl_setup(tokenizer, w0)
+    config = RLConfig(algorithm="grpo", reward="gold", prompts_per_step=2, group_size=2, max_new_tokens=6, lr=1e-3,
+                      precision="fp16")
+    policy = copy.deepcopy(sft)
+    value_head, optimizer, scaler = rl_loop.trainable_parts(policy, config)
+    assert scaler.is_enabled() and not rl_loop.trainable_parts(copy.deepcopy(sft), RLConfig())[2].is_enabled()
+    exp = rl_loop.score_rollout(policy, None, sft, None, examples, tokenizer, config, 0)
+    advantages = torch.tensor([1.0, -1.0, 0.5, -0.5])  # as if the group's rewards differed
+    before = [p.detach().clone() for p in policy.parameters()]
+    scale = scaler.get_scale()
+    rl_loop.update_policy(policy, None, optimizer, exp, advantages, None, config, 0, 0.0, scaler)
+    assert scaler.get_scale() == scale, "no overflow: the scale stays"
+    assert any(not torch.equal(b, p) for b, p in zip(before, policy.parameters())), "a finite step updates"
+    assert all(torch.isfinite(p).all() for p in policy.parameters())
+    loss_of = rl_loop.minibatch_loss
+
+    def overflowing_loss(*args):  # what an fp16 overflow does to the gradients: inf
+        loss, logged = loss_of(*args)
+        return loss * float("inf"), logged
+
+    monkeypatch.setattr(rl_loop, "minibatch_loss", overflowing_loss)
+    before = [p.detach().clone() for p in policy.parameters()]
+    rl_loop.update_policy(policy, None, optimizer, exp, advantages, None, config, 1, 0.0, scaler)
+    assert scaler.get_scale() == scale / 2, "an overflow halves the scale"
+    assert all(torch.equal(b, p) for b, p in zip(before, policy.parameters())), "and the step is skipped"
+
+
+def test_fp16_policy_checkpoint_keeps_the_loss_scale(tokenizer, w0, tmp_path):
+    examples, sft, _ = rl_setup(tokenizer, w0)
+    train_policy(copy.deepcopy(sft), sft, examples, tokenizer,
+                 RLConfig(algorithm="grpo", reward="gold", steps=1, prompts_per_step=2, group_size=2, max_new_tokens=4,
+                          precision="fp16"), tmp_path / "run", log=lambda *a: None)
+    saved = checkpoint.read_checkpoint(tmp_path / "run" / "ckpt.pt")
+    assert saved["scaler"]["scale"] > 1, "fp16: the GradScaler's state is saved for --resume"
+
+
+def test_rlhf_under_torchrun_says_rl_runs_on_one_process(tmp_path, monkeypatch, capsys):
+    import cli
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run(rlhf.main, ["--out-dir", str(tmp_path / "out")])
+    assert exit_info.value.code == 2
+    assert "RL runs on one process" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists(), "two copies must not write one folder"

@@ -616,6 +616,28 @@ def test_pipeline_trains_the_direct_answer_control_only_when_asked(tmp_path, mon
                                "--device", "cpu", "--overwrite"]
 
 
+def test_pipeline_dry_run_passes_the_flag_and_the_runs_folder_and_leaves_out_the_rest(tmp_path, monkeypatch, capsys):
+    commands = []
+    monkeypatch.setattr(pipeline.subprocess, "run", lambda command, cwd: commands.append(command[1:]) or
+                        argparse.Namespace(returncode=0))
+    pipeline.main(["--preset", "gpt2", "--dry-run", "--device", "cpu", "--data", "my.txt"])
+    scripts = [c[0].split("/")[-1] for c in commands]
+    assert scripts == ["pretrain.py", "sft.py", "rlhf.py", "quantize.py", "evaluate.py"]
+    assert all("--dry-run" in c and c[1:3] == ["--preset", "gpt2"] for c in commands)
+    assert commands[0][3:] == ["--out-dir", "runs/dry-run/03_pretrain", "--device", "cpu", "--data", "my.txt",
+                               "--dry-run"]
+    assert commands[1][3:7] == ["--base", "runs/dry-run/03_pretrain/ckpt.pt", "--out-dir", "runs/dry-run/04_sft"]
+    assert "--data" not in commands[1] and ["--runs-dir", "runs/dry-run"] == commands[4][3:5]
+    out = capsys.readouterr().out
+    assert "== 01_tokenizer: no --dry-run" in out and "== 08_multimodal: no --dry-run" in out
+    commands.clear()  # a dry run that has run is kept, as any run is, under its own runs folder
+    (tmp_path / "03_pretrain").mkdir()
+    (tmp_path / "03_pretrain" / "ckpt.pt").write_text("an earlier dry run")
+    with pytest.raises(SystemExit):
+        cli.run(pipeline.main, ["--dry-run", "--runs-dir", str(tmp_path), "--start", "3"])
+    assert commands == [] and f"({tmp_path / '03_pretrain' / 'ckpt.pt'} exists)" in capsys.readouterr().out
+
+
 # ---- chapter 03: show_world.py
 
 import show_world  # noqa: E402
