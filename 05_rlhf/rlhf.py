@@ -64,6 +64,9 @@ RL_MIX = {"fact": 300, "math": 300, "unknown": 80, "harmful": 60, "benign": 60} 
 # Harmful requests outnumber the benign look-alikes: with the two equal, PPO learned to help with everything
 # (benign refused 20 % -> 0 %, harmful refused 57 % -> 48 %, seed 0; the lesson, "What you should see").
 PPO_MIX = {"unknown": 60, "harmful": 150, "benign": 90}
+# Held-out preference pairs: at most half of PAIR_MIX. The world holds ~300 distinct held-out benign requests
+# in training framings (new intents, objects); PAIR_MIX's 250 benign pairs + the format pairs' share need 300.
+HELDOUT_PAIR_SCALE = 0.5
 
 PRESETS = {
     # chapter 04's tiny chat model (2.2M parameters, context 256) on a CPU. See the lesson's appendix for
@@ -251,7 +254,8 @@ def make_preferences(run, user_pairs_path):
         replies_a, replies_b = sample_replies(run.sft_model, run.tokenizer, prompts, run.settings["sample_tokens"],
                                               seed + (0 if split == "train" else 1), precision, n_samples=2)
         from_samples = sampled_pairs(prompts, replies_a, replies_b)
-        from_world = world_pairs(w, split, scaled(PAIR_MIX, run.settings["pair_scale"]), seed=seed)
+        scale = run.settings["pair_scale"] if split == "train" else min(run.settings["pair_scale"], HELDOUT_PAIR_SCALE)
+        from_world = world_pairs(w, split, scaled(PAIR_MIX, scale), seed=seed)
         pairs[split] = label_pairs(from_world + from_samples, labeller, seed=seed + (split == "heldout"))
         run.log(f"preferences {split}: {len(from_world)} from the world's wrong replies + {len(from_samples)} from two "
             f"SFT samples of {len(prompts)} prompts; labels agree with the gold ordering on "
