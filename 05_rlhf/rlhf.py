@@ -39,7 +39,6 @@ import cli  # noqa: E402  (chapter 01: the shared script plumbing)
 import train  # noqa: E402  (chapter 03: the training loop)
 import world  # noqa: E402  (chapter 03: the mini-world)
 from checkpoint import read_checkpoint  # noqa: E402  (chapter 03)
-from model_loader import WrongStageError, load_model  # noqa: E402  (chapter 03: the one loader)
 from hardware import pick_device, resolve_precision  # noqa: E402  (chapter 03)
 from sft_data import EVAL_MIX, world_examples  # noqa: E402  (chapter 04)
 
@@ -48,6 +47,7 @@ from preferences import (CATEGORIES, PAIR_MIX, RL_TASKS, Labeller, label_agreeme
                          load_preferences, read_pairs, sampled_pairs, with_gold, world_pairs, write_pairs)
 from reward_model import PairBatches, RewardModel, encode_pairs, reward_model_loss  # noqa: E402
 from rl_loop import RLConfig, sample_replies, steps_done, train_policy  # noqa: E402
+from rlhf_checks import check_prerequisites, check_stage_dirs, load_sft, load_stage_model  # noqa: E402
 from rlhf_report import (evaluate_policy, overoptimization_summary, plot_overoptimization,  # noqa: E402
                          plot_rl_curves, reward_model_report, write_eval_report)
 
@@ -197,38 +197,6 @@ def parse_stages(text):
     if not stages or unknown:
         raise ValueError(f"--stages {text!r}: name stages from {', '.join(STAGES)}, separated by commas")
     return [s for s in STAGES if s in stages]  # always in pipeline order
-
-
-def load_sft(path, device):
-    """The SFT chat model, its tokenizer and metadata; FileNotFoundError saying what to run, ValueError for a
-    checkpoint that is not a chat model."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no SFT model at {path}. Fine-tune one first:\n    python 04_sft/sft.py --preset tiny"
-                                f"\n(or pass --sft PATH to a chapter-04 checkpoint)")
-    try:
-        return load_model(path, stage="chat", device=device)
-    except WrongStageError as error:
-        raise WrongStageError(f"--sft {error}: pass a chapter-04 SFT checkpoint (python 04_sft/sft.py makes one)",
-                              error.stage, error.role) from None
-    except (FileNotFoundError, ValueError) as error:
-        raise ValueError(f"cannot use {path} as the SFT model: {error}") from None
-
-
-def load_stage_model(run, stage, finished=False):
-    """A stage's model (a policy, or the reward model), checked against the SFT model it must have started
-    from -> (model, meta). finished=True: refuse a run that was stopped before its last step."""
-    ckpt_path = Path(run.out_dir) / stage / "ckpt.pt"
-    model, _, meta = load_model(ckpt_path, stage=stage, device=run.device)
-    step, planned = steps_done(meta)
-    if finished and step < planned:
-        raise ValueError(f"{ckpt_path} is a run stopped at step {step} of {planned}: finish it first with  python "
-                         f"05_rlhf/rlhf.py --resume --stages {stage} --out-dir {run.out_dir}  (or redo it with --overwrite)")
-    if meta["model_config"] != run.sft_meta["model_config"]:
-        raise ValueError(f"{ckpt_path} was trained from another SFT model (its config differs from "
-                         f"{run.settings['sft']}): rerun the stage with "
-                         f"--stages {stage} --overwrite")
-    return model, meta
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -422,36 +390,8 @@ def overopt_stage(run, reward_model):
 # The script
 
 
-def check_stage_dirs(out_dir, stages, resume, overwrite):
-    """Refuse, before anything is written, to start a stage over an earlier run of it (cli.check_out_dir)."""
-    for stage in stages:
-        if stage in ("preferences", "eval"):
-            marker = {"preferences": "train.jsonl", "eval": "rlhf_eval.json"}[stage]
-            folder = Path(out_dir) / ("preferences" if stage == "preferences" else "")
-            if (folder / marker).exists() and not (resume or overwrite):
-                cli.check_out_dir(folder, False, False, marker=marker)
-        elif stage == "overopt":
-            for sub in Path(out_dir, "overopt").glob("kl*"):
-                if not resume:
-                    cli.check_out_dir(sub, False, overwrite)
-        elif not (resume and not (Path(out_dir) / stage / "ckpt.pt").exists()):
-            cli.check_out_dir(Path(out_dir) / stage, resume, overwrite)
-
-
 def grpo_uses_rm(settings):
     return rl_reward("grpo", settings["grpo"]) == "rm"
-
-
-def check_prerequisites(out_dir, stages, settings):
-    """A stage that reads an earlier stage's output fails before anything is written if it is missing."""
-    needs = {"reward_model": ("preferences", "preferences/train.jsonl"), "dpo": ("preferences", "preferences/train.jsonl"),
-             "ppo": ("reward_model", "reward_model/ckpt.pt"), "overopt": ("reward_model", "reward_model/ckpt.pt")}
-    if grpo_uses_rm(settings):
-        needs["grpo"] = ("reward_model", "reward_model/ckpt.pt")
-    for stage, (earlier, path) in [(s, needs[s]) for s in stages if s in needs]:
-        if earlier not in stages and not (Path(out_dir) / path).exists():
-            raise FileNotFoundError(f"no {earlier.replace('_', ' ')} in {Path(out_dir) / earlier}: run the {earlier} "
-                                    f"stage first (--stages {earlier},{stage})")
 
 
 def check_inputs(args, log):
@@ -471,7 +411,7 @@ def check_inputs(args, log):
     device = pick_device(args.device)
     sft_model, tokenizer, sft_checkpoint = load_sft(args.sft, device)
     check_stage_dirs(out_dir, stages, args.resume, args.overwrite)
-    check_prerequisites(out_dir, stages, settings)
+    check_prerequisites(out_dir, stages, grpo_uses_rm(settings))
     if args.preferences:  # a bad line, or a prompt the model cannot read, fails now, before any training
         encode_pairs(read_pairs(args.preferences), tokenizer, sft_model.config.block_size)
     return stages, Run(out_dir, device, settings["precision"], args.resume, args.stop_at, log, settings, sft_model,

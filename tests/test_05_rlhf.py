@@ -668,7 +668,8 @@ def test_grpo_reward_swaps_in_one_flag(script_run, sft_checkpoint, tmp_path):
     out, _ = script_run
     assert rlhf.rl_reward("grpo", rlhf.resolve_settings(rlhf.parse_args([]))["grpo"]) == "gold"
     with pytest.raises(FileNotFoundError, match="run the reward_model stage first"):
-        rlhf.check_prerequisites(tmp_path, ["grpo"], rlhf.resolve_settings(rlhf.parse_args(["--grpo-reward", "rm"])))
+        rlhf.check_prerequisites(tmp_path, ["grpo"], rlhf.grpo_uses_rm(rlhf.resolve_settings(rlhf.parse_args(
+            ["--grpo-reward", "rm"]))))
     mp = pytest.MonkeyPatch()
     mp.setitem(rlhf.PRESETS, "tiny", SMOKE)
     try:
