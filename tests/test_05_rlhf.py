@@ -756,3 +756,15 @@ def test_rlhf_under_torchrun_says_rl_runs_on_one_process(tmp_path, monkeypatch, 
     assert exit_info.value.code == 2
     assert "RL runs on one process" in capsys.readouterr().err
     assert not (tmp_path / "out").exists(), "two copies must not write one folder"
+
+
+@pytest.mark.parametrize("preset", ["tiny", "gpt2"])
+def test_each_presets_preference_pairs_can_be_drawn_from_both_splits(preset):
+    """The world holds only so many distinct held-out requests in training framings (~300 benign): the
+    held-out pairs of every preset must fit (the pipeline once stopped at 05 on 'could not draw')."""
+    settings = rlhf.PRESETS[preset]
+    w = world.build_world(rlhf.WORLD_SEED)
+    heldout_scale = min(settings["pair_scale"], rlhf.HELDOUT_PAIR_SCALE)
+    assert world_pairs(w, "heldout", rlhf.scaled(rlhf.PAIR_MIX, heldout_scale))
+    if preset == "tiny":
+        assert world_pairs(w, "train", rlhf.scaled(rlhf.PAIR_MIX, settings["pair_scale"]))
