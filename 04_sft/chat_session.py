@@ -79,6 +79,8 @@ class ChatSession:
                 if token == self.end_id:
                     ended = True
                     break
+                if token >= self.tokenizer.vocab_size:  # a row that only pads the embedding: no text (reply_text)
+                    continue
                 piece = decoder.decode(self.tokenizer.decode_bytes([token]))
                 pieces.append(piece)
                 if on_text and piece:

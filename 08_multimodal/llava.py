@@ -28,7 +28,7 @@ for chapter in ["01_tokenizer", "02_transformer", "03_pretrain", "04_sft"]:  # t
         sys.path.append(str(REPO / chapter))
 
 import generation  # noqa: E402  (chapter 02: batched generation with the KV cache)
-from chat_format import END, USER, render_chat  # noqa: E402  (chapter 04)
+from chat_format import END, USER, render_chat, reply_text  # noqa: E402  (chapter 04)
 from gpt import GPT, GPTConfig  # noqa: E402  (chapter 02)
 from vision import VisionTransformer, ViTConfig  # noqa: E402  (this chapter)
 
@@ -182,7 +182,7 @@ def answer(model, tokenizer, conversations, images, max_new_tokens=8, batch_size
         prompts = [render_with_image(c, tokenizer, n_patches, add_generation_prompt=True)[0] for c in chunk]
         with model.seeing(None if images is None else images[start:start + batch_size]):
             outputs = generation.generate_batch(model, prompts, max_new_tokens, temperature=0.0, stop_tokens=[end])
-        replies += [tokenizer.decode([t for t in out if t != end]).strip() for out in outputs]
+        replies += [reply_text(tokenizer, [t for t in out if t != end]).strip() for out in outputs]
     return replies
 
 

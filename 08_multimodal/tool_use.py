@@ -25,7 +25,7 @@ for chapter in ["01_tokenizer", "02_transformer", "03_pretrain", "04_sft"]:  # t
         sys.path.append(str(REPO / chapter))
 
 import generation  # noqa: E402  (chapter 02)
-from chat_format import END, render_chat  # noqa: E402  (chapter 04)
+from chat_format import END, render_chat, reply_text  # noqa: E402  (chapter 04)
 
 TOOL, TOOL_END, RESULT, RESULT_END = "<|tool|>", "<|/tool|>", "<|result|>", "<|/result|>"
 TOOL_TOKENS = [TOOL, TOOL_END, RESULT, RESULT_END]
@@ -209,6 +209,6 @@ def run_with_tools(model, tokenizer, questions, tools, max_calls=MAX_CALLS, max_
                 still.append(i)
             else:
                 ended = [t for t in text_since[i] if t != special[END]]
-                replies[i] = tokenizer.decode([t for t in ended if t not in (special[TOOL], special[TOOL_END])])
+                replies[i] = reply_text(tokenizer, [t for t in ended if t not in (special[TOOL], special[TOOL_END])])
         active = still
     return [r.strip() for r in replies], traces

@@ -668,6 +668,16 @@ def test_chat_reply_stops_at_end_of_turn(tokenizer):
     assert session.history == [*chat("Hi", reply)]
 
 
+def test_streamed_reply_skips_the_ids_of_a_padded_vocabulary(tokenizer):
+    """chat.py streams token by token: an id past the tokenizer (a row that only pads the embedding, as GPT-2's
+    50257 -> 50304) has no text and is skipped, as reply_text drops it, instead of crashing the chat."""
+    import chat as chat_script
+    a, b = tokenizer.encode_ordinary("Hello there")[:2]
+    model = StubStreamer([a, tokenizer.vocab_size + 3, b, tokenizer.special_tokens[END]], block_size=64)
+    reply, ended = chat_script.ChatSession(model, tokenizer, temperature=0, max_new_tokens=20).respond("Hi")
+    assert reply == tokenizer.decode([a, b]) and ended
+
+
 def test_chat_budgets_and_trimming_keep_the_system_message(tokenizer):
     import chat as chat_script
 
