@@ -430,6 +430,15 @@ def main(argv=None):
     return run(parse_args(argv))
 
 
+def timed(timings, stage, fn):
+    """fn(), its wall seconds in timings[stage] and its CPU seconds in timings["cpu_" + stage] (what a busy
+    machine leaves alone: the load-free figure)."""
+    t, cpu_t = time.time(), time.process_time()
+    result = fn()
+    timings[stage], timings["cpu_" + stage] = time.time() - t, time.process_time() - cpu_t
+    return result
+
+
 def run(args):
     settings = dict(PRESETS[args.preset], device=args.device, seed=args.seed, preset=args.preset, chat=args.chat)
     # a run exists once CLIP's first checkpoint does; --resume continues it stage by stage (train.train's resume)
@@ -440,101 +449,17 @@ def run(args):
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(args.seed)
     timings = {}
-
-    # (2) the scenes
-    data = scenes.scene_splits(args.seed, n_train=settings["n_train"], n_heldout=settings["n_eval"],
-                               n_composition=settings["n_eval"])
-    plot_scene_grid(data["train"][:16], out_dir / "scenes.png")
-    train_images, heldout_images = images_of(data["train"]), images_of(data["heldout"])
-    print(f"scenes: {len(data['train'])} train, {len(data['heldout'])} held-out, {len(data['composition'])} with a "
-          f"held-out colour-shape pair {scenes.HELDOUT_PAIRS}")
-
-    # (3) CLIP
-    t, cpu_t = time.time(), time.process_time()
-    vision_config = ViTConfig(n_layer=settings["vit_layers"], n_embd=settings["vit_embd"])
-    captions = [scenes.caption(s) for s in data["train"]] + [scenes.caption(s, places=False) for s in data["train"]]
-    val_captions = [scenes.caption(s) for s in data["heldout"]] * 2
-    train_texts, val_texts = encode_texts(captions, tokenizer), encode_texts(val_captions, tokenizer)
-    clip_config = CLIPConfig(vocab_size=tokenizer.vocab_size, text_block_size=max(train_texts[0].size(1), val_texts[0].size(1)),
-                             text_layers=settings["text_layers"], text_embd=settings["text_embd"], vision=vision_config)
-    clip = CLIP(clip_config)
-    singles = scenes.single_object_scenes(args.seed + 103, scenes.seen_pairs(), settings["singles_per_pair"])
-    single_texts = encode_texts([scenes.caption(s, places=False) for s in singles], tokenizer)
-    get_batch = clip_batches(train_images, train_texts, heldout_images, val_texts, settings["clip_batch"],
-                             (images_of(singles), single_texts), settings["clip_singles"])
-    config = stage_config(settings, "clip", settings["clip_steps"], settings["clip_batch"], settings["clip_lr"], out_dir)
-    print(f"\n== CLIP: vision {sum(p.numel() for p in clip.vision.parameters()):,} + text "
-          f"{sum(p.numel() for p in clip.text.parameters()):,} parameters")
-    train.train(clip, get_batch, config, checkpoint_extra={"stage": "clip", "role": ROLE, "settings": settings},
-                loss_fn=lambda model, batch: model(*batch), resume=args.resume)
-    clip_results = evaluate_clip(clip.cpu(), tokenizer, data, settings, out_dir)
-    timings["clip"] = time.time() - t
-    timings["cpu_clip"] = time.process_time() - cpu_t  # CPU seconds per stage: what a busy machine leaves alone
+    data = scene_data(settings, args.seed, out_dir)
+    clip, clip_results = timed(timings, "clip", lambda: clip_stage(settings, args, data, tokenizer, out_dir))
     print(json.dumps(clip_results, indent=1))
-
-    # (4) LLaVA
-    t, cpu_t = time.time(), time.process_time()
-    lm = copy.deepcopy(chat_model)
-    add_chat_embeddings(lm, chat_tokenizer, tokenizer)  # rows for <|image|> and the tool tokens
-    llava = LLaVA(lm, clip.vision, tokenizer.special_tokens[IMAGE])
-    n_patches, block_size = vision_config.n_patches, lm.config.block_size
-    rng = random.Random(args.seed)
-    allowed = scenes.seen_pairs()
-    images = {"train": train_images, "val": heldout_images}
-    stage1 = {"train": llava_rows(caption_conversations(data["train"], rng), tokenizer, n_patches, block_size),
-              "val": llava_rows(caption_conversations(data["heldout"], rng), tokenizer, n_patches, block_size)}
-    w = world.build_world(0)
-    chat_share = chat_conversations(w, settings["stage2_text"], args.seed)
-    stage2 = {"train": llava_rows(qa_conversations(data["train"], rng, allowed) + chat_share, tokenizer, n_patches,
-                                  block_size),
-              "val": llava_rows(qa_conversations(data["heldout"], rng, allowed), tokenizer, n_patches, block_size)}
-    save_tokenizer(tokenizer, out_dir / "llava")
-    extra = {"stage": "llava", "role": ROLE, "tokenizer": str((out_dir / "llava" / "tokenizer").absolute()), "settings": settings}
-    lm.requires_grad_(False)  # stage 1: only the projector learns
-    print(f"\n== LLaVA stage 1 (feature alignment): projector {sum(p.numel() for p in llava.projector.parameters()):,} "
-          f"parameters on {len(stage1['train'][0]):,} captions")
-    get_batch = llava_batches(stage1, images, settings["llava_batch"])
-    train.train(llava, get_batch, stage_config(settings, "llava_stage1", settings["stage1_steps"],
-                                               settings["llava_batch"], settings["stage1_lr"], out_dir),
-                checkpoint_extra=dict(extra, stage="llava_stage1"), loss_fn=llava_loss, resume=args.resume)
-    lm.requires_grad_(True)
-    print(f"\n== LLaVA stage 2 (visual instruction tuning): projector + language model on "
-          f"{len(stage2['train'][0]):,} conversations ({len(chat_share):,} of them chapter 04's, text only)")
-    get_batch = llava_batches(stage2, images, settings["llava_batch"])
-    train.train(llava, get_batch, stage_config(settings, "llava", settings["stage2_steps"], settings["llava_batch"],
-                                               settings["stage2_lr"], out_dir),
-                checkpoint_extra=extra, loss_fn=llava_loss, resume=args.resume)
-    llava = llava.cpu().eval()
-    llava_results = {"heldout": evaluate_llava(llava, tokenizer, data["heldout"], args.seed + 1, allowed),
-                     "composition": evaluate_llava(llava, tokenizer, data["composition"], args.seed + 2)}
-    timings["llava"] = time.time() - t
-    timings["cpu_llava"] = time.process_time() - cpu_t
-    t, cpu_t = time.time(), time.process_time()
-    text_before = text_rows(chat_model, chat_tokenizer, settings["text_eval_per_task"], args.seed)
-    text_after = text_rows(llava.lm, tokenizer, settings["text_eval_per_task"], args.seed)
-    timings["text_rows"] = time.time() - t
-    timings["cpu_text_rows"] = time.process_time() - cpu_t
+    llava, llava_results = timed(timings, "llava", lambda: llava_stage(
+        settings, args, data, clip, chat_model, chat_tokenizer, tokenizer, out_dir))
+    text_before, text_after = timed(timings, "text_rows", lambda: (
+        text_rows(chat_model, chat_tokenizer, settings["text_eval_per_task"], args.seed),
+        text_rows(llava.lm, tokenizer, settings["text_eval_per_task"], args.seed)))
     print(json.dumps({k: {r: v for r, v in d.items() if r != "examples"} for k, d in llava_results.items()}, indent=1))
-
-    # (5) tools
-    t, cpu_t = time.time(), time.process_time()
-    tool_lm = copy.deepcopy(chat_model)
-    add_chat_embeddings(tool_lm, chat_tokenizer, tokenizer)
-    train_examples = tool_examples(w, "train", settings["n_tools_train"], args.seed, data["train"])
-    eval_examples = tool_examples(w, "heldout", settings["n_tools_eval"] * 3, args.seed + 1, data["heldout"])
-    rows = {"train": tool_rows(train_examples, tokenizer, block_size),
-            "val": tool_rows(eval_examples, tokenizer, block_size)}
-    save_tokenizer(tokenizer, out_dir / "tools")
-    print(f"\n== tools: SFT on {len(train_examples):,} transcripts")
-    train.train(tool_lm, sft_batches(rows, settings["tools_batch"]),
-                stage_config(settings, "tools", settings["tools_steps"], settings["tools_batch"], settings["tools_lr"],
-                             out_dir),
-                checkpoint_extra={"stage": "tools", "role": ROLE, "tokenizer": str((out_dir / "tools" / "tokenizer").absolute()),
-                                  "settings": settings}, resume=args.resume)
-    tool_results = evaluate_tools(tool_lm.cpu(), chat_model, chat_tokenizer, llava, tokenizer, eval_examples,
-                                  data["heldout"])
-    timings["tools"] = time.time() - t
-    timings["cpu_tools"] = time.process_time() - cpu_t
+    tool_results = timed(timings, "tools", lambda: tools_stage(
+        settings, args, data, chat_model, chat_tokenizer, llava, tokenizer, out_dir))
     print(json.dumps({k: v for k, v in tool_results.items() if k != "examples"}, indent=1))
 
     timings["total"] = time.time() - start
@@ -548,6 +473,93 @@ def run(args):
           f"similarity.png, summary.json, clip/ llava_stage1/ llava/ tools/ (checkpoints)")
     print("next: python 08_multimodal/chat_vision.py --scene 3")
     return summary
+
+
+def scene_data(settings, seed, out_dir):
+    """Step 2: the train, held-out and held-out-composition scenes (and scenes.png, a grid of 16)."""
+    data = scenes.scene_splits(seed, n_train=settings["n_train"], n_heldout=settings["n_eval"],
+                               n_composition=settings["n_eval"])
+    plot_scene_grid(data["train"][:16], out_dir / "scenes.png")
+    print(f"scenes: {len(data['train'])} train, {len(data['heldout'])} held-out, {len(data['composition'])} with a "
+          f"held-out colour-shape pair {scenes.HELDOUT_PAIRS}")
+    return data
+
+
+def clip_stage(settings, args, data, tokenizer, out_dir):
+    """Step 3: CLIP on captions with and without places, half the batches single objects -> (clip, results)."""
+    vision_config = ViTConfig(n_layer=settings["vit_layers"], n_embd=settings["vit_embd"])
+    captions = [scenes.caption(s) for s in data["train"]] + [scenes.caption(s, places=False) for s in data["train"]]
+    val_captions = [scenes.caption(s) for s in data["heldout"]] * 2
+    train_texts, val_texts = encode_texts(captions, tokenizer), encode_texts(val_captions, tokenizer)
+    clip_config = CLIPConfig(vocab_size=tokenizer.vocab_size, text_block_size=max(train_texts[0].size(1), val_texts[0].size(1)),
+                             text_layers=settings["text_layers"], text_embd=settings["text_embd"], vision=vision_config)
+    clip = CLIP(clip_config)
+    singles = scenes.single_object_scenes(args.seed + 103, scenes.seen_pairs(), settings["singles_per_pair"])
+    single_texts = encode_texts([scenes.caption(s, places=False) for s in singles], tokenizer)
+    get_batch = clip_batches(images_of(data["train"]), train_texts, images_of(data["heldout"]), val_texts,
+                             settings["clip_batch"], (images_of(singles), single_texts), settings["clip_singles"])
+    config = stage_config(settings, "clip", settings["clip_steps"], settings["clip_batch"], settings["clip_lr"], out_dir)
+    print(f"\n== CLIP: vision {sum(p.numel() for p in clip.vision.parameters()):,} + text "
+          f"{sum(p.numel() for p in clip.text.parameters()):,} parameters")
+    train.train(clip, get_batch, config, checkpoint_extra={"stage": "clip", "role": ROLE, "settings": settings},
+                loss_fn=lambda model, batch: model(*batch), resume=args.resume)
+    return clip, evaluate_clip(clip.cpu(), tokenizer, data, settings, out_dir)
+
+
+def llava_stage(settings, args, data, clip, chat_model, chat_tokenizer, tokenizer, out_dir):
+    """Step 4: LLaVA's two stages (the projector alone on captions; then projector + language model on
+    questions, with chapter 04's text conversations mixed in) -> (llava on the CPU, results)."""
+    lm = copy.deepcopy(chat_model)
+    add_chat_embeddings(lm, chat_tokenizer, tokenizer)  # rows for <|image|> and the tool tokens
+    llava = LLaVA(lm, clip.vision, tokenizer.special_tokens[IMAGE])
+    n_patches, block_size = clip.vision.config.n_patches, lm.config.block_size
+    rng = random.Random(args.seed)
+    allowed = scenes.seen_pairs()
+    images = {"train": images_of(data["train"]), "val": images_of(data["heldout"])}
+    stage1 = {"train": llava_rows(caption_conversations(data["train"], rng), tokenizer, n_patches, block_size),
+              "val": llava_rows(caption_conversations(data["heldout"], rng), tokenizer, n_patches, block_size)}
+    chat_share = chat_conversations(world.build_world(0), settings["stage2_text"], args.seed)
+    stage2 = {"train": llava_rows(qa_conversations(data["train"], rng, allowed) + chat_share, tokenizer, n_patches,
+                                  block_size),
+              "val": llava_rows(qa_conversations(data["heldout"], rng, allowed), tokenizer, n_patches, block_size)}
+    save_tokenizer(tokenizer, out_dir / "llava")
+    extra = {"stage": "llava", "role": ROLE, "tokenizer": str((out_dir / "llava" / "tokenizer").absolute()), "settings": settings}
+    lm.requires_grad_(False)  # stage 1: only the projector learns
+    print(f"\n== LLaVA stage 1 (feature alignment): projector {sum(p.numel() for p in llava.projector.parameters()):,} "
+          f"parameters on {len(stage1['train'][0]):,} captions")
+    train.train(llava, llava_batches(stage1, images, settings["llava_batch"]),
+                stage_config(settings, "llava_stage1", settings["stage1_steps"], settings["llava_batch"],
+                             settings["stage1_lr"], out_dir),
+                checkpoint_extra=dict(extra, stage="llava_stage1"), loss_fn=llava_loss, resume=args.resume)
+    lm.requires_grad_(True)
+    print(f"\n== LLaVA stage 2 (visual instruction tuning): projector + language model on "
+          f"{len(stage2['train'][0]):,} conversations ({len(chat_share):,} of them chapter 04's, text only)")
+    train.train(llava, llava_batches(stage2, images, settings["llava_batch"]),
+                stage_config(settings, "llava", settings["stage2_steps"], settings["llava_batch"],
+                             settings["stage2_lr"], out_dir),
+                checkpoint_extra=extra, loss_fn=llava_loss, resume=args.resume)
+    llava = llava.cpu().eval()
+    return llava, {"heldout": evaluate_llava(llava, tokenizer, data["heldout"], args.seed + 1, allowed),
+                   "composition": evaluate_llava(llava, tokenizer, data["composition"], args.seed + 2)}
+
+
+def tools_stage(settings, args, data, chat_model, chat_tokenizer, llava, tokenizer, out_dir):
+    """Step 5: SFT of a copy of chapter 04's model on tool-call transcripts -> the tools' results."""
+    tool_lm = copy.deepcopy(chat_model)
+    add_chat_embeddings(tool_lm, chat_tokenizer, tokenizer)
+    w = world.build_world(0)
+    train_examples = tool_examples(w, "train", settings["n_tools_train"], args.seed, data["train"])
+    eval_examples = tool_examples(w, "heldout", settings["n_tools_eval"] * 3, args.seed + 1, data["heldout"])
+    rows = {"train": tool_rows(train_examples, tokenizer, tool_lm.config.block_size),
+            "val": tool_rows(eval_examples, tokenizer, tool_lm.config.block_size)}
+    save_tokenizer(tokenizer, out_dir / "tools")
+    print(f"\n== tools: SFT on {len(train_examples):,} transcripts")
+    train.train(tool_lm, sft_batches(rows, settings["tools_batch"]),
+                stage_config(settings, "tools", settings["tools_steps"], settings["tools_batch"], settings["tools_lr"],
+                             out_dir),
+                checkpoint_extra={"stage": "tools", "role": ROLE, "tokenizer": str((out_dir / "tools" / "tokenizer").absolute()),
+                                  "settings": settings}, resume=args.resume)
+    return evaluate_tools(tool_lm.cpu(), chat_model, chat_tokenizer, llava, tokenizer, eval_examples, data["heldout"])
 
 
 if __name__ == "__main__":
