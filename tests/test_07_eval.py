@@ -620,6 +620,50 @@ def test_report_end_to_end_on_a_tiny_model(tiny_runs, tmp_path, monkeypatch):
         evaluate.main(["--runs-dir", str(tiny_runs), "--out-dir", str(out)])
 
 
+def test_two_worker_processes_give_the_figures_of_one(tiny_runs, tmp_path, monkeypatch):
+    """--workers 2 shares the models out among two processes: the same results, in the models' order, as one
+    process gives (each task is seeded), and every model's log lines and timings come back."""
+    import evaluate
+    monkeypatch.setitem(evaluate.PRESETS, "tiny", {**evaluate.PRESETS["tiny"], "items": {
+        **evaluate.PRESETS["tiny"]["items"], "math": 3, "code": 2, "harmful": 4}, "code_samples": 3, "pass_k": [1, 3]})
+    monkeypatch.setattr(evaluate, "training_texts", lambda models, w: ["a tiny stand-in for the training text"])
+    runs = tmp_path / "runs"
+    state = torch.load(tiny_runs / "my_model" / "ckpt.pt", weights_only=False)  # its tokenizer path stays
+    for folder, stage, seed in [("a_sft", "sft", 0), ("b_ppo", "ppo", 1), ("c_dpo", "dpo", 2)]:
+        torch.manual_seed(seed)  # three different models, so results handed to the wrong model would show
+        weights = {k: v + 0.5 * seed * torch.randn_like(v) for k, v in state["model"].items()}
+        checkpoint.save_checkpoint(runs / folder / "ckpt.pt", {**state, "model": weights, "stage": stage})
+    summaries = {}
+    for workers in ("1", "2"):
+        out = tmp_path / f"eval{workers}"
+        evaluate.main(["--runs-dir", str(runs), "--out-dir", str(out), "--device", "cpu", "--tasks",
+                       "math,code,harmful", "--workers", workers])
+        summaries[workers] = json.loads((out / "summary.json").read_text())
+        log = (out / "report.md").read_text()
+        assert "| ppo |" in log and "| dpo |" in log
+    one, two = summaries["1"], summaries["2"]
+    assert [m["label"] for m in two["models"]] == ["sft", "ppo", "dpo"]
+    assert [m["summary"] for m in two["models"]] == [m["summary"] for m in one["models"]]
+    replies = {workers: {label: "".join((tmp_path / f"eval{workers}" / "records" / label / f"{task}.jsonl").read_text()
+                                        for task in ("math", "code")) for label in ("sft", "ppo", "dpo")}
+               for workers in ("1", "2")}  # code: sampled replies (seeded)
+    assert replies["1"] == replies["2"]  # every reply, to the character
+    assert len(set(replies["1"].values())) == 3  # the three models do differ, so an exchange would show
+    assert set(two["timings"]) == {"sft", "ppo", "dpo"} and set(two["timings"]["ppo"]) == {"math", "code", "harmful"}
+
+
+def test_the_tiny_preset_evaluates_its_quantized_copies_only():
+    import evaluate
+    models = [{"label": s, "stage": s, "meta": {"format": f}} for s, f in
+              [("sft", "model"), ("ppo", "model"), ("gptq4", "quantized"), ("rtn4_g64", "quantized")]]
+    skipped = []
+    kept = evaluate.preset_models(models, {"preset": "tiny", "quantized": ["gptq4"]}, skipped)
+    assert [m["label"] for m in kept] == ["sft", "ppo", "gptq4"]
+    assert len(skipped) == 1 and "rtn4_g64; --models names them" in skipped[0]
+    assert evaluate.preset_models(models, {"preset": "gpt2", "quantized": None}, []) == models
+    assert {"llm_int8", "int8_absmax", "rtn4", "gptq4", "rtn3", "gptq3"} <= set(evaluate.PRESETS["tiny"]["quantized"])
+
+
 def test_robustness_task_reuses_chapter_04s_sets_and_rows():
     import eval_tasks
     w = world.build_world(0)
