@@ -54,7 +54,7 @@ PRESETS = {
     "tiny": dict(data="world", bytes=None, tokenizer=None, vocab_size=2048, model="tiny", n_layer=None,
                  n_head=None, n_embd=None, gelu="tanh", dropout=0.0, bias=True, context=256, batch_size=16,
                  grad_accum=1, steps=600, lr=2e-3, min_lr=2e-4, warmup_steps=50, weight_decay=0.1, beta2=0.99,
-                 optimizer="ours", precision="bf16", compile=False, eval_interval=100, eval_batches=20,
+                 optimizer="ours", precision="bf16", compile=False, eval_interval=100, eval_batches=10,
                  log_interval=20, sample_interval=200, prompt="There once was", sample_tokens=120),
     # `small`: chapter 02's "small" GPT (6 layers, 8 heads, width 256; 5.3M parameters), sized by measurement
     # so that 03 + 04 take at most 30 minutes on a 2-core CPU (lesson appendix): a training step of 16 x 256

@@ -69,8 +69,7 @@ PRESETS = {
                  # them; --models names the others.
                  quantized=["bf16", "int8_absmax", "llm_int8", "rtn4", "gptq4", "rtn3", "gptq3"]),
     # The tiny pipeline does not train the direct-answer control of the chain-of-thought study
-    # (pipeline.py --direct-sft does): it is one more SFT run, and the tiny models solve almost no word
-    # problem in any prompting mode, so the row would be zeros.
+    # (pipeline.py --direct-sft does): it is one more SFT run (~570 CPU-s), which the budget has no room for.
     # GPT-2 small on a GPU: every held-out code task with 100 samples (pass@100), hundreds of items per task.
     "gpt2": dict(items={"perplexity": 400, "multiple_choice": 500, "math": 500, "chain_of_thought": 300,
                         "code": 1000, "describe": 200, "harmful": 200, "honesty": 300, "robustness": 200},
