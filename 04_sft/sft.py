@@ -219,6 +219,7 @@ def sft_loss(model, batch):
     return loss, {"assistant_tokens": mask.sum()}
     # --- end of student part ---
 
+
 def pretraining_mix(base_path, base_checkpoint, ptx, batch_size):
     """The pretraining mix (InstructGPT's "ptx", here at the SFT stage) -> (tokens, rows per batch).
 
@@ -236,14 +237,15 @@ def pretraining_mix(base_path, base_checkpoint, ptx, batch_size):
     (γ = 27.8 there); our pooled mean is that form with γ = |P|/|A| (the token ratio, logged) and the whole
     loss scaled by |A|/(|A|+|P|). We pick the pooled mean because it needs nothing new: a pretraining row
     is just a row whose loss mask covers every token, sft_loss stays as it is, and one knob (the fraction
-    of rows) sets the mix. tokens: np.memmap of token ids; FileNotFoundError when there is no train.bin
+    of rows) sets the mix (the "assistant_tokens" the loop logs then counts P too). tokens: np.memmap of token ids; FileNotFoundError when there is no train.bin
     next to the base checkpoint, ValueError when its tokenizer is not the base model's."""
     if ptx == 0:
         return None, 0
     path = Path(base_path).parent / "train.bin"
     if not path.is_file():
         raise FileNotFoundError(f"--ptx {ptx} needs the base model's pretraining tokens, and there is no {path}: "
-                                f"keep chapter 03's train.bin (+ train.json) next to the --base checkpoint, or use --ptx 0")
+                                f"keep chapter 03's train.bin (+ train.json) next to the --base checkpoint, "
+                                f"or use --ptx 0")
     meta = dataset.read_meta(path)
     if meta.get("tokenizer_sha256") != base_checkpoint.get("tokenizer_sha256"):
         raise ValueError(f"--ptx: {path} was tokenized with another tokenizer than the base model {base_path}: "
