@@ -4,6 +4,7 @@
     python 04_sft/sft.py --preset small         # the small base model of `pretrain.py --preset small`, ~12 minutes
     python 04_sft/sft.py --data world --data my_data.jsonl    # add your own JSONL (Alpaca or messages layout)
     python 04_sft/sft.py --mix benign=0         # change the data mix (here: no benign look-alikes)
+    python 04_sft/sft.py --ptx 0.25             # a quarter of each batch is pretraining text (the alignment tax)
     python 04_sft/sft.py --preset gpt2          # GPT-2 small from `03_pretrain/pretrain.py --preset gpt2`, one GPU
     python 04_sft/sft.py --resume               # continue an interrupted run in --out-dir
     python 04_sft/sft.py --overwrite            # start over in an --out-dir that holds a run
@@ -63,20 +64,20 @@ PRESETS = {
     "tiny": dict(base=str(DEFAULT_BASE), steps=600, batch_size=16, grad_accum=1, lr=1e-3, min_lr=1e-4,
                  warmup_steps=30, weight_decay=0.0, beta2=0.99, precision="bf16", compile=False,
                  eval_interval=100, eval_batches=8, log_interval=20, packing=True, mix_scale=1.0,
-                 max_new_tokens=128),
+                 max_new_tokens=128, ptx=0.0),
     # Chapter 03's small base model (5.3M parameters, context 256) on a 2-core CPU: bf16 autocast (1.45x
     # faster than fp32 at this size, measured: lesson appendix), twice the examples of the tiny mix (new
     # names and wordings rather than more epochs of the same ones); ~8 minutes of training, ~12 in all.
     "small": dict(base=str(DEFAULT_BASE), steps=600, batch_size=16, grad_accum=1, lr=8e-4, min_lr=8e-5,
                   warmup_steps=30, weight_decay=0.0, beta2=0.99, precision="bf16", compile=False,
                   eval_interval=200, eval_batches=8, log_interval=20, packing=True, mix_scale=2.0,
-                  max_new_tokens=128),
+                  max_new_tokens=128, ptx=0.0),
     # GPT-2 small (124M, context 1024) from `pretrain.py --preset gpt2`, on one GPU: 8 x 4 packed rows of
     # 1024 tokens per step (~100 conversations), bf16, torch.compile.
     "gpt2": dict(base=str(DEFAULT_BASE), steps=1500, batch_size=8, grad_accum=4, lr=1e-4, min_lr=1e-5,
                  warmup_steps=100, weight_decay=0.0, beta2=0.95, precision="auto", compile=True,
                  eval_interval=250, eval_batches=20, log_interval=10, packing=True, mix_scale=4.0,
-                 max_new_tokens=160),
+                 max_new_tokens=160, ptx=0.0),
 }
 # --dry-run: a preset's model and code paths with tiny work (2 steps of 2 one-row micro-batches, 2% of the mix,
 # 2 held-out prompts per task, short replies), to find a shape, memory or precision error on a CPU before a GPU
@@ -108,6 +109,10 @@ def parse_args(argv=None):
     data.add_argument("--packing", action=argparse.BooleanOptionalAction, default=None,
                       help="pack several conversations per row (default) or pad one per row (--no-packing)")
     data.add_argument("--eval-per-task", type=count, help="at most this many held-out prompts per task")
+    data.add_argument("--ptx", type=cli.fraction,
+                      help="the pretraining mix: this fraction of every training batch's rows are windows of the "
+                           "base model's own pretraining tokens (train.bin next to --base), loss on all their "
+                           "tokens (default: the preset's; 0 = chat rows only)")
     data.add_argument("--math-style", choices=sorted(MATH_STAGES),
                       help="word problems worked step by step (steps, the default) or answered directly (direct: "
                            "the control of chapter 07's chain-of-thought study, e.g. --out-dir runs/04_sft_direct)")
@@ -214,6 +219,42 @@ def sft_loss(model, batch):
     return loss, {"assistant_tokens": mask.sum()}
     # --- end of student part ---
 
+
+def pretraining_mix(base_path, base_checkpoint, ptx, batch_size):
+    """The pretraining mix (InstructGPT's "ptx", here at the SFT stage) -> (tokens, rows per batch).
+
+    SFT on chat data alone moves the model away from the text it was pretrained on: it forgets (the
+    alignment tax: chapter 07 measures it as bits per byte on pretraining text and multiple-choice
+    accuracy). The cure: keep showing it that text. A fraction `ptx` of every training batch's rows,
+    round(ptx * batch_size) of them, are windows of the base model's OWN pretraining tokens (the
+    train.bin chapter 03 wrote next to its ckpt.pt), with the loss on all their tokens. The objective is
+    sft_loss unchanged, one mean over every token in the loss:
+
+        loss = −1/(|A| + |P|) · ( Σ_{t ∈ A} log p(y_t) + Σ_{t ∈ P} log p(y_t) )
+
+    A: the assistant's tokens of the chat rows, P: every token of the pretraining rows. InstructGPT adds
+    a separate term with a coefficient instead, objective = E[reward − β KL] + γ · E_pretrain[log p(x)]
+    (γ = 27.8 there); our pooled mean is that form with γ = |P|/|A| (the token ratio, logged) and the whole
+    loss scaled by |A|/(|A|+|P|). We pick the pooled mean because it needs nothing new: a pretraining row
+    is just a row whose loss mask covers every token, sft_loss stays as it is, and one knob (the fraction
+    of rows) sets the mix (the "assistant_tokens" the loop logs then counts P too). tokens: np.memmap of token ids; FileNotFoundError when there is no train.bin
+    next to the base checkpoint, ValueError when its tokenizer is not the base model's."""
+    if ptx == 0:
+        return None, 0
+    path = Path(base_path).parent / "train.bin"
+    if not path.is_file():
+        raise FileNotFoundError(f"--ptx {ptx} needs the base model's pretraining tokens, and there is no {path}: "
+                                f"keep chapter 03's train.bin (+ train.json) next to the --base checkpoint, "
+                                f"or use --ptx 0")
+    meta = dataset.read_meta(path)
+    if meta.get("tokenizer_sha256") != base_checkpoint.get("tokenizer_sha256"):
+        raise ValueError(f"--ptx: {path} was tokenized with another tokenizer than the base model {base_path}: "
+                         f"use the train.bin of the run that made this checkpoint, or --ptx 0")
+    rows = int(round(ptx * batch_size))
+    if rows >= batch_size:
+        raise ValueError(f"--ptx {ptx} leaves no chat row in a batch of {batch_size} rows: use a smaller fraction")
+    return dataset.read_tokens(path), rows
+
 # ----------------------------------------------------------------------------------------------------
 # The script
 
@@ -226,8 +267,9 @@ def rows_fingerprint(tensors):
     return digest.hexdigest()
 
 
-def build_data(settings, tokenizer, block_size, log=print):
-    """Training and validation rows (SFTBatches) and the held-out evaluation examples."""
+def build_data(settings, tokenizer, block_size, log=print, ptx_tokens=None, ptx_rows=0):
+    """Training and validation rows (SFTBatches, with ptx_rows of every training batch drawn from
+    ptx_tokens: pretraining_mix) and the held-out evaluation examples."""
     w = world.build_world(WORLD_SEED)
     seed = settings["seed"]
     train_conversations, val_conversations = [], []
@@ -259,10 +301,17 @@ def build_data(settings, tokenizer, block_size, log=print):
             f"({'packed' if settings['packing'] else 'padded'}, {100 * fill_ratio(sequences, rows[split]):.0f}% "
             f"of positions used, {n_learned:,} assistant tokens in the loss)"
             + (f"; dropped {dropped} longer than the context" if dropped else ""))
+    if ptx_rows:
+        chat_rows = settings["batch_size"] - ptx_rows
+        per_chat_row = (rows["train"][1] != -1).sum().item() / len(rows["train"][0])
+        log(f"pretraining mix: {ptx_rows} of {settings['batch_size']} rows per batch are windows of the base model's "
+            f"{len(ptx_tokens):,} pretraining tokens, loss on all of them: {ptx_rows * block_size:,} pretraining "
+            f"tokens per {chat_rows * per_chat_row:,.0f} assistant tokens (gamma = "
+            f"{ptx_rows * block_size / (chat_rows * per_chat_row):.2f})")
     per_task = settings["eval_per_task"]  # None: every held-out prompt of EVAL_MIX
     eval_mix = {task: n if per_task is None else min(n, per_task) for task, n in EVAL_MIX.items()}
     eval_examples = world_examples(w, "heldout", eval_mix, seed=seed + 2)
-    return SFTBatches(rows, settings["batch_size"]), eval_examples
+    return SFTBatches(rows, settings["batch_size"], ptx_tokens, ptx_rows), eval_examples
 
 
 def main(argv=None):
@@ -351,8 +400,12 @@ def fine_tune(args):
     start = time.time()
 
     model, tokenizer, tokenizer_sha256, base_checkpoint = base_with_chat_tokens(settings, saved, log)
-    batches, eval_examples = build_data(settings, tokenizer, model.config.block_size, log)
+    ptx = settings.get("ptx", 0.0)  # a run saved before the option existed had none
+    ptx_tokens, ptx_rows = pretraining_mix(settings["base"], base_checkpoint, ptx, settings["batch_size"])
+    batches, eval_examples = build_data(settings, tokenizer, model.config.block_size, log, ptx_tokens, ptx_rows)
     data_sha256 = rows_fingerprint(batches.rows["train"])
+    if ptx_rows:  # the mix is part of the data a resumed run must train on again
+        data_sha256 = hashlib.sha256(f"{data_sha256} ptx {ptx_rows} {len(ptx_tokens)}".encode()).hexdigest()
     check_same_data(saved, data_sha256, settings)
     if master:  # every input is good: now write, the tokenizer before training so every checkpoint finds it
         out_dir.mkdir(parents=True, exist_ok=True)

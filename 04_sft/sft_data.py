@@ -6,6 +6,7 @@
     conversations = load_jsonl("my_data.jsonl")                 # Alpaca or messages layout
     sequences = tokenize(conversations, tokenizer, block_size)  # [(x, y), ...] with y = -1 where masked
     x, y, doc_ids = pack_rows(sequences, block_size, pad_id)    # several conversations per row
+    x, y, doc_ids = pretraining_rows(tokens, 4, block_size, generator)   # chapter 03's text, loss on all of it
 
 An example is a plain dict: "task" (one of TASKS), "messages" (the conversation: a user turn and the
 reference assistant reply, sometimes two exchanges) and what grading needs ("answer", "distractors").
@@ -53,6 +54,7 @@ for chapter in ["01_tokenizer", "02_transformer", "03_pretrain"]:  # the earlier
     if str(REPO / chapter) not in sys.path:
         sys.path.append(str(REPO / chapter))
 
+import dataset  # noqa: E402  (chapter 03: windows of the pretraining tokens)
 import world  # noqa: E402  (chapter 03)
 from chat_format import check_messages, render_chat, to_inputs_and_targets  # noqa: E402  (this chapter)
 
@@ -441,21 +443,45 @@ def pad_rows(sequences, block_size, pad_id=0):
     return torch.tensor(xs, dtype=torch.long), torch.tensor(ys, dtype=torch.long)
 
 
+def pretraining_rows(tokens, n_rows, block_size, generator, n_tensors=3):
+    """n_rows windows of chapter 03's pretraining token stream, shaped like chat rows, with the loss on
+    EVERY token: x, y (n_rows, block_size), y[:, t] = x[:, t+1] (never -1), and doc_ids all 0 when
+    n_tensors is 3 (one document per row: positions 0..T-1, causal attention, exactly as pretraining
+    saw them). These are the rows of the pretraining mix (sft.py's --ptx)."""
+    x, y = dataset.get_batch(tokens, n_rows, block_size, generator)  # chapter 03's own batches
+    return (x, y, torch.zeros_like(x)) if n_tensors == 3 else (x, y)
+
+
 class SFTBatches:
     """Fixed training and validation rows, and get_batch(split, generator) for chapter 03's train().
 
     rows: {"train": (x, y[, doc_ids]), "val": (...)}. A batch is `batch_size` rows drawn at random with
     the generator the loop seeds per micro-batch, so a resumed run sees exactly the same batches.
+
+    The pretraining mix: with ptx_tokens (chapter 03's train.bin) and ptx_rows = k > 0, the last k rows
+    of every TRAINING batch are pretraining_rows (loss on all their tokens) and the first batch_size - k
+    are chat rows (loss on the assistant's tokens only). Validation batches stay chat only, so the
+    validation loss means what it did without the mix. ptx_rows = 0 draws exactly the batches it did before.
     """
 
-    def __init__(self, rows, batch_size):
+    def __init__(self, rows, batch_size, ptx_tokens=None, ptx_rows=0):
+        if ptx_rows and ptx_tokens is None:
+            raise ValueError("ptx_rows > 0 needs ptx_tokens, the pretraining token stream")
+        if not 0 <= ptx_rows < batch_size:
+            raise ValueError(f"ptx_rows must be in [0, batch_size - 1] = [0, {batch_size - 1}], got {ptx_rows}")
         self.rows = rows
         self.batch_size = batch_size
+        self.ptx_tokens, self.ptx_rows = ptx_tokens, ptx_rows
 
     def get_batch(self, split, generator):
         tensors = self.rows[split]
-        index = torch.randint(len(tensors[0]), (self.batch_size,), generator=generator)
-        return tuple(t[index] for t in tensors)
+        n_ptx = self.ptx_rows if split == "train" else 0
+        index = torch.randint(len(tensors[0]), (self.batch_size - n_ptx,), generator=generator)
+        chat = tuple(t[index] for t in tensors)
+        if n_ptx == 0:
+            return chat
+        ptx = pretraining_rows(self.ptx_tokens, n_ptx, tensors[0].shape[1], generator, len(tensors))
+        return tuple(torch.cat(pair) for pair in zip(chat, ptx))
 
 
 def make_rows(sequences, block_size, pad_id, packing=True):

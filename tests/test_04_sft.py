@@ -18,6 +18,7 @@ import urllib.request
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -1242,3 +1243,68 @@ def test_reply_text_drops_the_ids_of_a_padded_vocabulary():
     assert chat_format.reply_text(tokenizer, padded) == "Hi there"
     with pytest.raises(ValueError, match="not in this tokenizer"):
         tokenizer.decode(padded)
+
+
+# ---- the pretraining mix (--ptx): windows of chapter 03's tokens beside the chat rows
+
+def chat_rows(n_rows=6, block_size=8):
+    """Packed-looking chat rows: x = 1000 + row, y masked (-1) on the first half of every row."""
+    x = (1000 + torch.arange(n_rows)).repeat_interleave(block_size).view(n_rows, block_size)
+    y = x.clone()
+    y[:, :block_size // 2] = -1
+    doc_ids = torch.zeros_like(x)
+    return {"train": (x, y, doc_ids), "val": (x[:2], y[:2], doc_ids[:2])}
+
+
+def test_ptx_batches_hold_the_fraction_of_pretraining_rows_with_the_loss_on_every_token():
+    tokens = np.arange(500, dtype=np.uint16)  # the pretraining stream: token i is i, so a window is consecutive
+    batches = SFTBatches(chat_rows(), batch_size=8, ptx_tokens=tokens, ptx_rows=2)
+    x, y, doc_ids = batches.get_batch("train", torch.Generator().manual_seed(0))
+    assert x.shape == y.shape == doc_ids.shape == (8, 8)
+    is_chat = x[:, 0] >= 1000
+    assert is_chat.tolist() == [True] * 6 + [False] * 2  # 6 chat rows, then the 2 pretraining rows
+    ptx_x, ptx_y = x[~is_chat], y[~is_chat]
+    assert torch.equal(ptx_x[:, 1:] - ptx_x[:, :-1], torch.ones(2, 7, dtype=torch.long))  # a window of the stream
+    assert torch.equal(ptx_y, ptx_x + 1)  # next-token targets on EVERY position: nothing masked
+    assert torch.equal(doc_ids[~is_chat], torch.zeros(2, 8, dtype=torch.long))  # one document, as pretraining saw it
+    assert (y[is_chat][:, :4] == -1).all() and (y[is_chat][:, 4:] != -1).all()  # chat rows keep their mask
+    # the loss counts every pretraining token beside the chat rows' assistant tokens
+    model = tiny_gpt(vocab_size=1100, block_size=8)
+    _, metrics = sft.sft_loss(model, (x, y, doc_ids))
+    assert metrics["assistant_tokens"].item() == 6 * 4 + 2 * 8
+    val = batches.get_batch("val", torch.Generator().manual_seed(0))
+    assert len(val[0]) == 8 and (val[0][:, 0] >= 1000).all()  # validation stays chat only
+
+
+def test_ptx_rows_per_batch_come_from_the_train_bin_next_to_the_base(tmp_path):
+    import dataset
+    base = tmp_path / "ckpt.pt"
+    assert sft.pretraining_mix(base, {}, 0.0, 16) == (None, 0)  # ptx 0: no file needed, no pretraining rows
+    with pytest.raises(FileNotFoundError, match=r"--ptx 0.25 needs .*train.bin.*or use --ptx 0"):
+        sft.pretraining_mix(base, {"tokenizer_sha256": "abc"}, 0.25, 16)
+    dataset.write_tokens(np.arange(300), tmp_path / "train.bin", vocab_size=400, tokenizer_sha256="abc")
+    tokens, n_rows = sft.pretraining_mix(base, {"tokenizer_sha256": "abc"}, 0.25, 16)
+    assert n_rows == 4 and len(tokens) == 300  # a quarter of 16 rows
+    assert sft.pretraining_mix(base, {"tokenizer_sha256": "abc"}, 0.5, 6)[1] == 3
+    with pytest.raises(ValueError, match="another tokenizer"):
+        sft.pretraining_mix(base, {"tokenizer_sha256": "other"}, 0.25, 16)
+    with pytest.raises(ValueError, match="leaves no chat row"):
+        sft.pretraining_mix(base, {"tokenizer_sha256": "abc"}, 0.99, 16)
+
+
+def test_ptx_zero_draws_exactly_the_batches_of_before():
+    rows = chat_rows(n_rows=20)
+
+    def before(split, generator):  # SFTBatches.get_batch as it was before the pretraining mix
+        tensors = rows[split]
+        index = torch.randint(len(tensors[0]), (8,), generator=generator)
+        return tuple(t[index] for t in tensors)
+
+    tokens = np.arange(500, dtype=np.uint16)
+    for batches in (SFTBatches(rows, 8), SFTBatches(rows, 8, ptx_tokens=tokens, ptx_rows=0)):
+        for split, seed in (("train", 0), ("train", 1), ("val", 0)):
+            now = batches.get_batch(split, torch.Generator().manual_seed(seed))
+            then = before(split, torch.Generator().manual_seed(seed))
+            assert all(torch.equal(a, b) for a, b in zip(now, then, strict=True))
+    for preset in sft.PRESETS.values():
+        assert preset["ptx"] == 0.0 or preset is sft.PRESETS["small"]  # tiny and gpt2: today's behaviour

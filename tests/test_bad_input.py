@@ -467,6 +467,10 @@ SFT_CASES = [
     (["--out-dir", "ROOT/a_file"], "--out-dir ROOT/a_file is a file, not a folder"),
     (["--out-dir", "ROOT/new", "--base", "ROOT/missing.pt"], "no base model at ROOT/missing.pt"),
     (["--out-dir", "ROOT/new", "--base", "ROOT/base"], "ROOT/base is a folder, not a checkpoint"),
+    # 6. the pretraining mix: its tokens are found next to the base model, and some rows stay chat rows
+    (["--overwrite", "--ptx", "0.25", "--base", "ROOT/sft/ckpt.pt"],
+     "--ptx 0.25 needs the base model's pretraining tokens, and there is no ROOT/sft/train.bin"),
+    (["--ptx", "1"], "error: argument --ptx: '1' must be in [0, 1)"),
 ]
 
 
