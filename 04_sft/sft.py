@@ -71,7 +71,7 @@ PRESETS = {
     "small": dict(base=str(DEFAULT_BASE), steps=600, batch_size=16, grad_accum=1, lr=8e-4, min_lr=8e-5,
                   warmup_steps=30, weight_decay=0.0, beta2=0.99, precision="bf16", compile=False,
                   eval_interval=200, eval_batches=8, log_interval=20, packing=True, mix_scale=2.0,
-                  max_new_tokens=128, ptx=0.0),
+                  max_new_tokens=128, ptx=0.125),  # 2 of 16 rows pretraining text: the alignment tax (lesson s11)
     # GPT-2 small (124M, context 1024) from `pretrain.py --preset gpt2`, on one GPU: 8 x 4 packed rows of
     # 1024 tokens per step (~100 conversations), bf16, torch.compile.
     "gpt2": dict(base=str(DEFAULT_BASE), steps=1500, batch_size=8, grad_accum=4, lr=1e-4, min_lr=1e-5,
