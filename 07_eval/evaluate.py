@@ -64,7 +64,7 @@ PRESETS = {
                  shots=1, code_samples=10, pass_k=[1, 10], self_consistency=5, batch_size=64, threads=1, workers=2,
                  seed=0, max_new_tokens={"letter": 4, "math": 72, "describe": 80, "harmful": 40, "honesty": 32,
                                                    "code": 40, "robustness": 96},
-                 # Half of chapter 06's 14 copies, for the budget: the float-16 one, the int8 pair of the paper
+                 # Half of chapter 06's 14 copies, for the budget: the bfloat16 one, the int8 pair of the paper
                  # (absmax, LLM.int8), RTN against GPTQ at 4 and 3 bits. Chapter 06's table measures all of
                  # them; --models names the others.
                  quantized=["bf16", "int8_absmax", "llm_int8", "rtn4", "gptq4", "rtn3", "gptq3"]),
