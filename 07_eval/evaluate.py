@@ -565,10 +565,10 @@ def evaluate_models(run, models, tasks, items, w, skipped):
     if workers <= 1 or run.device != "cpu":
         return [evaluate_model(run, m, tasks, items, w, skipped) for m in models]
     run.log(f"evaluating {len(models)} models in {workers} processes of {run.settings['threads'] or 'all'} thread(s)")
-    fields = (run.runs_dir, run.out_dir, run.device, run.settings)
+    shipped = dataclasses.replace(run, log=None, timings={}, other_seconds={})  # a lambda does not pickle
     spawn = multiprocessing.get_context("spawn")  # not fork: a forked child inherits torch's thread pool half set up
     with concurrent.futures.ProcessPoolExecutor(workers, mp_context=spawn) as pool:
-        jobs = [pool.submit(evaluate_in_worker, fields, m, tasks, items, w) for m in models]
+        jobs = [pool.submit(evaluate_in_worker, shipped, m, tasks, items, w) for m in models]
         results = []
         for job in jobs:  # in the models' order: the log reads as one process's would
             result, timings, lines, skipped_here = job.result()
@@ -580,12 +580,12 @@ def evaluate_models(run, models, tasks, items, w, skipped):
     return results
 
 
-def evaluate_in_worker(fields, model, tasks, items, w):
+def evaluate_in_worker(run, model, tasks, items, w):
     """One model in a worker process -> (its result, its timings, its log lines, its skipped lines)."""
-    if fields[3]["threads"]:
-        torch.set_num_threads(fields[3]["threads"])
+    if run.settings["threads"]:
+        torch.set_num_threads(run.settings["threads"])
     lines, skipped = [], []
-    run = Run(*fields, log=lambda *a: lines.append(" ".join(str(x) for x in a)))
+    run.log = lambda *a: lines.append(" ".join(str(x) for x in a))  # sent back, printed in the models' order
     result = evaluate_model(run, model, tasks, items, w, skipped)
     return result, run.timings, lines, skipped
 
