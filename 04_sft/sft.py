@@ -237,11 +237,13 @@ def pretraining_mix(base_path, base_checkpoint, ptx, batch_size):
     (γ = 27.8 there); our pooled mean is that form with γ = |P|/|A| (the token ratio, logged) and the whole
     loss scaled by |A|/(|A|+|P|). We pick the pooled mean because it needs nothing new: a pretraining row
     is just a row whose loss mask covers every token, sft_loss stays as it is, and one knob (the fraction
-    of rows) sets the mix (the "assistant_tokens" the loop logs then counts P too). tokens: np.memmap of token ids; FileNotFoundError when there is no train.bin
-    next to the base checkpoint, ValueError when its tokenizer is not the base model's."""
+    of rows) sets the mix (the "assistant_tokens" the loop logs then counts P too). tokens: np.memmap of token
+    ids, from the data folder chapter 03 records in its checkpoint ("data": {"dir"}), else the checkpoint's
+    own folder; FileNotFoundError when there is no train.bin there, ValueError when its tokenizer is not
+    the base model's."""
     if ptx == 0:
         return None, 0
-    path = Path(base_path).parent / "train.bin"
+    path = Path((base_checkpoint.get("data") or {}).get("dir") or Path(base_path).parent) / "train.bin"
     if not path.is_file():
         raise FileNotFoundError(f"--ptx {ptx} needs the base model's pretraining tokens, and there is no {path}: "
                                 f"keep chapter 03's train.bin (+ train.json) next to the --base checkpoint, "
