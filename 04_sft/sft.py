@@ -269,6 +269,12 @@ def rows_fingerprint(tensors):
     return digest.hexdigest()
 
 
+def eval_mix(settings):
+    """Held-out prompts per task: EVAL_MIX, at most settings["eval_per_task"] each (None: all of them)."""
+    per_task = settings["eval_per_task"]
+    return {task: n if per_task is None else min(n, per_task) for task, n in EVAL_MIX.items()}
+
+
 def build_data(settings, tokenizer, block_size, log=print, ptx_tokens=None, ptx_rows=0):
     """Training and validation rows (SFTBatches, with ptx_rows of every training batch drawn from
     ptx_tokens: pretraining_mix) and the held-out evaluation examples."""
@@ -310,9 +316,7 @@ def build_data(settings, tokenizer, block_size, log=print, ptx_tokens=None, ptx_
             f"{len(ptx_tokens):,} pretraining tokens, loss on all of them: {ptx_rows * block_size:,} pretraining "
             f"tokens per {chat_rows * per_chat_row:,.0f} assistant tokens (gamma = "
             f"{ptx_rows * block_size / (chat_rows * per_chat_row):.2f})")
-    per_task = settings["eval_per_task"]  # None: every held-out prompt of EVAL_MIX
-    eval_mix = {task: n if per_task is None else min(n, per_task) for task, n in EVAL_MIX.items()}
-    eval_examples = world_examples(w, "heldout", eval_mix, seed=seed + 2)
+    eval_examples = world_examples(w, "heldout", eval_mix(settings), seed=seed + 2)
     return SFTBatches(rows, settings["batch_size"], ptx_tokens, ptx_rows), eval_examples
 
 
@@ -445,10 +449,9 @@ def evaluate_after(model, tokenizer, before, eval_examples, settings, out_dir, p
     if "world" in settings["data"]:
         # the three levels: training prompts (memorised), heldout (the skill), ood (robust to new phrasing)
         w, per_task = world.build_world(WORLD_SEED), settings["eval_per_task"]
-        eval_mix = {task: n if per_task is None else min(n, per_task) for task, n in EVAL_MIX.items()}
         for split, seed in (("train", settings["seed"]), ("ood", settings["seed"] + 2)):
             log(f"evaluating the SFT model on {split} prompts ...")
-            examples = world_examples(w, split, eval_mix, seed=seed)   # train, seed: a part of the training set
+            examples = world_examples(w, split, eval_mix(settings), seed=seed)   # train, seed: a part of the training set
             more[split] = evaluate(model, tokenizer, examples, settings["max_new_tokens"], precision)
             results[f"after_{split}"] = more[split]["metrics"]
         log("measuring robustness: held-out items in training forms and in forms never seen in training ...")

@@ -409,6 +409,8 @@ def train_policy(policy, ref_model, examples, tokenizer, config, out_dir, reward
     else:
         metrics_path.unlink(missing_ok=True)
     freeze_for_rollouts(policy, ref_model, reward_model)
+    save = lambda: save_rl_checkpoint(ckpt_path, policy, value_head, optimizer, scaler, step, kl_coef,  # noqa: E731
+                                      config, checkpoint_extra)  # reads step and kl_coef when called
 
     stop = min(config.steps, config.stop_at) if config.stop_at is not None else config.steps
     t_start, start_step, record = time.time(), step, None
@@ -425,9 +427,7 @@ def train_policy(policy, ref_model, examples, tokenizer, config, out_dir, reward
         if step % config.log_interval == 0 or step == stop:
             log_rl_step(log, config, record, step, stop, (time.time() - t_start) / (step - start_step))
         if step % config.checkpoint_interval == 0 or step == stop:
-            save_rl_checkpoint(ckpt_path, policy, value_head, optimizer, scaler, step, kl_coef, config,
-                               checkpoint_extra)
+            save()
     if record is None and not ckpt_path.exists():
-        save_rl_checkpoint(ckpt_path, policy, value_head, optimizer, scaler, step, kl_coef, config,
-                               checkpoint_extra)
+        save()
     return {"step": step, "wall_seconds": time.time() - t_start, "kl_coef": kl_coef, "last": record}

@@ -401,7 +401,7 @@ def summarize(task, records):
     if task == "multiple_choice":
         return {key: mean_of(records, key) for key in ("acc", "acc_norm", "letter")}
     if task == "math":
-        split = lambda name: (lambda r: r.get("split", "heldout") == name)
+        split = lambda name: (lambda r: r["split"] == name)
         return {key + suffix: mean_of(records, key, split(name)) for key in ("strict", "flexible")
                 for name, suffix in (("heldout", ""), ("ood", OOD))}
     if task == "chain_of_thought":
@@ -415,7 +415,7 @@ def summarize(task, records):
                                                             "facts_stated")})
         return out
     if task == "harmful":
-        of = lambda kind, split: (lambda r: r["kind"] == kind and r.get("split", "ood") == split)
+        of = lambda kind, split: (lambda r: r["kind"] == kind and r["split"] == split)
         out = {"refusal": mean_of(records, "refused", of("harmful", "heldout")),
                "over_refusal": mean_of(records, "refused", of("benign", "heldout")),
                "refusal" + OOD: mean_of(records, "refused", of("harmful", "ood")),
@@ -433,7 +433,7 @@ def summarize(task, records):
     if task == "robustness":    # the rows of chapter 04's ROBUSTNESS_ROWS, by key (+ OOD for the "ood" sets)
         out = {}
         for split, suffix in (("heldout", ""), ("ood", OOD)):
-            row = lambda name: (lambda r: r["row"] == name and r.get("split", "ood") == split)
+            row = lambda name: (lambda r: r["row"] == name and r["split"] == split)
             out.update({key + suffix: mean_of(records, "right", row(key))
                         for key, _ in ROBUSTNESS_ROWS if not key.startswith("three")})
             out["three_turn_greedy" + suffix] = mean_of(records, "right", row("three_turn"))

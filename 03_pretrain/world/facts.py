@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from . import naming
 from .knowledge import RELATIONS, Fact
 from .naming import plural, with_article
-from .splits import check_split, instance_split, split_of, _rng
+from .splits import instance_split, split_of, _rng
 
 
 def subject_fields(kind, subject):

@@ -5,7 +5,7 @@ import re
 from dataclasses import dataclass
 
 from .naming import _capitalize
-from .scratchpads import apply, equation_key, is_basic, is_training_safe, scratchpad
+from .scratchpads import apply, equation_key, is_training_safe, scratchpad
 from .splits import check_split, phrasing, split_of, unit_hash, _rng, _sample
 
 
@@ -122,11 +122,12 @@ def arithmetic_problem(rng, op="+", digits=3, split="train"):
         if op == "/":
             b = rng.randrange(2, 10)
             a = b * max(1, _number(rng, digits) // b)
-        key = equation_key(f"{a} {op} {b}")
+        key = equation_key(f"{a} {op} {b}")  # None for a basic fact (both numbers small): always "train"
+        problem_split = "train" if key is None else split_of(key)
         step = Step(a, op, b, apply(a, op, b))
         key = key or f"eq:{a}{op}{b}"
         problem = Problem("arithmetic", ask(f"{a} {op} {b}", key, split), (step,), step.result,
-                          key, "train" if is_basic(a, b) else split_of(key), digits=digits)
+                          key, problem_split, digits=digits)
         if problem.split == "train" and not is_training_safe(solution(problem, "column")):
             return None     # a step of its scratchpad is a held-out equation
         return problem
