@@ -16,7 +16,8 @@ Every script writes its outputs under runs/<chapter>/. What reads what, by path:
                            -> runs/03_pretrain/ (tokenizer, train.bin/val.bin, ckpt.pt)
     04 sft.py              reads runs/03_pretrain/ckpt.pt and the tokenizer it names -> runs/04_sft/
        sft.py --math-style direct   (only with --direct-sft) -> runs/04_sft_direct/: chapter 07's control model
-    05 rlhf.py             reads runs/04_sft/ckpt.pt -> runs/05_rlhf/ (preferences, reward_model, ppo, dpo, grpo, overopt)
+    05 rlhf.py             reads runs/04_sft/ckpt.pt -> runs/05_rlhf/ (preferences, reward_model, ppo, dpo, overopt;
+                           grpo too at the gpt2 preset, or with --grpo: rlhf.py --stages all)
     06 quantize.py         reads chapter 05's PPO policy if 05 has run, else GRPO, DPO (runs/05_rlhf/ppo|grpo|dpo/ckpt.pt),
                            else runs/04_sft/ckpt.pt, and chapter 03's train.bin/val.bin -> runs/06_quantize/
     07 evaluate.py         reads every runs/*/**/ckpt.pt, by the stage each records (model_loader.find_models)
@@ -49,7 +50,7 @@ import cli  # noqa: E402  (one clear line for bad input)
 # them), the file that says it has run (the pipeline then says how to go on instead of starting it over an earlier
 # run), `paths`: the arguments that name every folder it reads and writes under the runs folder (passed with
 # --runs-dir or --dry-run, "{runs}" replaced by it), and `when`: a step that runs only when its pipeline flag is
-# given. A new chapter adds one entry.
+# given; `args_when`: arguments added only when a pipeline flag is given. A new chapter adds one entry.
 CHAPTERS = [
     dict(folder="01_tokenizer", script="train_tokenizer.py", options={"overwrite"},
          output="runs/01_tokenizer/tokenizer.tiktoken", paths=["--out-dir", "{runs}/01_tokenizer"]),
@@ -62,7 +63,7 @@ CHAPTERS = [
          args=["--math-style", "direct", "--out-dir", "runs/04_sft_direct"], when="direct_sft",
          paths=["--base", "{runs}/03_pretrain/ckpt.pt", "--out-dir", "{runs}/04_sft_direct"]),
     dict(folder="05_rlhf", script="rlhf.py", options={"overwrite", "device", "dry_run"},
-         output="runs/05_rlhf/preferences/train.jsonl", paths=["--sft", "{runs}/04_sft/ckpt.pt", "--out-dir", "{runs}/05_rlhf"]),
+         args_when={"grpo": ["--stages", "all"]}, output="runs/05_rlhf/preferences/train.jsonl", paths=["--sft", "{runs}/04_sft/ckpt.pt", "--out-dir", "{runs}/05_rlhf"]),
     dict(folder="06_quantize", script="quantize.py", options={"overwrite", "device", "dry_run"},
          output="runs/06_quantize/results.md",
          paths=["--ckpt", "{runs}/05_rlhf/ppo/ckpt.pt", "--out-dir", "{runs}/06_quantize"]),
@@ -83,6 +84,9 @@ def command_of(step, args):
     pipeline's --device, --data, --dry-run and --overwrite where the script declares them."""
     command = [sys.executable, str(REPO / step["folder"] / step["script"]), "--preset", args.preset]
     command += step.get("args", [])
+    for flag, extra in step.get("args_when", {}).items():  # arguments only a pipeline flag adds (--grpo)
+        if getattr(args, flag):
+            command += extra
     if args.runs_dir:
         command += [arg.replace("{runs}", args.runs_dir) for arg in step.get("paths", [])]
     options = step.get("options", ())
@@ -115,6 +119,9 @@ def main(argv=None):
     parser.add_argument("--direct-sft", action="store_true",
                         help="also train chapter 04's direct-answer control for chapter 07's chain-of-thought "
                              "study (sft.py --math-style direct --out-dir runs/04_sft_direct; one more SFT run)")
+    parser.add_argument("--grpo", action="store_true",
+                        help="also train chapter 05's GRPO policy at the tiny and small presets, where it is opt-in "
+                             "(rlhf.py --stages all; about 2 minutes more on 2 cores)")
     parser.add_argument("--runs-dir", help="the folder every chapter reads and writes (default: runs; with --dry-run: "
                                             f"{DRY_RUN_DIR})")
     parser.add_argument("--data", help="chapter 03's corpus (a source or a local text file; see pretrain.py --help)")

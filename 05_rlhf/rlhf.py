@@ -1,6 +1,7 @@
 """RLHF from chapter 04's chat model: a reward model, PPO against it, DPO and GRPO, compared in one table.
 
-    python 05_rlhf/rlhf.py --preset tiny                      # every stage, a few minutes on a CPU
+    python 05_rlhf/rlhf.py --preset tiny                      # every stage but GRPO, a few minutes on a CPU
+    python 05_rlhf/rlhf.py --stages grpo,eval --overwrite      # add GRPO to that run (+2 minutes), or --stages all
     python 05_rlhf/rlhf.py --stages ppo,eval --overwrite       # rerun a subset (the others are read from disk)
     python 05_rlhf/rlhf.py --stages overopt                    # the overoptimization demo (the lesson's figure)
     python 05_rlhf/rlhf.py --preset gpt2                       # from a GPT-2-small SFT model, one GPU
@@ -13,6 +14,7 @@ Stages, in order (--stages picks a subset; each reads what the earlier ones wrot
     ppo            PPO against the reward model with a per-token KL penalty to the SFT model -> ppo/
     dpo            DPO on the same pairs, from the same SFT model -> dpo/
     grpo           GRPO on the gold reward (verifiable), groups of samples, no value head -> grpo/
+                   (not in the tiny and small presets' default stages: opt-in, see PRESETS)
     eval           SFT vs PPO vs DPO vs GRPO on held-out prompts -> rlhf_eval.md, rlhf_eval.json, rlhf_eval.png
     overopt        PPO against the reward model with no KL penalty and with a strong one, at a high learning
                    rate, plotted against sqrt(KL) -> overopt/overoptimization.png (the lesson's figure)
@@ -54,7 +56,6 @@ from rlhf_report import (evaluate_policy, overoptimization_summary, plot_overopt
 DEFAULT_SFT = REPO / "runs" / "04_sft" / "ckpt.pt"
 DEFAULT_OUT_DIR = REPO / "runs" / "05_rlhf"
 STAGES = ("preferences", "reward_model", "ppo", "dpo", "grpo", "eval", "overopt")
-DEFAULT_STAGES = STAGES
 WORLD_SEED = 0  # the world chapters 03 and 04 used
 EVAL_SEED = 1339  # chapter 04's held-out evaluation items (sft.py: seed 1337 + 2): the same prompts
 RL_MIX = {"fact": 300, "math": 300, "unknown": 80, "harmful": 60, "benign": 60}  # GRPO's training prompts
@@ -81,7 +82,11 @@ PRESETS = {
         grpo=dict(steps=16, prompts_per_step=16, group_size=8, max_new_tokens=64, lr=2e-5, kl_coef=0.05,
                   epochs=1, minibatches=2, tasks=["math", "arith"]),
         overopt=dict(steps=30, prompts_per_step=16, max_new_tokens=48, lr=1e-4, kl_coefs=(0.0, 0.3)),
-        eval_tokens=96, kl_prompts=100, precision="fp32"),
+        eval_tokens=96, kl_prompts=100, precision="fp32",
+        # GRPO is opt-in here (--stages all, or pipeline.py --grpo): it is a quarter of this chapter's time
+        # (~90 s on 2 cores) and 16 steps move held-out word problems by no more than seed noise (+3, -5, +2
+        # points on seeds 0-2; 64 steps: +5), so the 15-minute budget of the tiny pipeline goes elsewhere.
+        stages=("preferences", "reward_model", "ppo", "dpo", "eval", "overopt")),
     # GPT-2 small (124M, context 1024) from `sft.py --preset gpt2`, on one GPU, bf16.
     "gpt2": dict(
         pair_scale=4.0, sampled_prompts=2048, heldout_prompts=512, sample_tokens=96, labeller_tau=0.5,
@@ -139,8 +144,8 @@ def parse_args(argv=None):
         help="the settings to start from (default: tiny; small: the same settings, for the small model)")
     add("--sft", default=str(DEFAULT_SFT), help=f"chapter 04's chat model (default: {DEFAULT_SFT})")
     add("--out-dir", default=str(DEFAULT_OUT_DIR), help=f"where everything goes (default: {DEFAULT_OUT_DIR})")
-    add("--stages", default=",".join(DEFAULT_STAGES),
-        help=f"comma-separated subset of {','.join(STAGES)} (default: all)")
+    add("--stages", help=f"comma-separated subset of {','.join(STAGES)}, or all (default: the preset's stages; "
+                         f"tiny and small: all but grpo)")
     add("--preferences", help="a JSONL file of your own training pairs instead of the world's (held-out pairs "
                               "stay the world's)")
     add("--resume", action="store_true", help="continue each stage from its checkpoint (finished stages are kept)")
@@ -191,7 +196,14 @@ def resolve_settings(args):
     return settings
 
 
+def default_stages(preset):
+    """The stages a run does without --stages: the preset's "stages", else all of them."""
+    return tuple(PRESETS[preset].get("stages", STAGES))
+
+
 def parse_stages(text):
+    if text.strip() == "all":
+        return list(STAGES)
     stages = [s.strip() for s in text.split(",") if s.strip()]
     unknown = [s for s in stages if s not in STAGES]
     if not stages or unknown:
@@ -396,7 +408,7 @@ def grpo_uses_rm(settings):
 
 def check_inputs(args, log):
     """Every input checked before anything is written -> (stages, the Run every stage shares)."""
-    stages = parse_stages(args.stages)
+    stages = parse_stages(args.stages) if args.stages is not None else list(default_stages(args.preset))
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # torchrun: N copies would write one folder
         raise ValueError("RL runs on one process: rollouts, scoring and updates are not split across processes "
                          "here; run  python 05_rlhf/rlhf.py ...  without torchrun")
@@ -448,7 +460,7 @@ def train_stages(run, stages, pairs, stages_flag):
         if summaries[stage]["step"] < steps:  # --stop-at: end the script as if it had been interrupted here
             run.log(f"{stage} stopped early at step {summaries[stage]['step']} of {steps}: continue with  python "
                     f"05_rlhf/rlhf.py --resume --out-dir {run.out_dir}"
-                    + (f" --stages {stages_flag}" if stages_flag != ",".join(DEFAULT_STAGES) else ""))
+                    + (f" --stages {stages_flag}" if stages_flag is not None else ""))
             return reward_model, policies, summaries, stage
         if stage == "reward_model":
             reward_model = model
@@ -461,9 +473,15 @@ def train_stages(run, stages, pairs, stages_flag):
 def log_done(run, total):
     run.log(f"\ndone in {total:.0f} s: " + ", ".join(f"{s} {t:.0f} s ({100 * t / total:.0f}%)" for s, t in run.timings.items()))
     run.log(f"CPU time {sum(run.cpu_seconds.values()):.0f} s: " + ", ".join(f"{s} {t:.0f} s" for s, t in run.cpu_seconds.items()))
-    run.log(f"outputs in {run.out_dir}/: preferences/, reward_model/, ppo/, dpo/, grpo/ (ckpt.pt, metrics.jsonl, curves), "
-            f"rlhf_eval.md/.json/.png")
-    run.log(f"next: python 04_sft/chat.py --ckpt {run.out_dir / 'grpo' / 'ckpt.pt'}")
+    made = [s for s in ("reward_model", "ppo", "dpo", "grpo") if (run.out_dir / s / "ckpt.pt").exists()]
+    run.log(f"outputs in {run.out_dir}/: preferences/, {', '.join(s + '/' for s in made)} (ckpt.pt, metrics.jsonl, "
+            f"curves), rlhf_eval.md/.json/.png, overopt/")
+    if "grpo" not in made:
+        run.log(f"GRPO (opt-in at this preset, ~2 minutes): python 05_rlhf/rlhf.py --stages grpo,eval --overwrite "
+                f"--out-dir {run.out_dir}")
+    chat = next((s for s in ("ppo", "grpo", "dpo") if s in made), None)
+    if chat:
+        run.log(f"next: python 04_sft/chat.py --ckpt {run.out_dir / chat / 'ckpt.pt'}")
 
 
 def main(argv=None):

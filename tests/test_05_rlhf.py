@@ -663,6 +663,13 @@ def test_script_samples_preference_pairs_from_ppo_prompts(script_run):
     assert sampled and {p["category"] for p in sampled} <= set(SMOKE["ppo"]["mix"])
 
 
+def test_grpo_is_opt_in_at_the_cpu_presets_and_all_names_every_stage():
+    """The tiny pipeline's budget: GRPO runs at the tiny and small presets only when asked (--stages all)."""
+    assert "grpo" not in rlhf.default_stages("tiny") and "grpo" not in rlhf.default_stages("small")
+    assert set(rlhf.default_stages("tiny")) == set(rlhf.STAGES) - {"grpo"} and rlhf.default_stages("gpt2") == rlhf.STAGES
+    assert rlhf.parse_stages("all") == list(rlhf.STAGES) and rlhf.parse_stages("eval,grpo") == ["grpo", "eval"]
+
+
 def test_grpo_reward_swaps_in_one_flag(script_run, sft_checkpoint, tmp_path):
     """Exercise 7: --grpo-reward rm trains GRPO on the reward model (and needs one); the default is gold."""
     out, _ = script_run

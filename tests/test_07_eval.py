@@ -661,7 +661,7 @@ def test_the_tiny_preset_evaluates_its_quantized_copies_only():
     assert [m["label"] for m in kept] == ["sft", "ppo", "gptq4"]
     assert len(skipped) == 1 and "rtn4_g64; --models names them" in skipped[0]
     assert evaluate.preset_models(models, {"preset": "gpt2", "quantized": None}, []) == models
-    assert {"llm_int8", "int8_absmax", "rtn4", "gptq4", "rtn3", "gptq3"} <= set(evaluate.PRESETS["tiny"]["quantized"])
+    assert {"llm_int8", "int8_absmax", "rtn3", "gptq3"} <= set(evaluate.PRESETS["tiny"]["quantized"])
 
 
 def test_robustness_task_reuses_chapter_04s_sets_and_rows():

@@ -620,6 +620,17 @@ def test_pipeline_trains_the_direct_answer_control_only_when_asked(tmp_path, mon
                                "--device", "cpu", "--overwrite"]
 
 
+def test_pipeline_trains_grpo_at_the_tiny_preset_only_when_asked(tmp_path, monkeypatch):
+    commands = []
+    monkeypatch.setattr(pipeline.subprocess, "run", lambda command, cwd: commands.append(command[1:]) or
+                        argparse.Namespace(returncode=0))
+    pipeline.main(["--start", "5", "--stop", "5", "--overwrite"])
+    assert commands == [[str(pipeline.REPO / "05_rlhf" / "rlhf.py"), "--preset", "tiny", "--overwrite"]]
+    commands.clear()
+    pipeline.main(["--start", "5", "--stop", "5", "--grpo", "--overwrite"])
+    assert commands[0][1:] == ["--preset", "tiny", "--stages", "all", "--overwrite"]
+
+
 def test_pipeline_dry_run_passes_the_flag_and_the_runs_folder_and_leaves_out_the_rest(tmp_path, monkeypatch, capsys):
     commands = []
     monkeypatch.setattr(pipeline.subprocess, "run", lambda command, cwd: commands.append(command[1:]) or
