@@ -477,8 +477,8 @@ def log_done(run, total):
     run.log(f"outputs in {run.out_dir}/: preferences/, {', '.join(s + '/' for s in made)} (ckpt.pt, metrics.jsonl, "
             f"curves), rlhf_eval.md/.json/.png, overopt/")
     if "grpo" not in made:
-        run.log(f"GRPO (opt-in at this preset, ~2 minutes): python 05_rlhf/rlhf.py --stages grpo,eval --overwrite "
-                f"--out-dir {run.out_dir}")
+        run.log(f"GRPO (opt-in at this preset, 1-2 minutes): python 05_rlhf/rlhf.py --stages grpo,eval --overwrite "
+                f"--sft {run.settings['sft']} --out-dir {run.out_dir}")
     chat = next((s for s in ("ppo", "grpo", "dpo") if s in made), None)
     if chat:
         run.log(f"next: python 04_sft/chat.py --ckpt {run.out_dir / chat / 'ckpt.pt'}")
