@@ -23,8 +23,13 @@
 3. The time budget of one training step at (b): the same matrix multiplies, flash attention and GELU
    timed alone, against our whole step and the peer's, and the best ratio any model could reach if all
    else were free.
+4. (--only tiny) The step chapters 03 and 04 take at the tiny preset on a CPU (4 x 192, context 256,
+   batch 16, vocabulary 2052, bf16 autocast), whole, and with two changes that alter the numbers a
+   little and are not the preset: attention computed in fp32 inside the bf16 step, and the exact GELU.
+   Their pieces alone too: torch's CPU flash-attention kernel in bf16 against fp32, each GELU in bf16.
 """
 import argparse
+import dataclasses
 import statistics
 import sys
 import time
@@ -233,9 +238,59 @@ def bench_budget(device, repeats=7):
         print(f"  ours sdpa (this measurement):                             {steps['peer'] / steps['ours sdpa']:.2f}x")
 
 
+def fp32_attention(sdpa):
+    """F.scaled_dot_product_attention computed in fp32 whatever autocast does, returned in q's dtype."""
+    def attention(q, k, v, **kwargs):
+        with torch.autocast(q.device.type, enabled=False):
+            return sdpa(q.float(), k.float(), v.float(), **kwargs).to(q.dtype)
+    return attention
+
+
+def bench_tiny(device, rounds, repeats=5):
+    """The tiny preset's training step in bf16 autocast (chapters 03 and 04 on a CPU), whole and in pieces."""
+    B, T, C, H, L, V = 16, 256, 192, 6, 4, 2052
+    config = GPTConfig.from_preset("tiny", vocab_size=V, block_size=T)
+    x, y = (torch.randint(0, V, (B, T), device=device) for _ in range(2))
+    print(f"\nthe tiny preset's training step ({L} x {C}, context {T}, batch {B}, vocab {V}), bf16 autocast, ms")
+
+    def step_ms(gelu, attention_in_fp32):
+        torch.manual_seed(0)
+        model = GPT(dataclasses.replace(config, gelu=gelu)).to(device)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        sdpa = F.scaled_dot_product_attention
+        if attention_in_fp32:
+            F.scaled_dot_product_attention = fp32_attention(sdpa)
+        try:
+            return time_ms(lambda: train_step(model, optimizer, ours_loss_bf16, x, y), repeats, device)
+        finally:
+            F.scaled_dot_product_attention = sdpa
+
+    variants = {"as the preset (bf16 attention, tanh GELU)": ("tanh", False),
+                "attention in fp32": ("tanh", True), "attention in fp32, exact GELU": ("erf", True)}
+    times = {name: [] for name in variants}
+    for _ in range(rounds):  # in turn, so that a busy machine slows all of them alike
+        for name, (gelu, fp32) in variants.items():
+            times[name].append(step_ms(gelu, fp32))
+    base = times[next(iter(variants))]
+    for name, ms in times.items():  # the ratio: the median of the per-round ratios, as in part 1
+        ratio = statistics.median(b / m for b, m in zip(base, ms))
+        print(f"  whole step, {name:<44} {statistics.median(ms):6.0f}  ({ratio:.2f}x)")
+    q, k, v = (torch.randn(B, H, T, C // H, device=device, requires_grad=True) for _ in range(3))
+    grad_out = torch.randn(B, H, T, C // H, device=device)
+    for dtype in (torch.bfloat16, torch.float32):
+        qd, kd, vd = (t.detach().to(dtype).requires_grad_() for t in (q, k, v))
+        ms = time_ms(lambda: torch.autograd.grad(F.scaled_dot_product_attention(qd, kd, vd, is_causal=True),
+                                                 (qd, kd, vd), grad_out.to(dtype)), repeats, device)
+        print(f"  flash attention forward + backward, {str(dtype)[6:]:<8} x {L} layers {L * ms:21.0f}")
+    h = torch.randn(B, T, 4 * C, device=device, dtype=torch.bfloat16, requires_grad=True)
+    for kind in ("tanh", "none"):
+        ms = time_ms(lambda: torch.autograd.grad(F.gelu(h, approximate=kind), h, torch.ones_like(h)), repeats, device)
+        print(f"  GELU {kind:<4} forward + backward, bfloat16 x {L} layers {L * ms:21.0f}")
+
+
 def main(argv=None):
     parser = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=["a", "b", "gen", "budget"], action="append",
+    parser.add_argument("--only", choices=["a", "b", "gen", "budget", "tiny"], action="append",
                         help="run only these parts (repeatable); default: a, b and gen")
     parser.add_argument("--rounds", type=cli.positive_int, default=5, help="alternating rounds per measurement (default 5)")
     parser.add_argument("--steps-a", type=cli.positive_int, default=10, help="training steps per round at config (a)")
@@ -261,6 +316,8 @@ def main(argv=None):
         bench_generation(max(3, args.rounds // 2), args.new_tokens, args.device)
     if "budget" in parts:
         bench_budget(args.device)
+    if "tiny" in parts:
+        bench_tiny(args.device, args.rounds)
 
 
 if __name__ == "__main__":
