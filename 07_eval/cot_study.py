@@ -34,9 +34,8 @@ for chapter in ["01_tokenizer", "02_transformer", "03_pretrain", "04_sft", "07_e
 
 import cli  # noqa: E402  (chapter 01: one-line errors, atomic writes)
 import world  # noqa: E402  (chapter 03)
-from eval_tasks import ZERO_SHOT_COT, math_shots  # noqa: E402  (this chapter)
+from eval_tasks import ZERO_SHOT_COT, ask_each_way, math_shots  # noqa: E402  (this chapter)
 from harness import LanguageModel, Prompt  # noqa: E402
-from scoring import flexible_answer, majority_vote  # noqa: E402
 
 PROMPTINGS = ("direct", "zero-shot CoT", "few-shot", "self-consistency")
 STEPS = (1, 2, 3)
@@ -77,29 +76,15 @@ def prompt_for(how, item, w):
 
 
 def run_study(lm, items, w, k=8, max_new_tokens=128, seed=0):
-    """Each item asked every way of PROMPTINGS -> records {**item, "answers": {how: n}, "right": {how: 0/1}}
-    (k=0: no self-consistency)."""
-    records = [{**item, "answers": {}, "right": {}} for item in items]
-    for how in PROMPTINGS[:3]:
-        replies = lm.generate([lm.prompt_ids(prompt_for(how, i, w)) for i in items], max_new_tokens)
-        for record, reply in zip(records, replies):
-            record["answers"][how] = flexible_answer(reply)
-            record["right"][how] = int(record["answers"][how] == record["gold"])
-        records[0].setdefault("examples", {})[how] = replies[0]
-    if k == 0:
-        return records
-    prompts = [lm.prompt_ids(prompt_for("direct", i, w)) for i in items for _ in range(k)]
-    samples = lm.generate(prompts, max_new_tokens, temperature=0.7, seed=seed)
-    for n, record in enumerate(records):
-        vote = majority_vote([flexible_answer(s) for s in samples[n * k:(n + 1) * k]])
-        record["answers"]["self-consistency"], record["right"]["self-consistency"] = vote, int(vote == record["gold"])
-    return records
+    """Each item asked every way of PROMPTINGS (eval_tasks.ask_each_way; self-consistency samples the direct
+    prompt; k=0: none) -> records {**item, "replies", "answers": {how: n}, "score": {how: 0/1}}."""
+    return ask_each_way(lm, items, lambda how, item: prompt_for(how, item, w), PROMPTINGS[:3], max_new_tokens, k, seed)
 
 
 def accuracy(records, how, **where):
     """Share right of the records matching every field of `where` -> (share, n)."""
-    chosen = [r for r in records if all(r[key] == value for key, value in where.items()) and how in r["right"]]
-    return (sum(r["right"][how] for r in chosen) / len(chosen) if chosen else float("nan")), len(chosen)
+    chosen = [r for r in records if all(r[key] == value for key, value in where.items()) and how in r["score"]]
+    return (sum(r["score"][how] for r in chosen) / len(chosen) if chosen else float("nan")), len(chosen)
 
 
 def tables(results):
@@ -128,24 +113,21 @@ def tables(results):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps-model", default=str(REPO / "runs/04_sft/ckpt.pt"),
                         help="the step-trained chat model (chapter 04's sft.py)")
     parser.add_argument("--direct-model", default=str(REPO / "runs/04_sft_direct/ckpt.pt"),
                         help="the direct-answer control (sft.py --math-style direct --out-dir runs/04_sft_direct)")
-    parser.add_argument("--per-cell", type=int, default=20, help="problems per (steps, digits) cell (default 20)")
+    parser.add_argument("--per-cell", type=cli.positive_int, default=20, help="problems per (steps, digits) cell (default 20)")
     parser.add_argument("--models", default="steps,direct",
                         help="which models to run now (steps, direct or both); the tables use every model's "
                              "records found in --out-dir")
-    parser.add_argument("--k", type=int, default=8, help="samples of self-consistency (default 8)")
-    parser.add_argument("--max-new-tokens", type=int, default=128)
+    parser.add_argument("--k", type=cli.positive_int, default=8, help="samples of self-consistency (default 8)")
+    parser.add_argument("--max-new-tokens", type=cli.positive_int, default=128)
     parser.add_argument("--out-dir", default=str(REPO / "runs/07_eval/cot_study"))
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    if args.per_cell < 1 or args.k < 1 or args.max_new_tokens < 1:
-        parser.error("--per-cell, --k and --max-new-tokens must be at least 1")
-    return args
+    parser.add_argument("--seed", type=cli.non_negative_int, default=0)
+    return parser.parse_args(argv)
 
 
 def main(argv=None):

@@ -273,27 +273,35 @@ def cot_prompt(how, item, w, shots):
     return Prompt(question, reply_start=ZERO_SHOT_COT)
 
 
-def run_chain_of_thought(lm, items, settings, w):
-    """Each problem (word problems, and held-out sums and differences whose steps are chapter 03's column
-    scratchpads) asked the four ways; scored by the last number of the reply (flexible), the same rule
-    for every way of asking. Self-consistency samples k chains of the few-shot CoT prompt at temperature
-    0.7 and takes the majority answer (Wang et al., 2023)."""
-    budget = settings["max_new_tokens"]["math"]
+def ask_each_way(lm, items, prompt_of, hows, max_new_tokens, k=0, seed=0):
+    """Each problem asked each way of `hows` (greedy), then, when k > 0, "self-consistency": k chains of
+    prompt_of("self-consistency", item) sampled at temperature 0.7, the majority of their answers (Wang et
+    al., 2023). Every reply is scored by its last number (flexible), the same rule for every way of asking.
+    prompt_of(how, item) -> Prompt. -> records {**item, "replies": {how: reply, or the k chains},
+    "answers": {how: number or None}, "score": {how: 1 if the answer is item["gold"], else 0}}."""
     records = [{**item, "replies": {}, "answers": {}, "score": {}} for item in items]
-    for how in COT_PROMPTS[:3]:
-        replies = lm.generate([lm.prompt_ids(cot_prompt(how, i, w, settings["shots"])) for i in items], budget)
+    for how in hows:
+        replies = lm.generate([lm.prompt_ids(prompt_of(how, i)) for i in items], max_new_tokens)
         for record, reply in zip(records, replies):
             record["replies"][how], record["answers"][how] = reply, flexible_answer(reply)
-            record["score"][how] = int(flexible_answer(reply) == record["gold"])
-    k = settings["self_consistency"]
-    prompts = [lm.prompt_ids(cot_prompt("self-consistency", i, w, settings["shots"])) for i in items for _ in range(k)]
-    samples = lm.generate(prompts, budget, temperature=0.7, seed=settings["seed"])
-    for n, record in enumerate(records):
-        chains = samples[n * k:(n + 1) * k]
-        vote = majority_vote([flexible_answer(c) for c in chains])
-        record["replies"]["self-consistency"], record["answers"]["self-consistency"] = chains, vote
-        record["score"]["self-consistency"] = int(vote == record["gold"])
+            record["score"][how] = int(record["answers"][how] == record["gold"])
+    if k:
+        prompts = [lm.prompt_ids(prompt_of("self-consistency", i)) for i in items for _ in range(k)]
+        samples = lm.generate(prompts, max_new_tokens, temperature=0.7, seed=seed)
+        for n, record in enumerate(records):
+            chains = samples[n * k:(n + 1) * k]
+            vote = majority_vote([flexible_answer(c) for c in chains])
+            record["replies"]["self-consistency"], record["answers"]["self-consistency"] = chains, vote
+            record["score"]["self-consistency"] = int(vote == record["gold"])
     return records
+
+
+def run_chain_of_thought(lm, items, settings, w):
+    """Each problem (word problems, and held-out sums and differences whose steps are chapter 03's column
+    scratchpads) asked the four ways of COT_PROMPTS (ask_each_way); self-consistency samples chains of the
+    few-shot CoT prompt."""
+    return ask_each_way(lm, items, lambda how, item: cot_prompt(how, item, w, settings["shots"]), COT_PROMPTS[:3],
+                        settings["max_new_tokens"]["math"], settings["self_consistency"], settings["seed"])
 
 
 def code_program(item, reply, chat):

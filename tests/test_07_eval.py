@@ -705,7 +705,7 @@ def test_cot_study_items_pair_heldout_and_ood_and_count_steps():
             assert h["key"].count("|") == h["steps"]      # "word:count:13|-7|+8": one op per step
         else:
             assert h["question"].startswith("What is ") and not o["question"].startswith("What is ")
-    records = {split: [{**i, "right": {"direct": int(i["steps"] == 1), "self-consistency": 1}} for i in items[split]]
+    records = {split: [{**i, "score": {"direct": int(i["steps"] == 1), "self-consistency": 1}} for i in items[split]]
                for split in ("heldout", "ood")}
     assert cot_study.accuracy(records["heldout"], "direct", kind="word", steps=1) == (1.0, 6)
     assert cot_study.accuracy(records["heldout"], "direct", kind="word", steps=2) == (0.0, 6)

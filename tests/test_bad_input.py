@@ -1133,3 +1133,18 @@ def test_rlhf_refuses_to_train_ppo_against_a_reward_model_stopped_half_way(zoo, 
     line = refused(rlhf.main, argv, capsys, out)[0]
     assert "reward_model/ckpt.pt is a run stopped at step 1 of 2: finish it first with" in line
     assert "--resume --stages reward_model" in line and not (out / "ppo").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--k", "0"], "argument --k: '0' must be at least 1"),
+    (["--per-cell", "x"], "argument --per-cell: 'x' is not an integer"),
+    (["--seed", "-1"], "argument --seed: '-1' must be 0 or more"),
+    (["--models", "steps,other"], "--models takes steps, direct or steps,direct"),
+    (["--steps-model", "TMP/none.pt", "--models", "steps"], "no checkpoint at TMP/none.pt"),
+])
+def test_cot_study_bad_input_is_one_line(tmp_path, capsys, argv, message):
+    import cot_study
+    code, err = run_script(cot_study.main, [a.replace("TMP", str(tmp_path)) for a in argv] +
+                           ["--out-dir", str(tmp_path / "out")], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and message.replace("TMP", str(tmp_path)) in err, err
+    assert not (tmp_path / "out").exists()
