@@ -49,7 +49,8 @@ from preferences import (CATEGORIES, PAIR_MIX, RL_TASKS, Labeller, label_agreeme
                          load_preferences, read_pairs, sampled_pairs, with_gold, world_pairs, write_pairs)
 from reward_model import PairBatches, RewardModel, encode_pairs, reward_model_loss  # noqa: E402
 from rl_loop import RLConfig, sample_replies, steps_done, train_policy  # noqa: E402
-from rlhf_checks import check_prerequisites, check_stage_dirs, load_sft, load_stage_model  # noqa: E402
+from rlhf_checks import (check_prerequisites, check_stage_dirs, load_sft, load_stage_model,  # noqa: E402
+                         stages_trained_on_rm)
 from rlhf_report import (evaluate_policy, overoptimization_summary, plot_overoptimization,  # noqa: E402
                          plot_rl_curves, reward_model_report, write_eval_report)
 
@@ -445,7 +446,7 @@ def train_stages(run, stages, pairs, stages_flag):
     summaries; the stage --stop-at ended, or None)."""
     policies, summaries, reward_model = {}, {}, None
     if "reward_model" not in stages and (Path(run.out_dir) / "reward_model" / "ckpt.pt").exists():
-        trains_on_rm = "ppo" in stages or "overopt" in stages or ("grpo" in stages and grpo_uses_rm(run.settings))
+        trains_on_rm = any(s in stages for s in stages_trained_on_rm(grpo_uses_rm(run.settings)))
         if trains_on_rm or "eval" in stages:  # the stages that score with it
             reward_model = load_stage_model(run, "reward_model", finished=trains_on_rm)[0]
     training = {  # stage -> (train it -> (model, summary), the steps it plans)

@@ -46,12 +46,16 @@ def check_stage_dirs(out_dir, stages, resume, overwrite):
             cli.check_out_dir(Path(out_dir) / stage, resume, overwrite)
 
 
+def stages_trained_on_rm(grpo_needs_rm):
+    """The stages whose policy is trained against the reward model: PPO, the overoptimization demo, and GRPO
+    with --grpo-reward rm."""
+    return ("ppo", "overopt") + (("grpo",) if grpo_needs_rm else ())
+
+
 def check_prerequisites(out_dir, stages, grpo_needs_rm):
     """A stage that reads an earlier stage's output fails before anything is written if it is missing."""
     needs = {"reward_model": ("preferences", "preferences/train.jsonl"), "dpo": ("preferences", "preferences/train.jsonl"),
-             "ppo": ("reward_model", "reward_model/ckpt.pt"), "overopt": ("reward_model", "reward_model/ckpt.pt")}
-    if grpo_needs_rm:  # --grpo-reward rm
-        needs["grpo"] = ("reward_model", "reward_model/ckpt.pt")
+             **{stage: ("reward_model", "reward_model/ckpt.pt") for stage in stages_trained_on_rm(grpo_needs_rm)}}
     for stage, (earlier, path) in [(s, needs[s]) for s in stages if s in needs]:
         if earlier not in stages and not (Path(out_dir) / path).exists():
             raise FileNotFoundError(f"no {earlier.replace('_', ' ')} in {Path(out_dir) / earlier}: run the {earlier} "
