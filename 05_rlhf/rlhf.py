@@ -1,7 +1,7 @@
 """RLHF from chapter 04's chat model: a reward model, PPO against it, DPO and GRPO, compared in one table.
 
     python 05_rlhf/rlhf.py --preset tiny                      # every stage but GRPO, a few minutes on a CPU
-    python 05_rlhf/rlhf.py --stages grpo,eval --overwrite      # add GRPO to that run (+2 minutes), or --stages all
+    python 05_rlhf/rlhf.py --stages grpo,eval --overwrite      # add GRPO to that run (about 1.5 minutes)
     python 05_rlhf/rlhf.py --stages ppo,eval --overwrite       # rerun a subset (the others are read from disk)
     python 05_rlhf/rlhf.py --stages overopt                    # the overoptimization demo (the lesson's figure)
     python 05_rlhf/rlhf.py --preset gpt2                       # from a GPT-2-small SFT model, one GPU
@@ -84,8 +84,8 @@ PRESETS = {
                   epochs=1, minibatches=2, tasks=["math", "arith"]),
         overopt=dict(steps=30, prompts_per_step=16, max_new_tokens=48, lr=1e-4, kl_coefs=(0.0, 0.3)),
         eval_tokens=96, kl_prompts=100, precision="fp32",
-        # GRPO is opt-in here (--stages all, or pipeline.py --grpo): it is a quarter of this chapter's time
-        # (~90 s on 2 cores) and 16 steps move held-out word problems by no more than seed noise (+3, -5, +2
+        # GRPO is opt-in here (--stages all, or pipeline.py --grpo): a fifth to a quarter of this chapter's
+        # time (53-87 s on 2 cores), and 16 steps move held-out word problems by no more than seed noise (+3, -5, +2
         # points on seeds 0-2; 64 steps: +5), so the 15-minute budget of the tiny pipeline goes elsewhere.
         stages=("preferences", "reward_model", "ppo", "dpo", "eval", "overopt")),
     # GPT-2 small (124M, context 1024) from `sft.py --preset gpt2`, on one GPU, bf16.
@@ -478,7 +478,7 @@ def log_done(run, total):
     run.log(f"outputs in {run.out_dir}/: preferences/, {', '.join(s + '/' for s in made)} (ckpt.pt, metrics.jsonl, "
             f"curves), rlhf_eval.md/.json/.png, overopt/")
     if "grpo" not in made:
-        run.log(f"GRPO (opt-in at this preset, 1-2 minutes): python 05_rlhf/rlhf.py --stages grpo,eval --overwrite "
+        run.log(f"GRPO (opt-in at this preset, about 1.5 minutes): python 05_rlhf/rlhf.py --stages grpo,eval --overwrite "
                 f"--sft {run.settings['sft']} --out-dir {run.out_dir}")
     chat = next((s for s in ("ppo", "grpo", "dpo") if s in made), None)
     if chat:
