@@ -477,7 +477,7 @@ def log_done(run, total):
     made = [s for s in ("reward_model", "ppo", "dpo", "grpo") if (run.out_dir / s / "ckpt.pt").exists()]
     run.log(f"outputs in {run.out_dir}/: preferences/, {', '.join(s + '/' for s in made)} (ckpt.pt, metrics.jsonl, "
             f"curves), rlhf_eval.md/.json/.png, overopt/")
-    if "grpo" not in made:
+    if "grpo" not in made and "grpo" not in default_stages(run.settings["preset"]):
         run.log(f"GRPO (opt-in at this preset, about 1.5 minutes): python 05_rlhf/rlhf.py --stages grpo,eval --overwrite "
                 f"--sft {run.settings['sft']} --out-dir {run.out_dir}")
     chat = next((s for s in ("ppo", "grpo", "dpo") if s in made), None)
