@@ -5,8 +5,9 @@ one ("ood"), by number of steps and by size of the numbers.
     python 07_eval/cot_study.py                       # runs/04_sft (steps) vs runs/04_sft_direct (direct)
     python 07_eval/cot_study.py --per-cell 10         # fewer problems per (steps, digits) cell: faster
 
-The problems (cot_items): word problems of the "count" family with exactly 1, 2 or 3 operations and
-1- or 2-digit numbers, and bare arithmetic with 1 operation (2-digit numbers) or expressions with 2 or 3
+The problems (cot_items): distinct word problems of the "count" family with exactly 1, 2 or 3 operations
+and 1- or 2-digit numbers (up to --per-cell of each; the world holds only 7 held-out 1-step ones with
+1-digit numbers), and bare arithmetic with 1 operation (2-digit numbers) or expressions with 2 or 3
 operators (1-digit numbers, precedence), all held-out instances (world/splits.py). The same seeds give
 the same problems for "heldout" and "ood": only the wording differs, so the two columns compare item for
 item. The ways of asking (PROMPTINGS):
@@ -43,26 +44,40 @@ SPLITS = ("heldout", "ood")
 WORLD_SEED = 0
 
 
+def draw_distinct(draw, n, tries_per_item=20):
+    """Up to n problems from draw() -> (Problem or None), none twice (by key): a cell of the world may hold
+    fewer held-out problems than asked (e.g. 1-step sums of 1-digit numbers), and a repeat would count one
+    problem several times. Stops after n * tries_per_item draws."""
+    problems, keys = [], set()
+    for _ in range(n * tries_per_item):
+        p = draw()
+        if p is not None and p.key not in keys:
+            problems.append(p)
+            keys.add(p.key)
+            if len(problems) == n:
+                break
+    return problems
+
+
 def cot_items(w, split, per_cell, seed=0):
-    """Held-out problems of `split` ("heldout" or "ood"): `per_cell` word problems for every (steps,
-    digits) in STEPS x (1, 2), and `per_cell` bare problems for every number of steps (1: a 2-digit sum
-    or difference; 2, 3: a 1-digit expression with that many operators). Each item: {"kind", "question",
-    "gold", "steps", "digits", "key"}. Seeds depend on the cell, not on `split`: the same problems for both."""
+    """Held-out problems of `split` ("heldout" or "ood"): up to `per_cell` distinct word problems for every
+    (steps, digits) in STEPS x (1, 2), and up to `per_cell` distinct bare problems for every number of steps
+    (1: a 2-digit sum or difference; 2, 3: a 1-digit expression with that many operators). Each item:
+    {"kind", "question", "gold", "steps", "digits", "key"}. Seeds depend on the cell, not on `split`: the same
+    problems for both."""
     items = []
     for steps in STEPS:
         for digits in (1, 2):
             rng = random.Random(f"cot-study:word:{steps}:{digits}:{seed}")
-            while sum(1 for i in items if (i["kind"], i["steps"], i["digits"]) == ("word", steps, digits)) < per_cell:
-                p = world.word_problem(w, rng, n_steps=steps, digits=digits, family="count", split=split)
-                if len(p.steps) == steps:      # "bags of" takes two operations: keep the cell exact
-                    items.append({"kind": "word", "question": p.question, "gold": p.answer, "steps": steps,
-                                  "digits": digits, "key": p.key})
+            draw = lambda: (lambda p: p if len(p.steps) == steps else None)(  # "bags of" takes two operations
+                world.word_problem(w, rng, n_steps=steps, digits=digits, family="count", split=split))
+            items += [{"kind": "word", "question": p.question, "gold": p.answer, "steps": steps, "digits": digits,
+                       "key": p.key} for p in draw_distinct(draw, per_cell)]
         rng = random.Random(f"cot-study:bare:{steps}:{seed}")
-        for _ in range(per_cell):
-            p = (world.arithmetic_problem(rng, rng.choice("+-"), 2, split=split) if steps == 1
-                 else world.arithmetic_expression(rng, steps, 1, split=split))
-            items.append({"kind": "arithmetic", "question": p.question, "gold": p.answer, "steps": steps,
-                          "digits": 2 if steps == 1 else 1, "key": p.key})
+        draw = lambda: (world.arithmetic_problem(rng, rng.choice("+-"), 2, split=split) if steps == 1
+                        else world.arithmetic_expression(rng, steps, 1, split=split))
+        items += [{"kind": "arithmetic", "question": p.question, "gold": p.answer, "steps": steps,
+                   "digits": 2 if steps == 1 else 1, "key": p.key} for p in draw_distinct(draw, per_cell)]
     return items
 
 
@@ -101,8 +116,9 @@ def tables(results):
                 cells = [pct(accuracy(by_split["heldout"], how, kind=kind, steps=s)) for s in STEPS]
                 cells += [pct(accuracy(by_split["heldout"], how, kind=kind)), pct(accuracy(by_split["ood"], how, kind=kind))]
                 lines.append(f"| {model} | {how} | " + " | ".join(cells) + " |")
-        n = accuracy(next(iter(results.values()))["heldout"], "direct", kind=kind, steps=1)[1]
-        lines += ["", f"({n} problems per cell of steps.)", ""]
+        counts = [accuracy(next(iter(results.values()))["heldout"], "direct", kind=kind, steps=s)[1] for s in STEPS]
+        lines += ["", "(Distinct problems per cell: " + ", ".join(f"{s} step{'s' * (s > 1)} {n}" for s, n in
+                                                             zip(STEPS, counts)) + ".)", ""]
     lines += ["### Word problems by size of the numbers (heldout, greedy direct / self-consistency)", "",
               "| model | 1-digit numbers | 2-digit numbers |", "|---|---:|---:|"]
     for model, by_split in results.items():

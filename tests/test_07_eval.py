@@ -690,6 +690,15 @@ def test_robustness_task_reuses_chapter_04s_sets_and_rows():
     assert summary["three_turn_greedy"] == 0 and summary["single_turn"] == 0
 
 
+def test_cot_study_draws_each_problem_once_and_stops_when_a_cell_runs_out():
+    import cot_study
+    from collections import namedtuple
+    P = namedtuple("P", "key")
+    keys = iter(["a", "b", "a", None, "c", "b"] + ["a"] * 100)
+    got = cot_study.draw_distinct(lambda: (lambda k: k and P(k))(next(keys)), 5, tries_per_item=10)
+    assert [p.key for p in got] == ["a", "b", "c"]  # repeats and rejected draws (None) skipped; 50 draws, then stop
+
+
 def test_cot_study_items_pair_heldout_and_ood_and_count_steps():
     """cot_study.py's problems: each cell has exactly its number of operations, the "heldout" and "ood"
     items are the same held-out problems (keys, answers) in two phrasings, and the tables read the
@@ -698,6 +707,7 @@ def test_cot_study_items_pair_heldout_and_ood_and_count_steps():
     w = world.build_world(0)
     items = {split: cot_study.cot_items(w, split, 3) for split in ("heldout", "ood")}
     assert len(items["heldout"]) == 3 * (6 + 3)
+    assert len({(i["kind"], i["key"]) for i in items["heldout"]}) == len(items["heldout"])  # no problem twice
     for h, o in zip(items["heldout"], items["ood"]):
         assert (h["key"], h["gold"], h["steps"]) == (o["key"], o["gold"], o["steps"]) and world.split_of(h["key"]) == "heldout"
         assert h["question"] != o["question"]
