@@ -409,8 +409,9 @@ def train_policy(policy, ref_model, examples, tokenizer, config, out_dir, reward
     else:
         metrics_path.unlink(missing_ok=True)
     freeze_for_rollouts(policy, ref_model, reward_model)
-    save = lambda: save_rl_checkpoint(ckpt_path, policy, value_head, optimizer, scaler, step, kl_coef,  # noqa: E731
-                                      config, checkpoint_extra)  # reads step and kl_coef when called
+
+    def save():  # the step and kl_coef of the moment it is called
+        save_rl_checkpoint(ckpt_path, policy, value_head, optimizer, scaler, step, kl_coef, config, checkpoint_extra)
 
     stop = min(config.steps, config.stop_at) if config.stop_at is not None else config.steps
     t_start, start_step, record = time.time(), step, None

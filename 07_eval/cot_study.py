@@ -65,19 +65,25 @@ def cot_items(w, split, per_cell, seed=0):
     (1: a 2-digit sum or difference; 2, 3: a 1-digit expression with that many operators). Each item:
     {"kind", "question", "gold", "steps", "digits", "key"}. Seeds depend on the cell, not on `split`: the same
     problems for both."""
+    def word(rng, steps, digits):
+        p = world.word_problem(w, rng, n_steps=steps, digits=digits, family="count", split=split)
+        return p if len(p.steps) == steps else None  # "bags of" takes two operations: keep the cell exact
+
+    def bare(rng, steps):
+        if steps == 1:
+            return world.arithmetic_problem(rng, rng.choice("+-"), 2, split=split)
+        return world.arithmetic_expression(rng, steps, 1, split=split)
+
     items = []
     for steps in STEPS:
         for digits in (1, 2):
             rng = random.Random(f"cot-study:word:{steps}:{digits}:{seed}")
-            draw = lambda: (lambda p: p if len(p.steps) == steps else None)(  # "bags of" takes two operations
-                world.word_problem(w, rng, n_steps=steps, digits=digits, family="count", split=split))
             items += [{"kind": "word", "question": p.question, "gold": p.answer, "steps": steps, "digits": digits,
-                       "key": p.key} for p in draw_distinct(draw, per_cell)]
+                       "key": p.key} for p in draw_distinct(lambda: word(rng, steps, digits), per_cell)]
         rng = random.Random(f"cot-study:bare:{steps}:{seed}")
-        draw = lambda: (world.arithmetic_problem(rng, rng.choice("+-"), 2, split=split) if steps == 1
-                        else world.arithmetic_expression(rng, steps, 1, split=split))
         items += [{"kind": "arithmetic", "question": p.question, "gold": p.answer, "steps": steps,
-                   "digits": 2 if steps == 1 else 1, "key": p.key} for p in draw_distinct(draw, per_cell)]
+                   "digits": 2 if steps == 1 else 1, "key": p.key}
+                  for p in draw_distinct(lambda: bare(rng, steps), per_cell)]
     return items
 
 
@@ -134,7 +140,8 @@ def parse_args(argv=None):
                         help="the step-trained chat model (chapter 04's sft.py)")
     parser.add_argument("--direct-model", default=str(REPO / "runs/04_sft_direct/ckpt.pt"),
                         help="the direct-answer control (sft.py --math-style direct --out-dir runs/04_sft_direct)")
-    parser.add_argument("--per-cell", type=cli.positive_int, default=20, help="problems per (steps, digits) cell (default 20)")
+    parser.add_argument("--per-cell", type=cli.positive_int, default=20,
+                        help="distinct problems per (steps, digits) cell, at most (default 20)")
     parser.add_argument("--models", default="steps,direct",
                         help="which models to run now (steps, direct or both); the tables use every model's "
                              "records found in --out-dir")

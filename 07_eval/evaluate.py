@@ -66,7 +66,7 @@ PRESETS = {
                                                    "code": 40, "robustness": 96},
                  # 4 of chapter 06's 14 copies, for the budget: the int8 pair of the paper (absmax, LLM.int8)
                  # and RTN against GPTQ at 3 bits, where 06's table shows them apart. Chapter 06's table
-                 # measures all of them; --models names the others (e.g. bf16,rtn4,gptq4).
+                 # measures all of them; --models selects others instead (e.g. sft,ppo,bf16,rtn4,gptq4).
                  quantized=["int8_absmax", "llm_int8", "rtn3", "gptq3"]),
     # The tiny pipeline does not train the direct-answer control of the chain-of-thought study
     # (pipeline.py --direct-sft does): it is one more SFT run (~570 CPU-s), which the budget has no room for.
