@@ -1,12 +1,13 @@
 """LLaVA: chapter 04's chat model sees, through a projection of the frozen vision encoder's patch features.
 
-    model = LLaVA(chat_model, clip.vision, image_token_id)           # vision frozen, projector new
+    model = LLaVA(chat_model, clip.vision, image_token_id, vision_layer=0)   # vision frozen, projector new
     ids, loss_mask = render_with_image(messages, tokenizer, n_patches)   # <|image|> x N after the first <|user|>
     logits = model(idx, images)                                      # the N placeholders become the N patches
     replies = answer(model, tokenizer, conversations, images)       # greedy, batched, KV cache (chapter 02)
 
 The picture enters the language model as N "visual tokens": patch n of the image, z_n (C_v wide, from the
-vision transformer), becomes h_n = W_2 GELU(W_1 z_n + b_1) + b_2 (C wide, the language model's width), and
+vision transformer's layer config.vision_layer: the presets take layer 0, where a patch has not yet
+attended to the others), becomes h_n = W_2 GELU(W_1 z_n + b_1) + b_2 (C wide, the language model's width), and
 h_1..h_N take the places of the N <|image|> placeholders in the token embeddings. Everything after that is
 chapter 02's GPT, unchanged. Two stages, as in LLaVA (Liu et al., 2023):
     1. feature alignment: only the projector trains (vision and language model frozen), on captions;
@@ -70,10 +71,12 @@ def splice_images(token_embeddings, idx, image_token_id, image_tokens):
 
 @dataclass
 class LLaVAConfig:
-    """What rebuilds a LLaVA: the language model's and the vision encoder's configs, the placeholder's id."""
+    """What rebuilds a LLaVA: the language model's and the vision encoder's configs, the placeholder's id,
+    and which of the encoder's layers gives the visual tokens (None: its output; k: after its first k blocks)."""
     lm: dict
     vision: dict
     image_token_id: int
+    vision_layer: int = None
 
     # chapter 02's generation loop reads these two off model.config
     @property
@@ -90,12 +93,13 @@ class LLaVA(nn.Module):
     check_length), so chapter 02's generation (KV cache, batching) runs it unchanged; the pictures of a
     generation call are set with `with model.seeing(images):`."""
 
-    def __init__(self, lm, vision, image_token_id):
+    def __init__(self, lm, vision, image_token_id, vision_layer=None):
         super().__init__()
         import dataclasses
         self.lm, self.vision = lm, vision
         self.projector = Projector(vision.config.n_embd, lm.config.n_embd)
-        self.config = LLaVAConfig(dataclasses.asdict(lm.config), dataclasses.asdict(vision.config), image_token_id)
+        self.config = LLaVAConfig(dataclasses.asdict(lm.config), dataclasses.asdict(vision.config), image_token_id,
+                                  vision_layer)
         self.vision.requires_grad_(False)  # frozen in both stages, as in LLaVA
         self.lm_head = lm.lm_head
         self._images = None
@@ -104,9 +108,10 @@ class LLaVA(nn.Module):
         self.lm.check_length(T)
 
     def image_tokens(self, images):
-        """(M, 3, H, W) -> visual tokens (M, N, C): the frozen encoder's patches through the projector."""
+        """(M, 3, H, W) -> visual tokens (M, N, C): the frozen encoder's patches (from config.vision_layer: LLaVA
+        reads a layer below the output, lesson section 5) through the projector."""
         with torch.no_grad():
-            patches = self.vision.eval()(images)
+            patches = self.vision.eval()(images, layer=self.config.vision_layer)
         return self.projector(patches)
 
     def hidden(self, idx, attention_mask=None, kv_cache=None, images=None, doc_ids=None, positions=None):
@@ -189,7 +194,8 @@ def answer(model, tokenizer, conversations, images, max_new_tokens=8, batch_size
 def build_llava(config_dict, state_dict=None):
     """A LLaVA from a checkpoint's model_config (and its weights): how chapter 08 registers its model kind."""
     config = LLaVAConfig(**config_dict)
-    model = LLaVA(GPT(GPTConfig(**config.lm)), VisionTransformer(ViTConfig(**config.vision)), config.image_token_id)
+    model = LLaVA(GPT(GPTConfig(**config.lm)), VisionTransformer(ViTConfig(**config.vision)), config.image_token_id,
+                  config.vision_layer)
     if state_dict is not None:
         model.load_state_dict(state_dict)
     return model.eval()

@@ -56,20 +56,20 @@ PRESETS = {
     # 2 cores, a few minutes: small encoders (~0.4M parameters), chapter 04's tiny chat model (2.2M).
     "tiny": dict(n_train=4000, n_eval=120, vit_layers=2, vit_embd=64, text_layers=2, text_embd=64,
                  clip_steps=800, clip_batch=48, clip_lr=1e-3, clip_singles=0.5, singles_per_pair=60,
-                 stage1_steps=100, stage2_steps=300, llava_batch=16, stage1_lr=2e-3, stage2_lr=1e-3,
+                 stage1_steps=100, stage2_steps=600, llava_batch=16, stage1_lr=2e-3, stage2_lr=1e-3, vision_layer=0,
                  stage2_text=dict(fact=300, unknown=300, harmful=200, benign=200),
                  tools_steps=120, tools_batch=32, tools_lr=1e-3,
                  n_tools_train=3000, n_tools_eval=40, text_eval_per_task=20, precision="fp32"),
     # a check that every stage runs end to end (seconds; the figures mean nothing)
     "smoke": dict(n_train=64, n_eval=12, vit_layers=1, vit_embd=32, text_layers=1, text_embd=32,
                   clip_steps=3, clip_batch=16, clip_lr=1e-3, clip_singles=0.5, singles_per_pair=2,
-                  stage1_steps=2, stage2_steps=2, llava_batch=8, stage1_lr=1e-3, stage2_lr=1e-3,
+                  stage1_steps=2, stage2_steps=2, llava_batch=8, stage1_lr=1e-3, stage2_lr=1e-3, vision_layer=0,
                   stage2_text=dict(fact=4, unknown=4, harmful=4, benign=4), tools_steps=2, tools_batch=8, tools_lr=1e-3,
                   n_tools_train=30, n_tools_eval=3, text_eval_per_task=1, precision="fp32"),
     # one GPU: wider and deeper encoders, 10x the scenes, more steps; the chat model is whatever --chat is
     "gpu": dict(n_train=40000, n_eval=500, vit_layers=6, vit_embd=256, text_layers=4, text_embd=256,
                 clip_steps=5000, clip_batch=256, clip_lr=5e-4, clip_singles=0.5, singles_per_pair=600,
-                stage1_steps=1000, stage2_steps=3000, llava_batch=64, stage1_lr=1e-3, stage2_lr=5e-4,
+                stage1_steps=1000, stage2_steps=3000, llava_batch=64, stage1_lr=1e-3, stage2_lr=5e-4, vision_layer=0,
                 stage2_text=dict(fact=3000, unknown=3000, harmful=2000, benign=2000),
                 tools_steps=2000, tools_batch=64, tools_lr=5e-4,
                 n_tools_train=30000, n_tools_eval=200, text_eval_per_task=40, precision="auto"),
@@ -259,12 +259,12 @@ def qa_conversations(scene_list, rng, allowed_pairs, text_only_every=5):
             messages += [{"role": "user", "content": rng.choice(DESCRIBE)},
                          {"role": "assistant", "content": scenes.caption(scene)}]
         for q in qs[:3]:
-            messages += [{"role": "user", "content": q["question"]}, {"role": "assistant", "content": q["answer"]}]
+            messages += [{"role": "user", "content": q["question"]}, {"role": "assistant", "content": q["reply"]}]
         out.append((messages, i))
         if i % text_only_every == 0:
             q = qs[-1]
             out.append(([{"role": "user", "content": f"Picture: {scenes.caption(scene)}.\n{q['question']}"},
-                         {"role": "assistant", "content": q["answer"]}], -1))
+                         {"role": "assistant", "content": q["reply"]}], -1))
     return out
 
 
@@ -511,7 +511,7 @@ def llava_stage(settings, args, data, clip, chat_model, chat_tokenizer, tokenize
     questions, with chapter 04's text conversations mixed in) -> (llava on the CPU, results)."""
     lm = copy.deepcopy(chat_model)
     add_chat_embeddings(lm, chat_tokenizer, tokenizer)  # rows for <|image|> and the tool tokens
-    llava = LLaVA(lm, clip.vision, tokenizer.special_tokens[IMAGE])
+    llava = LLaVA(lm, clip.vision, tokenizer.special_tokens[IMAGE], settings["vision_layer"])  # lesson, section 5
     n_patches, block_size = clip.vision.config.n_patches, lm.config.block_size
     rng = random.Random(args.seed)
     allowed = scenes.seen_pairs()

@@ -169,7 +169,12 @@ def relation_holds(a, relation, b):
 
 
 def questions(scene, rng, allowed_pairs=None):
-    """One question of every type that applies, with its gold answer: [{"type", "question", "answer"}].
+    """One question of every type that applies, with its gold answer and the reply training teaches:
+    [{"type", "question", "answer", "reply"}].
+
+    The reply names the object first when the question asks about it ("What colour is the sun?" -> "The
+    sun red."; "What shape is the red object?" -> "It is a red sun."): the answer word then comes right
+    after the word that says which patch to read, the lookup of lesson section 5 in one step.
 
     colour, shape, size: about one object; count: how many objects; spatial: yes/no about two objects
     (needs at least two; yes and no equally likely); exists: "Is there a <colour> <shape>?" (yes or no
@@ -178,9 +183,12 @@ def questions(scene, rng, allowed_pairs=None):
     """
     objects = scene["objects"]
     o = objects[int(rng.integers(len(objects)))]
-    out = [dict(type="colour", question=f"What colour is the {o['shape']}?", answer=o["colour"]),
-           dict(type="shape", question=f"What shape is the {o['colour']} object?", answer=o["shape"]),
-           dict(type="size", question=f"Is the {o['colour']} {o['shape']} large or small?", answer=o["size"]),
+    out = [dict(type="colour", question=f"What colour is the {o['shape']}?", answer=o["colour"],
+                reply=f"The {o['shape']} {o['colour']}."),
+           dict(type="shape", question=f"What shape is the {o['colour']} object?", answer=o["shape"],
+                reply=f"It is a {o['colour']} {o['shape']}."),
+           dict(type="size", question=f"Is the {o['colour']} {o['shape']} large or small?", answer=o["size"],
+                reply=f"It is {o['size']}."),
            dict(type="count", question="How many objects are there?", answer=str(len(objects)))]
     if len(objects) >= 2:
         want = bool(rng.integers(2))
@@ -189,6 +197,8 @@ def questions(scene, rng, allowed_pairs=None):
         a, r, b = options[int(rng.integers(len(options)))]
         out.append(dict(type="spatial", question=f"Is the {a['colour']} {a['shape']} {r} the {b['colour']} "
                                                  f"{b['shape']}?", answer="yes" if want else "no"))
+    for q in out:
+        q.setdefault("reply", q["answer"])
     present = pairs_in(scene)
     if rng.integers(2):
         c, s = sorted(present)[int(rng.integers(len(present)))]
@@ -197,6 +207,7 @@ def questions(scene, rng, allowed_pairs=None):
         absent = sorted(set(allowed_pairs or [(c, s) for c in COLOURS for s in SHAPES]) - present)
         c, s = absent[int(rng.integers(len(absent)))]
         out.append(dict(type="exists", question=f"Is there a {c} {s}?", answer="no"))
+    out[-1].setdefault("reply", out[-1]["answer"])
     return out
 
 

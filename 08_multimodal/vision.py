@@ -82,14 +82,17 @@ class VisionTransformer(nn.Module):
         self.register_buffer("full_attention", torch.ones(1, 1, config.n_patches, config.n_patches, dtype=torch.bool),
                              persistent=False)
 
-    def forward(self, images):
+    def forward(self, images, layer=None):
+        """images (B, C, H, W) -> patch features (B, N, n_embd). layer=None: after every block and the final
+        norm (what CLIP pools); layer=k: the residual stream after the first k blocks, without the final norm
+        (0: the patch embeddings plus positions, before any attention: each patch sees only itself)."""
         if images.shape[1:] != (self.config.channels, self.config.image_size, self.config.image_size):
             raise ValueError(f"images of shape {tuple(images.shape)}: this encoder reads (B, {self.config.channels}, "
                              f"{self.config.image_size}, {self.config.image_size})")
         x = self.patch_embed(patchify(images, self.config.patch_size)) + self.pos  # (B, N, C)
-        for block in self.blocks:
+        for block in self.blocks[:layer]:
             x = block(x, attn_mask=self.full_attention)
-        return self.ln_f(x)
+        return self.ln_f(x) if layer is None else x
 
 
 def vit_config_from_dict(fields):

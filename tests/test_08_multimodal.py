@@ -99,6 +99,19 @@ def test_questions_have_right_answers():
                 assert q["answer"] == ("red" if "box" in q["question"] else "blue")
 
 
+def test_replies_name_the_object_right_before_the_answer_and_grade_right():
+    scene = {"objects": [dict(colour="red", shape="box", size="large", row=0, col=0, dx=0, dy=0),
+                         dict(colour="blue", shape="sun", size="small", row=2, col=2, dx=0, dy=0)]}
+    for seed in range(20):
+        for q in scenes.questions(scene, np.random.default_rng(seed)):
+            assert scenes.grade_reply(q["reply"], q["answer"], q["type"]), q
+            words = q["reply"].rstrip(".").split()
+            if q["type"] == "colour":  # "The sun blue.": the shape the question names, then its colour
+                assert words[-2:] == [q["question"].rstrip("?").split()[-1], q["answer"]]
+            if q["type"] == "shape":  # "It is a blue sun."
+                assert words[-2:] == [q["question"].split()[-2], q["answer"]]
+
+
 def test_grade_reply():
     assert scenes.grade_reply("red", "red", "colour")
     assert scenes.grade_reply("It is red.", "red", "colour")
@@ -108,6 +121,19 @@ def test_grade_reply():
 
 # ----------------------------------------------------------------------------------------------------
 # the vision transformer and CLIP
+
+
+def test_vit_layer_0_is_the_patch_embedding_each_patch_alone():
+    torch.manual_seed(0)
+    encoder = vision.VisionTransformer(vision.ViTConfig(n_layer=2, n_embd=16, n_head=2)).eval()
+    images = torch.randn(1, 3, 36, 36)
+    changed = images.clone()
+    changed[:, :, 24:, 24:] += 1.0  # only the last patch
+    expected = encoder.patch_embed(vision.patchify(images, 12)) + encoder.pos
+    assert torch.allclose(encoder(images, layer=0), expected)
+    assert torch.equal(encoder(images, layer=0)[:, :8], encoder(changed, layer=0)[:, :8])  # no patch sees another
+    assert not torch.allclose(encoder(images, layer=1), encoder(images))  # layer 1: one block, no final norm
+    assert torch.allclose(encoder(images, layer=None), encoder(images))
 
 
 def test_patchify_matches_unfold():
@@ -237,6 +263,18 @@ def test_llava_sees_the_picture_and_generation_matches_manual_greedy(tok):
     end = tok.special_tokens["<|end|>"]
     expected = expected[:expected.index(end)] if end in expected else expected
     assert replies[0] == tok.decode(expected).strip()
+
+
+def test_llava_reads_the_vision_layer_its_config_names(tok):
+    model = make_llava(tok).eval()
+    pictures = torch.randn(2, 3, 36, 36)
+    assert model.config.vision_layer is None  # default: the encoder's output, as checkpoints before the option
+    assert torch.equal(model.image_tokens(pictures), model.projector(model.vision(pictures)))
+    model.config.vision_layer = 0
+    assert torch.equal(model.image_tokens(pictures), model.projector(model.vision(pictures, layer=0)))
+    import dataclasses
+    rebuilt = llava.build_llava(dataclasses.asdict(model.config), model.state_dict())
+    assert rebuilt.config.vision_layer == 0 and torch.equal(rebuilt.image_tokens(pictures), model.image_tokens(pictures))
 
 
 def test_stage1_trains_only_the_projector(tok):
