@@ -123,19 +123,6 @@ def test_grade_reply():
 # the vision transformer and CLIP
 
 
-def test_vit_layer_0_is_the_patch_embedding_each_patch_alone():
-    torch.manual_seed(0)
-    encoder = vision.VisionTransformer(vision.ViTConfig(n_layer=2, n_embd=16, n_head=2)).eval()
-    images = torch.randn(1, 3, 36, 36)
-    changed = images.clone()
-    changed[:, :, 24:, 24:] += 1.0  # only the last patch
-    expected = encoder.patch_embed(vision.patchify(images, 12)) + encoder.pos
-    assert torch.allclose(encoder(images, layer=0), expected)
-    assert torch.equal(encoder(images, layer=0)[:, :8], encoder(changed, layer=0)[:, :8])  # no patch sees another
-    assert not torch.allclose(encoder(images, layer=1), encoder(images))  # layer 1: one block, no final norm
-    assert torch.allclose(encoder(images, layer=None), encoder(images))
-
-
 def test_patchify_matches_unfold():
     images = torch.arange(16.0).view(1, 1, 4, 4)
     patches = vision.patchify(images, 2)
@@ -145,15 +132,20 @@ def test_patchify_matches_unfold():
     assert torch.equal(vision.patchify(x, 4), reference)
 
 
-def test_vit_attention_is_not_causal():
+def test_vit_attention_is_not_causal_and_layer_0_is_each_patch_alone():
     torch.manual_seed(0)
-    encoder = vision.VisionTransformer(vision.ViTConfig(n_layer=1, n_embd=16, n_head=2)).eval()
+    encoder = vision.VisionTransformer(vision.ViTConfig(n_layer=2, n_embd=16, n_head=2)).eval()
     images = torch.randn(1, 3, 36, 36)
     changed = images.clone()
     changed[:, :, 24:, 24:] += 1.0  # only the last patch
     out, out_changed = encoder(images), encoder(changed)
     assert out.shape == (1, 9, 16)
     assert not torch.allclose(out[:, 0], out_changed[:, 0])  # the first patch sees the last one
+    # layer 0 (what LLaVA reads): patch embedding + position, before any attention
+    assert torch.allclose(encoder(images, layer=0), encoder.patch_embed(vision.patchify(images, 12)) + encoder.pos)
+    assert torch.equal(encoder(images, layer=0)[:, :8], encoder(changed, layer=0)[:, :8])  # no patch sees another
+    assert not torch.allclose(encoder(images, layer=1), out)  # layer 1: one block, no final norm
+    assert torch.allclose(encoder(images, layer=None), out)
 
 
 def test_clip_loss_hand_computed():
