@@ -197,8 +197,6 @@ def questions(scene, rng, allowed_pairs=None):
         a, r, b = options[int(rng.integers(len(options)))]
         out.append(dict(type="spatial", question=f"Is the {a['colour']} {a['shape']} {r} the {b['colour']} "
                                                  f"{b['shape']}?", answer="yes" if want else "no"))
-    for q in out:
-        q.setdefault("reply", q["answer"])
     present = pairs_in(scene)
     if rng.integers(2):
         c, s = sorted(present)[int(rng.integers(len(present)))]
@@ -207,7 +205,8 @@ def questions(scene, rng, allowed_pairs=None):
         absent = sorted(set(allowed_pairs or [(c, s) for c in COLOURS for s in SHAPES]) - present)
         c, s = absent[int(rng.integers(len(absent)))]
         out.append(dict(type="exists", question=f"Is there a {c} {s}?", answer="no"))
-    out[-1].setdefault("reply", out[-1]["answer"])
+    for q in out:  # the other types: the answer word alone
+        q.setdefault("reply", q["answer"])
     return out
 
 
