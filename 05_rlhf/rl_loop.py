@@ -44,7 +44,7 @@ from train_log import append_record, keep_records_until  # noqa: E402  (chapter 
 from grpo import NORMALIZATIONS, group_normalized_advantages, grpo_loss, reinforce_loss  # noqa: E402  (this chapter)
 from ppo import (AdaptiveKLController, ValueHead, gae_advantages, kl_per_reply, masked_mean,  # noqa: E402
                  masked_whiten, per_token_rewards, ppo_clipped_loss, value_loss, whiten_and_clip_scores)
-from preferences import gold_reward  # noqa: E402
+from preferences import gold_reward, task_score  # noqa: E402
 
 # What every step logs (TRL's names in brackets), documented once here and in the lesson:
 LOGGED = {
@@ -163,6 +163,19 @@ def sample_replies(model, tokenizer, examples, max_new_tokens, seed, precision, 
             replies += decode_replies(r.responses, tokenizer)
         out.append(replies)
     return out
+
+
+def sometimes_solved(model, tokenizer, examples, n_samples, max_new_tokens, seed, precision):
+    """The curriculum "problems the model solves sometimes": the examples whose n_samples sampled replies
+    (temperature 1) hold at least one right answer and at least one wrong -> (kept examples, right counts).
+
+    Where every reply of a group scores the same, GRPO's group-normalized advantage is 0 on every token: that
+    prompt teaches nothing, and a step whose prompts are mostly such is a step of noise. DAPO drops those groups
+    during training and samples more prompts (dynamic sampling); this drops them once, before training, with
+    the SFT model as the judge of "sometimes": cheaper, and the same idea while the policy stays near SFT."""
+    samples = sample_replies(model, tokenizer, examples, max_new_tokens, seed, precision, n_samples)
+    right = [sum(task_score(example, replies[i][0]) > 0 for replies in samples) for i, example in enumerate(examples)]
+    return [e for e, r in zip(examples, right) if 0 < r < n_samples], right
 
 
 @dataclass

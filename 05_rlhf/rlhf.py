@@ -48,7 +48,7 @@ from dpo import make_dpo_loss, reference_logprobs  # noqa: E402  (this chapter)
 from preferences import (CATEGORIES, PAIR_MIX, RL_TASKS, Labeller, label_agreement, label_pairs,  # noqa: E402
                          load_preferences, read_pairs, sampled_pairs, with_gold, world_pairs, write_pairs)
 from reward_model import PairBatches, RewardModel, encode_pairs, reward_model_loss  # noqa: E402
-from rl_loop import RLConfig, sample_replies, steps_done, train_policy  # noqa: E402
+from rl_loop import RLConfig, sample_replies, sometimes_solved, steps_done, train_policy  # noqa: E402
 from rlhf_checks import (check_prerequisites, check_stage_dirs, load_sft, load_stage_model,  # noqa: E402
                          stages_trained_on_rm)
 from rlhf_report import (evaluate_policy, overoptimization_summary, plot_overoptimization,  # noqa: E402
@@ -168,6 +168,8 @@ def parse_args(argv=None):
         help="how GRPO's loss averages its tokens: sequence (DeepSeekMath), token (DAPO; the default), constant (Dr. GRPO)")
     add("--grpo-reward", choices=("gold", "rm"), help="what GRPO is trained on: the verifiable gold reward (default) "
                                                       "or the reward model (the lesson's exercise 7)")
+    add("--grpo-curriculum", choices=("all", "sometimes"),
+        help="GRPO's training prompts: all (default) or only those the SFT model solves sometimes (1 to G-1 of G samples)")
     add("--labeller-tau", type=cli.non_negative_float, help="Bradley-Terry temperature of the labeller (noise)")
     add("--length-bias", type=cli.finite_float, help="the labeller's utility per word of a reply")
     add("--eval-per-task", type=cli.positive_int, help="at most this many held-out prompts per task")
@@ -186,7 +188,8 @@ def resolve_settings(args):
                                  "grpo_lr": ("grpo", "lr"), "kl_target": ("ppo", "adaptive_kl_target"),
                                  "grpo_loss": ("grpo", "pg_loss"),
                                  "grpo_normalization": ("grpo", "loss_normalization"),
-                                 "grpo_reward": ("grpo", "reward")}.items():
+                                 "grpo_reward": ("grpo", "reward"),
+                                 "grpo_curriculum": ("grpo", "curriculum")}.items():
         if getattr(args, flag) is not None:
             settings[section][key] = getattr(args, flag)
     for flag in ("rm_steps", "dpo_steps", "labeller_tau", "length_bias"):
@@ -316,9 +319,17 @@ def rl_stage(run, name, algorithm, rl_settings, reward_model, role="chat", **ove
     config = RLConfig(algorithm=algorithm, reward=rl_reward(algorithm, rl_settings), seed=run.settings["seed"],
                       precision=resolve_precision(run.settings["precision"], torch.device(run.device).type),
                       stop_at=run.stop_at, checkpoint_interval=10,
-                      **{k: v for k, v in {**rl_settings, **overrides}.items() if k not in ("tasks", "mix", "reward")})
+                      **{k: v for k, v in {**rl_settings, **overrides}.items()
+                         if k not in ("tasks", "mix", "reward", "curriculum")})
     metadata = {**stage_metadata(run, algorithm, folder), "role": role}
-    summary = train_policy(policy, run.sft_model, rl_examples(run.settings, rl_settings), run.tokenizer, config, folder,
+    examples = rl_examples(run.settings, rl_settings)
+    if rl_settings.get("curriculum") == "sometimes":  # GRPO: keep the prompts SFT solves sometimes (lesson, section 7)
+        kept, _ = sometimes_solved(run.sft_model.to(run.device), run.tokenizer, examples, config.group_size,
+                                   config.max_new_tokens, run.settings["seed"] + 5, config.precision)
+        run.log(f"{name}: curriculum 'sometimes': {len(kept)} of {len(examples)} training prompts solved by some but "
+                f"not all of {config.group_size} samples of the SFT model")
+        examples = kept
+    summary = train_policy(policy, run.sft_model, examples, run.tokenizer, config, folder,
                            reward_model=reward_model, resume=run.resume, checkpoint_extra=metadata, log=run.log)
     plot_rl_curves(folder / "metrics.jsonl", folder / f"{Path(name).name}_curves.png", name)
     return policy.eval(), summary

@@ -481,6 +481,24 @@ def test_grpo_updates_only_on_groups_whose_rewards_differ(tokenizer, w0, monkeyp
     assert len(seen) == 4 and {r for rows in seen for r in rows} == {2, 3}  # 2 epochs x 2 minibatches of one row
 
 
+def test_sometimes_solved_keeps_the_prompts_with_right_and_wrong_samples(monkeypatch):
+    examples = [{"task": "math", "answer": n} for n in (10, 20, 30)]
+    replies = {  # sample k -> the replies to the three examples: 10 always right, 20 once, 30 never
+        0: ["The answer is 10.", "The answer is 20.", "The answer is 3."],
+        1: ["The answer is 10.", "The answer is 21.", "The answer is 31."],
+        2: ["The answer is 10.", "The answer is 2.", "The answer is 33."]}
+    monkeypatch.setattr(rl_loop, "sample_replies", lambda model, tok, exs, tokens, seed, precision, n: [
+        [(replies[k][i], True) for i in range(len(exs))] for k in range(n)])
+    kept, right = rl_loop.sometimes_solved(None, None, examples, 3, 8, 0, "fp32")
+    assert right == [3, 1, 0] and kept == [examples[1]]
+
+
+def test_grpo_curriculum_flag_filters_the_prompts_before_training(monkeypatch):
+    args = rlhf.parse_args(["--grpo-curriculum", "sometimes"])
+    assert rlhf.resolve_settings(args)["grpo"]["curriculum"] == "sometimes"
+    assert "curriculum" not in rlhf.resolve_settings(rlhf.parse_args([]))["grpo"]  # off by default
+
+
 def test_grpo_ladder_rungs_in_the_loop(tokenizer, w0):
     """reinforce: the raw score; baseline: minus the group mean; grpo: normalized by the group's std."""
     examples, sft, _ = rl_setup(tokenizer, w0)
