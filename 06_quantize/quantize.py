@@ -56,6 +56,7 @@ from quant_eval import (chat_perplexity, greedy_tokens_per_second, input_absmax_
 from quant_modules import Int8Linear, QuantLinear, linear_names, linear_weight_bytes, swap_linears  # noqa: E402
 from quantizers import check_bits, check_group_size, rtn  # noqa: E402
 from outlier_injection import outlier_study, write_outlier_study  # noqa: E402
+from worker_pool import cpu_seconds, worker_pool  # noqa: E402  (plumbing for speed)
 
 RUNS = REPO / "runs"
 DEFAULT_SOURCES = [RUNS / "05_rlhf" / "ppo" / "ckpt.pt",
@@ -76,15 +77,16 @@ PRESETS = {
     # The tiny chat model (2.2M parameters, context 256) on a 2-core CPU, about a minute. Group size 64:
     # it must divide the Linear input widths, 192 and 768 here (128 does not divide 192). One CPU thread:
     # at this size a second thread gains little, and on a machine shared with other jobs torch's
-    # OpenMP threads spin-wait for each other (the lesson's appendix has the figures).
+    # OpenMP threads spin-wait for each other (the lesson's appendix has the figures). Two worker
+    # processes instead, one thread each, share out the table's rows (worker_pool.py).
     "tiny": dict(group_size=64, act_order=False, calib_samples=16, calib_context=256, ppl_batches=4,
                  ppl_batch_size=8, ppl_context=256, eval_per_task=20, max_new_tokens=64, speed_tokens=48,
-                 sweep=[8.0, 6.0, 4.0, 2.0, 1.0], plot_bits=[2], device="cpu", threads=1),
+                 sweep=[8.0, 6.0, 4.0, 2.0, 1.0], plot_bits=[2], device="cpu", threads=1, workers=2),
     # GPT-2 small (124M, context 1024) on one GPU: GPTQ's own settings (128 calibration windows of the
     # context, groups of 128), every held-out prompt.
     "gpt2": dict(group_size=128, act_order=False, calib_samples=128, calib_context=1024, ppl_batches=20,
                  ppl_batch_size=8, ppl_context=1024, eval_per_task=None, max_new_tokens=160, speed_tokens=128,
-                 sweep=[8.0, 6.0, 4.0, 3.0, 2.0, 1.0], plot_bits=[8, 2], device=None, threads=None),
+                 sweep=[8.0, 6.0, 4.0, 3.0, 2.0, 1.0], plot_bits=[8, 2], device=None, threads=None, workers=1),
 }
 # `pipeline.py --preset small`: the tiny settings (group 64 divides the small model's widths 256 and 1024 too)
 PRESETS["small"] = PRESETS["tiny"]
@@ -133,6 +135,8 @@ def parse_args(argv):
     add("--ppl-batches", type=cli.positive_int, help="validation batches for the perplexity")
     add("--device", help="cuda, mps or cpu (default: the preset's, or the first available)")
     add("--threads", type=cli.positive_int, help="CPU threads for torch (default: the preset's; gpt2: torch's)")
+    add("--workers", type=cli.positive_int, help="CPU: processes that build and measure the rows side by side, each "
+                                                 "with --threads threads (default: the preset's, at most the CPU count)")
     add("--seed", type=cli.non_negative_int, default=0, help="seed of the calibration windows (default 0)")
     add("--dry-run", action="store_true", help="the preset's model and code paths, tiny work: 2 calibration windows, "
                                                "2 prompts per task, the 4-bit rows (DRY_RUN)")
@@ -215,7 +219,7 @@ def measure(model, tokenizer, data, examples, chats, settings, device):
 def resolve_settings(args):
     settings = {**PRESETS[args.preset], "weight_bits": [4, 3], **(DRY_RUN if args.dry_run else {})}
     for key in ("group_size", "act_order", "calib_samples", "eval_per_task", "max_new_tokens", "ppl_batches",
-                "device", "threads"):
+                "device", "threads", "workers"):
         if getattr(args, key) is not None:
             settings[key] = getattr(args, key)
     settings["seed"] = args.seed
@@ -387,12 +391,14 @@ def open_staging(out_dir, run_settings):
     return staging
 
 
-def measure_methods(methods, model, inputs, settings, staging, out_dir, device, start):
-    """Every row of the table, one progress line each -> (rows, {"RTN-4" | "GPTQ-4": {layer: weight error}})."""
+def measure_methods(methods, pool, start):
+    """Every row of the table, one progress line each -> (rows, {"RTN-4" | "GPTQ-4": {layer: weight error}}).
+    `pool` runs quantize_method (worker_pool): in this process, or shared out among worker processes."""
     rows, errors = [], {}
-    for k, (stage, spec) in enumerate(methods):
-        method_start = time.time()
-        row, weight_errors = quantize_method(stage, spec, model, inputs, settings, staging, out_dir, device)
+    jobs = [pool.submit(row_job, stage, spec) for stage, spec in methods]
+    method_start = time.time()
+    for k, ((stage, spec), job) in enumerate(zip(methods, jobs)):
+        row, weight_errors = job.result()
         if weight_errors and stage in ("rtn4", "gptq4"):
             errors[stage.upper().replace("RTN", "RTN-").replace("GPTQ", "GPTQ-")] = weight_errors
         rows.append(row)
@@ -402,17 +408,35 @@ def measure_methods(methods, model, inputs, settings, staging, out_dir, device, 
                                                                                    "harmful_refusal") if row[key] is not None)
               + f"  {row['bits_per_weight']:.2f} bits/w  {row['tokens_per_s']:.0f} tok/s  "
               f"({time.time() - method_start:.1f} s; ETA {elapsed / (k + 1) * (len(methods) - k - 1):.0f} s)", flush=True)
+        method_start = time.time()
     return rows, errors
 
 
-def side_studies(model, inputs, settings, device, methods, rows):
+# The jobs the pool runs (worker_pool.py: in this process, or in worker processes that hold the context).
+
+
+def row_job(c, stage, spec):
+    return quantize_method(stage, spec, c["model"], c["inputs"], c["settings"], c["staging"], c["out_dir"], c["device"])
+
+
+def sweep_job(c):
+    t = time.time()
+    return threshold_sweep(c["model"], c["inputs"].data, c["inputs"].calibration, c["settings"], c["device"]), \
+        time.time() - t
+
+
+def plot_points_job(c):
+    t, i = time.time(), c["inputs"]
+    return extra_plot_points(c["model"], i.tokenizer, i.data, i.chats, i.calibration, c["settings"], c["device"],
+                             i.n_linear), time.time() - t
+
+
+def side_studies(model, inputs, settings, device, methods, rows, pool):
     """What the table alone does not show: the LLM.int8 threshold sweep, the int8 rows again on injected
     outlier features (if llm_int8 is among the methods), the plot's extra points -> (sweep, outlier dims per
-    layer, the injection study or None, plot points)."""
-    phase_start = time.time()
-    sweep, outliers = threshold_sweep(model, inputs.data, inputs.calibration, settings, device)
-    print(f"LLM.int8 threshold sweep {settings['sweep']}: ppl " + ", ".join(f"{s['perplexity']:.3f}" for s in sweep)
-          + f" ({time.time() - phase_start:.1f} s)", flush=True)
+    layer, the injection study or None, plot points). The sweep and the plot points go to the pool (workers, if
+    any) while this process runs the injection study, which reuses the table's rows."""
+    sweep_future, points_future = pool.submit(sweep_job), pool.submit(plot_points_job)
     injected = None
     if any(stage == "llm_int8" for stage, _ in methods):
         phase_start, phase_cpu = time.time(), time.process_time()
@@ -420,20 +444,21 @@ def side_studies(model, inputs, settings, device, methods, rows):
                                  device, LLM_INT8_THRESHOLD, rows)
         print(f"injected outliers: {time.time() - phase_start:.1f} s ({time.process_time() - phase_cpu:.1f} s of CPU time)",
               flush=True)
-    phase_start = time.time()
-    plot_points = extra_plot_points(model, inputs.tokenizer, inputs.data, inputs.chats, inputs.calibration, settings,
-                                    device, inputs.n_linear)
+    (sweep, outliers), seconds = sweep_future.result()
+    print(f"LLM.int8 threshold sweep {settings['sweep']}: ppl " + ", ".join(f"{s['perplexity']:.3f}" for s in sweep)
+          + f" ({seconds:.1f} s)", flush=True)
+    plot_points, seconds = points_future.result()
     print(f"extra points for the plot (val ppl / chat ppl): " + ", ".join(
         f"{p['family']}{p['bits']}{'_g' if p['group_size'] else ''} {p['perplexity']:.3f}/{p['chat_perplexity']:.3f}"
         for p in plot_points)
-          + f" ({time.time() - phase_start:.1f} s)", flush=True)
+          + f" ({seconds:.1f} s)", flush=True)
     return sweep, outliers, injected, plot_points
 
 
 def quantize_all(args, settings, out_dir, methods, source, device):
     """Load the model, build every method's model, save it, load it back and measure it; then the sweep,
     the extra plot points and the report."""
-    start, cpu_start = time.time(), time.process_time()
+    start, cpu_start = time.time(), cpu_seconds()
     model, tokenizer, checkpoint, data_dir, data = check_source(args, settings, source, device)
 
     # Every input is good: now write (into the staging folder).
@@ -445,11 +470,14 @@ def quantize_all(args, settings, out_dir, methods, source, device):
                                       min(settings["calib_context"], model.config.block_size), settings["seed"]).to(device)
     n_linear = sum(m.weight.numel() for _, m in _linears(model))
     inputs = Inputs(source, checkpoint, tokenizer, data, examples, chats, calibration, n_linear)
-    rows, errors = measure_methods(methods, model, inputs, settings, staging, out_dir, device, start)
-    sweep, outliers, injected, plot_points = side_studies(model, inputs, settings, device, methods, rows)
+    context = dict(model=model, inputs=inputs, settings=settings, staging=staging, out_dir=out_dir, device=device)
+    workers = min(settings.get("workers") or 1, len(methods)) if device == "cpu" else 1
+    with worker_pool(context, workers, settings["threads"]) as pool:
+        rows, errors = measure_methods(methods, pool, start)
+        sweep, outliers, injected, plot_points = side_studies(model, inputs, settings, device, methods, rows, pool)
 
     wall = time.time() - start
-    settings["cpu_seconds"] = time.process_time() - cpu_start  # beside the wall time: the machine may be shared
+    settings["cpu_seconds"] = cpu_seconds() - cpu_start  # beside the wall time: the machine may be shared
     write_results(staging, rows, sweep, outliers, plot_points, settings, source, data_dir, errors, wall)
     if injected:
         write_outlier_study(staging, injected)

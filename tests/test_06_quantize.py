@@ -6,6 +6,7 @@ offline and deterministic.
 """
 import json
 import math
+import os
 
 import numpy as np
 import pytest
@@ -515,6 +516,22 @@ def test_quantize_script_writes_the_table_and_the_checkpoints(quantize_run):
     assert natural["llm_int8"] == rows["llm_int8"]["perplexity"]  # alpha 1 is the main table's model
     assert study["alphas"][0]["max_abs_input"] < study["alphas"][2]["max_abs_input"]
     assert "## Injected outliers" in (out / "results.md").read_text()
+
+
+def test_worker_processes_give_the_figures_of_one_process(quantize_run, chat_model_run, tmp_path):
+    """The fixture ran the tiny preset's 2 workers; the same run in this process gives the same figures."""
+    import quantize
+    root, out, summary = quantize_run
+    assert quantize.PRESETS["tiny"]["workers"] == 2 and (os.cpu_count() or 1) >= 2  # the fixture used the workers
+    here = quantize.main([
+        "--ckpt", str(root / "sft" / "ckpt.pt"), "--data-dir", str(root / "data"), "--out-dir", str(tmp_path / "q"),
+        "--methods", "bf16,llm_int8,gptq3_g64", "--calib-samples", "4", "--eval-per-task", "2", "--max-new-tokens", "6",
+        "--ppl-batches", "1", "--device", "cpu", "--workers", "1"])
+    timing = ("tokens_per_s", "checkpoint_bytes")  # a timing, and a few bytes of the saved paths' lengths
+    rows = {r["method"]: {k: v for k, v in r.items() if k not in timing} for r in summary["rows"]}
+    assert [{k: v for k, v in r.items() if k not in timing} for r in here["rows"]] == [
+        rows[m] for m in ("fp32", "bf16", "llm_int8", "gptq3_g64")]
+    assert here["sweep"] == summary["sweep"]
 
 
 def test_chat_with_a_quantized_model_equals_greedy_generation(quantize_run, capsys):
