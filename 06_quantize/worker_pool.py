@@ -57,7 +57,11 @@ def worker_pool(context, workers, threads):
     spawn = multiprocessing.get_context("spawn")  # not fork: a forked child inherits torch's thread pool half set up
     with concurrent.futures.ProcessPoolExecutor(workers, mp_context=spawn, initializer=start_worker,
                                                 initargs=(context, threads)) as pool:
-        yield WorkerPool(pool)
+        try:
+            yield WorkerPool(pool)
+        except BaseException:  # Ctrl-C or an error: drop the queued jobs, wait only for the running ones
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
 
 
 def start_worker(context, threads):

@@ -1082,7 +1082,8 @@ def test_evaluate_where_no_model_loads_writes_no_report(zoo, tmp_path, capsys):
 
 
 QUANTIZE_FAST = ["--bits", "4", "--group-size", "32", "--calib-samples", "2", "--eval-per-task", "1",
-                 "--max-new-tokens", "2", "--ppl-batches", "1", "--device", "cpu"]
+                 "--max-new-tokens", "2", "--ppl-batches", "1", "--device", "cpu",
+                 "--workers", "1"]  # in this process, where monkeypatch reaches build (workers: test_06)
 
 
 def test_quantize_a_policy_finds_its_data_and_an_interrupted_overwrite_loses_nothing(zoo, tmp_path, capsys,
