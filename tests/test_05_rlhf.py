@@ -493,7 +493,7 @@ def test_sometimes_solved_keeps_the_prompts_with_right_and_wrong_samples(monkeyp
     assert right == [3, 1, 0] and kept == [examples[1]]
 
 
-def test_grpo_curriculum_flag_filters_the_prompts_before_training(monkeypatch):
+def test_grpo_curriculum_flag_reaches_the_settings_and_is_off_by_default():
     args = rlhf.parse_args(["--grpo-curriculum", "sometimes"])
     assert rlhf.resolve_settings(args)["grpo"]["curriculum"] == "sometimes"
     assert "curriculum" not in rlhf.resolve_settings(rlhf.parse_args([]))["grpo"]  # off by default

@@ -518,11 +518,13 @@ def test_quantize_script_writes_the_table_and_the_checkpoints(quantize_run):
     assert "## Injected outliers" in (out / "results.md").read_text()
 
 
-def test_worker_processes_give_the_figures_of_one_process(quantize_run, chat_model_run, tmp_path):
+def test_worker_processes_give_the_figures_of_one_process(quantize_run, tmp_path):
     """The fixture ran the tiny preset's 2 workers; the same run in this process gives the same figures."""
     import quantize
     root, out, summary = quantize_run
-    assert quantize.PRESETS["tiny"]["workers"] == 2 and (os.cpu_count() or 1) >= 2  # the fixture used the workers
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("one CPU: the fixture ran in one process too, so there is nothing to compare")
+    assert quantize.PRESETS["tiny"]["workers"] == 2  # the fixture used the workers
     here = quantize.main([
         "--ckpt", str(root / "sft" / "ckpt.pt"), "--data-dir", str(root / "data"), "--out-dir", str(tmp_path / "q"),
         "--methods", "bf16,llm_int8,gptq3_g64", "--calib-samples", "4", "--eval-per-task", "2", "--max-new-tokens", "6",
