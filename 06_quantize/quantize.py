@@ -471,7 +471,7 @@ def quantize_all(args, settings, out_dir, methods, source, device):
     n_linear = sum(m.weight.numel() for _, m in _linears(model))
     inputs = Inputs(source, checkpoint, tokenizer, data, examples, chats, calibration, n_linear)
     context = dict(model=model, inputs=inputs, settings=settings, staging=staging, out_dir=out_dir, device=device)
-    workers = min(settings.get("workers") or 1, len(methods)) if device == "cpu" else 1
+    workers = min(settings.get("workers") or 1, len(methods)) if torch.device(device).type == "cpu" else 1
     with worker_pool(context, workers, settings["threads"]) as pool:
         rows, errors = measure_methods(methods, pool, start)
         sweep, outliers, injected, plot_points = side_studies(model, inputs, settings, device, methods, rows, pool)
