@@ -56,7 +56,7 @@ from quant_eval import (chat_perplexity, greedy_tokens_per_second, input_absmax_
 from quant_modules import Int8Linear, QuantLinear, linear_names, linear_weight_bytes, swap_linears  # noqa: E402
 from quantizers import check_bits, check_group_size, rtn  # noqa: E402
 from outlier_injection import outlier_study, write_outlier_study  # noqa: E402
-from worker_pool import cpu_seconds, worker_pool  # noqa: E402  (plumbing for speed)
+from worker_pool import cpu_seconds, worker_pool  # noqa: E402  (chapter 03: plumbing for speed)
 
 RUNS = REPO / "runs"
 DEFAULT_SOURCES = [RUNS / "05_rlhf" / "ppo" / "ckpt.pt",
@@ -78,7 +78,7 @@ PRESETS = {
     # it must divide the Linear input widths, 192 and 768 here (128 does not divide 192). One CPU thread:
     # at this size a second thread gains little, and on a machine shared with other jobs torch's
     # OpenMP threads spin-wait for each other (the lesson's appendix has the figures). Two worker
-    # processes instead, one thread each, share out the table's rows (worker_pool.py).
+    # processes instead, one thread each, share out the table's rows (03_pretrain/worker_pool.py).
     "tiny": dict(group_size=64, act_order=False, calib_samples=16, calib_context=256, ppl_batches=4,
                  ppl_batch_size=8, ppl_context=256, eval_per_task=20, max_new_tokens=64, speed_tokens=48,
                  sweep=[8.0, 6.0, 4.0, 2.0, 1.0], plot_bits=[2], device="cpu", threads=1, workers=2),
@@ -391,11 +391,11 @@ def open_staging(out_dir, run_settings):
     return staging
 
 
-def measure_methods(methods, pool, start):
+def measure_methods(methods, submit, start):
     """Every row of the table, one progress line each -> (rows, {"RTN-4" | "GPTQ-4": {layer: weight error}}).
-    `pool` runs quantize_method (worker_pool): in this process, or shared out among worker processes."""
+    `submit` (worker_pool) runs quantize_method in this process, or shares the rows out among worker processes."""
     rows, errors = [], {}
-    jobs = [pool.submit(row_job, stage, spec) for stage, spec in methods]
+    jobs = [submit(row_job, stage, spec) for stage, spec in methods]
     method_start = time.time()
     for k, ((stage, spec), job) in enumerate(zip(methods, jobs)):
         row, weight_errors = job.result()
@@ -412,7 +412,7 @@ def measure_methods(methods, pool, start):
     return rows, errors
 
 
-# The jobs the pool runs (worker_pool.py: in this process, or in worker processes that hold the context).
+# The jobs worker_pool runs (in this process, or in worker processes that hold the context).
 
 
 def row_job(c, stage, spec):
@@ -431,12 +431,12 @@ def plot_points_job(c):
                              i.n_linear), time.time() - t
 
 
-def side_studies(model, inputs, settings, device, methods, rows, pool):
+def side_studies(model, inputs, settings, device, methods, rows, submit):
     """What the table alone does not show: the LLM.int8 threshold sweep, the int8 rows again on injected
     outlier features (if llm_int8 is among the methods), the plot's extra points -> (sweep, outlier dims per
-    layer, the injection study or None, plot points). The sweep and the plot points go to the pool (workers, if
-    any) while this process runs the injection study, which reuses the table's rows."""
-    sweep_future, points_future = pool.submit(sweep_job), pool.submit(plot_points_job)
+    layer, the injection study or None, plot points). The sweep and the plot points are submitted (to the
+    workers, if any) while this process runs the injection study, which reuses the table's rows."""
+    sweep_future, points_future = submit(sweep_job), submit(plot_points_job)
     injected = None
     if any(stage == "llm_int8" for stage, _ in methods):
         phase_start, phase_cpu = time.time(), time.process_time()
@@ -471,10 +471,10 @@ def quantize_all(args, settings, out_dir, methods, source, device):
     n_linear = sum(m.weight.numel() for _, m in _linears(model))
     inputs = Inputs(source, checkpoint, tokenizer, data, examples, chats, calibration, n_linear)
     context = dict(model=model, inputs=inputs, settings=settings, staging=staging, out_dir=out_dir, device=device)
-    workers = min(settings.get("workers") or 1, len(methods)) if torch.device(device).type == "cpu" else 1
-    with worker_pool(context, workers, settings["threads"]) as pool:
-        rows, errors = measure_methods(methods, pool, start)
-        sweep, outliers, injected, plot_points = side_studies(model, inputs, settings, device, methods, rows, pool)
+    workers = min(settings["workers"], len(methods)) if torch.device(device).type == "cpu" else 1
+    with worker_pool(context, workers, settings["threads"]) as submit:
+        rows, errors = measure_methods(methods, submit, start)
+        sweep, outliers, injected, plot_points = side_studies(model, inputs, settings, device, methods, rows, submit)
 
     wall = time.time() - start
     settings["cpu_seconds"] = cpu_seconds() - cpu_start  # beside the wall time: the machine may be shared

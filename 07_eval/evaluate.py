@@ -17,11 +17,9 @@ tasks; the chain-of-thought table; the pass@k table; refusals by kind of request
 where the time went), report.png (the main table as grouped bars, with chance levels), summary.json
 (every number), records/<model>/<task>.jsonl (one line per item: prompt, reply, gold, score).
 """
-import concurrent.futures
 import dataclasses
 import json
 import math
-import multiprocessing
 import os
 import sys
 import time
@@ -47,6 +45,7 @@ from robustness import ROWS as ROBUSTNESS_ROWS  # noqa: E402  (chapter 04)
 from sandbox import isolation as sandbox_isolation  # noqa: E402
 from sft_data import MULTI_TURN_FRACTION, TRAIN_MIX, world_examples  # noqa: E402  (chapter 04)
 from sft_data import MATH_STAGES  # noqa: E402  (chapter 04: the stage of the direct-answer control)
+from worker_pool import worker_pool  # noqa: E402  (chapter 03: plumbing for speed)
 
 DIRECT_STAGE = MATH_STAGES["direct"]  # sft.py --math-style direct: the control of the chain-of-thought study
 DEFAULT_RUNS_DIR = REPO / "runs"
@@ -567,9 +566,8 @@ def evaluate_models(run, models, tasks, items, w, skipped):
         return [evaluate_model(run, m, tasks, items, w, skipped) for m in models]
     run.log(f"evaluating {len(models)} models in {workers} processes of {run.settings['threads'] or 'all'} thread(s)")
     shipped = dataclasses.replace(run, log=None, timings={}, other_seconds={})  # a lambda does not pickle
-    spawn = multiprocessing.get_context("spawn")  # not fork: a forked child inherits torch's thread pool half set up
-    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=spawn) as pool:
-        jobs = [pool.submit(evaluate_in_worker, shipped, m, tasks, items, w) for m in models]
+    with worker_pool(dict(run=shipped, tasks=tasks, items=items, w=w), workers, run.settings["threads"]) as submit:
+        jobs = [submit(evaluate_in_worker, m) for m in models]
         results = []
         for job in jobs:  # in the models' order: the log reads as one process's would
             result, timings, lines, skipped_here = job.result()
@@ -581,13 +579,13 @@ def evaluate_models(run, models, tasks, items, w, skipped):
     return results
 
 
-def evaluate_in_worker(run, model, tasks, items, w):
-    """One model in a worker process -> (its result, its timings, its log lines, its skipped lines)."""
-    if run.settings["threads"]:
-        torch.set_num_threads(run.settings["threads"])
+def evaluate_in_worker(context, model):
+    """One model in a worker process (worker_pool's context: the run, tasks, items, world) -> (its result, its
+    timings, its log lines, its skipped lines)."""
+    run = dataclasses.replace(context["run"], timings={}, other_seconds={})  # this model's own
     lines, skipped = [], []
     run.log = lambda *a: lines.append(" ".join(str(x) for x in a))  # sent back, printed in the models' order
-    result = evaluate_model(run, model, tasks, items, w, skipped)
+    result = evaluate_model(run, model, context["tasks"], context["items"], context["w"], skipped)
     return result, run.timings, lines, skipped
 
 
