@@ -79,7 +79,7 @@ def plot_attention(maps, labels, layer, path):
     plt.close(fig)
 
 
-def main(argv=None):
+def parse_args(argv):
     parser = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="tiny", choices=sorted(PRESETS), help="model size and shape (default tiny)")
     parser.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cuda, mps or cpu")
@@ -94,9 +94,10 @@ def main(argv=None):
         raise ValueError("--prompt is empty: give at least one character (its bytes are the prompt)")
     if args.out_dir.exists() and not args.out_dir.is_dir():
         raise NotADirectoryError(f"--out-dir {args.out_dir} is a file, not a folder: give a folder")
+    return args
 
-    device = pick_device(args.device)
-    torch.manual_seed(args.seed)
+
+def checked_config(args):
     overrides = {"attn_impl": args.attn_impl} if args.attn_impl else {}
     config = GPTConfig.from_preset(args.preset, **overrides)
     if config.vocab_size < 256:
@@ -104,16 +105,11 @@ def main(argv=None):
                          f"got {config.vocab_size}")
     if not 0 <= args.layer < config.n_layer:
         raise ValueError(f"--layer must be between 0 and {config.n_layer - 1} for preset {args.preset}")
-    # bf16 autocast on a GPU (tensor cores); fp32 on the CPU, where it is as fast at this size (README)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device == "cuda")
+    return config
 
-    print(f"== 1. the model: preset {args.preset!r} on {device}")
-    start = time.perf_counter()
-    model = GPT(config).to(device)
-    print(model.summary())
-    print(f"  (built and initialised in {time.perf_counter() - start:.2f} s)")
 
-    print("\n== 2. one training step's forward and backward on random tokens")
+def one_training_step(model, config, device, autocast):
+    """Step 2: forward and backward on random tokens; the loss starts near ln(vocab_size)."""
     B, T = 4, min(64, config.block_size)
     batch = torch.randint(0, config.vocab_size, (B, T + 1), device=device)
     start = time.perf_counter()
@@ -126,9 +122,10 @@ def main(argv=None):
           f"{math.log(config.vocab_size):.3f}), gradient norm {grad_norm.item():.3f}, {seconds * 1000:.0f} ms")
     model.zero_grad(set_to_none=True)
 
-    print("\n== 3. generation from the untrained model (its output is noise: nothing is learned yet)")
-    prompt = list(args.prompt.encode("utf-8"))[: config.block_size - 1]
-    new_tokens = min(args.max_new_tokens, config.block_size - len(prompt))
+
+def generate_both_ways(model, args, prompt, device, autocast):
+    """Step 3: greedy with and without the KV cache (the same tokens), and a sample -> the prompt tensor."""
+    new_tokens = min(args.max_new_tokens, model.config.block_size - len(prompt))
     idx = torch.tensor([prompt], device=device)
     timings = {}
     with autocast:
@@ -143,17 +140,45 @@ def main(argv=None):
     print(f"  sampled: {bytes_to_text(sampled[0, len(prompt):].tolist())!r}  (temperature 1, top_k 50)")
     print(f"  {new_tokens} greedy tokens: {timings[True][0] * 1000:.0f} ms with the KV cache, "
           f"{timings[False][0] * 1000:.0f} ms without; identical tokens: {same}")
+    return idx
 
-    print(f"\n== 4. attention maps of layer {args.layer}")
+
+def show_attention(model, idx, prompt, layer, path, autocast):
+    """Step 4: one layer's attention maps of the prompt, as a PNG."""
     with autocast:
-        maps = model.attention_maps(idx, args.layer)[0]  # (H, T, T)
+        maps = model.attention_maps(idx, layer)[0]  # (H, T, T)
     labels = [bytes_to_text([t]).replace(" ", "\u2423") for t in prompt]  # show spaces as a visible mark
-    path = args.out_dir / "attention.png"
-    plot_attention(maps, labels, args.layer, path)
+    plot_attention(maps, labels, layer, path)
     first = maps[0, -1, :].float()
     print(f"  {maps.size(0)} heads x {maps.size(1)} x {maps.size(2)}; last query of head 0 spreads its weight "
           f"min {first.min():.3f} / max {first.max():.3f} (uniform would be {1 / len(prompt):.3f}):")
     print("  an untrained model averages almost evenly over the past; the upper triangle is 0 (the causal mask).")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    device = pick_device(args.device)
+    torch.manual_seed(args.seed)
+    config = checked_config(args)
+    # bf16 autocast on a GPU (tensor cores); fp32 on the CPU, where it is as fast at this size (README)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device == "cuda")
+
+    print(f"== 1. the model: preset {args.preset!r} on {device}")
+    start = time.perf_counter()
+    model = GPT(config).to(device)
+    print(model.summary())
+    print(f"  (built and initialised in {time.perf_counter() - start:.2f} s)")
+
+    print("\n== 2. one training step's forward and backward on random tokens")
+    one_training_step(model, config, device, autocast)
+
+    print("\n== 3. generation from the untrained model (its output is noise: nothing is learned yet)")
+    prompt = list(args.prompt.encode("utf-8"))[: config.block_size - 1]
+    idx = generate_both_ways(model, args, prompt, device, autocast)
+
+    print(f"\n== 4. attention maps of layer {args.layer}")
+    path = args.out_dir / "attention.png"
+    show_attention(model, idx, prompt, args.layer, path, autocast)
     print(f"\nwrote {path}")
     print("next: open the PNG, read 02_transformer/README.md, then train this model in chapter 03 "
           "(python 03_pretrain/pretrain.py --preset tiny)")
