@@ -212,7 +212,7 @@ def plot_compression(sizes, curve, path):
 # -----------------------------------------------------------------------------------------------
 
 
-def main(argv=None):
+def parse_args(argv):
     parser = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny",
                         help="settings to start from (small: the same as tiny)")
@@ -230,7 +230,42 @@ def main(argv=None):
     parser.add_argument("--no-colour", action="store_true", help="mark tokens with [brackets] instead of colours")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the tokenizer already in --out-dir (otherwise the script refuses)")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def training_text(args, preset, vocab_size, pattern_name):
+    """The text to train on and the text held out to measure compression on: the last ~10% of --input, or
+    the built-in sample corpus and fresh documents of it. Prints where it comes from."""
+    if args.input is not None:
+        text = bpe.read_text(args.input)
+        cut = text.rfind("\n", 0, int(len(text) * 0.9)) + 1 or int(len(text) * 0.9)
+        text, held_out = text[:cut], text[cut:]  # the last ~10% is not trained on
+        source = str(args.input)
+    else:
+        text = sample_corpus(preset["documents"], seed=args.seed)
+        held_out = sample_corpus(preset["documents"] // 10, seed=args.seed + 1)  # fresh documents
+        source = f"built-in sample corpus (seed {args.seed}, {preset['documents']:,} documents)"
+        if vocab_size > 8192:
+            print(f"note: the sample corpus supports about 18,000 merges; for {vocab_size:,} tokens pass --input")
+    megabytes = len(text.encode("utf-8")) / 1e6
+    print(f"corpus: {source}, {megabytes:.2f} MB; pattern: {pattern_name}; vocab_size: {vocab_size}")
+    return text, held_out
+
+
+def measure_compression(tokenizer, text, held_out, plot_path):
+    """Bytes per token against vocabulary size, on the training and the held-out text (at most 1 MB of each:
+    plenty to measure compression, and quick for big inputs); plots it and prints the final figures."""
+    texts = {"training": text[:1_000_000], "held-out": held_out[:1_000_000]}
+    texts = {name: part.split(SPECIAL_TOKENS[0]) for name, part in texts.items() if part}
+    sizes, curve = compression_curve(tokenizer.merges, tokenizer.pattern, texts)
+    plot_compression(sizes, curve, plot_path)
+    print("bytes per token:  " + "  ".join(f"{name} {values[-1]:.2f}" for name, values in curve.items()))
+    n_merges, n_special = len(tokenizer.merges), len(SPECIAL_TOKENS)
+    print(f"  (vocabulary: 256 bytes + {n_merges} merges + {n_special} special = {tokenizer.vocab_size})")
+
+
+def main(argv=None):
+    args = parse_args(argv)
     preset = PRESETS[args.preset]
     vocab_size = args.vocab_size if args.vocab_size is not None else preset["vocab_size"]
     pattern_name = args.pattern or preset["pattern"]
@@ -254,19 +289,7 @@ def main(argv=None):
     cli.check_out_dir(args.out_dir, overwrite=args.overwrite, marker="tokenizer.tiktoken", resumable=False)
 
     # 1. The text: a file, or the built-in sample corpus. Keep some aside to measure compression on.
-    if args.input is not None:
-        text = bpe.read_text(args.input)
-        cut = text.rfind("\n", 0, int(len(text) * 0.9)) + 1 or int(len(text) * 0.9)
-        text, held_out = text[:cut], text[cut:]  # the last ~10% is not trained on
-        source = str(args.input)
-    else:
-        text = sample_corpus(preset["documents"], seed=args.seed)
-        held_out = sample_corpus(preset["documents"] // 10, seed=args.seed + 1)  # fresh documents
-        source = f"built-in sample corpus (seed {args.seed}, {preset['documents']:,} documents)"
-        if vocab_size > 8192:
-            print(f"note: the sample corpus supports about 18,000 merges; for {vocab_size:,} tokens pass --input")
-    megabytes = len(text.encode("utf-8")) / 1e6
-    print(f"corpus: {source}, {megabytes:.2f} MB; pattern: {pattern_name}; vocab_size: {vocab_size}")
+    text, held_out = training_text(args, preset, vocab_size, pattern_name)
 
     # 2. Train.
     start = time.perf_counter()
@@ -274,16 +297,9 @@ def main(argv=None):
     print(f"trained {len(tokenizer.merges)} merges in {time.perf_counter() - start:.2f} s")
     paths = tokenizer.save(prefix)
 
-    # 3. Compression against vocabulary size, on the training text and on held-out text
-    #    (at most 1 MB of each: plenty to measure compression, and quick for big inputs).
-    texts = {"training": text[:1_000_000], "held-out": held_out[:1_000_000]}
-    texts = {name: part.split(SPECIAL_TOKENS[0]) for name, part in texts.items() if part}
-    sizes, curve = compression_curve(tokenizer.merges, tokenizer.pattern, texts)
+    # 3. Compression against vocabulary size, on the training text and on held-out text.
     plot_path = args.out_dir / "compression.png"
-    plot_compression(sizes, curve, plot_path)
-    print("bytes per token:  " + "  ".join(f"{name} {values[-1]:.2f}" for name, values in curve.items()))
-    n_merges, n_special = len(tokenizer.merges), len(SPECIAL_TOKENS)
-    print(f"  (vocabulary: 256 bytes + {n_merges} merges + {n_special} special = {tokenizer.vocab_size})")
+    measure_compression(tokenizer, text, held_out, plot_path)
     print("\nfirst merges learned:", ", ".join(readable(a + b) for a, b in tokenizer.merges[:8]))
     print("last merges learned: ", ", ".join(readable(a + b) for a, b in tokenizer.merges[-8:]))
     print(show_tokens(tokenizer, args.show if args.show is not None else EXAMPLE, colour))
