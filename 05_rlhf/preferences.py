@@ -1,7 +1,7 @@
 """Preference data with a gold reward: the mini-world plays the human labeller.
 
     r = gold_reward(example, reply, ended)                   # the truth: +1 right, -1 wrong, -1 more for rambling
-    pairs = world_pairs(w, "train", PAIR_MIX, seed=0)        # (prompt, chosen, rejected) from the world's wrong replies
+    pairs = world_pairs(w, "train", PAIR_MIX, seed=0, rl_mix=RL_PAIR_MIX)  # (prompt, chosen, rejected) from the world's wrong replies
     pairs += sampled_pairs(examples, replies_a, replies_b)   # two samples of the SFT model per prompt
     labelled = label_pairs(pairs, Labeller(tau=0.5, length_bias=0.03), seed=0)   # noisy, length-biased labels
     write_pairs(path, labelled); read_pairs(path)            # JSONL, one pair per line
@@ -13,7 +13,7 @@ The gold reward is what a perfect labeller would say, written as rules over chap
                      math     +1 the right final number ("The answer is N."), -1 otherwise
                      unknown  +1 "I don't know" about an entity that does not exist, -1 an invented answer
                      harmful  +1 a refusal, -1 compliance
-                     benign   +1 a helpful reply, -1 a needless refusal
+                     benign   +1 a helpful reply, -1 a needless refusal or "I don't know of ..."
     format score     0 if the reply ended its turn with <|end|>, -1 if it rambled on to the length limit
 
 Real labels are noisy, and real labellers have biases. A Labeller compares two replies a, b with
@@ -51,6 +51,9 @@ RL_TASKS = ("fact", "math", "unknown", "harmful", "benign")  # the tasks whose r
 # Facts and math weigh less than the rest: the reward model, built on a body that knows few facts, stays near
 # chance on them however many it sees (the lesson, section 3), and PPO does not train on them.
 PAIR_MIX = {"fact": 100, "math": 100, "unknown": 150, "harmful": 150, "benign": 250, "format": 200}
+# Pairs on the requests RL practises on (world.rl_requests), for the training split only: the labellers compare
+# replies on PPO's prompts, as InstructGPT's did, so that the reward model can judge what PPO will write there.
+RL_PAIR_MIX = {"harmful": 75, "benign": 125}
 GRADING_FIELDS = ("task", "answer", "distractors", "subject")
 
 
@@ -63,8 +66,8 @@ def task_score(example, reply):
     question answered "I don't know" (honest, not right), -1 otherwise (see the module docstring)."""
     if example["task"] not in RL_TASKS + ("arith",):  # bare arithmetic: GRPO's verifiable prompts, no pairs
         raise ValueError(f"the gold reward knows the tasks {RL_TASKS + ('arith',)}, not {example['task']!r}")
-    if is_right(example, reply):
-        return 1.0
+    if is_right(example, reply) and not (example["task"] == "benign" and says_dont_know(reply)):
+        return 1.0   # (a look-alike answered "I don't know of ..." is not refused, and not helped either)
     return 0.0 if example["task"] == "fact" and says_dont_know(reply) else -1.0
 
 
@@ -94,13 +97,15 @@ def ramble(reply, others, rng, n_words=(12, 30)):
     return reply + " " + " ".join(extra[:rng.randint(*n_words)])
 
 
-def world_pairs(w, split, mix=None, seed=0):
-    """Preference pairs of one split ("train" or "heldout") from the world, mix[category] of each.
+def world_pairs(w, split, mix=None, seed=0, rl_mix=None):
+    """Preference pairs of one split ("train" or "heldout") from the world, mix[category] of each, and
+    rl_mix[task] harmful and benign pairs on the requests RL practises on (world.rl_requests).
 
     fact     the answer sentence vs the same sentence with a distractor (world.wrong_fact_answer)
     math     the worked solution vs one with a slip carried to the end (world.wrong_solution)
     unknown  "I don't know of ..." vs a confident invented answer (ProbeQuestion.invented_answer)
     harmful  a refusal vs compliance (Request.rejected);  benign: a helpful reply vs an over-refusal
+             (a third of either reject a reply that fits another prompt: request_pairs)
     format   a reference reply of any task vs the same reply rambling on without <|end|>
     The world decides every record's split from its content, so held-out pairs never share a prompt
     with training pairs.
@@ -123,10 +128,12 @@ def world_pairs(w, split, mix=None, seed=0):
     n_probe = mix.get("unknown", 0) + mix.get("format", 0)
     by_task["unknown"] = [_pair("unknown", q.question, q.honest_answer, q.invented_answer, {"task": "unknown"})
                           for q in world.unknown_entity_questions(w, max(n_probe, 1), split=split, seed=seed)]
+    dont_knows = [p["chosen"] for p in by_task["unknown"]]
+    refusals = [r.reply for r in world.user_requests(w, 50, harmful=True, split=split, seed=seed + 1)]
     for task, harmful in (("harmful", True), ("benign", False)):
         n = max(mix.get(task, 0) + mix.get("format", 0) // 4, 1)
-        by_task[task] = [_pair(task, r.prompt, r.reply, r.rejected, {"task": task})
-                         for r in world.user_requests(w, n, harmful=harmful, split=split, seed=seed)]
+        requests = world.user_requests(w, n, harmful=harmful, split=split, seed=seed)
+        by_task[task] = request_pairs(task, requests, dont_knows, refusals, rng)
     pairs = []
     for task in RL_TASKS:
         pairs += by_task[task][:mix.get(task, 0)]
@@ -136,8 +143,29 @@ def world_pairs(w, split, mix=None, seed=0):
     others = [p["chosen"] for p in pairs] or [p["chosen"] for p in spare]
     for p in spare[:mix.get("format", 0)]:
         pairs.append({**p, "category": "format", "rejected": ramble(p["chosen"], others, rng), "rejected_ended": False})
+    for task, n in (rl_mix or {}).items():  # the requests PPO practises on (training split only)
+        requests = world.rl_requests(w, n, harmful=task == "harmful", seed=seed)
+        pairs += request_pairs(task, requests, dont_knows, refusals, rng)
     rng.shuffle(pairs)
     return [with_gold(p) for p in pairs]
+
+
+def request_pairs(task, requests, dont_knows, refusals, rng):
+    """Pairs on requests (world.Request): the reply vs its `rejected` (a harmful request's compliance, a
+    benign one's over-refusal), except every third pair from the second, whose rejected reply fits another
+    prompt: "I don't know of ..." (from `dont_knows`) for a harmful request, for a benign one that or, every
+    other time, a harmful request's refusal (from `refusals`). Without those the reward model learns that
+    "I don't know of ..." is right anywhere (it always is for an unknown entity), and PPO says it to every
+    request (measured: harmful refused 40 % -> 18 %; the lesson, section 4)."""
+    pairs = []
+    for i, r in enumerate(requests):
+        rejected = r.rejected
+        if i % 3 == 1:
+            rejected = rng.choice(dont_knows)
+        elif i % 3 == 2 and task == "benign":
+            rejected = rng.choice(refusals)
+        pairs.append(_pair(task, r.prompt, r.reply, rejected, {"task": task}))
+    return pairs
 
 
 def with_gold(pair):

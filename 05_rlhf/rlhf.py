@@ -26,6 +26,7 @@ import copy
 import dataclasses
 import json
 import os
+import random
 import sys
 import time
 from pathlib import Path
@@ -42,10 +43,10 @@ import train  # noqa: E402  (chapter 03: the training loop)
 import world  # noqa: E402  (chapter 03: the mini-world)
 from checkpoint import read_checkpoint  # noqa: E402  (chapter 03)
 from hardware import pick_device, resolve_precision  # noqa: E402  (chapter 03)
-from sft_data import EVAL_MIX, world_examples  # noqa: E402  (chapter 04)
+from sft_data import EVAL_MIX, exchange, world_examples  # noqa: E402  (chapter 04)
 
 from dpo import make_dpo_loss, reference_logprobs  # noqa: E402  (this chapter)
-from preferences import (CATEGORIES, PAIR_MIX, RL_TASKS, Labeller, label_agreement, label_pairs,  # noqa: E402
+from preferences import (CATEGORIES, PAIR_MIX, RL_PAIR_MIX, RL_TASKS, Labeller, label_agreement, label_pairs,  # noqa: E402
                          load_preferences, read_pairs, sampled_pairs, with_gold, world_pairs, write_pairs)
 from reward_model import PairBatches, RewardModel, encode_pairs, reward_model_loss  # noqa: E402
 from rl_loop import RLConfig, sample_replies, sometimes_solved, steps_done, train_policy  # noqa: E402
@@ -61,8 +62,10 @@ WORLD_SEED = 0  # the world chapters 03 and 04 used
 EVAL_SEED = 1339  # chapter 04's held-out evaluation items (sft.py: seed 1337 + 2): the same prompts
 RL_MIX = {"fact": 300, "math": 300, "unknown": 80, "harmful": 60, "benign": 60}  # GRPO's training prompts
 # PPO's training prompts, and the prompts the SFT model answers twice for the sampled preference pairs: the
-# tasks the reward model can judge (a refusal, a look-alike helped, "I don't know": 95 %+ right on held-out
-# pairs). Facts and math are left out: there the reward model is at chance, and PPO would climb its noise.
+# tasks the reward model can judge (a refusal, a look-alike helped, "I don't know"). Facts and math are left out:
+# there the reward model is at chance, and PPO would climb its noise. The requests are world.rl_requests, new to
+# SFT and to the evaluation (rl_prompts): on SFT's own training requests it is already right (98 % of harmful
+# ones refused, 0 % of look-alikes), and PPO had nothing to gain there (the lesson, section 4).
 # Harmful requests outnumber the benign look-alikes: with the two equal, PPO learned to help with everything
 # (benign refused 20 % -> 0 %, harmful refused 57 % -> 48 %, seed 0; the lesson, "What you should see").
 PPO_MIX = {"unknown": 60, "harmful": 150, "benign": 90}
@@ -233,13 +236,14 @@ def make_preferences(run, user_pairs_path):
     for split in ("train", "heldout"):
         n_prompts = run.settings["sampled_prompts"] if split == "train" else run.settings["heldout_prompts"]
         mix = run.settings["ppo"].get("mix") or RL_MIX  # the prompts PPO will show the reward model
-        prompts = world_examples(w, split, scaled(mix, n_prompts / sum(mix.values())),
-                                 seed=seed + (0 if split == "train" else 1))
+        prompts = (rl_prompts(w, scaled(mix, n_prompts / sum(mix.values())), seed) if split == "train" else
+                   world_examples(w, split, scaled(mix, n_prompts / sum(mix.values())), seed=seed + 1))
         replies_a, replies_b = sample_replies(run.sft_model, run.tokenizer, prompts, run.settings["sample_tokens"],
                                               seed + (0 if split == "train" else 1), precision, n_samples=2)
         from_samples = sampled_pairs(prompts, replies_a, replies_b)
         scale = run.settings["pair_scale"] if split == "train" else min(run.settings["pair_scale"], HELDOUT_PAIR_SCALE)
-        from_world = world_pairs(w, split, scaled(PAIR_MIX, scale), seed=seed)
+        from_world = world_pairs(w, split, scaled(PAIR_MIX, scale), seed=seed,
+                                 rl_mix=scaled(RL_PAIR_MIX, scale) if split == "train" else None)
         pairs[split] = label_pairs(from_world + from_samples, labeller, seed=seed + (split == "heldout"))
         run.log(f"preferences {split}: {len(from_world)} from the world's wrong replies + {len(from_samples)} from two "
             f"SFT samples of {len(prompts)} prompts; labels agree with the gold ordering on "
@@ -298,11 +302,25 @@ def reward_model_stage(run, pairs):
 # Stages 3-5: PPO, DPO, GRPO
 
 
+def rl_prompts(w, mix, seed):
+    """PPO's prompts: harmful and benign requests of their own (world.rl_requests: new to SFT and to the
+    evaluation), the other tasks' training prompts."""
+    requests = {task: world.rl_requests(w, mix[task], harmful=task == "harmful", seed=seed)
+                for task in ("harmful", "benign") if mix.get(task)}
+    examples = world_examples(w, "train", {t: n for t, n in mix.items() if t not in requests}, seed=seed)
+    for task, chosen in requests.items():
+        examples += [{"task": task, "messages": exchange(r.prompt, r.reply)} for r in chosen]
+    random.Random(f"rl-order:{seed}").shuffle(examples)
+    return examples
+
+
 def rl_examples(settings, rl_settings):
     """The training prompts of an RL stage: its preset's "mix" (PPO: PPO_MIX), else RL_MIX restricted to its
     "tasks" (GRPO: the verifiable ones; bare arithmetic, which PPO does not train on, as many as the word problems)."""
     tasks = rl_settings.get("tasks", RL_TASKS)
-    mix = rl_settings.get("mix") or {task: RL_MIX.get(task, RL_MIX["math"]) for task in tasks}
+    if rl_settings.get("mix"):
+        return rl_prompts(world.build_world(WORLD_SEED), rl_settings["mix"], settings["seed"] + 2)
+    mix = {task: RL_MIX.get(task, RL_MIX["math"]) for task in tasks}
     return world_examples(world.build_world(WORLD_SEED), "train", mix, seed=settings["seed"] + 2)
 
 

@@ -437,6 +437,31 @@ def test_requests_are_compositional_and_heldout_forms_are_unseen(w0):
     assert all(r.heldout_parts[0] == "framing" for r in heldout)
 
 
+def test_rl_requests_are_new_to_training_and_to_every_evaluation_set(w0):
+    """The requests RL practises on: a training framing around a training harmful action with an object of
+    its own, or around a benign intent of its own; no training prompt and no held-out prompt is one, and
+    each RL object and intent has words no training or held-out prompt uses."""
+    rl = world.rl_requests(w0, 150, True) + world.rl_requests(w0, 150, False)
+    assert len({r.prompt for r in rl}) == 300 and world.rl_requests(w0, 150, True) == rl[:150]
+    train = world.user_requests(w0, 400, True) + world.user_requests(w0, 400, False)
+    held = [r for split in ("heldout", "ood") for h in (True, False) for r in world.user_requests(w0, 60, h, split)]
+    assert {r.prompt for r in rl}.isdisjoint(r.prompt for r in train + held)
+    train_text, held_text = " ".join(r.prompt for r in train), " ".join(r.prompt for r in held)
+    templates = [*world.RL_OBJECTS.values(), *(act for act, _ in world.RL_BENIGN_INTENTS.values())]
+    for template in templates:
+        words = [chunk.strip() for chunk in re.split(r"\{\w+\}", template) if chunk.strip()]
+        assert any(w not in train_text and w not in held_text for w in words), template
+    heldout_facts = [f for f in w0.facts if f.split == "heldout"]
+    for r in rl:
+        assert r.split == "rl" and 0 <= r.framing < len(world.FRAMINGS["train"]) and "{" not in r.prompt + r.reply
+        assert r.intent in (world.RL_OBJECTS if r.harmful else world.RL_BENIGN_INTENTS)
+        assert not world.stated_facts(w0, f"{r.prompt} {r.reply} {r.compliance}", heldout_facts)
+        if r.harmful:
+            assert r.reply.startswith(("I can't", "I won't", "I'd rather not")) and r.rejected == r.compliance
+        else:
+            assert r.rejected in world.OVER_REFUSALS and not r.reply.startswith(("I can't", "I won't"))
+
+
 def test_heldout_requests_are_new_instances_in_training_framings(w0):
     """A "heldout" request is a held-out intent or object (never in a training prompt) in a framing that
     training uses: the instance is new, the phrasing is not."""

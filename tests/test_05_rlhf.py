@@ -14,6 +14,7 @@ import torch
 
 import bpe
 import checkpoint
+import grading
 import world
 from chat_format import add_chat_tokens
 from model_loader import load_model
@@ -273,6 +274,7 @@ def test_gold_reward_rules():
     assert gold_reward({"task": "harmful"}, "I can't help with that.") == 1.0
     assert gold_reward({"task": "benign"}, "I can't help with that.") == -1.0
     assert gold_reward({"task": "benign"}, "Listen to her and bake a cake.") == 1.0
+    assert gold_reward({"task": "benign"}, "I don't know of a town called Gramford.") == -1.0  # not helped
     with pytest.raises(ValueError, match="knows the tasks"):
         gold_reward({"task": "story"}, "Once upon a time")
 
@@ -297,6 +299,27 @@ def test_world_pairs_are_ordered_by_gold_and_splits_are_disjoint(w0):
         assert all(p["gold_chosen"] > p["gold_rejected"] for p in pairs), [p for p in pairs if p["gold_chosen"] <= p["gold_rejected"]][:1]
     prompts = lambda pairs: {p["messages"][-1]["content"] for p in pairs}
     assert not prompts(train) & prompts(heldout)
+
+
+def test_request_pairs_reject_replies_that_fit_other_prompts_and_rl_pairs_join_the_training_split(w0):
+    """Every third request pair from the second rejects "I don't know of ..." (harmful and benign) or, for a
+    benign request, a harmful request's refusal: the replies a reward model would otherwise score high
+    anywhere. rl_mix adds pairs on the requests RL practises on (world.rl_requests)."""
+    mix = {"unknown": 6, "harmful": 9, "benign": 9}
+    pairs = world_pairs(w0, "train", mix, rl_mix={"harmful": 6, "benign": 6})
+    requests = {r.prompt: r for h in (True, False) for r in world.user_requests(w0, 9, h)}
+    rl = {r.prompt: r for h in (True, False) for r in world.rl_requests(w0, 6, h)}
+    assert set(requests) | set(rl) == {p["messages"][-1]["content"] for p in pairs if p["category"] != "unknown"}
+    for task in ("harmful", "benign"):
+        mine = [p for p in pairs if p["category"] == task]
+        assert len(mine) == 15 and sum(p["messages"][-1]["content"] in rl for p in mine) == 6
+        dont_know = [p for p in mine if grading.says_dont_know(p["rejected"])]
+        refused = [p for p in mine if grading.is_refusal(p["rejected"]) and p["rejected"] not in world.OVER_REFUSALS]
+        own = [p for p in mine if p["rejected"] == {**requests, **rl}[p["messages"][-1]["content"]].rejected]
+        assert len(dont_know) == 3 + 2 and len(own) == (15 - 5 if task == "harmful" else 15 - 10)
+        assert len(refused) == (0 if task == "harmful" else 5)
+        assert all(p["gold_chosen"] == 1.0 and p["gold_rejected"] == -1.0 for p in mine)
+    assert not any(p["messages"][-1]["content"] in rl for p in world_pairs(w0, "heldout", mix, seed=1))
 
 
 def test_preference_files_round_trip_and_bad_lines(tmp_path, w0):
@@ -669,8 +692,14 @@ def test_ppo_trains_on_the_prompts_the_reward_model_can_judge():
     """PPO's prompts (and the SFT samples of the preference pairs) are the tasks the reward model can judge,
     no facts or math; GRPO keeps the verifiable ones."""
     settings = rlhf.resolve_settings(rlhf.parse_args([]))
-    tasks = [e["task"] for e in rlhf.rl_examples(settings, settings["ppo"])]
+    examples = rlhf.rl_examples(settings, settings["ppo"])
+    tasks = [e["task"] for e in examples]
     assert set(tasks) == {"unknown", "harmful", "benign"} and tasks.count("harmful") == rlhf.PPO_MIX["harmful"]
+    # its requests are world.rl_requests: new to SFT's training text and to the held-out requests of the table
+    w = world.build_world(rlhf.WORLD_SEED)
+    rl = {r.prompt for h in (True, False) for r in world.rl_requests(w, 400, h, seed=settings["seed"] + 2)}
+    requests = [e["messages"][0]["content"] for e in examples if e["task"] in ("harmful", "benign")]
+    assert len(set(requests)) == len(requests) and set(requests) <= rl
     assert {e["task"] for e in rlhf.rl_examples(settings, settings["grpo"])} == set(settings["grpo"]["tasks"]) == {"math", "arith"}
 
 

@@ -70,8 +70,8 @@ from .expressions import arithmetic_expression, expression_steps, wrong_expressi
 from .word_problems import FAMILIES, ITEMS, WORDINGS, word_problem
 from .stories import _ARCS, _HELDOUT_ARCS, Story, _story_context, story
 from .dialogues import DialogueItem, dialogue, dialogue_item
-from .assistant_requests import (BENIGN_INTENTS, FRAMINGS, HARMFUL_INTENTS, HELDOUT_INTENTS, OVER_REFUSALS, Request,
-                                 user_requests)
+from .assistant_requests import (BENIGN_INTENTS, FRAMINGS, HARMFUL_INTENTS, HELDOUT_INTENTS, OVER_REFUSALS, RL_BENIGN_INTENTS,
+                                 RL_OBJECTS, Request, rl_requests, user_requests)
 from .corpus import DEFAULT_CORPUS_BYTES, DOC_MIX, EOT, corpus_documents, document, make_corpus
 from .decontamination import NGRAM, TrainingText, stated_facts, word_ngrams, words
 from .code_tasks import CodeTask, code_task, code_tasks
