@@ -10,6 +10,7 @@ Every later chapter draws its data from here, offline and in seconds:
     chapter 05  preference pairs: the right answer vs a wrong-but-plausible one: a       wrong_fact_answer, wrong_solution,
                 wrong value, a worked slip, an invented fact about an unknown entity,     ProbeQuestion.invented_answer,
                 compliance with a harmful request, over-refusal of a benign one           Request.rejected
+                PPO's own requests, new to SFT and to every evaluation set                rl_requests
     chapter 07  held-out evaluation sets with gold answers: split="heldout"/"ood" in     fact_questions, word_problem,
                 generator (facts, problems, expressions, stories, descriptions,           arithmetic_expression, story,
                 dialogues, requests, unknown entities, code tasks); the decontamination   descriptions, dialogue_item,
@@ -34,7 +35,7 @@ this order:
     9. word_problems.py    word_problem: multi-step problems about the world's people
    10. stories.py          story(world, rng): TinyStories-like, built from plot arcs and the world's facts
    11. dialogues.py        dialogue(world, rng): two of the world's people talking; dialogue_item
-   12. assistant_requests.py user_requests(world, n, harmful): requests to an assistant
+   12. assistant_requests.py user_requests(world, n, harmful): requests to an assistant; rl_requests: RL's own
    13. corpus.py           corpus_documents, make_corpus: documents joined by "<|endoftext|>"
    14. decontamination.py  TrainingText (GPT-3's 13-gram check), stated_facts
    15. code_tasks.py       code_tasks(split): tiny Python functions (signature, docstring, hidden tests), pass@k

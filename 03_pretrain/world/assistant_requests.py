@@ -13,6 +13,10 @@ training framing (the skill: refuse a new harm asked the usual way), "ood" puts 
 framings that training text never uses, a part of them with held-out intents or objects too (robustness
 to a new form). Chapter 07 measures refusal on both; tests check that no held-out prompt, held-out
 intent's act or held-out object occurs in training text.
+
+A third set, rl_requests, is for chapter 05's PPO to practise on: training actions around objects of
+their own and harmless intents of their own, in training framings, new to SFT's data and to both
+held-out sets (tests), so that what RL learns there is measured on the held-out requests.
 """
 from dataclasses import dataclass
 
