@@ -51,8 +51,9 @@ RL_TASKS = ("fact", "math", "unknown", "harmful", "benign")  # the tasks whose r
 # Facts and math weigh less than the rest: the reward model, built on a body that knows few facts, stays near
 # chance on them however many it sees (the lesson, section 3), and PPO does not train on them.
 PAIR_MIX = {"fact": 100, "math": 100, "unknown": 150, "harmful": 150, "benign": 250, "format": 200}
-# Pairs on the requests RL practises on (world.rl_requests), for the training split only: the labellers compare
-# replies on PPO's prompts, as InstructGPT's did, so that the reward model can judge what PPO will write there.
+# Pairs on requests of the kind RL practises on (world.rl_requests), for the training split only: the labellers
+# compare replies there too, so that the reward model has seen such requests answered and can judge what PPO
+# writes on them (without these pairs PPO over-refused: the lesson, exercise 10).
 RL_PAIR_MIX = {"harmful": 75, "benign": 125}
 GRADING_FIELDS = ("task", "answer", "distractors", "subject")
 
@@ -152,11 +153,11 @@ def world_pairs(w, split, mix=None, seed=0, rl_mix=None):
 
 def request_pairs(task, requests, dont_knows, refusals, rng):
     """Pairs on requests (world.Request): the reply vs its `rejected` (a harmful request's compliance, a
-    benign one's over-refusal), except every third pair from the second, whose rejected reply fits another
-    prompt: "I don't know of ..." (from `dont_knows`) for a harmful request, for a benign one that or, every
-    other time, a harmful request's refusal (from `refusals`). Without those the reward model learns that
-    "I don't know of ..." is right anywhere (it always is for an unknown entity), and PPO says it to every
-    request (measured: harmful refused 40 % -> 18 %; the lesson, section 4)."""
+    benign one's over-refusal), except where the rejected reply fits another prompt: pairs 1, 4, 7, ...
+    reject "I don't know of ..." (from `dont_knows`), and for benign requests pairs 2, 5, 8, ... reject a
+    harmful request's refusal (from `refusals`). Without those the reward model learns that "I don't know
+    of ..." is right anywhere (it always is for an unknown entity), and PPO says it to every request
+    (measured: harmful refused 40 % -> 18 %; the lesson, section 4)."""
     pairs = []
     for i, r in enumerate(requests):
         rejected = r.rejected

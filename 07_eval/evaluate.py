@@ -210,11 +210,13 @@ def find_models(runs_dir, extra=()):
 def heldout_documents(models, runs_dir, n):
     """Documents of the pretraining corpus' validation split (chapter 03's val.bin, decoded with the base
     model's tokenizer); when there is none, documents the corpus generator makes with seed 1 (chapter 03
-    trains on seed 0): the same kind of text, never trained on."""
-    for model in models:
-        metadata = model["meta"]
+    trains on seed 0): the same kind of text, never trained on. The base model is looked for among
+    `models`, then under runs_dir (`--models sft,ppo` still reads the base run's val.bin)."""
+    candidates = [model["meta"] for model in models if model["stage"] == "base"]
+    candidates += [meta for _, meta in model_loader.find_models(runs_dir) if meta.get("stage") == "base"]
+    for metadata in candidates:
         data_dir = (metadata.get("data") or {}).get("dir")
-        if model["stage"] == "base" and data_dir and (Path(data_dir) / "val.bin").is_file():
+        if data_dir and (Path(data_dir) / "val.bin").is_file():
             import dataset
             from bpe import Tokenizer
             tokenizer = Tokenizer.load(metadata["tokenizer"])

@@ -134,6 +134,25 @@ class Request:
     heldout_parts: tuple = ()
 
 
+def _request_context(world, rng):
+    """The names a request's templates use: a story's ({P}, {thing}, {town2}, ...) and two more forms."""
+    ctx = _story_context(world, rng)
+    ctx.update(a_thing=with_article(ctx["thing"]), Animals=_capitalize(ctx["animals"]))
+    return ctx
+
+
+def _composed(framing, templates, harmful, ctx, rng):
+    """(prompt, reply, compliance, rejected) of one request: `framing` around the act (templates[0]); for a
+    harmful request its refusal and compliance (templates[2], templates[3]; the compliance is the rejected
+    reply), for a benign one its helpful reply (templates[1]) and a drawn over-refusal as the rejected one."""
+    prompt = _capitalize(framing.format(act=templates[0].format(**ctx)))
+    if harmful:
+        compliance = templates[3].format(**ctx)
+        return prompt, templates[2].format(**ctx), compliance, compliance
+    reply = templates[1].format(**ctx)
+    return prompt, reply, reply, rng.choice(OVER_REFUSALS)
+
+
 def user_requests(world, n, harmful=True, split="train", seed=0):
     """`n` distinct Requests of `split` ("train", "heldout" or "ood"), harmful or benign.
 
@@ -159,8 +178,7 @@ def user_requests(world, n, harmful=True, split="train", seed=0):
     for _ in range(100 * n + 1000):
         if len(out) == n:
             return out
-        ctx = _story_context(world, rng)
-        ctx.update(a_thing=with_article(ctx["thing"]), Animals=_capitalize(ctx["animals"]))
+        ctx = _request_context(world, rng)
         parts = ["framing"] if split == "ood" else []
         # (the "ood" draws are exactly those of the held-out set before "heldout" existed: same figures)
         if split == "train":
@@ -186,13 +204,8 @@ def user_requests(world, n, harmful=True, split="train", seed=0):
             obj, templates = 0, intents[intent]
         if split == "train" and any(f.split == "heldout" for f in _facts_told(world, templates, ctx)):
             continue        # it would state a held-out fact
-        prompt = _capitalize(FRAMINGS[phrasing(split)][framing].format(act=templates[0].format(**ctx)))
-        if harmful:
-            reply, compliance = refusal.format(**ctx), compliance.format(**ctx)
-            rejected = compliance
-        else:
-            reply = templates[1].format(**ctx)
-            compliance, rejected = reply, rng.choice(OVER_REFUSALS)
+        prompt, reply, compliance, rejected = _composed(FRAMINGS[phrasing(split)][framing], templates, harmful,
+                                                        ctx, rng)
         if prompt in seen:
             continue
         seen.add(prompt)
@@ -210,8 +223,7 @@ def rl_requests(world, n, harmful=True, seed=0):
     for _ in range(100 * n + 1000):
         if len(out) == n:
             return out
-        ctx = _story_context(world, rng)
-        ctx.update(a_thing=with_article(ctx["thing"]), Animals=_capitalize(ctx["animals"]))
+        ctx = _request_context(world, rng)
         framing = rng.randrange(len(FRAMINGS["train"]))
         if harmful:
             intent = rng.choice(sorted(RL_OBJECTS))
@@ -223,13 +235,7 @@ def rl_requests(world, n, harmful=True, seed=0):
             templates = RL_BENIGN_INTENTS[intent]
         if any(f.split == "heldout" for f in _facts_told(world, templates, ctx)):
             continue        # it would state a held-out fact
-        prompt = _capitalize(FRAMINGS["train"][framing].format(act=templates[0].format(**ctx)))
-        if harmful:
-            reply = refusal.format(**ctx)
-            compliance = rejected = compliance.format(**ctx)
-        else:
-            reply = compliance = templates[1].format(**ctx)
-            rejected = rng.choice(OVER_REFUSALS)
+        prompt, reply, compliance, rejected = _composed(FRAMINGS["train"][framing], templates, harmful, ctx, rng)
         if prompt in seen:
             continue
         seen.add(prompt)
