@@ -92,8 +92,9 @@ PRESETS = {
         # points on seeds 0-2; 64 steps: +5), so the 15-minute budget of the tiny pipeline goes elsewhere.
         stages=("preferences", "reward_model", "ppo", "dpo", "eval", "overopt")),
     # GPT-2 small (124M, context 1024) from `sft.py --preset gpt2`, on one GPU, bf16.
+    # sampled_prompts 1024: half of them harmful requests of PPO's kind, of which the world holds ~650 distinct.
     "gpt2": dict(
-        pair_scale=4.0, sampled_prompts=2048, heldout_prompts=512, sample_tokens=96, labeller_tau=0.5,
+        pair_scale=4.0, sampled_prompts=1024, heldout_prompts=512, sample_tokens=96, labeller_tau=0.5,
         length_bias=0.03,
         rm_steps=600, rm_batch=32, rm_lr=1e-5,
         ppo=dict(steps=200, prompts_per_step=64, group_size=1, max_new_tokens=96, lr=1e-6, kl_coef=0.05,

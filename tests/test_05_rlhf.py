@@ -16,6 +16,7 @@ import bpe
 import checkpoint
 import grading
 import world
+from sft_data import world_examples
 from chat_format import add_chat_tokens
 from model_loader import load_model
 from conftest import tiny_gpt
@@ -822,3 +823,9 @@ def test_each_presets_preference_pairs_can_be_drawn_from_both_splits(preset):
     assert world_pairs(w, "heldout", rlhf.scaled(rlhf.PAIR_MIX, heldout_scale))
     if preset == "tiny":
         assert world_pairs(w, "train", rlhf.scaled(rlhf.PAIR_MIX, settings["pair_scale"]))
+    # the prompts the SFT model answers twice: PPO's kind of request (world.rl_requests holds ~650 distinct
+    # harmful ones), and held-out prompts; and PPO's own prompts
+    mix = settings["ppo"]["mix"]
+    assert rlhf.rl_prompts(w, rlhf.scaled(mix, settings["sampled_prompts"] / sum(mix.values())), 0)
+    assert world_examples(w, "heldout", rlhf.scaled(mix, settings["heldout_prompts"] / sum(mix.values())), seed=1)
+    assert rlhf.rl_examples({"seed": 0}, settings["ppo"])
