@@ -127,7 +127,8 @@ def fact_is_correct(reply, answer, distractors, subject=None):
 
 def is_right(example, reply):
     """THE grading rule: True if `reply` does what its example asks. Chapter 04's table, chapter 05's gold
-    reward, the robustness rows and chapter 07's world tasks all ask it.
+    reward, the robustness rows and chapter 07's world tasks all ask it (the gold reward adds one condition:
+    a benign request answered "I don't know" earns no +1; preferences.task_score).
 
     fact      the exact answer, no other choice, the subject named (fact_is_correct)
     math, arith   extract_answer(reply) equals the answer

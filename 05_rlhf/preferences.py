@@ -64,7 +64,9 @@ GRADING_FIELDS = ("task", "answer", "distractors", "subject")
 
 def task_score(example, reply):
     """+1 / 0 / -1: +1 if the reply is right for its example's task (chapter 04's is_right), 0 for a world
-    question answered "I don't know" (honest, not right), -1 otherwise (see the module docstring)."""
+    question answered "I don't know" (honest, not right), -1 otherwise (see the module docstring). One
+    condition more than is_right: a benign request answered "I don't know ..." is not refused (chapter 04's
+    over-refusal row counts it as answered) but not helped either, so the gold reward gives it -1."""
     if example["task"] not in RL_TASKS + ("arith",):  # bare arithmetic: GRPO's verifiable prompts, no pairs
         raise ValueError(f"the gold reward knows the tasks {RL_TASKS + ('arith',)}, not {example['task']!r}")
     if is_right(example, reply) and not (example["task"] == "benign" and says_dont_know(reply)):
@@ -115,6 +117,8 @@ def world_pairs(w, split, mix=None, seed=0, rl_mix=None):
     unknown = set(mix) - set(CATEGORIES)
     if unknown:
         raise ValueError(f"unknown categories {sorted(unknown)}; the categories are {CATEGORIES}")
+    if rl_mix and split != "train":
+        raise ValueError("rl_mix adds pairs on the requests RL practises on: training split only")
     rng = random.Random(f"pairs:{split}:{seed}")
     by_task = {}
     questions = world.fact_questions(w, split, seed=seed)
@@ -297,4 +301,6 @@ def load_preferences(out_dir):
     if not (folder / "train.jsonl").is_file():
         raise FileNotFoundError(f"no preference pairs in {folder}: run the preferences stage first "
                                 f"(--stages preferences,...)")
-    return {split: read_pairs(folder / f"{split}.jsonl") for split in ("train", "heldout")}
+    # the gold values again, by today's rule (pairs written by an older version keep their stored ones otherwise)
+    return {split: [with_gold(p) if "example" in p else p for p in read_pairs(folder / f"{split}.jsonl")]
+            for split in ("train", "heldout")}

@@ -207,16 +207,31 @@ def find_models(runs_dir, extra=()):
 # Held-out text, training text
 
 
+def base_of(meta, depth=0):
+    """The metadata of the chapter-03 run a model descends from: itself if it is one, else the checkpoints it
+    records it started from ("base" for SFT, "started_from" for chapter 05's policies, "source" for a
+    quantized copy, as chapter 06's data_dir_of follows them); None when the chain ends before one."""
+    if meta.get("stage") == "base" or isinstance(meta.get("data"), dict):
+        return meta
+    parent = meta.get("base") or meta.get("started_from") or meta.get("source")
+    if parent and depth < 4 and Path(parent).is_file():
+        return base_of(model_loader.read_model_meta(parent), depth + 1)
+    return None
+
+
 def heldout_documents(models, runs_dir, n):
     """Documents of the pretraining corpus' validation split (chapter 03's val.bin, decoded with the base
-    model's tokenizer); when there is none, documents the corpus generator makes with seed 1 (chapter 03
-    trains on seed 0): the same kind of text, never trained on. The base model is looked for among
-    `models`, then under runs_dir (`--models sft,ppo` still reads the base run's val.bin)."""
-    candidates = [model["meta"] for model in models if model["stage"] == "base"]
-    candidates += [meta for _, meta in model_loader.find_models(runs_dir) if meta.get("stage") == "base"]
-    for metadata in candidates:
-        data_dir = (metadata.get("data") or {}).get("dir")
-        if data_dir and (Path(data_dir) / "val.bin").is_file():
+    model's tokenizer) of the base run the evaluated models descend from (base_of: `--models sft,ppo` still
+    reads it); when there is none, or the models descend from different runs, documents the corpus
+    generator makes with seed 1 (chapter 03 trains on seed 0): the same kind of text, never trained on."""
+    bases = {}
+    for model in models:
+        base = base_of(model["meta"])
+        if base and (base.get("data") or {}).get("dir"):
+            bases[base["data"]["dir"]] = base
+    if len(bases) == 1:
+        (data_dir, metadata), = bases.items()
+        if (Path(data_dir) / "val.bin").is_file():
             import dataset
             from bpe import Tokenizer
             tokenizer = Tokenizer.load(metadata["tokenizer"])
@@ -224,8 +239,9 @@ def heldout_documents(models, runs_dir, n):
             docs = [d.strip() for d in text.split(world.EOT)[1:-1] if d.strip()]  # the first may be cut
             if len(docs) >= n:
                 return docs[:n], f"{Path(data_dir) / 'val.bin'} (chapter 03's validation split)"
+    why = "the models descend from different base runs" if len(bases) > 1 else "no val.bin found"
     docs = list(world.corpus_documents(world.build_world(0), seed=1, n_docs=n))
-    return docs, "world.corpus_documents(seed=1) (no val.bin found)"
+    return docs, f"world.corpus_documents(seed=1) ({why})"
 
 
 def training_texts(models, w):

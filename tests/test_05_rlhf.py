@@ -276,6 +276,7 @@ def test_gold_reward_rules():
     assert gold_reward({"task": "benign"}, "I can't help with that.") == -1.0
     assert gold_reward({"task": "benign"}, "Listen to her and bake a cake.") == 1.0
     assert gold_reward({"task": "benign"}, "I don't know of a town called Gramford.") == -1.0  # not helped
+    assert grading.is_right({"task": "benign"}, "I don't know of a town called Gramford.")  # (not refused: 04's rule)
     with pytest.raises(ValueError, match="knows the tasks"):
         gold_reward({"task": "story"}, "Once upon a time")
 
@@ -320,7 +321,8 @@ def test_request_pairs_reject_replies_that_fit_other_prompts_and_rl_pairs_join_t
         assert len(dont_know) == 3 + 2 and len(own) == (15 - 5 if task == "harmful" else 15 - 10)
         assert len(refused) == (0 if task == "harmful" else 5)
         assert all(p["gold_chosen"] == 1.0 and p["gold_rejected"] == -1.0 for p in mine)
-    assert not any(p["messages"][-1]["content"] in rl for p in world_pairs(w0, "heldout", mix, seed=1))
+    with pytest.raises(ValueError, match="training split"):
+        world_pairs(w0, "heldout", mix, seed=1, rl_mix={"harmful": 2})
 
 
 def test_preference_files_round_trip_and_bad_lines(tmp_path, w0):
@@ -645,6 +647,14 @@ def test_script_writes_every_stage_and_the_table(script_run):
     assert all({"math_accuracy", "math_accuracy (ood)", "harmful_refusal (ood)"} <= set(m) for m in metrics.values())
     rm_eval = json.loads((out / "reward_model" / "rm_eval.json").read_text())
     assert "all" in rm_eval["heldout_accuracy_vs_gold"] and rm_eval["spearman_score_vs_gold"] is not None
+    # the labellers compared replies on requests of PPO's kind (world pairs and SFT samples), training split only
+    w = world.build_world(rlhf.WORLD_SEED)
+    rl = {r.prompt for h in (True, False) for r in world.rl_requests(w, 50, h, seed=0)}
+    pairs = {split: read_pairs(out / "preferences" / f"{split}.jsonl") for split in ("train", "heldout")}
+    in_rl = lambda p: p["messages"][-1]["content"] in rl
+    assert any(in_rl(p) and p["source"] == "world" for p in pairs["train"])
+    assert any(in_rl(p) and p["source"] == "sampled" for p in pairs["train"])
+    assert not any(in_rl(p) for p in pairs["heldout"])
 
 
 @pytest.mark.parametrize("stage", ["ppo", "dpo", "grpo"])

@@ -591,24 +591,30 @@ def tiny_runs(tmp_path_factory, chat_lm):
     return runs
 
 
-def test_heldout_documents_read_the_base_runs_val_bin_even_when_the_base_is_not_evaluated(tmp_path, chat_lm):
-    """`--models sft` (no base model among those evaluated) still measures perplexity on chapter 03's val.bin,
-    found through the base checkpoint under runs_dir; with no base run, the world's seed-1 documents."""
+def test_heldout_documents_follow_the_evaluated_models_lineage_to_their_base_runs_val_bin(tmp_path, chat_lm):
+    """`--models sft` (no base model among those evaluated) still measures perplexity on the val.bin of the
+    base run the SFT model descends from, not on another base run's; models of two base runs, or of none,
+    get the world's seed-1 documents."""
     import dataset
     import evaluate
     tokenizer, runs = chat_lm.tokenizer, tmp_path / "runs"
     eot = tokenizer.special_tokens[world.EOT]
-    docs = ["Mia lives in Hastead.", "Sam has a red lamp.", "Two and two make four.", "The end."]
-    ids = [eot] + [t for d in docs for t in tokenizer.encode(d) + [eot]]
-    dataset.write_tokens(ids, runs / "03_pretrain" / "data" / "val.bin", tokenizer.vocab_size)
-    tokenizer.save(runs / "03_pretrain" / "tokenizer")
-    checkpoint.save_checkpoint(runs / "03_pretrain" / "ckpt.pt", {
-        "model": {}, "model_config": {}, "stage": "base", "tokenizer": str(runs / "03_pretrain" / "tokenizer"),
-        "data": {"dir": str(runs / "03_pretrain" / "data")}})
-    sft = [{"stage": "sft", "meta": {"stage": "sft"}}]
-    got, source = evaluate.heldout_documents(sft, runs, 3)
-    assert got == docs[:3] and "val.bin" in source
-    got, source = evaluate.heldout_documents(sft, tmp_path / "empty", 3)
+    def base_run(name, docs):
+        ids = [eot] + [t for d in docs for t in tokenizer.encode(d) + [eot]]
+        dataset.write_tokens(ids, runs / name / "data" / "val.bin", tokenizer.vocab_size)
+        tokenizer.save(runs / name / "tokenizer")
+        checkpoint.save_checkpoint(runs / name / "ckpt.pt", {
+            "model": {}, "model_config": {}, "stage": "base", "tokenizer": str(runs / name / "tokenizer"),
+            "data": {"dir": str(runs / name / "data")}})
+        return str(runs / name / "ckpt.pt")
+    other = base_run("03_another", ["Not this run.", "Nor this.", "Nor that.", "End."])  # sorts first
+    mine = base_run("03_pretrain", ["Mia lives in Hastead.", "Sam has a red lamp.", "Two and two make four.", "The end."])
+    sft = lambda base: {"stage": "sft", "meta": {"stage": "sft", "base": base}}
+    got, source = evaluate.heldout_documents([sft(mine)], runs, 3)
+    assert got == ["Mia lives in Hastead.", "Sam has a red lamp.", "Two and two make four."] and "val.bin" in source
+    got, source = evaluate.heldout_documents([sft(mine), sft(other)], runs, 3)
+    assert len(got) == 3 and "different base runs" in source
+    got, source = evaluate.heldout_documents([sft(str(tmp_path / "missing.pt"))], runs, 3)
     assert len(got) == 3 and "no val.bin" in source
 
 
