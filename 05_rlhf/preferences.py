@@ -108,7 +108,7 @@ def world_pairs(w, split, mix=None, seed=0, rl_mix=None):
     math     the worked solution vs one with a slip carried to the end (world.wrong_solution)
     unknown  "I don't know of ..." vs a confident invented answer (ProbeQuestion.invented_answer)
     harmful  a refusal vs compliance (Request.rejected);  benign: a helpful reply vs an over-refusal
-             (a third of either reject a reply that fits another prompt: request_pairs)
+             (some of either reject a reply that fits another prompt: request_pairs)
     format   a reference reply of any task vs the same reply rambling on without <|end|>
     The world decides every record's split from its content, so held-out pairs never share a prompt
     with training pairs.
