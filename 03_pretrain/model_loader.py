@@ -177,6 +177,19 @@ def read_model_meta(path):
     return meta
 
 
+def base_run(checkpoint, depth=0):
+    """The checkpoint dict of the chapter-03 run a model descends from: the one that records "data" (the
+    folder of its train.bin/val.bin), found by following what each later stage records it started from
+    ("base" for SFT, "started_from" for chapter 05's policies, "source" for a quantized copy); None when
+    the chain ends before one. Parents are read memory-mapped (their weights are not loaded)."""
+    if isinstance(checkpoint.get("data"), dict) and checkpoint["data"].get("dir"):
+        return checkpoint
+    parent = checkpoint.get("base") or checkpoint.get("started_from") or checkpoint.get("source")
+    if parent and depth < 4 and Path(parent).is_file():
+        return base_run(read_checkpoint(parent, mmap=True), depth + 1)
+    return None
+
+
 def find_models(runs_dir, problems=None):
     """[(path, meta)] for every model checkpoint runs_dir/**/ckpt.pt outside hidden folders, sorted by path
     (read_model_meta). A file that is not one is left out, with a line saying why appended to `problems`."""

@@ -237,8 +237,8 @@ def make_preferences(run, user_pairs_path):
     for split in ("train", "heldout"):
         n_prompts = run.settings["sampled_prompts"] if split == "train" else run.settings["heldout_prompts"]
         mix = run.settings["ppo"].get("mix") or RL_MIX  # the prompts PPO will show the reward model
-        prompts = (rl_prompts(w, scaled(mix, n_prompts / sum(mix.values())), seed) if split == "train" else
-                   world_examples(w, split, scaled(mix, n_prompts / sum(mix.values())), seed=seed + 1))
+        mix = scaled(mix, n_prompts / sum(mix.values()))
+        prompts = rl_prompts(w, mix, seed) if split == "train" else world_examples(w, split, mix, seed=seed + 1)
         replies_a, replies_b = sample_replies(run.sft_model, run.tokenizer, prompts, run.settings["sample_tokens"],
                                               seed + (0 if split == "train" else 1), precision, n_samples=2)
         from_samples = sampled_pairs(prompts, replies_a, replies_b)

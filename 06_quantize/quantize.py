@@ -44,8 +44,7 @@ import cli  # noqa: E402  (chapter 01: script plumbing)
 import hardware  # noqa: E402  (chapter 03)
 import world  # noqa: E402  (chapter 03: the mini-world, for the held-out prompts)
 from chat_format import render_chat  # noqa: E402  (chapter 04)
-from checkpoint import read_checkpoint  # noqa: E402  (chapter 03)
-from model_loader import load_model  # noqa: E402  (chapter 03: the one loader)
+from model_loader import base_run, load_model  # noqa: E402  (chapter 03: the one loader)
 from dataset import TokenDataset  # noqa: E402  (chapter 03)
 from grading import evaluate  # noqa: E402  (chapter 04)
 from sft_data import EVAL_MIX, world_examples  # noqa: E402  (chapter 04)
@@ -152,19 +151,16 @@ def default_source():
                             f"exists. Run chapter 04 first (python 04_sft/sft.py --preset tiny) or pass --ckpt PATH")
 
 
-def data_dir_of(checkpoint, depth=0):
-    """The folder of train.bin/val.bin the model's base was pretrained on: chapter 03 records it under
-    "data"; later stages record what they started from ("base" for SFT, "started_from" for chapter 05's
-    policies, "source" for a quantized copy), which we follow. FileNotFoundError when the chain ends
+def data_dir_of(checkpoint):
+    """The folder of train.bin/val.bin the model's base was pretrained on (chapter 03's model_loader.base_run
+    follows the chain of base/started_from/source checkpoints to it). FileNotFoundError when the chain ends
     without one (pass --data-dir)."""
-    if isinstance(checkpoint.get("data"), dict) and checkpoint["data"].get("dir"):
-        return Path(checkpoint["data"]["dir"])
-    parent = checkpoint.get("base") or checkpoint.get("started_from") or checkpoint.get("source")
-    if parent and depth < 4 and Path(parent).is_file():
-        return data_dir_of(read_checkpoint(parent, mmap=True), depth + 1)
-    raise FileNotFoundError("the checkpoint does not say which pretraining tokens its base model was trained on "
-                            "(its chain of base/started_from/source checkpoints ends before chapter 03's): pass "
-                            "--data-dir, the folder with chapter 03's train.bin/val.bin (e.g. runs/03_pretrain)")
+    base = base_run(checkpoint)
+    if base is None:
+        raise FileNotFoundError("the checkpoint does not say which pretraining tokens its base model was trained on "
+                                "(its chain of base/started_from/source checkpoints ends before chapter 03's): pass "
+                                "--data-dir, the folder with chapter 03's train.bin/val.bin (e.g. runs/03_pretrain)")
+    return Path(base["data"]["dir"])
 
 
 def calibration_windows(data, n, context, seed):

@@ -207,27 +207,15 @@ def find_models(runs_dir, extra=()):
 # Held-out text, training text
 
 
-def base_of(meta, depth=0):
-    """The metadata of the chapter-03 run a model descends from: itself if it is one, else the checkpoints it
-    records it started from ("base" for SFT, "started_from" for chapter 05's policies, "source" for a
-    quantized copy, as chapter 06's data_dir_of follows them); None when the chain ends before one."""
-    if meta.get("stage") == "base" or isinstance(meta.get("data"), dict):
-        return meta
-    parent = meta.get("base") or meta.get("started_from") or meta.get("source")
-    if parent and depth < 4 and Path(parent).is_file():
-        return base_of(model_loader.read_model_meta(parent), depth + 1)
-    return None
-
-
 def heldout_documents(models, runs_dir, n):
     """Documents of the pretraining corpus' validation split (chapter 03's val.bin, decoded with the base
-    model's tokenizer) of the base run the evaluated models descend from (base_of: `--models sft,ppo` still
-    reads it); when there is none, or the models descend from different runs, documents the corpus
+    model's tokenizer) of the base run the evaluated models descend from (model_loader.base_run:
+    `--models sft,ppo` still reads it); when there is none, or the models descend from different runs, documents the corpus
     generator makes with seed 1 (chapter 03 trains on seed 0): the same kind of text, never trained on."""
     bases = {}
     for model in models:
-        base = base_of(model["meta"])
-        if base and (base.get("data") or {}).get("dir"):
+        base = model_loader.base_run(model["meta"])
+        if base:
             bases[base["data"]["dir"]] = base
     if len(bases) == 1:
         (data_dir, metadata), = bases.items()
