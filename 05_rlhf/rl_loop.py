@@ -19,6 +19,8 @@ the prompts, the sampling seeds and the minibatch order depend only on (seed, st
 continues exactly as the uninterrupted one would.
 """
 import dataclasses
+import hashlib
+import json
 import random
 import sys
 import time
@@ -351,12 +353,37 @@ def trainable_parts(policy, config):
     return value_head, make_optimizer(trained, config.lr, config.weight_decay, betas=(0.9, 0.95)), scaler
 
 
-def resume_rl(ckpt_path, metrics_path, policy, value_head, optimizer, scaler, log, algorithm):
-    """Load what a checkpoint saved (policy, value head, optimizer, fp16's loss scale), cut metrics.jsonl back
-    to its step -> (step, kl_coef)."""
-    saved = read_checkpoint(ckpt_path)
+# Settings a resumed run may change: how long it runs and how often it logs and saves, nothing it learns from.
+RESUMABLE_CHANGES = ("steps", "stop_at", "checkpoint_interval", "log_interval")
+
+
+def prompts_digest(examples):
+    """A short sha256 of the training prompts (their tasks and messages, in order): a checkpoint records it, so
+    that a run is never resumed on prompts other than the ones it started on (another mix, another design)."""
+    text = json.dumps([[e["task"], e["messages"]] for e in examples], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def check_resumable(saved, policy, config, digest, ckpt_path):
+    """ValueError unless the checkpoint was saved by this run: the same model config, RL settings (all but
+    RESUMABLE_CHANGES) and training prompts. A checkpoint of an earlier version, without the last two, passes."""
+    fix = "start a fresh run (--overwrite)"
     if saved.get("model_config") != model_config_dict(policy):
-        raise ValueError(f"{ckpt_path} was saved from another model config: start a fresh run (--overwrite)")
+        raise ValueError(f"{ckpt_path} was saved from another model config: {fix}")
+    mine = {k: v for k, v in dataclasses.asdict(config).items() if k not in RESUMABLE_CHANGES}
+    theirs = {k: v for k, v in saved.get("rl_config", mine).items() if k not in RESUMABLE_CHANGES}
+    changed = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
+    if changed:
+        raise ValueError(f"{ckpt_path} was saved with other settings ({', '.join(changed)}): {fix}")
+    if saved.get("prompts_digest", digest) != digest:
+        raise ValueError(f"{ckpt_path} was trained on other prompts (another mix or version): {fix}")
+
+
+def resume_rl(ckpt_path, metrics_path, policy, value_head, optimizer, scaler, log, config, digest):
+    """Load what a checkpoint saved (policy, value head, optimizer, fp16's loss scale), cut metrics.jsonl back
+    to its step -> (step, kl_coef). ValueError for a checkpoint of another run (check_resumable)."""
+    saved = read_checkpoint(ckpt_path)
+    check_resumable(saved, policy, config, digest, ckpt_path)
     policy.load_state_dict(saved["model"])
     if value_head is not None:
         value_head.load_state_dict(saved["value_head"])
@@ -364,7 +391,7 @@ def resume_rl(ckpt_path, metrics_path, policy, value_head, optimizer, scaler, lo
     if saved.get("scaler"):
         scaler.load_state_dict(saved["scaler"])
     keep_records_until(metrics_path, saved["step"])
-    log(f"resuming {algorithm} from {ckpt_path} at step {saved['step']}")
+    log(f"resuming {config.algorithm} from {ckpt_path} at step {saved['step']}")
     return saved["step"], saved["kl_coef"]
 
 
@@ -379,14 +406,15 @@ def freeze_for_rollouts(policy, ref_model, reward_model):
         reward_model.requires_grad_(False)
 
 
-def save_rl_checkpoint(ckpt_path, policy, value_head, optimizer, scaler, step, kl_coef, config, checkpoint_extra):
+def save_rl_checkpoint(ckpt_path, policy, value_head, optimizer, scaler, step, kl_coef, config, checkpoint_extra,
+                       digest=None):
     """A chat checkpoint (stage config.algorithm) plus what resuming needs: value head, optimizer, fp16's loss
-    scale, step, beta."""
+    scale, step, beta, and what it checks (the settings, the prompts' digest)."""
     save_checkpoint(ckpt_path, {
         "model": policy.state_dict(), "model_config": model_config_dict(policy), "stage": config.algorithm,
         "value_head": value_head.state_dict() if value_head is not None else {},
         "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "step": step, "kl_coef": kl_coef,
-        "rl_config": dataclasses.asdict(config), **(checkpoint_extra or {})})
+        "rl_config": dataclasses.asdict(config), "prompts_digest": digest, **(checkpoint_extra or {})})
 
 
 def log_rl_step(log, config, record, step, stop, per_step):
@@ -413,10 +441,9 @@ def train_policy(policy, ref_model, examples, tokenizer, config, out_dir, reward
     value_head, optimizer, scaler = trainable_parts(policy, config)
     kl_controller = AdaptiveKLController(config.kl_coef, config.adaptive_kl_target, config.adaptive_kl_horizon) \
         if config.adaptive_kl_target else None
-    kl_coef, step = config.kl_coef, 0
+    kl_coef, step, digest = config.kl_coef, 0, prompts_digest(examples)
     if resume and ckpt_path.exists():
-        step, kl_coef = resume_rl(ckpt_path, metrics_path, policy, value_head, optimizer, scaler, log,
-                                  config.algorithm)
+        step, kl_coef = resume_rl(ckpt_path, metrics_path, policy, value_head, optimizer, scaler, log, config, digest)
         if kl_controller is not None:
             kl_controller.value = kl_coef
     else:
@@ -424,7 +451,8 @@ def train_policy(policy, ref_model, examples, tokenizer, config, out_dir, reward
     freeze_for_rollouts(policy, ref_model, reward_model)
 
     def save():  # the step and kl_coef of the moment it is called
-        save_rl_checkpoint(ckpt_path, policy, value_head, optimizer, scaler, step, kl_coef, config, checkpoint_extra)
+        save_rl_checkpoint(ckpt_path, policy, value_head, optimizer, scaler, step, kl_coef, config, checkpoint_extra,
+                           digest)
 
     stop = min(config.steps, config.stop_at) if config.stop_at is not None else config.steps
     t_start, start_step, record = time.time(), step, None
