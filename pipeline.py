@@ -122,7 +122,7 @@ def main(argv=None):
                              "study (sft.py --math-style direct --out-dir runs/04_sft_direct; one more SFT run)")
     parser.add_argument("--grpo", action="store_true",
                         help="also train chapter 05's GRPO policy at the tiny and small presets, where it is opt-in "
-                             "(rlhf.py --stages all; about a minute more on 2 cores)")
+                             "(rlhf.py --stages all; about 2-3 minutes more on 2 cores)")
     parser.add_argument("--runs-dir", help="the folder every chapter reads and writes (default: runs; with --dry-run: "
                                             f"{DRY_RUN_DIR})")
     parser.add_argument("--data", help="chapter 03's corpus (a source or a local text file; see pretrain.py --help)")

@@ -353,8 +353,9 @@ def trainable_parts(policy, config):
     return value_head, make_optimizer(trained, config.lr, config.weight_decay, betas=(0.9, 0.95)), scaler
 
 
-# Settings a resumed run may change: how long it runs and how often it logs and saves, nothing it learns from.
-RESUMABLE_CHANGES = ("steps", "stop_at", "checkpoint_interval", "log_interval")
+# Settings a resumed run may change: how long it runs, how often it logs and saves, and what the machine
+# decides (precision "auto" follows the device; score_chunk bounds memory), not what it learns from.
+RESUMABLE_CHANGES = ("steps", "stop_at", "checkpoint_interval", "log_interval", "precision", "score_chunk")
 
 
 def prompts_digest(examples):
@@ -365,17 +366,19 @@ def prompts_digest(examples):
 
 
 def check_resumable(saved, policy, config, digest, ckpt_path):
-    """ValueError unless the checkpoint was saved by this run: the same model config, RL settings (all but
-    RESUMABLE_CHANGES) and training prompts. A checkpoint of an earlier version, without the last two, passes."""
+    """ValueError unless the checkpoint was saved by this run: the same model config, RL settings (those both
+    know, but RESUMABLE_CHANGES) and training prompts. A checkpoint without a prompts digest (saved by a version
+    before it was recorded) is refused too: its prompts cannot be checked."""
     fix = "start a fresh run (--overwrite)"
     if saved.get("model_config") != model_config_dict(policy):
         raise ValueError(f"{ckpt_path} was saved from another model config: {fix}")
-    mine = {k: v for k, v in dataclasses.asdict(config).items() if k not in RESUMABLE_CHANGES}
-    theirs = {k: v for k, v in saved.get("rl_config", mine).items() if k not in RESUMABLE_CHANGES}
-    changed = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
+    mine, theirs = dataclasses.asdict(config), saved.get("rl_config", {})
+    changed = sorted(k for k in mine.keys() & theirs.keys() if k not in RESUMABLE_CHANGES and mine[k] != theirs[k])
     if changed:
         raise ValueError(f"{ckpt_path} was saved with other settings ({', '.join(changed)}): {fix}")
-    if saved.get("prompts_digest", digest) != digest:
+    if "prompts_digest" not in saved:
+        raise ValueError(f"{ckpt_path} was saved before checkpoints recorded their prompts: {fix}")
+    if saved["prompts_digest"] != digest:
         raise ValueError(f"{ckpt_path} was trained on other prompts (another mix or version): {fix}")
 
 
@@ -407,7 +410,7 @@ def freeze_for_rollouts(policy, ref_model, reward_model):
 
 
 def save_rl_checkpoint(ckpt_path, policy, value_head, optimizer, scaler, step, kl_coef, config, checkpoint_extra,
-                       digest=None):
+                       digest):
     """A chat checkpoint (stage config.algorithm) plus what resuming needs: value head, optimizer, fp16's loss
     scale, step, beta, and what it checks (the settings, the prompts' digest)."""
     save_checkpoint(ckpt_path, {

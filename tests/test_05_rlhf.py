@@ -476,18 +476,23 @@ def test_rl_resume_equals_an_uninterrupted_run(tmp_path, tokenizer, w0, algorith
 
 def test_rl_resume_refuses_other_prompts_or_settings(tmp_path, tokenizer, w0):
     """A checkpoint is resumed only by the run that saved it: other prompts (a new mix or design) or another
-    learning rate are refused with one line; more steps are allowed."""
+    learning rate are refused with one line, and so is a checkpoint without a digest; more steps are allowed."""
     examples, sft, _ = rl_setup(tokenizer, w0)
     config = dict(algorithm="grpo", reward="gold", steps=2, prompts_per_step=2, group_size=2, max_new_tokens=4,
                   log_interval=100)
     train = lambda exs, **changes: train_policy(copy.deepcopy(sft), sft, exs, tokenizer, RLConfig(**{**config, **changes}),
                                                 tmp_path, resume=True, log=lambda *a: None)
     train(examples, stop_at=1)
+    assert train(examples, steps=3, stop_at=2)["step"] == 2      # more steps: allowed
     with pytest.raises(ValueError, match="other prompts"):
         train(examples[1:] + examples[:1])
     with pytest.raises(ValueError, match=r"other settings \(lr\)"):
         train(examples, lr=1e-3)
-    assert train(examples, steps=3)["step"] == 3
+    saved = checkpoint.read_checkpoint(tmp_path / "ckpt.pt")
+    del saved["prompts_digest"]                      # a checkpoint of the version before digests
+    torch.save(saved, tmp_path / "ckpt.pt")
+    with pytest.raises(ValueError, match="before checkpoints recorded their prompts"):
+        train(examples)
 
 
 def test_grpo_ratio_is_exactly_1_at_the_first_update(tokenizer, w0):
