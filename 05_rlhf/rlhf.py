@@ -155,7 +155,8 @@ def parse_args(argv=None):
                          f"tiny and small: all but grpo)")
     add("--preferences", help="a JSONL file of your own training pairs instead of the world's (held-out pairs "
                               "stay the world's)")
-    add("--resume", action="store_true", help="continue each stage from its checkpoint (finished stages are kept)")
+    add("--resume", action="store_true", help="continue each stage from its checkpoint (finished stages are kept; "
+                                               "a PPO or GRPO checkpoint saved with other settings or prompts is refused)")
     add("--overwrite", action="store_true", help="replace the earlier run of each stage given in --stages")
     add("--seed", type=cli.non_negative_int, default=0, help="seed of the data, the sampling and the labels")
     add("--device", help="cuda, mps or cpu (default: the first available)")
