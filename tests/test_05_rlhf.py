@@ -490,7 +490,7 @@ def test_rl_resume_refuses_other_prompts_or_settings(tmp_path, tokenizer, w0):
         train(examples, lr=1e-3)
     saved = checkpoint.read_checkpoint(tmp_path / "ckpt.pt")
     del saved["prompts_digest"]                      # a checkpoint of the version before digests
-    torch.save(saved, tmp_path / "ckpt.pt")
+    checkpoint.save_checkpoint(tmp_path / "ckpt.pt", saved)
     with pytest.raises(ValueError, match="before checkpoints recorded their prompts"):
         train(examples)
 
