@@ -179,6 +179,9 @@ def parse_args(argv=None):
                                                       "or the reward model (the lesson's exercise 7)")
     add("--grpo-curriculum", choices=("all", "sometimes"),
         help="GRPO's training prompts: all (default) or only those the SFT model solves sometimes (1 to G-1 of G samples)")
+    add("--grpo-prompts", choices=("math", "ppo"),
+        help="GRPO's training prompts: math (default: word problems and bare arithmetic) or ppo (PPO's prompts: harmful "
+             "requests, benign look-alikes, unknown entities; the gold reward scores them too; lesson, section 7)")
     add("--labeller-tau", type=cli.non_negative_float, help="Bradley-Terry temperature of the labeller (noise)")
     add("--length-bias", type=cli.finite_float, help="the labeller's utility per word of a reply")
     add("--eval-per-task", type=cli.positive_int, help="at most this many held-out prompts per task")
@@ -201,6 +204,8 @@ def resolve_settings(args):
                                  "grpo_curriculum": ("grpo", "curriculum")}.items():
         if getattr(args, flag) is not None:
             settings[section][key] = getattr(args, flag)
+    if args.grpo_prompts == "ppo":  # rl_examples: a "mix" means rl_prompts, PPO's requests new to SFT and to the evaluation
+        settings["grpo"]["mix"] = dict(PPO_MIX)
     for flag in ("rm_steps", "dpo_steps", "labeller_tau", "length_bias"):
         if getattr(args, flag) is not None:
             settings[flag] = getattr(args, flag)

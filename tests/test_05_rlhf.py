@@ -546,6 +546,16 @@ def test_grpo_curriculum_flag_reaches_the_settings_and_is_off_by_default():
     assert "curriculum" not in rlhf.resolve_settings(rlhf.parse_args([]))["grpo"]  # off by default
 
 
+def test_grpo_prompts_flag_trains_grpo_on_ppos_prompts():
+    """--grpo-prompts ppo: GRPO's prompts are PPO's own (the same requests, scored by the gold reward)."""
+    settings = rlhf.resolve_settings(rlhf.parse_args(["--grpo-prompts", "ppo"]))
+    grpo, ppo = rlhf.rl_examples(settings, settings["grpo"]), rlhf.rl_examples(settings, settings["ppo"])
+    assert [e["messages"] for e in grpo] == [e["messages"] for e in ppo]
+    assert rlhf.rl_reward("grpo", settings["grpo"]) == "gold"
+    default = rlhf.resolve_settings(rlhf.parse_args([]))
+    assert {e["task"] for e in rlhf.rl_examples(default, default["grpo"])} == {"math", "arith"}
+
+
 def test_grpo_ladder_rungs_in_the_loop(tokenizer, w0):
     """reinforce: the raw score; baseline: minus the group mean; grpo: normalized by the group's std."""
     examples, sft, _ = rl_setup(tokenizer, w0)
