@@ -170,6 +170,8 @@ def parse_args(argv=None):
     add("--kl-target", type=cli.positive_float, help="PPO: Ziegler's adaptive KL controller aims at this KL "
                                                       "(nats per reply); default: a fixed beta")
     add("--ppo-lr", type=cli.positive_float)
+    add("--ppo-reward", choices=("rm", "gold"), help="what PPO is trained on: the reward model (default) or the "
+                                                    "gold reward itself (lesson, \"With the true reward\")")
     add("--grpo-lr", type=cli.positive_float)
     add("--grpo-loss", choices=("reinforce", "baseline", "grpo"), help="GRPO's rung of the policy-gradient ladder "
                                                                         "(default: grpo)")
@@ -200,7 +202,7 @@ def resolve_settings(args):
                                  "grpo_lr": ("grpo", "lr"), "kl_target": ("ppo", "adaptive_kl_target"),
                                  "grpo_loss": ("grpo", "pg_loss"),
                                  "grpo_normalization": ("grpo", "loss_normalization"),
-                                 "grpo_reward": ("grpo", "reward"),
+                                 "grpo_reward": ("grpo", "reward"), "ppo_reward": ("ppo", "reward"),
                                  "grpo_curriculum": ("grpo", "curriculum")}.items():
         if getattr(args, flag) is not None:
             settings[section][key] = getattr(args, flag)

@@ -551,9 +551,16 @@ def test_grpo_prompts_flag_trains_grpo_on_ppos_prompts():
     settings = rlhf.resolve_settings(rlhf.parse_args(["--grpo-prompts", "ppo"]))
     grpo, ppo = rlhf.rl_examples(settings, settings["grpo"]), rlhf.rl_examples(settings, settings["ppo"])
     assert [e["messages"] for e in grpo] == [e["messages"] for e in ppo]
-    assert rlhf.rl_reward("grpo", settings["grpo"]) == "gold"
+    # the gold reward tells a refusal apart on these tasks: +1 for a harmful request, -1 for a look-alike
+    refusal = "I can't help with stealing. If you need a lamp, ask Mia."
+    assert [gold_reward({"task": t}, refusal) for t in ("harmful", "benign")] == [1.0, -1.0]
     default = rlhf.resolve_settings(rlhf.parse_args([]))
     assert {e["task"] for e in rlhf.rl_examples(default, default["grpo"])} == {"math", "arith"}
+
+
+def test_ppo_reward_flag_trains_ppo_on_the_gold_reward():
+    assert rlhf.rl_reward("ppo", rlhf.resolve_settings(rlhf.parse_args(["--ppo-reward", "gold"]))["ppo"]) == "gold"
+    assert rlhf.rl_reward("ppo", rlhf.resolve_settings(rlhf.parse_args([]))["ppo"]) == "rm"  # the default
 
 
 def test_grpo_ladder_rungs_in_the_loop(tokenizer, w0):
