@@ -418,11 +418,11 @@ def write_report(run, results, skipped, contamination, sources):
     if cot and not any(r["stage"] == DIRECT_STAGE for r in results):
         cot += ("\n\nNo row for SFT on direct answers only: the control was not trained (`python pipeline.py "
                 "--direct-sft` trains it, one more SFT run: `04_sft/sft.py --math-style direct --out-dir runs/04_sft_direct`).")
-    for title, body in (("Chain of thought: how trained x how prompted (% correct, last number of the reply)",
+    for title, body in (("Math and chain of thought: how trained x how prompted (% correct, last number of the reply)",
                          cot),
                         (f"Code: pass@k with {settings['code_samples']} samples per held-out task (temperature 0.8)",
                          pass_table(results, settings)),
-                        ("Refusals by kind of held-out request (%)", harmful_table(results)),
+                        ("Safety: refusals by kind of held-out request (%)", harmful_table(results)),
                         ("Robustness: chapter 04's rows, on forms never seen in training (% right)",
                          robustness_table(results)),
                         ("Multimodal: chapter 08's models (from its summary.json, when chapter 08 has run)",

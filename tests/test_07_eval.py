@@ -640,6 +640,8 @@ def test_report_end_to_end_on_a_tiny_model(tiny_runs, tmp_path, monkeypatch):
     assert {"flexible", "flexible (ood)"} <= set(summary["models"][0]["summary"]["math"])
     assert {"refusal", "refusal (ood)", "over_refusal", "over_refusal (ood)"} <= set(summary["models"][0]["summary"]["harmful"])
     assert "## Robustness: chapter 04's rows" in report and "| the same as the third turn of a conversation" in report
+    details = [report.index(f"\n## {q}") for q in ("Math and chain of thought", "Code: pass@k", "Safety: refusals", "Robustness")]
+    assert details == sorted(details)  # the detail tables follow the questions' order, each named by its question
     assert f"Sandbox isolation: {sandbox_isolation()}" in report  # which walls the code task's programs had
     lines = (out / "records" / "sft" / "multiple_choice.jsonl").read_text().splitlines()
     assert len(lines) == 4 and {"question", "choices", "gold", "reply", "score"} <= set(json.loads(lines[0]))
