@@ -1,5 +1,5 @@
 """Chain of thought, on problems the model can read: the step-trained chat model against the direct-answer
-control, each asked four ways, on held-out problems in a training phrasing ("heldout") and in a held-out
+control, each asked five ways, on held-out problems in a training phrasing ("heldout") and in a held-out
 one ("ood"), by number of steps and by size of the numbers.
 
     python 07_eval/cot_study.py                       # runs/04_sft (steps) vs runs/04_sft_direct (direct)
@@ -13,6 +13,8 @@ the same problems for "heldout" and "ood": only the wording differs, so the two 
 item. The ways of asking (PROMPTINGS):
 
     direct             the question alone, greedy: the chat model's natural way (it replies as trained)
+    answer at once     the reply begins "The answer is": no steps before the answer (Lanham et al. 2023's
+                       early answering; for the control, the same as direct)
     zero-shot CoT      the reply begins "Let's think step by step." (Kojima et al. 2022)
     few-shot           one worked exemplar from the training split before the question (Wei et al. 2022)
     self-consistency   k samples of the direct prompt at temperature 0.7, the majority answer (Wang et al. 2023)
@@ -35,10 +37,10 @@ for chapter in ["01_tokenizer", "02_transformer", "03_pretrain", "04_sft", "07_e
 
 import cli  # noqa: E402  (chapter 01: one-line errors, atomic writes)
 import world  # noqa: E402  (chapter 03)
-from eval_tasks import ZERO_SHOT_COT, ask_each_way, math_shots  # noqa: E402  (this chapter)
+from eval_tasks import ANSWER_AT_ONCE, ZERO_SHOT_COT, ask_each_way, math_shots  # noqa: E402  (this chapter)
 from harness import LanguageModel, Prompt  # noqa: E402
 
-PROMPTINGS = ("direct", "zero-shot CoT", "few-shot", "self-consistency")
+PROMPTINGS = ("direct", "answer at once", "zero-shot CoT", "few-shot", "self-consistency")
 STEPS = (1, 2, 3)
 SPLITS = ("heldout", "ood")
 WORLD_SEED = 0
@@ -93,13 +95,15 @@ def prompt_for(how, item, w):
         return Prompt(item["question"], reply_start=ZERO_SHOT_COT)
     if how == "few-shot":
         return Prompt(item["question"], math_shots(w, "steps", 1, item["kind"]))
+    if how == "answer at once":
+        return Prompt(item["question"], reply_start=ANSWER_AT_ONCE)
     return Prompt(item["question"])
 
 
 def run_study(lm, items, w, k=8, max_new_tokens=128, seed=0):
     """Each item asked every way of PROMPTINGS (eval_tasks.ask_each_way; self-consistency samples the direct
     prompt; k=0: none) -> records {**item, "replies", "answers": {how: n}, "score": {how: 0/1}}."""
-    return ask_each_way(lm, items, lambda how, item: prompt_for(how, item, w), PROMPTINGS[:3], max_new_tokens, k, seed)
+    return ask_each_way(lm, items, lambda how, item: prompt_for(how, item, w), PROMPTINGS[:-1], max_new_tokens, k, seed)
 
 
 def accuracy(records, how, **where):

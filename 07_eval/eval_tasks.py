@@ -14,8 +14,9 @@ is asked twice, in its "split" field: "heldout" (a training phrasing: the skill 
     perplexity        documents of the corpus' val split       bits per byte (and perplexity per token)
     multiple_choice   fact questions, 4 options (MMLU-style)   acc, acc_norm (log-likelihood), the letter
     math              1-2 step word problems (GSM8K-style)     strict ("The answer is N") and flexible (last number)
-    chain_of_thought  the same problems and bare arithmetic,   few-shot direct / CoT, zero-shot CoT, self-consistency
-                      each asked 4 ways
+    chain_of_thought  the same problems and bare arithmetic,   the last number, asked 6 ways: the question alone,
+                      each asked 6 ways                        the answer at once, few-shot direct / CoT, zero-shot
+                                                               CoT, self-consistency
     code              code_tasks: signature + docstring        pass@1 and pass@k of n samples, run in the sandbox
     describe          "Tell me about X." for held-out entities  BLEU, ROUGE-1/2/L against the reference description
     harmful           requests in framings never trained on    refusal rate; over-refusal on benign look-alikes
@@ -64,6 +65,7 @@ def runs_task(task, stage, checkpoint_format):
 
 LETTERS = "ABCD"
 ZERO_SHOT_COT = "Let's think step by step."  # Kojima et al. (2022)
+ANSWER_AT_ONCE = "The answer is"  # the steps cut out: the reply must start with the answer (Lanham et al. 2023)
 OOD = " (ood)"  # the suffix of a summary key measured on the "ood" items (the plain key: "heldout")
 COT_KINDS = ("word", "word (ood)", "arithmetic")  # the chain-of-thought table's kinds of problems
 
@@ -259,13 +261,20 @@ def run_math(lm, items, settings, w):
             for item, reply in zip(items, replies)]
 
 
-COT_PROMPTS = ("few-shot direct", "few-shot CoT", "zero-shot CoT", "self-consistency")
+COT_PROMPTS = ("question alone", "answer at once", "few-shot direct", "few-shot CoT", "zero-shot CoT", "self-consistency")
 
 
 def cot_prompt(how, item, w, shots):
-    """The Prompt of one way of asking (Wei et al. 2022: `shots` exemplars with or without the steps;
-    Kojima et al. 2022: no exemplars, the reply starts with "Let's think step by step.")."""
+    """The Prompt of one way of asking: the question alone (a chat model replies as it was trained, with
+    its steps if it was trained on them); the answer at once (the reply starts "The answer is", so no steps
+    come first: what a step-trained model knows without its steps, Lanham et al. 2023's early answering);
+    Wei et al. 2022: `shots` exemplars with or without the steps; Kojima et al. 2022: no exemplars, the
+    reply starts with "Let's think step by step."."""
     question = item["question"]
+    if how == "question alone":
+        return Prompt(question)
+    if how == "answer at once":
+        return Prompt(question, reply_start=ANSWER_AT_ONCE)
     if how == "few-shot direct":
         return Prompt(question, math_shots(w, "direct", shots, item["kind"]))
     if how in ("few-shot CoT", "self-consistency"):
@@ -298,9 +307,9 @@ def ask_each_way(lm, items, prompt_of, hows, max_new_tokens, k=0, seed=0):
 
 def run_chain_of_thought(lm, items, settings, w):
     """Each problem (word problems, and held-out sums and differences whose steps are chapter 03's column
-    scratchpads) asked the four ways of COT_PROMPTS (ask_each_way); self-consistency samples chains of the
-    few-shot CoT prompt."""
-    return ask_each_way(lm, items, lambda how, item: cot_prompt(how, item, w, settings["shots"]), COT_PROMPTS[:3],
+    scratchpads) asked the six ways of COT_PROMPTS (ask_each_way: the five greedy ones, then self-consistency,
+    which samples chains of the few-shot CoT prompt)."""
+    return ask_each_way(lm, items, lambda how, item: cot_prompt(how, item, w, settings["shots"]), COT_PROMPTS[:-1],
                         settings["max_new_tokens"]["math"], settings["self_consistency"], settings["seed"])
 
 

@@ -564,6 +564,20 @@ def test_base_model_prompt_is_the_quiz_form(chat_lm):
     assert base.tokenizer.decode(ids) == "<|endoftext|>Q: What is 1 + 1?\nA: The answer is 2.\n\nQ: What is 3 + 4?\nA:"
 
 
+def test_the_answer_at_once_leaves_no_room_for_steps(chat_lm):
+    """The chain-of-thought table's two ways without exemplars: the question alone is the chat template and
+    nothing more; the answer at once adds the words that open every trained answer, "The answer is", so
+    the reply starts at the number; self-consistency stays the one sampled way, last."""
+    import eval_tasks
+    item = {"question": "Sam has 3 eggs. He buys 4 more. How many eggs does Sam have now?", "kind": "word"}
+    w = world.build_world(0)
+    alone = chat_lm.prompt_ids(eval_tasks.cot_prompt("question alone", item, w, shots=1))
+    at_once = chat_lm.prompt_ids(eval_tasks.cot_prompt("answer at once", item, w, shots=1))
+    assert alone == chat_lm.prompt_ids(Prompt(item["question"]))
+    assert at_once[:len(alone)] == alone and chat_lm.tokenizer.decode(at_once[len(alone):]) == "The answer is"
+    assert eval_tasks.COT_PROMPTS[-1] == "self-consistency" and len(set(eval_tasks.COT_PROMPTS)) == 6
+
+
 # ---- bad input, and the report end to end
 
 
