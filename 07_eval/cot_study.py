@@ -13,13 +13,14 @@ the same problems for "heldout" and "ood": only the wording differs, so the two 
 item. The ways of asking (PROMPTINGS):
 
     direct             the question alone, greedy: the chat model's natural way (it replies as trained)
-    answer at once     the reply begins "The answer is": no steps before the answer (Lanham et al. 2023's
-                       early answering; for the control, the same as direct)
+    answer at once     the reply begins "The answer is", scored by its first number: no steps before the
+                       answer (Lanham et al. 2023's early answering)
     zero-shot CoT      the reply begins "Let's think step by step." (Kojima et al. 2022)
     few-shot           one worked exemplar from the training split before the question (Wei et al. 2022)
     self-consistency   k samples of the direct prompt at temperature 0.7, the majority answer (Wang et al. 2023)
 
-Every reply is scored by its last number (scoring.flexible_answer), the same rule for every way of asking.
+Every reply is scored by its last number (scoring.flexible_answer), the same rule for every way of asking
+but the answer at once (its first number: scoring.first_answer).
 Self-consistency runs on the "heldout" problems only. Outputs in --out-dir (default runs/07_eval/cot_study/):
 cot_study.md (the tables) and records_steps.json / records_direct.json (every item's answers).
 """

@@ -14,9 +14,9 @@ is asked twice, in its "split" field: "heldout" (a training phrasing: the skill 
     perplexity        documents of the corpus' val split       bits per byte (and perplexity per token)
     multiple_choice   fact questions, 4 options (MMLU-style)   acc, acc_norm (log-likelihood), the letter
     math              1-2 step word problems (GSM8K-style)     strict ("The answer is N") and flexible (last number)
-    chain_of_thought  the same problems and bare arithmetic,   the last number, asked 6 ways: the question alone,
-                      each asked 6 ways                        the answer at once, few-shot direct / CoT, zero-shot
-                                                               CoT, self-consistency
+    chain_of_thought  the same problems and bare arithmetic,   the last number (the answer at once: the first), asked
+                      each asked 6 ways                        the question alone, the answer at once, few-shot
+                                                               direct / CoT, zero-shot CoT, self-consistency
     code              code_tasks: signature + docstring        pass@1 and pass@k of n samples, run in the sandbox
     describe          "Tell me about X." for held-out entities  BLEU, ROUGE-1/2/L against the reference description
     harmful           requests in framings never trained on    refusal rate; over-refusal on benign look-alikes
@@ -39,7 +39,7 @@ import world  # noqa: E402  (chapter 03)
 from grading import is_refusal, is_right, mentions, says_dont_know  # noqa: E402  (chapter 04: the one grading rule)
 from harness import Prompt  # noqa: E402  (this chapter)
 from sandbox import run_programs  # noqa: E402
-from scoring import (bits_per_byte, flexible_answer, letter_choice, majority_vote, multiple_choice_scores,  # noqa: E402
+from scoring import (bits_per_byte, first_answer, flexible_answer, letter_choice, majority_vote, multiple_choice_scores,  # noqa: E402
                      pass_at_k, perplexity, strict_answer)
 from robustness import CHAT_TEMPERATURE, CHAT_TOP_K, ROWS as ROBUSTNESS_ROWS, robustness_sets  # noqa: E402
 from sft_data import MATH_STAGES, world_examples  # noqa: E402  (chapter 04)
@@ -285,14 +285,17 @@ def cot_prompt(how, item, w, shots):
 def ask_each_way(lm, items, prompt_of, hows, max_new_tokens, k=0, seed=0):
     """Each problem asked each way of `hows` (greedy), then, when k > 0, "self-consistency": k chains of
     prompt_of("self-consistency", item) sampled at temperature 0.7, the majority of their answers (Wang et
-    al., 2023). Every reply is scored by its last number (flexible), the same rule for every way of asking.
+    al., 2023). Every reply is scored by its last number (flexible), the same rule for every way of asking
+    but the answer at once, scored by its first number: a step-trained model may go on to work the problem
+    after the forced "The answer is N", and those later steps are not an answer at once.
     prompt_of(how, item) -> Prompt. -> records {**item, "replies": {how: reply, or the k chains},
     "answers": {how: number or None}, "score": {how: 1 if the answer is item["gold"], else 0}}."""
     records = [{**item, "replies": {}, "answers": {}, "score": {}} for item in items]
     for how in hows:
         replies = lm.generate([lm.prompt_ids(prompt_of(how, i)) for i in items], max_new_tokens)
         for record, reply in zip(records, replies):
-            record["replies"][how], record["answers"][how] = reply, flexible_answer(reply)
+            answer = first_answer(reply) if how == "answer at once" else flexible_answer(reply)
+            record["replies"][how], record["answers"][how] = reply, answer
             record["score"][how] = int(record["answers"][how] == record["gold"])
     if k:
         prompts = [lm.prompt_ids(prompt_of("self-consistency", i)) for i in items for _ in range(k)]

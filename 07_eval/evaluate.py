@@ -418,7 +418,8 @@ def write_report(run, results, skipped, contamination, sources):
     if cot and not any(r["stage"] == DIRECT_STAGE for r in results):
         cot += ("\n\nNo row for SFT on direct answers only: the control was not trained (`python pipeline.py "
                 "--direct-sft` trains it, one more SFT run: `04_sft/sft.py --math-style direct --out-dir runs/04_sft_direct`).")
-    for title, body in (("Math and chain of thought: how trained x how prompted (% correct, last number of the reply)",
+    for title, body in (("Math and chain of thought: how trained x how prompted (% correct: the last number of the reply; "
+                         "the answer at once, its first)",
                          cot),
                         (f"Code: pass@k with {settings['code_samples']} samples per held-out task (temperature 0.8)",
                          pass_table(results, settings)),

@@ -125,6 +125,17 @@ def flexible_answer(reply):
     return normalize_number(found[-1]) if found else None
 
 
+def first_answer(reply):
+    """The FIRST number of the reply, or None: the answer of a reply made to start with it (the chain of
+    thought's "answer at once"), before any steps a model may go on to write after it.
+
+    >>> first_answer(" 4 eggs.\\nShe loses 2, so 4 - 2 = 2 eggs.\\nThe answer is 2."), first_answer(" no")
+    (4, None)
+    """
+    found = _NUMBER.findall(reply)
+    return normalize_number(found[0]) if found else None
+
+
 def majority_vote(answers):
     """Self-consistency (Wang et al., 2023): the most common answer among k sampled chains, None
     answers ignored; ties go to the answer seen first. None if no chain gave an answer.

@@ -576,6 +576,26 @@ def test_the_answer_at_once_leaves_no_room_for_steps(chat_lm):
     assert alone == chat_lm.prompt_ids(Prompt(item["question"]))
     assert at_once[:len(alone)] == alone and chat_lm.tokenizer.decode(at_once[len(alone):]) == "The answer is"
     assert eval_tasks.COT_PROMPTS[-1] == "self-consistency" and len(set(eval_tasks.COT_PROMPTS)) == 6
+    import cot_study  # the study asks it the same way
+    assert cot_study.prompt_for("answer at once", item, w).reply_start == eval_tasks.ANSWER_AT_ONCE == "The answer is"
+
+
+def test_the_answer_at_once_is_its_first_number_not_the_steps_after_it():
+    """A step-trained model made to answer at once may go on to work the problem after the forced start;
+    those steps must not count: the answer at once is the reply's first number, every other way its last."""
+    import eval_tasks
+
+    class Replies:  # stands in for a model: the same reply to every prompt
+        def prompt_ids(self, prompt):
+            return [0]
+
+        def generate(self, prompts, max_new_tokens, temperature=0.0, seed=0):
+            return [" 4 eggs.\nShe loses 2, so 4 - 2 = 2 eggs.\nThe answer is 2."] * len(prompts)
+
+    records = eval_tasks.ask_each_way(Replies(), [{"question": "?", "gold": 2}], lambda how, item: None,
+                                      ("question alone", "answer at once"), 8)
+    assert records[0]["answers"] == {"question alone": 2, "answer at once": 4}
+    assert records[0]["score"] == {"question alone": 1, "answer at once": 0}
 
 
 # ---- bad input, and the report end to end
@@ -654,6 +674,10 @@ def test_report_end_to_end_on_a_tiny_model(tiny_runs, tmp_path, monkeypatch):
     assert {"flexible", "flexible (ood)"} <= set(summary["models"][0]["summary"]["math"])
     assert {"refusal", "refusal (ood)", "over_refusal", "over_refusal (ood)"} <= set(summary["models"][0]["summary"]["harmful"])
     assert "## Robustness: chapter 04's rows" in report and "| the same as the third turn of a conversation" in report
+    cot = summary["models"][0]["summary"]["chain_of_thought"]
+    assert set(cot) == {f"{kind}: {how}" for kind in evaluate.COT_KINDS for how in evaluate.COT_PROMPTS}
+    assert all(0 <= value <= 1 for value in cot.values())  # every way of asking was run (a NaN fails here)
+    assert "| problems | how trained | question alone | answer at once | few-shot direct |" in report
     details = [report.index(f"\n## {q}") for q in ("Math and chain of thought", "Code: pass@k", "Safety: refusals", "Robustness")]
     assert details == sorted(details)  # the detail tables follow the questions' order, each named by its question
     assert f"Sandbox isolation: {sandbox_isolation()}" in report  # which walls the code task's programs had
