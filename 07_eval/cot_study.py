@@ -38,8 +38,8 @@ for chapter in ["01_tokenizer", "02_transformer", "03_pretrain", "04_sft", "07_e
 
 import cli  # noqa: E402  (chapter 01: one-line errors, atomic writes)
 import world  # noqa: E402  (chapter 03)
-from eval_tasks import ANSWER_AT_ONCE, ZERO_SHOT_COT, ask_each_way, math_shots  # noqa: E402  (this chapter)
-from harness import LanguageModel, Prompt  # noqa: E402
+from eval_tasks import ask_each_way, cot_prompt  # noqa: E402  (this chapter)
+from harness import LanguageModel  # noqa: E402
 
 PROMPTINGS = ("direct", "answer at once", "zero-shot CoT", "few-shot", "self-consistency")
 STEPS = (1, 2, 3)
@@ -90,15 +90,14 @@ def cot_items(w, split, per_cell, seed=0):
     return items
 
 
+# The study's ways of asking in the names of the report's (eval_tasks.cot_prompt builds every Prompt); the study's
+# self-consistency samples the question alone, the report's samples few-shot CoT chains.
+REPORT_NAME = {"direct": "question alone", "few-shot": "few-shot CoT", "self-consistency": "question alone"}
+
+
 def prompt_for(how, item, w):
-    """The Prompt of one way of asking (self-consistency samples the direct prompt)."""
-    if how == "zero-shot CoT":
-        return Prompt(item["question"], reply_start=ZERO_SHOT_COT)
-    if how == "few-shot":
-        return Prompt(item["question"], math_shots(w, "steps", 1, item["kind"]))
-    if how == "answer at once":
-        return Prompt(item["question"], reply_start=ANSWER_AT_ONCE)
-    return Prompt(item["question"])
+    """The Prompt of one way of asking: eval_tasks.cot_prompt with one exemplar for few-shot."""
+    return cot_prompt(REPORT_NAME.get(how, how), item, w, shots=1)
 
 
 def run_study(lm, items, w, k=8, max_new_tokens=128, seed=0):
